@@ -1,0 +1,1 @@
+//! mongo-sim: an in-memory MongoDB replica-set simulator speaking the wire protocol.

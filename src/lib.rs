@@ -1,0 +1,9 @@
+//! Tributary streams a MongoDB replica set into PostgreSQL.
+//!
+//! Layout (data flows top to bottom):
+//! - `config`: the TOML config file, `${VAR}` interpolation, validation with field paths.
+//! - `mapping`: YAML mappings, validation, document → rows, BSON → Postgres values.
+//! - `sink`: applies batches of changes, dead letters and the checkpoint in one transaction.
+
+pub mod mapping;
+pub mod sink;
