@@ -1,0 +1,47 @@
+# Tributary — the two commands of the README are `make demo` and `make test`.
+# Everything they need (Postgres binaries, a Python venv with pymongo) is installed on first use.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+# Spec tests and sample datasets live beside the clone (never copied into the repository).
+export TRIBUTARY_FIXTURES ?= $(abspath $(CURDIR)/../shared/fixtures)
+
+.PHONY: all build test test-rust test-py lint deps demo bench test-real clean
+
+all: build
+
+build:
+	$(CARGO) build --release --workspace
+
+deps:
+	@bash scripts/ensure-postgres.sh
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+test-rust: deps
+	$(CARGO) test --workspace
+
+test-py:
+	bash sim/tests/py/run.sh
+
+# The whole suite: formatting and lints, Rust unit + integration tests (real Postgres, the real
+# MongoDB driver against mongo-sim over TCP), then pymongo and the MongoDB spec tests.
+test: lint test-rust test-py
+
+demo: deps
+	bash scripts/demo.sh
+
+bench: deps
+	bash scripts/bench.sh
+
+# End-to-end suite against a real MongoDB replica set and Postgres (e.g. `docker compose up -d`):
+#   MONGO_URI=mongodb://localhost:27017/?replicaSet=rs0 DATABASE_URL=postgres://... make test-real
+test-real:
+	@test -n "$$MONGO_URI" || { echo "set MONGO_URI to a MongoDB replica set (see docker-compose.yml)"; exit 2; }
+	TRIBUTARY_TEST_MONGO_URI="$$MONGO_URI" TEST_DATABASE_URL="$${DATABASE_URL:-$$TEST_DATABASE_URL}" \
+		$(CARGO) test --test main -- --test-threads=1 e2e
+
+clean:
+	$(CARGO) clean
