@@ -6,4 +6,5 @@
 //! - `sink`: applies batches of changes, dead letters and the checkpoint in one transaction.
 
 pub mod mapping;
+pub mod metrics;
 pub mod sink;
