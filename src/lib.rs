@@ -5,6 +5,11 @@
 //! - `mapping`: YAML mappings, validation, document → rows, BSON → Postgres values.
 //! - `sink`: applies batches of changes, dead letters and the checkpoint in one transaction.
 
+pub mod config;
+pub mod event;
 pub mod mapping;
 pub mod metrics;
+pub mod pipeline;
+pub mod position;
 pub mod sink;
+pub mod source;

@@ -1,0 +1,3 @@
+//! The pipeline: source → bounded channel → batcher → sink.
+
+pub mod batcher;

@@ -1,0 +1,118 @@
+//! Sources: where change events come from. The `Source` trait is the seam between MongoDB and
+//! the pipeline; `change_stream` (default) and `oplog` are the two real implementations, and
+//! `snapshot` reads whole collections for the full sync.
+
+pub mod change_stream;
+pub mod oplog;
+pub mod snapshot;
+
+use std::future::Future;
+
+use crate::event::{ChangeEvent, Namespace};
+use crate::mapping::model::MappingSet;
+
+/// A stream of change events.
+///
+/// Contract:
+/// - `next_batch` returns at least one event, in source order, each carrying the position
+///   *after* it; resuming at an event's position replays nothing before it.
+/// - The events of one MongoDB transaction (same `TxnId` and cluster time) are never split
+///   across two calls, so the pipeline can keep them in one Postgres transaction.
+/// - When nothing happens for about a second, it returns a single `Op::Noop` event whose
+///   position is the newest the server reported (post-batch resume token, or the last oplog
+///   entry read), so checkpoints and lag stay fresh on idle streams.
+/// - Events for namespaces nobody mapped may be filtered out or passed on as `Noop`s; the
+///   position advances either way.
+/// - Transient errors (network, step-down) are retried inside the source from the last
+///   position it returned; an error returned here is final for this source.
+pub trait Source: Send {
+    fn next_batch(&mut self) -> impl Future<Output = Result<Vec<ChangeEvent>, SourceError>> + Send;
+}
+
+/// Why a source stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The resume point has fallen off the oplog (server code 286 or 136): the changes since
+    /// the checkpoint can no longer be read.
+    #[error("the resume point is no longer in the oplog (code {code}): {message}; run a full sync (or set sync.resync_on_history_lost = true)")]
+    HistoryLost { code: i32, message: String },
+    /// The server refused the stream for a reason retrying cannot fix.
+    #[error("MongoDB refused the stream: {0}")]
+    Fatal(String),
+    /// MongoDB stayed unreachable through every retry.
+    #[error("MongoDB stayed unreachable after {attempts} attempts: {message}")]
+    Unavailable { attempts: usize, message: String },
+}
+
+/// How the pipeline should treat a MongoDB driver error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    HistoryLost,
+    Transient,
+    Fatal,
+}
+
+/// Server codes that mean "retry later": network, step-down and shutdown states (SDAM's
+/// state-change codes plus the resumable change-stream codes).
+const TRANSIENT_CODES: &[i32] = &[
+    6, 7, 43, 89, 91, 133, 134, 189, 234, 262, 9001, 10107, 11600, 11602, 13435, 13436,
+];
+
+/// The one place that decides retry vs fail for MongoDB errors.
+pub fn classify(err: &mongodb::error::Error) -> ErrorClass {
+    use mongodb::error::ErrorKind;
+    match err.kind.as_ref() {
+        ErrorKind::Command(c) if c.code == 286 || c.code == 136 => ErrorClass::HistoryLost,
+        ErrorKind::Command(c) if TRANSIENT_CODES.contains(&c.code) => ErrorClass::Transient,
+        ErrorKind::Command(_) => {
+            if err.contains_label("ResumableChangeStreamError")
+                || err.contains_label("RetryableWriteError")
+                || err.contains_label("TransientTransactionError")
+            {
+                ErrorClass::Transient
+            } else {
+                ErrorClass::Fatal
+            }
+        }
+        ErrorKind::Io(_)
+        | ErrorKind::ServerSelection { .. }
+        | ErrorKind::ConnectionPoolCleared { .. }
+        | ErrorKind::DnsResolve { .. } => ErrorClass::Transient,
+        _ => ErrorClass::Fatal,
+    }
+}
+
+/// Turns a final driver error into a `SourceError`.
+pub fn source_error(err: &mongodb::error::Error, attempts: usize) -> SourceError {
+    use mongodb::error::ErrorKind;
+    match (classify(err), err.kind.as_ref()) {
+        (ErrorClass::HistoryLost, ErrorKind::Command(c)) => SourceError::HistoryLost {
+            code: c.code,
+            message: c.message.clone(),
+        },
+        (ErrorClass::Transient, _) => SourceError::Unavailable {
+            attempts,
+            message: err.to_string(),
+        },
+        _ => SourceError::Fatal(err.to_string()),
+    }
+}
+
+/// The namespaces a source must deliver: every mapped collection.
+pub fn mapped_namespaces(mappings: &MappingSet) -> Vec<Namespace> {
+    mappings
+        .collections
+        .iter()
+        .map(|c| Namespace::new(&c.database, &c.collection))
+        .collect()
+}
+
+/// Backoff for reconnecting to MongoDB: 100 ms doubling to 10 s, with jitter, for about
+/// three minutes in all before the source gives up ("a connection that stayed down").
+pub fn reconnect_backoff() -> backon::ExponentialBuilder {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(std::time::Duration::from_millis(100))
+        .with_max_delay(std::time::Duration::from_secs(10))
+        .with_max_times(24)
+        .with_jitter()
+}
