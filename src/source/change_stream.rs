@@ -1,1 +1,309 @@
-//! placeholder
+//! The change-stream source (the default): ONE deployment-level stream (`client.watch()`)
+//! filtered to the mapped namespaces and their DDL, with `fullDocument: updateLookup`, resumed
+//! from the stored token (`resumeAfter`) or started at a recorded token for a fresh stream.
+//!
+//! The driver already resumes once on resumable `getMore` errors; anything else that is
+//! transient (the initial `aggregate` failing, a server selection timeout) is retried here with
+//! capped backoff by reopening from the last position this source returned.
+
+use std::time::Duration;
+
+use bson::{doc, Bson, Document, Timestamp};
+use mongodb::change_stream::event::{ChangeStreamEvent, OperationType, ResumeToken};
+use mongodb::change_stream::ChangeStream;
+use mongodb::options::FullDocumentType;
+use mongodb::Client;
+
+use super::{
+    classify, mapped_namespaces, reconnect_backoff, source_error, ErrorClass, Source, SourceError,
+};
+use crate::event::{ChangeEvent, Namespace, Op, TxnId};
+use crate::mapping::model::MappingSet;
+use crate::position::Position;
+
+/// How long one `getMore` waits for new events before the server answers empty (and we
+/// emit a heartbeat with the post-batch resume token).
+const MAX_AWAIT: Duration = Duration::from_secs(1);
+
+/// Reads change events from a deployment-level change stream.
+pub struct ChangeStreamSource {
+    client: Client,
+    pipeline: Vec<Document>,
+    stream: Option<ChangeStream<ChangeStreamEvent<Document>>>,
+    /// The position after the last event returned: where a reopen resumes.
+    position: Position,
+    /// After an `invalidate`, a new stream must `startAfter` instead of `resumeAfter`.
+    start_after: bool,
+    /// An event read while completing a transaction that belongs to the next call.
+    stash: Option<ChangeEvent>,
+}
+
+/// The `$match` stage: events on mapped namespaces, renames onto them, and `dropDatabase`
+/// of their databases.
+pub fn match_stage(mappings: &MappingSet) -> Document {
+    let mut by_db: Vec<(String, Vec<String>)> = Vec::new();
+    for ns in mapped_namespaces(mappings) {
+        match by_db.iter_mut().find(|(db, _)| *db == ns.db) {
+            Some((_, colls)) => colls.push(ns.coll),
+            None => by_db.push((ns.db, vec![ns.coll])),
+        }
+    }
+    let mut or: Vec<Bson> = Vec::new();
+    for (db, colls) in &by_db {
+        or.push(Bson::Document(
+            doc! {"ns.db": db, "ns.coll": {"$in": colls.clone()}},
+        ));
+        or.push(Bson::Document(
+            doc! {"operationType": "rename", "to.db": db, "to.coll": {"$in": colls.clone()}},
+        ));
+    }
+    let dbs: Vec<String> = by_db.iter().map(|(db, _)| db.clone()).collect();
+    or.push(Bson::Document(
+        doc! {"operationType": "dropDatabase", "ns.db": {"$in": dbs}},
+    ));
+    doc! {"$match": {"$or": or}}
+}
+
+fn token_to_document(token: &ResumeToken) -> Option<Document> {
+    match bson::to_bson(token) {
+        Ok(Bson::Document(d)) => Some(d),
+        _ => None,
+    }
+}
+
+fn document_to_token(token: &Document) -> Result<ResumeToken, SourceError> {
+    bson::from_bson(Bson::Document(token.clone()))
+        .map_err(|e| SourceError::Fatal(format!("the stored resume token is unusable: {e}")))
+}
+
+impl ChangeStreamSource {
+    /// A source that resumes after `position` (a change-stream token). Nothing is read until
+    /// the first `next_batch`.
+    pub fn new(
+        client: Client,
+        mappings: &MappingSet,
+        position: Position,
+    ) -> Result<Self, SourceError> {
+        if !matches!(position, Position::ChangeStream { .. }) {
+            return Err(SourceError::Fatal(
+                "the checkpoint holds an oplog position but mongo.source is change_stream; use the same source as before or run a full sync".into(),
+            ));
+        }
+        Ok(ChangeStreamSource {
+            client,
+            pipeline: vec![match_stage(mappings)],
+            stream: None,
+            position,
+            start_after: false,
+            stash: None,
+        })
+    }
+
+    async fn open(&mut self) -> Result<(), mongodb::error::Error> {
+        let Position::ChangeStream { token, .. } = &self.position else {
+            return Err(mongodb::error::Error::custom(
+                "not a change-stream position",
+            ));
+        };
+        let token: ResumeToken = bson::from_bson(Bson::Document(token.clone()))
+            .map_err(|e| mongodb::error::Error::custom(e.to_string()))?;
+        let watch = self
+            .client
+            .watch()
+            .pipeline(self.pipeline.clone())
+            .full_document(FullDocumentType::UpdateLookup)
+            .max_await_time(MAX_AWAIT);
+        let stream = if self.start_after {
+            watch.start_after(token).await?
+        } else {
+            watch.resume_after(token).await?
+        };
+        self.start_after = false;
+        self.stream = Some(stream);
+        Ok(())
+    }
+
+    /// One attempt: events (a transaction completed), a heartbeat, or a driver error.
+    async fn read(&mut self) -> Result<Vec<ChangeEvent>, mongodb::error::Error> {
+        if self.stream.is_none() {
+            self.open().await?;
+        }
+        let Some(stream) = self.stream.as_mut() else {
+            return Ok(Vec::new());
+        };
+        let first = match self.stash.take() {
+            Some(e) => e,
+            None => match stream.next_if_any().await? {
+                Some(raw) => match convert(raw) {
+                    Converted::Event(e) => e,
+                    Converted::Invalidate(token) => {
+                        // Only reachable if the deployment invalidates a cluster stream; start
+                        // a new one after the invalidate.
+                        self.position = Position::change_stream(token, None);
+                        self.start_after = true;
+                        self.stream = None;
+                        return Ok(Vec::new());
+                    }
+                },
+                None => {
+                    if !stream.is_alive() {
+                        self.stream = None;
+                        return Ok(Vec::new());
+                    }
+                    let Some(token) = stream.resume_token().as_ref().and_then(token_to_document)
+                    else {
+                        return Ok(Vec::new());
+                    };
+                    let position = Position::change_stream(token, None);
+                    let ct = position.cluster_time().unwrap_or(Timestamp {
+                        time: 0,
+                        increment: 0,
+                    });
+                    return Ok(vec![ChangeEvent::noop(position, ct)]);
+                }
+            },
+        };
+        let mut events = vec![first];
+        if events[0].txn.is_some() {
+            // Complete the transaction: its events share txn id and cluster time, and are
+            // all available once the first is (one applyOps entry).
+            loop {
+                let next = match stream.next_if_any().await? {
+                    Some(raw) => match convert(raw) {
+                        Converted::Event(e) => e,
+                        Converted::Invalidate(_) => break,
+                    },
+                    None => break,
+                };
+                if next.same_transaction(&events[0]) {
+                    events.push(next);
+                } else {
+                    self.stash = Some(next);
+                    break;
+                }
+            }
+        }
+        Ok(events)
+    }
+}
+
+impl Source for ChangeStreamSource {
+    async fn next_batch(&mut self) -> Result<Vec<ChangeEvent>, SourceError> {
+        let mut backoff: Option<backon::ExponentialBackoff> = None;
+        let mut attempts = 0usize;
+        loop {
+            match self.read().await {
+                Ok(events) if events.is_empty() => continue,
+                Ok(events) => {
+                    if let Some(last) = events.last() {
+                        self.position = last.position.clone();
+                    }
+                    return Ok(events);
+                }
+                Err(e) => {
+                    attempts += 1;
+                    self.stream = None;
+                    self.stash = None;
+                    if classify(&e) != ErrorClass::Transient {
+                        return Err(source_error(&e, attempts));
+                    }
+                    let delay = backoff
+                        .get_or_insert_with(|| backon::BackoffBuilder::build(reconnect_backoff()))
+                        .next();
+                    let Some(delay) = delay else {
+                        return Err(source_error(&e, attempts));
+                    };
+                    tracing::warn!(error = %e, attempt = attempts, delay_ms = delay.as_millis() as u64, "The change stream failed; reopening it from the last position.");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+}
+
+enum Converted {
+    Event(ChangeEvent),
+    Invalidate(Document),
+}
+
+fn convert(raw: ChangeStreamEvent<Document>) -> Converted {
+    let token = token_to_document(&raw.id).unwrap_or_default();
+    let position = Position::change_stream(token.clone(), raw.cluster_time);
+    let cluster_time = raw
+        .cluster_time
+        .or(position.cluster_time())
+        .unwrap_or(Timestamp {
+            time: 0,
+            increment: 0,
+        });
+    let namespace = raw
+        .ns
+        .as_ref()
+        .map(|ns| Namespace::new(&ns.db, ns.coll.clone().unwrap_or_default()))
+        .unwrap_or_default();
+    let txn = match (raw.lsid, raw.txn_number) {
+        (Some(lsid), Some(txn_number)) => Some(TxnId { lsid, txn_number }),
+        _ => None,
+    };
+    let op = match raw.operation_type {
+        OperationType::Insert => Op::Insert,
+        OperationType::Update => Op::Update,
+        OperationType::Replace => Op::Replace,
+        OperationType::Delete => Op::Delete,
+        OperationType::Drop => Op::Drop,
+        OperationType::Rename => Op::Rename {
+            to: raw
+                .to
+                .map(|to| Namespace::new(to.db, to.coll.unwrap_or_default()))
+                .unwrap_or_default(),
+        },
+        OperationType::DropDatabase => Op::DropDatabase,
+        OperationType::Invalidate => return Converted::Invalidate(token),
+        _ => Op::Noop,
+    };
+    let key = raw
+        .document_key
+        .as_ref()
+        .and_then(|k| k.get("_id").cloned());
+    Converted::Event(ChangeEvent {
+        op,
+        namespace,
+        key,
+        document: raw.full_document,
+        txn,
+        cluster_time,
+        position,
+    })
+}
+
+/// The stream's current position, recorded before a snapshot so streaming can resume from it:
+/// the post-batch resume token of a freshly opened stream (the server's "now").
+pub async fn current_position(
+    client: &Client,
+    mappings: &MappingSet,
+) -> Result<Position, SourceError> {
+    let stream = client
+        .watch()
+        .pipeline(vec![match_stage(mappings)])
+        .max_await_time(Duration::from_millis(10))
+        .await
+        .map_err(|e| source_error(&e, 1))?;
+    // A fresh stream with an empty first batch reports the server's high-water mark as its
+    // resume token; reading further could only move past events we must not skip.
+    match stream.resume_token().as_ref().and_then(token_to_document) {
+        Some(token) => Ok(Position::change_stream(token, None)),
+        None => Err(SourceError::Fatal(
+            "the server did not return a resume token for a new change stream (postBatchResumeToken); MongoDB 4.0.7 or newer is required".into(),
+        )),
+    }
+}
+
+/// Checks a stored position can be used by this source (used before starting).
+pub fn validate_token(position: &Position) -> Result<(), SourceError> {
+    match position {
+        Position::ChangeStream { token, .. } => document_to_token(token).map(|_| ()),
+        Position::Oplog { .. } => Err(SourceError::Fatal(
+            "the checkpoint holds an oplog position but mongo.source is change_stream".into(),
+        )),
+    }
+}

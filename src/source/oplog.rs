@@ -1,1 +1,445 @@
-//! placeholder
+//! The oplog source: a tailable, awaiting `find` on `local.oplog.rs` from the stored `ts`.
+//!
+//! - Resume: query `{ts: {$gte: stored}}` and require the first entry to be the stored one
+//!   (then skip it). A first entry *after* the stored ts means the stored entry has rolled off
+//!   the capped oplog: history is lost (reported like code 136).
+//! - Updates: both formats (`$set`/`$unset`, and the 5.0+ `{$v: 2, diff}`) are handled the same
+//!   way: the document is re-read by `_id` (as MoSQL does), coalesced into one
+//!   `find({_id: {$in: [...]}})` per namespace per call. Applying diffs would need the last
+//!   known version of every document, which a stateless streamer does not have; the re-read
+//!   returns the current document, which is exactly what `updateLookup` gives the change-stream
+//!   source, and replaying the rest of the history in order converges to the same rows.
+//!   A replacement (`o` without operators) carries the whole document and is used as is.
+//!   Cost: one round trip per namespace per batch of updates.
+//! - Transactions: all operations of an `applyOps` entry form one transaction group; a large
+//!   transaction split over `partialTxn` entries is held back until its last entry and emitted
+//!   whole. While one is held, other events are emitted with the position before the held
+//!   transaction, so a restart never skips it (the in-between events are replayed, harmlessly).
+//! - Commands: `drop`, `renameCollection`, `dropDatabase` become DDL events; `create`,
+//!   indexes and other commands, `n` no-ops and `fromMigrate` entries only advance the position.
+//!
+//! Every oplog entry is read (no `ns` filter on the server): a tailable cursor whose first
+//! query matches nothing is dead, and the stored entry may belong to any namespace.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bson::{doc, Bson, Document, Timestamp};
+use futures::{FutureExt, StreamExt};
+use mongodb::options::CursorType;
+use mongodb::{Client, Cursor};
+
+use super::{
+    classify, mapped_namespaces, reconnect_backoff, source_error, ErrorClass, Source, SourceError,
+};
+use crate::event::{ChangeEvent, Namespace, Op, TxnId};
+use crate::mapping::model::MappingSet;
+use crate::position::{ts_cmp, Position};
+
+/// How long one `getMore` waits for new entries before answering empty.
+const MAX_AWAIT: Duration = Duration::from_secs(1);
+/// After this long with no entry, a heartbeat is emitted.
+const HEARTBEAT: Duration = Duration::from_millis(1500);
+/// Most oplog entries handled per call (bounds memory and the re-read fan-out).
+const MAX_ENTRIES: usize = 1000;
+
+/// Tails `local.oplog.rs`.
+pub struct OplogSource {
+    client: Client,
+    mapped: Vec<Namespace>,
+    cursor: Option<Cursor<Document>>,
+    /// `ts` of the last entry fully handled: where a reopen resumes.
+    ts: Timestamp,
+    /// A transaction split across `partialTxn` entries, held until its last entry.
+    partial: Option<PartialTxn>,
+}
+
+struct PartialTxn {
+    id: TxnId,
+    /// The position before the first held entry: safe to resume from while it is held.
+    before: Timestamp,
+    ops: Vec<Document>,
+}
+
+/// What one oplog entry becomes before updates are re-read.
+struct Pending {
+    event: ChangeEvent,
+    /// The update must be re-read by `_id`.
+    reread: bool,
+}
+
+impl OplogSource {
+    pub fn new(
+        client: Client,
+        mappings: &MappingSet,
+        position: Position,
+    ) -> Result<Self, SourceError> {
+        let Position::Oplog { ts } = position else {
+            return Err(SourceError::Fatal(
+                "the checkpoint holds a change-stream position but mongo.source is oplog; use the same source as before or run a full sync".into(),
+            ));
+        };
+        Ok(OplogSource {
+            client,
+            mapped: mapped_namespaces(mappings),
+            cursor: None,
+            ts,
+            partial: None,
+        })
+    }
+
+    fn is_mapped(&self, ns: &Namespace) -> bool {
+        self.mapped.contains(ns)
+    }
+
+    fn is_mapped_db(&self, db: &str) -> bool {
+        self.mapped.iter().any(|n| n.db == db)
+    }
+
+    async fn open(&mut self) -> Result<(), mongodb::error::Error> {
+        let resume = self.partial.as_ref().map(|p| p.before).unwrap_or(self.ts);
+        let mut cursor = self
+            .client
+            .database("local")
+            .collection::<Document>("oplog.rs")
+            .find(doc! {"ts": {"$gte": resume}})
+            .cursor_type(CursorType::TailableAwait)
+            .max_await_time(MAX_AWAIT)
+            .await?;
+        // The first entry must be the resume point itself; anything else means it rolled off.
+        let first = match cursor.next().await {
+            Some(r) => r?,
+            None => return Err(history_lost(resume, None)),
+        };
+        let first_ts = first.get_timestamp("ts").ok();
+        if first_ts != Some(resume) {
+            return Err(history_lost(resume, first_ts));
+        }
+        self.partial = None;
+        self.ts = resume;
+        self.cursor = Some(cursor);
+        Ok(())
+    }
+
+    async fn read(&mut self) -> Result<Vec<ChangeEvent>, mongodb::error::Error> {
+        if self.cursor.is_none() {
+            self.open().await?;
+        }
+        let Some(cursor) = self.cursor.as_mut() else {
+            return Ok(Vec::new());
+        };
+        let mut entries = Vec::new();
+        match tokio::time::timeout(HEARTBEAT, cursor.next()).await {
+            Err(_) => {}
+            Ok(None) => {
+                // A tailable cursor dies when the collection is dropped or the server ends it;
+                // reopen from the last position.
+                self.cursor = None;
+                return Ok(Vec::new());
+            }
+            Ok(Some(entry)) => entries.push(entry?),
+        }
+        // Take whatever is already buffered, without waiting for another getMore.
+        while !entries.is_empty() && entries.len() < MAX_ENTRIES {
+            match cursor.next().now_or_never() {
+                Some(Some(entry)) => entries.push(entry?),
+                Some(None) => {
+                    self.cursor = None;
+                    break;
+                }
+                None => break,
+            }
+        }
+        let mut pending = Vec::new();
+        let mut last_ts = self.ts;
+        for entry in entries {
+            let Ok(ts) = entry.get_timestamp("ts") else {
+                continue;
+            };
+            self.entry(&entry, ts, &mut pending);
+            last_ts = ts;
+        }
+        let mut events = reread(&self.client, pending).await?;
+        // The position emitted must never pass a held partial transaction.
+        let safe = self.partial.as_ref().map(|p| p.before).unwrap_or(last_ts);
+        for e in &mut events {
+            if let Position::Oplog { ts } = &e.position {
+                if ts_cmp(*ts, safe).is_gt() {
+                    e.position = Position::Oplog { ts: safe };
+                }
+            }
+        }
+        if events.last().map(|e| e.position.clone()) != Some(Position::Oplog { ts: safe }) {
+            events.push(ChangeEvent::noop(Position::Oplog { ts: safe }, safe));
+        }
+        self.ts = last_ts;
+        Ok(events)
+    }
+
+    /// Turns one oplog entry into pending events.
+    fn entry(&mut self, entry: &Document, ts: Timestamp, out: &mut Vec<Pending>) {
+        if entry.get_bool("fromMigrate").unwrap_or(false) {
+            return;
+        }
+        let op = entry.get_str("op").unwrap_or("n");
+        let ns = Namespace::parse(entry.get_str("ns").unwrap_or(""));
+        match op {
+            "i" | "u" | "d" => {
+                if let Some(p) = self.crud(entry, &ns, ts, None) {
+                    out.push(p);
+                }
+            }
+            "c" => self.command(entry, &ns, ts, out),
+            _ => {}
+        }
+    }
+
+    fn crud(
+        &self,
+        entry: &Document,
+        ns: &Namespace,
+        ts: Timestamp,
+        txn: Option<TxnId>,
+    ) -> Option<Pending> {
+        if !self.is_mapped(ns) {
+            return None;
+        }
+        let o = entry.get_document("o").ok()?;
+        let (op, key, document, reread) = match entry.get_str("op").ok()? {
+            "i" => (Op::Insert, o.get("_id").cloned(), Some(o.clone()), false),
+            "d" => (Op::Delete, o.get("_id").cloned(), None, false),
+            "u" => {
+                let key = entry
+                    .get_document("o2")
+                    .ok()
+                    .and_then(|o2| o2.get("_id").cloned())
+                    .or_else(|| o.get("_id").cloned());
+                let is_operator = o.keys().any(|k| k.starts_with('$')) || o.contains_key("diff");
+                if is_operator {
+                    (Op::Update, key, None, true)
+                } else {
+                    let mut full = o.clone();
+                    if !full.contains_key("_id") {
+                        if let Some(id) = &key {
+                            full.insert("_id", id.clone());
+                        }
+                    }
+                    (Op::Replace, key, Some(full), false)
+                }
+            }
+            _ => return None,
+        };
+        Some(Pending {
+            event: ChangeEvent {
+                op,
+                namespace: ns.clone(),
+                key,
+                document,
+                txn,
+                cluster_time: ts,
+                position: Position::Oplog { ts },
+            },
+            reread,
+        })
+    }
+
+    fn command(&mut self, entry: &Document, ns: &Namespace, ts: Timestamp, out: &mut Vec<Pending>) {
+        let Ok(o) = entry.get_document("o") else {
+            return;
+        };
+        let ddl = |op: Op, namespace: Namespace| Pending {
+            event: ChangeEvent {
+                op,
+                namespace,
+                key: None,
+                document: None,
+                txn: None,
+                cluster_time: ts,
+                position: Position::Oplog { ts },
+            },
+            reread: false,
+        };
+        if let Ok(ops) = o.get_array("applyOps") {
+            let id = TxnId {
+                lsid: entry
+                    .get_document("lsid")
+                    .cloned()
+                    .unwrap_or_else(|_| doc! {"applyOps": ts}),
+                txn_number: entry.get_i64("txnNumber").unwrap_or(0),
+            };
+            let mut all: Vec<Document> = match self.partial.take() {
+                Some(p) if p.id == id => p.ops,
+                Some(p) => {
+                    // A different transaction's partial entries never completed (aborted):
+                    // nothing of it was committed.
+                    tracing::warn!(txn_number = p.id.txn_number, "An unfinished partial transaction in the oplog was superseded; it is ignored.");
+                    Vec::new()
+                }
+                None => Vec::new(),
+            };
+            all.extend(ops.iter().filter_map(|b| b.as_document().cloned()));
+            if o.get_bool("partialTxn").unwrap_or(false)
+                || entry.get_bool("partialTxn").unwrap_or(false)
+            {
+                let before = self.partial_before(ts);
+                self.partial = Some(PartialTxn {
+                    id,
+                    before,
+                    ops: all,
+                });
+                return;
+            }
+            for inner in all {
+                let inner_ns = Namespace::parse(inner.get_str("ns").unwrap_or(""));
+                match inner.get_str("op").unwrap_or("n") {
+                    "i" | "u" | "d" => {
+                        if let Some(p) = self.crud(&inner, &inner_ns, ts, Some(id.clone())) {
+                            out.push(p);
+                        }
+                    }
+                    "c" => self.command(&inner, &inner_ns, ts, out),
+                    _ => {}
+                }
+            }
+            return;
+        }
+        if let Ok(coll) = o.get_str("drop") {
+            let target = Namespace::new(&ns.db, coll);
+            if self.is_mapped(&target) {
+                out.push(ddl(Op::Drop, target));
+            }
+        } else if let Ok(from) = o.get_str("renameCollection") {
+            let from = Namespace::parse(from);
+            let to = Namespace::parse(o.get_str("to").unwrap_or(""));
+            if self.is_mapped(&from) || self.is_mapped(&to) {
+                out.push(ddl(Op::Rename { to }, from));
+            }
+        } else if o.contains_key("dropDatabase") && self.is_mapped_db(&ns.db) {
+            out.push(ddl(Op::DropDatabase, Namespace::new(&ns.db, "")));
+        }
+    }
+
+    /// The resume point while a partial transaction is held: the entry before its first one.
+    fn partial_before(&self, ts: Timestamp) -> Timestamp {
+        match &self.partial {
+            Some(p) => p.before,
+            None => {
+                let _ = ts;
+                self.ts
+            }
+        }
+    }
+}
+
+/// Fills in the documents of updates by re-reading them, one query per namespace. (A free
+/// function: the cursor in `OplogSource` is not `Sync`, so `&self` cannot cross an await.)
+async fn reread(
+    client: &Client,
+    pending: Vec<Pending>,
+) -> Result<Vec<ChangeEvent>, mongodb::error::Error> {
+    let mut wanted: HashMap<Namespace, Vec<Bson>> = HashMap::new();
+    for p in pending.iter().filter(|p| p.reread) {
+        if let Some(key) = &p.event.key {
+            let keys = wanted.entry(p.event.namespace.clone()).or_default();
+            if !keys.contains(key) {
+                keys.push(key.clone());
+            }
+        }
+    }
+    let mut found: HashMap<Namespace, Vec<Document>> = HashMap::new();
+    for (ns, keys) in wanted {
+        let mut cursor = client
+            .database(&ns.db)
+            .collection::<Document>(&ns.coll)
+            .find(doc! {"_id": {"$in": keys}})
+            .await?;
+        let mut docs = Vec::new();
+        while let Some(d) = cursor.next().await {
+            docs.push(d?);
+        }
+        found.insert(ns, docs);
+    }
+    Ok(pending
+        .into_iter()
+        .map(|mut p| {
+            if p.reread {
+                p.event.document = p.event.key.as_ref().and_then(|key| {
+                    found
+                        .get(&p.event.namespace)
+                        .and_then(|docs| docs.iter().find(|d| d.get("_id") == Some(key)))
+                        .cloned()
+                });
+            }
+            p.event
+        })
+        .collect())
+}
+
+fn history_lost(resume: Timestamp, first: Option<Timestamp>) -> mongodb::error::Error {
+    let message = match first {
+        Some(f) => format!(
+            "the oplog no longer holds the entry at {}:{} (its oldest readable entry is {}:{})",
+            resume.time, resume.increment, f.time, f.increment
+        ),
+        None => format!(
+            "the oplog no longer holds the entry at {}:{}",
+            resume.time, resume.increment
+        ),
+    };
+    mongodb::error::Error::custom(HistoryLostMarker(message))
+}
+
+/// Carried inside a driver error so `next_batch` can report lost history like code 136.
+#[derive(Debug, Clone)]
+struct HistoryLostMarker(String);
+
+impl Source for OplogSource {
+    async fn next_batch(&mut self) -> Result<Vec<ChangeEvent>, SourceError> {
+        let mut backoff: Option<backon::ExponentialBackoff> = None;
+        let mut attempts = 0usize;
+        loop {
+            match self.read().await {
+                Ok(events) if events.is_empty() => continue,
+                Ok(events) => return Ok(events),
+                Err(e) => {
+                    attempts += 1;
+                    self.cursor = None;
+                    if let Some(HistoryLostMarker(message)) = e.get_custom::<HistoryLostMarker>() {
+                        return Err(SourceError::HistoryLost {
+                            code: 136,
+                            message: message.clone(),
+                        });
+                    }
+                    if classify(&e) != ErrorClass::Transient {
+                        return Err(source_error(&e, attempts));
+                    }
+                    let delay = backoff
+                        .get_or_insert_with(|| backon::BackoffBuilder::build(reconnect_backoff()))
+                        .next();
+                    let Some(delay) = delay else {
+                        return Err(source_error(&e, attempts));
+                    };
+                    tracing::warn!(error = %e, attempt = attempts, delay_ms = delay.as_millis() as u64, "Tailing the oplog failed; reopening it from the last position.");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+}
+
+/// The newest oplog entry's `ts`: the position recorded before a snapshot.
+pub async fn current_position(client: &Client) -> Result<Position, SourceError> {
+    let newest = client
+        .database("local")
+        .collection::<Document>("oplog.rs")
+        .find_one(doc! {})
+        .sort(doc! {"$natural": -1})
+        .await
+        .map_err(|e| source_error(&e, 1))?;
+    match newest.and_then(|d| d.get_timestamp("ts").ok()) {
+        Some(ts) => Ok(Position::Oplog { ts }),
+        None => Err(SourceError::Fatal(
+            "local.oplog.rs is empty or unreadable; oplog mode needs a replica set and read access to the local database".into(),
+        )),
+    }
+}
