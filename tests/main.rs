@@ -1,1 +1,5 @@
+//! The one integration-test binary: one `mod` per area, shared infrastructure in `support`.
 
+mod support;
+
+mod sink;

@@ -1,7 +1,45 @@
 //! The sink: where normalized changes become Postgres rows. `Sink` is the seam the pipeline and
 //! tests use; `postgres` is the one real implementation.
 
+use std::future::Future;
+
 use crate::mapping::value::{PgValue, Row};
+
+pub mod error;
+pub mod postgres;
+
+pub use error::SinkError;
+
+/// Where batches of changes go. The pipeline hands batches to exactly one `Sink`, one at a
+/// time, in source order.
+///
+/// Contract every implementation keeps:
+///
+/// - **Atomicity and durability.** `apply` writes the batch's rows, its dead letters and its
+///   checkpoint in ONE Postgres transaction. The checkpoint therefore commits together with the
+///   rows it covers: after a crash at any instant (process killed, connection cut, server
+///   restarted) either all of the batch and its checkpoint are visible, or none of it is and the
+///   previous checkpoint still stands. There is no window where rows are committed but the
+///   position is not, or the reverse.
+/// - **What a crash mid-batch means.** Nothing: the open transaction is rolled back by Postgres.
+///   The caller learns of it as an `Err` (usually `is_retryable()`), and whoever restarts reads
+///   the last committed checkpoint and replays from there.
+/// - **Ordering.** Changes of one document apply in the order given. A batch may be coalesced to
+///   the last change per `(collection, key)`: insert-then-delete leaves nothing,
+///   delete-then-insert leaves the row; a `Truncate` empties the collection's tables at its
+///   position in the batch (earlier changes of that collection are moot, later ones apply).
+/// - **Idempotent replay.** Applying a batch that was already applied leaves the same state:
+///   upserts are by primary key, deletes by key, a document's child rows are replaced as a
+///   whole. A replay after a crash therefore never duplicates nor loses anything.
+/// - **Success means committed.** `Ok(())` is returned only after `COMMIT` returned; only then may
+///   the caller advance anything that depends on the position.
+/// - **Errors.** On `Err` nothing of the batch is visible. `SinkError::is_retryable` says
+///   whether applying the same batch again may succeed (lost connection, server shutdown,
+///   serialization failure, deadlock) or not (constraint or type errors: stop and report).
+pub trait Sink: Send {
+    /// Applies one batch atomically, with its checkpoint; see the trait documentation.
+    fn apply(&mut self, batch: Batch) -> impl Future<Output = Result<(), SinkError>> + Send;
+}
 
 /// Rows produced from one document: the parent row, then for each `ChildMapping` (same order as
 /// `CollectionMapping::children`) its rows, each laid out `[parent_key, idx, columns...]`.

@@ -1,0 +1,136 @@
+//! `SinkError`: everything that can go wrong while writing to Postgres, and the one place that
+//! decides whether retrying can help (`is_retryable`).
+
+use std::error::Error as _;
+
+use tokio_postgres::error::SqlState;
+
+/// A failure of the sink. Every message names what was being done and where (table, schema or
+/// server), so an operator can act on it without reading code.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// `postgres.uri` could not be parsed. Never retryable.
+    #[error("postgres.uri is not a valid connection string ({reason}); fix it in the config file")]
+    InvalidUri { reason: String },
+
+    /// The server could not be reached or refused the login.
+    #[error(
+        "cannot connect to Postgres at {target}: {detail}; check postgres.uri and that the server is up"
+    )]
+    Connect {
+        target: String,
+        detail: String,
+        #[source]
+        source: Option<tokio_postgres::Error>,
+    },
+
+    /// A statement failed; `doing` says which step and which table.
+    #[error("Postgres failed while {doing}: {detail}")]
+    Postgres {
+        doing: String,
+        detail: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+
+    /// Waiting for a pooled connection failed (timeout or closed pool).
+    #[error("no Postgres connection available from the pool: {detail}")]
+    Pool { detail: String, retryable: bool },
+
+    /// A batch does not fit the mapping it claims to follow: a programming error upstream.
+    #[error("invalid batch: {0}")]
+    InvalidBatch(String),
+}
+
+impl SinkError {
+    /// Wraps a driver error with the step that was running, e.g. `"upserting into \"public\".\"orders\""`.
+    pub fn postgres(doing: impl Into<String>, source: tokio_postgres::Error) -> Self {
+        SinkError::Postgres {
+            doing: doing.into(),
+            detail: describe(&source),
+            source,
+        }
+    }
+
+    /// True when the same batch may succeed if applied again later: the connection was lost,
+    /// the server is shutting down or starting, or the transaction lost a serialization or
+    /// deadlock race. Constraint, type and data errors are fatal: replaying cannot fix them.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            SinkError::InvalidUri { .. } | SinkError::InvalidBatch(_) => false,
+            SinkError::Connect { source, .. } => match source {
+                // A server that answers but refuses the login (bad password, unknown database)
+                // will refuse it again.
+                Some(e) => e.code().is_none_or(is_transient_code),
+                None => true,
+            },
+            SinkError::Postgres { source, .. } => is_transient(source),
+            SinkError::Pool { retryable, .. } => *retryable,
+        }
+    }
+
+    /// The SQLSTATE code, when the server reported one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            SinkError::Postgres { source, .. } => source.code().map(SqlState::code),
+            SinkError::Connect {
+                source: Some(source),
+                ..
+            } => source.code().map(SqlState::code),
+            _ => None,
+        }
+    }
+}
+
+/// Whether a driver error is a lost connection or a transient server condition.
+pub(crate) fn is_transient(e: &tokio_postgres::Error) -> bool {
+    if let Some(code) = e.code() {
+        return is_transient_code(code);
+    }
+    if e.is_closed() {
+        return true;
+    }
+    // Without a SQLSTATE the driver failed below SQL: I/O, connect or timeout. Encoding
+    // failures (a value that does not fit its column) also land here but carry no io::Error.
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        if c.is::<std::io::Error>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    let text = e.to_string();
+    text.starts_with("error connecting") || text.starts_with("timeout")
+}
+
+fn is_transient_code(code: &SqlState) -> bool {
+    let c = code.code();
+    // Class 08: connection exceptions. 57P01..57P03: admin/crash shutdown, cannot connect now.
+    // 40001/40P01: serialization failure and deadlock; 53300: too many connections.
+    c.starts_with("08")
+        || matches!(
+            c,
+            "57P01" | "57P02" | "57P03" | "40001" | "40P01" | "53300" | "55P03"
+        )
+}
+
+/// The useful part of a driver error: the server's message with code, detail and hint, or the
+/// underlying I/O cause (the driver's own `Display` omits both).
+pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut s = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+        if let Some(d) = db.detail() {
+            s.push_str("; detail: ");
+            s.push_str(d);
+        }
+        if let Some(h) = db.hint() {
+            s.push_str("; hint: ");
+            s.push_str(h);
+        }
+        return s;
+    }
+    match e.source() {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    }
+}

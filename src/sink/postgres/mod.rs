@@ -1,0 +1,12 @@
+//! The Postgres sink, split by meaning: `ddl` (what tables look like), `encode` (how values
+//! travel on the wire), `state` (Tributary's own tables: checkpoints, phases, dead letters),
+//! `plan` (a batch reduced to its net effect per table) and `service` (one batch, one
+//! transaction).
+
+pub mod ddl;
+pub mod encode;
+pub mod plan;
+pub mod service;
+pub mod state;
+
+pub use service::PostgresSink;

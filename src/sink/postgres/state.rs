@@ -1,0 +1,343 @@
+//! Tributary's own tables in `<state_schema>`: the checkpoint per stream, the lifecycle phase of
+//! each collection, and dead letters. Everything `tributary status` shows is read here.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio_postgres::GenericClient;
+
+use super::ddl::qualified;
+use crate::sink::{Checkpoint, DeadLetter, SinkError};
+
+/// A collection's lifecycle (SPEC: `pending → snapshot → streaming`), stored, never inferred.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Mapped, never copied.
+    Pending,
+    /// The full copy is running (or was interrupted: it restarts).
+    Snapshot,
+    /// Copied; changes flow from the stream.
+    Streaming,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "pending",
+            Phase::Snapshot => "snapshot",
+            Phase::Streaming => "streaming",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Phase> {
+        match s {
+            "pending" => Some(Phase::Pending),
+            "snapshot" => Some(Phase::Snapshot),
+            "streaming" => Some(Phase::Streaming),
+            _ => None,
+        }
+    }
+}
+
+/// One row of `<state_schema>.collections`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CollectionState {
+    pub namespace: String,
+    pub phase: Phase,
+    pub snapshot_started_at: Option<DateTime<Utc>>,
+    pub snapshot_done_at: Option<DateTime<Utc>>,
+    /// Documents copied by the last full sync.
+    pub documents: Option<i64>,
+}
+
+/// The checkpoint row of a stream, with when it was written.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CheckpointStatus {
+    pub source: Option<String>,
+    pub resume_token: Option<serde_json::Value>,
+    pub cluster_time: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeadLetterCount {
+    pub namespace: String,
+    pub count: i64,
+}
+
+/// What is known about one stream.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StreamStatus {
+    pub stream: String,
+    pub checkpoint: Option<CheckpointStatus>,
+    pub collections: Vec<CollectionState>,
+    pub dead_letters: Vec<DeadLetterCount>,
+}
+
+/// Everything `tributary status` prints. `initialized` is false when the state tables do not
+/// exist yet (nothing ever ran against this database).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Status {
+    pub initialized: bool,
+    pub streams: Vec<StreamStatus>,
+}
+
+fn pg(doing: &str) -> impl FnOnce(tokio_postgres::Error) -> SinkError + '_ {
+    move |e| SinkError::postgres(doing, e)
+}
+
+/// Upserts the stream's checkpoint. Call it inside the transaction that writes the rows it
+/// covers: that is the whole durability argument.
+pub async fn write_checkpoint(
+    client: &impl GenericClient,
+    state_schema: &str,
+    checkpoint: &Checkpoint,
+) -> Result<(), SinkError> {
+    let sql = format!(
+        "INSERT INTO {} (stream, source, resume_token, cluster_time, updated_at) \
+         VALUES ($1, $2, $3, $4, now()) \
+         ON CONFLICT (stream) DO UPDATE SET source = EXCLUDED.source, \
+         resume_token = EXCLUDED.resume_token, cluster_time = EXCLUDED.cluster_time, \
+         updated_at = EXCLUDED.updated_at",
+        qualified(state_schema, "checkpoints")
+    );
+    let doing = format!("writing the checkpoint of stream {:?}", checkpoint.stream);
+    let stmt = client.prepare(&sql).await.map_err(pg(&doing))?;
+    client
+        .execute(
+            &stmt,
+            &[
+                &checkpoint.stream,
+                &checkpoint.source,
+                &checkpoint.resume_token,
+                &checkpoint.cluster_time,
+            ],
+        )
+        .await
+        .map_err(pg(&doing))?;
+    Ok(())
+}
+
+/// The last committed checkpoint of `stream`, if any.
+pub async fn read_checkpoint(
+    client: &impl GenericClient,
+    state_schema: &str,
+    stream: &str,
+) -> Result<Option<Checkpoint>, SinkError> {
+    let sql = format!(
+        "SELECT source, resume_token, cluster_time FROM {} WHERE stream = $1",
+        qualified(state_schema, "checkpoints")
+    );
+    let doing = format!("reading the checkpoint of stream {stream:?}");
+    let row = client
+        .query_opt(&sql, &[&stream])
+        .await
+        .map_err(pg(&doing))?;
+    Ok(row.map(|r| Checkpoint {
+        stream: stream.to_owned(),
+        source: r.get::<_, Option<String>>(0).unwrap_or_default(),
+        resume_token: r
+            .get::<_, Option<serde_json::Value>>(1)
+            .unwrap_or(serde_json::Value::Null),
+        cluster_time: r.get(2),
+    }))
+}
+
+/// Inserts dead letters of `stream`; `at` is the transaction time.
+pub async fn insert_dead_letters(
+    client: &impl GenericClient,
+    state_schema: &str,
+    stream: &str,
+    letters: &[DeadLetter],
+) -> Result<(), SinkError> {
+    if letters.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "INSERT INTO {} (stream, namespace, document_key, document, error, cluster_time, at) \
+         VALUES ($1, $2, $3, $4, $5, $6, now())",
+        qualified(state_schema, "dead_letters")
+    );
+    let doing = "writing dead letters";
+    let stmt = client.prepare(&sql).await.map_err(pg(doing))?;
+    for d in letters {
+        client
+            .execute(
+                &stmt,
+                &[
+                    &stream,
+                    &d.namespace,
+                    &d.document_key,
+                    &d.document,
+                    &d.error,
+                    &d.cluster_time,
+                ],
+            )
+            .await
+            .map_err(pg(doing))?;
+    }
+    Ok(())
+}
+
+/// Stores the whole state row of one collection (insert or replace).
+pub async fn set_collection_state(
+    client: &impl GenericClient,
+    state_schema: &str,
+    stream: &str,
+    state: &CollectionState,
+) -> Result<(), SinkError> {
+    let sql = format!(
+        "INSERT INTO {} (stream, namespace, phase, snapshot_started_at, snapshot_done_at, documents) \
+         VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (stream, namespace) DO UPDATE SET phase = EXCLUDED.phase, \
+         snapshot_started_at = EXCLUDED.snapshot_started_at, \
+         snapshot_done_at = EXCLUDED.snapshot_done_at, documents = EXCLUDED.documents",
+        qualified(state_schema, "collections")
+    );
+    let doing = format!("recording the phase of {}", state.namespace);
+    client
+        .execute(
+            &sql,
+            &[
+                &stream,
+                &state.namespace,
+                &state.phase.as_str(),
+                &state.snapshot_started_at,
+                &state.snapshot_done_at,
+                &state.documents,
+            ],
+        )
+        .await
+        .map_err(pg(&doing))?;
+    Ok(())
+}
+
+/// Every collection row of `stream`, ordered by namespace.
+pub async fn collection_states(
+    client: &impl GenericClient,
+    state_schema: &str,
+    stream: &str,
+) -> Result<Vec<CollectionState>, SinkError> {
+    let sql = format!(
+        "SELECT namespace, phase, snapshot_started_at, snapshot_done_at, documents \
+         FROM {} WHERE stream = $1 ORDER BY namespace",
+        qualified(state_schema, "collections")
+    );
+    let rows = client
+        .query(&sql, &[&stream])
+        .await
+        .map_err(pg("reading collection phases"))?;
+    rows.iter()
+        .map(|r| {
+            let phase: String = r.get(1);
+            Ok(CollectionState {
+                namespace: r.get(0),
+                phase: Phase::parse(&phase).ok_or_else(|| {
+                    SinkError::InvalidBatch(format!(
+                        "unknown phase {phase:?} in {}.collections",
+                        state_schema
+                    ))
+                })?,
+                snapshot_started_at: r.get(2),
+                snapshot_done_at: r.get(3),
+                documents: r.get(4),
+            })
+        })
+        .collect()
+}
+
+/// The phase of one collection; `None` when it has no row yet (treat as `Pending`).
+pub async fn collection_state(
+    client: &impl GenericClient,
+    state_schema: &str,
+    stream: &str,
+    namespace: &str,
+) -> Result<Option<CollectionState>, SinkError> {
+    Ok(collection_states(client, state_schema, stream)
+        .await?
+        .into_iter()
+        .find(|s| s.namespace == namespace))
+}
+
+/// Checkpoints, phases and dead-letter counts of every stream (or of `stream` only). A stream
+/// appears when it has a checkpoint, a collection row or a dead letter.
+pub async fn read_status(
+    client: &tokio_postgres::Client,
+    state_schema: &str,
+    stream: Option<&str>,
+) -> Result<Status, SinkError> {
+    let exists: Option<String> = client
+        .query_one(
+            "SELECT to_regclass($1)::text",
+            &[&qualified(state_schema, "checkpoints")],
+        )
+        .await
+        .map_err(pg("looking for the state tables"))?
+        .get(0);
+    if exists.is_none() {
+        return Ok(Status {
+            initialized: false,
+            streams: Vec::new(),
+        });
+    }
+
+    let names_sql = format!(
+        "SELECT stream FROM {cp} UNION SELECT stream FROM {co} UNION SELECT stream FROM {dl} \
+         ORDER BY 1",
+        cp = qualified(state_schema, "checkpoints"),
+        co = qualified(state_schema, "collections"),
+        dl = qualified(state_schema, "dead_letters"),
+    );
+    let names: Vec<String> = match stream {
+        Some(s) => vec![s.to_owned()],
+        None => client
+            .query(&names_sql, &[])
+            .await
+            .map_err(pg("listing streams"))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect(),
+    };
+
+    let cp_sql = format!(
+        "SELECT source, resume_token, cluster_time, updated_at FROM {} WHERE stream = $1",
+        qualified(state_schema, "checkpoints")
+    );
+    let dl_sql = format!(
+        "SELECT namespace, count(*) FROM {} WHERE stream = $1 GROUP BY namespace ORDER BY namespace",
+        qualified(state_schema, "dead_letters")
+    );
+    let mut streams = Vec::with_capacity(names.len());
+    for name in names {
+        let checkpoint = client
+            .query_opt(&cp_sql, &[&name])
+            .await
+            .map_err(pg("reading checkpoints"))?
+            .map(|r| CheckpointStatus {
+                source: r.get(0),
+                resume_token: r.get(1),
+                cluster_time: r.get(2),
+                updated_at: r.get(3),
+            });
+        let collections = collection_states(client, state_schema, &name).await?;
+        let dead_letters = client
+            .query(&dl_sql, &[&name])
+            .await
+            .map_err(pg("counting dead letters"))?
+            .iter()
+            .map(|r| DeadLetterCount {
+                namespace: r.get(0),
+                count: r.get(1),
+            })
+            .collect();
+        streams.push(StreamStatus {
+            stream: name,
+            checkpoint,
+            collections,
+            dead_letters,
+        });
+    }
+    Ok(Status {
+        initialized: true,
+        streams,
+    })
+}
