@@ -1,3 +1,294 @@
-//! The pipeline: source → bounded channel → batcher → sink.
+//! The pipeline: source task → bounded channel → batcher (+ normalisation) → one-slot channel
+//! → writer (sink). Reading and converting the next batch overlaps writing the current one;
+//! every queue is bounded, so memory stays flat however far behind Postgres is.
+//!
+//! Checkpoints: each batch carries the position after its last event and the sink commits it in
+//! the batch's own transaction, so the durable position never runs ahead of the durable rows.
+//! Shutdown: the shutdown future stops the source; what was already read is batched, written
+//! and committed, then `run` returns.
 
 pub mod batcher;
+pub mod full_sync;
+pub mod normalize;
+pub mod sync;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+
+use crate::event::ChangeEvent;
+use crate::mapping::model::MappingSet;
+use crate::metrics::Metrics;
+use crate::position::Position;
+use crate::sink::{Batch, Sink, SinkError};
+use crate::source::{Source, SourceError};
+use batcher::{Batcher, EventGroup};
+use normalize::{normalize, FatalConversion, Normalized};
+
+/// How `run` batches and where it checkpoints.
+#[derive(Clone)]
+pub struct PipelineConfig {
+    /// Stream name: the checkpoint row this pipeline writes.
+    pub stream: String,
+    /// A batch closes at this many changes (`sync.batch_max_rows`).
+    pub batch_max_rows: usize,
+    /// ... or this long after its first event (`sync.batch_max_wait_ms`, the latency bound).
+    pub batch_max_wait: Duration,
+    /// Event groups the source may read ahead of the batcher.
+    pub queue_capacity: usize,
+    pub metrics: Option<Arc<Metrics>>,
+}
+
+impl PipelineConfig {
+    pub fn new(stream: &str, batch_max_rows: usize, batch_max_wait_ms: u64) -> Self {
+        PipelineConfig {
+            stream: stream.to_owned(),
+            batch_max_rows: batch_max_rows.max(1),
+            batch_max_wait: Duration::from_millis(batch_max_wait_ms),
+            queue_capacity: batch_max_rows.clamp(16, 10_000),
+            metrics: None,
+        }
+    }
+}
+
+/// How `run` ended without an error.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunOutcome {
+    /// The shutdown future fired; everything read was committed up to `position`.
+    Shutdown { position: Option<Position> },
+    /// A collection was renamed onto a mapped name: it needs a full sync, then streaming
+    /// resumes from the committed checkpoint (`position`).
+    Resync {
+        collections: Vec<usize>,
+        position: Option<Position>,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("writing to Postgres failed: {0}")]
+    Sink(#[from] SinkError),
+    #[error(transparent)]
+    Conversion(#[from] FatalConversion),
+}
+
+/// A batch ready for the sink, with what the writer needs to report it.
+struct Prepared {
+    batch: Batch,
+    position: Option<Position>,
+    rows: usize,
+    first_read_at: Instant,
+}
+
+/// Streams `source` into `sink` until `shutdown` fires or something fails.
+pub async fn run<Src, S>(
+    source: Src,
+    sink: &mut S,
+    mappings: Arc<MappingSet>,
+    config: &PipelineConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<RunOutcome, PipelineError>
+where
+    Src: Source + 'static,
+    S: Sink,
+{
+    let (group_tx, group_rx) = mpsc::channel::<EventGroup>(config.queue_capacity);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let source_task = tokio::spawn(read_source(source, group_tx, stop_rx));
+    let (batch_tx, batch_rx) = mpsc::channel::<Prepared>(1);
+
+    let batching = batch_events(
+        Batcher::new(group_rx, config.batch_max_rows, config.batch_max_wait),
+        &mappings,
+        config,
+        batch_tx,
+        stop_tx.clone(),
+    );
+    let writing = write_batches(sink, batch_rx, config);
+    let work = async { tokio::join!(batching, writing) };
+    tokio::pin!(work);
+    tokio::pin!(shutdown);
+    let mut stopped_by_shutdown = false;
+    let (batched, written) = tokio::select! {
+        r = &mut work => r,
+        () = &mut shutdown => {
+            tracing::info!("Shutting down: no more reading; committing what was already read.");
+            stopped_by_shutdown = true;
+            let _ = stop_tx.send(true);
+            work.await
+        }
+    };
+    // Whatever ended the work, the source must stop too (it may be blocked on a full queue).
+    let _ = stop_tx.send(true);
+    let source_result = match source_task.await {
+        Ok(r) => r,
+        Err(e) => Err(SourceError::Fatal(format!("the source task failed: {e}"))),
+    };
+    let position = written?;
+    let resync = batched?;
+    if !resync.is_empty() {
+        return Ok(RunOutcome::Resync {
+            collections: resync,
+            position,
+        });
+    }
+    source_result?;
+    if !stopped_by_shutdown {
+        // The source only ends on its own with an error, handled above.
+        tracing::warn!("The source ended without an error or a shutdown.");
+    }
+    Ok(RunOutcome::Shutdown { position })
+}
+
+/// Reads the source into the queue, one transaction (or lone event) per group.
+async fn read_source<Src: Source>(
+    mut source: Src,
+    tx: mpsc::Sender<EventGroup>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), SourceError> {
+    loop {
+        let events = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => return Ok(()),
+            r = source.next_batch() => r?,
+        };
+        for group in group_transactions(events) {
+            tokio::select! {
+                biased;
+                _ = stop.wait_for(|s| *s) => return Ok(()),
+                r = tx.send(group) => if r.is_err() { return Ok(()) },
+            }
+        }
+    }
+}
+
+/// Splits events into groups: consecutive events of one transaction together, others alone.
+pub fn group_transactions(events: Vec<ChangeEvent>) -> Vec<EventGroup> {
+    let mut groups: Vec<EventGroup> = Vec::new();
+    for e in events {
+        match groups.last_mut() {
+            Some(g) if g.last().is_some_and(|last| last.same_transaction(&e)) => g.push(e),
+            _ => groups.push(vec![e]),
+        }
+    }
+    groups
+}
+
+/// Batches and normalises events; returns collections needing a full sync (rename), if any.
+async fn batch_events(
+    mut batcher: Batcher,
+    mappings: &MappingSet,
+    config: &PipelineConfig,
+    tx: mpsc::Sender<Prepared>,
+    stop: watch::Sender<bool>,
+) -> Result<Vec<usize>, FatalConversion> {
+    while let Some(events) = batcher.next_batch().await {
+        let first_read_at = Instant::now();
+        let mut out = Normalized::default();
+        normalize(mappings, &events, &mut out)?;
+        if let Some(m) = &config.metrics {
+            for e in events.iter().filter(|e| e.op != crate::event::Op::Noop) {
+                m.events_total
+                    .with_label_values(&[&e.namespace.to_string(), e.op.label()])
+                    .inc();
+            }
+            for d in &out.dead_letters {
+                m.dead_letters_total
+                    .with_label_values(&[&d.namespace])
+                    .inc();
+            }
+        }
+        let position = events.last().map(|e| e.position.clone());
+        let prepared = Prepared {
+            rows: out.changes.len(),
+            batch: Batch {
+                changes: out.changes,
+                dead_letters: out.dead_letters,
+                checkpoint: position.as_ref().map(|p| p.to_checkpoint(&config.stream)),
+            },
+            position,
+            first_read_at,
+        };
+        if tx.send(prepared).await.is_err() {
+            break;
+        }
+        if !out.resync.is_empty() {
+            let _ = stop.send(true);
+            return Ok(out.resync);
+        }
+    }
+    Ok(Vec::new())
+}
+
+/// Backoff for retryable sink errors: 100 ms doubling to 30 s, with jitter, about five minutes
+/// in all before the batch is given up ("a connection that stayed down").
+fn sink_backoff() -> backon::ExponentialBuilder {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(30))
+        .with_max_times(16)
+        .with_jitter()
+}
+
+/// Writes batches in order; returns the last committed position.
+async fn write_batches<S: Sink>(
+    sink: &mut S,
+    mut rx: mpsc::Receiver<Prepared>,
+    config: &PipelineConfig,
+) -> Result<Option<Position>, SinkError> {
+    let mut committed: Option<Position> = None;
+    while let Some(p) = rx.recv().await {
+        let idle = p.batch.changes.is_empty() && p.batch.dead_letters.is_empty();
+        if idle && p.position == committed {
+            continue;
+        }
+        let started = Instant::now();
+        let mut backoff = backon::BackoffBuilder::build(sink_backoff());
+        loop {
+            match sink.apply(p.batch.clone()).await {
+                Ok(()) => break,
+                Err(e) if e.is_retryable() => {
+                    if let Some(m) = &config.metrics {
+                        m.errors_total.with_label_values(&["sink_retryable"]).inc();
+                    }
+                    let Some(delay) = backoff.next() else {
+                        return Err(e);
+                    };
+                    tracing::warn!(error = %e, delay_ms = delay.as_millis() as u64, "Writing a batch failed; retrying the same batch.");
+                    tokio::time::sleep(delay).await;
+                }
+                Err(e) => {
+                    if let Some(m) = &config.metrics {
+                        m.errors_total.with_label_values(&["sink_fatal"]).inc();
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        committed = p.position.clone();
+        if let Some(m) = &config.metrics {
+            m.batches_total.inc();
+            m.batch_rows.observe(p.rows as f64);
+            m.batch_duration_seconds
+                .observe(started.elapsed().as_secs_f64());
+            if let Some(ct) = committed.as_ref().and_then(Position::cluster_time) {
+                m.last_applied_cluster_time_seconds.set(f64::from(ct.time));
+                let now = chrono::Utc::now().timestamp() as f64;
+                m.lag_seconds.set((now - f64::from(ct.time)).max(0.0));
+            }
+        }
+        tracing::debug!(
+            rows = p.rows,
+            waited_ms = p.first_read_at.elapsed().as_millis() as u64,
+            "Committed a batch."
+        );
+    }
+    Ok(committed)
+}
+
+#[cfg(test)]
+mod tests;

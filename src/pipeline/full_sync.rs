@@ -1,0 +1,300 @@
+//! Full sync: copying whole collections, and the hand-off to streaming.
+//!
+//! Per collection: phase `snapshot` (stored), documents read in `_id` order and converted,
+//! written in chunks through the sink's COPY path (`copy_rows`), then phase `streaming` with
+//! the document count. Reading the next chunk overlaps writing the current one.
+//!
+//! The hand-off guarantee lives in the callers' order of operations: the stream position is
+//! recorded (and committed as the checkpoint when there is none) BEFORE any copy starts, and
+//! streaming starts only after every copy finished, from that checkpoint. Every change made
+//! during a copy is therefore replayed after it, in source order, as upserts of the latest full
+//! document or deletes by key, so no snapshot row read before a change can outlive that
+//! change. A collection added to the mappings later is copied the same way at the next start
+//! (before streaming resumes from the existing, older checkpoint), and the target of a rename
+//! is copied between batches after the rename committed; in both cases streaming is paused for
+//! the copy and then replays everything since the checkpoint.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bson::Bson;
+use futures::FutureExt;
+use mongodb::Client;
+
+use super::normalize::FatalConversion;
+use super::sync::{connect, record_position, state_client, SyncError};
+use crate::config::Config;
+use crate::event::Namespace;
+use crate::mapping::convert::convert_document;
+use crate::mapping::json::to_json;
+use crate::mapping::model::{MappingSet, OnError};
+use crate::metrics::Metrics;
+use crate::sink::postgres::state::{self, CollectionState, Phase};
+use crate::sink::postgres::PostgresSink;
+use crate::sink::{Batch, Change, DeadLetter, Sink};
+use crate::source::snapshot::SnapshotReader;
+
+/// What to do with rows already in the tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FullSyncMode {
+    /// Empty the collection's tables first: rows of documents deleted long ago disappear.
+    #[default]
+    Replace,
+    /// Upsert over what is there; rows whose documents no longer exist stay.
+    Upsert,
+}
+
+/// What one collection's copy did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CollectionReport {
+    pub namespace: String,
+    pub documents: u64,
+    pub dead_letters: u64,
+    pub elapsed: Duration,
+}
+
+/// What a full sync did; `interrupted` when the shutdown future fired before it finished (the
+/// unfinished collection stays in phase `snapshot` and is copied again next time).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct FullSyncReport {
+    pub collections: Vec<CollectionReport>,
+    pub interrupted: bool,
+}
+
+/// `tributary full-sync`: copies the given collections (`db.coll` names; all when `None`).
+///
+/// When the stream has no checkpoint yet, the current stream position is recorded first as
+/// its checkpoint, so a later `sync` replays every change made during the copy. An existing
+/// checkpoint is left alone (it is older, so replaying from it also covers the copy). Run it
+/// while no `sync` daemon streams the same collections: a concurrent stream could apply a
+/// change before the copy writes an older version of the same document.
+pub async fn full_sync(
+    config: &Config,
+    mappings: Arc<MappingSet>,
+    collections: Option<Vec<String>>,
+    mode: FullSyncMode,
+    metrics: Option<Arc<Metrics>>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<FullSyncReport, SyncError> {
+    let selected = select_collections(&mappings, collections.as_deref())?;
+    let (client, mut sink) = connect(config, &mappings).await?;
+    let existing = {
+        let pg = state_client(&sink).await?;
+        state::read_checkpoint(&**pg, &config.sync.state_schema, &config.sync.name).await?
+    };
+    if existing.is_none() {
+        let position = record_position(&client, config, &mappings).await?;
+        sink.apply(Batch {
+            checkpoint: Some(position.to_checkpoint(&config.sync.name)),
+            ..Batch::default()
+        })
+        .await?;
+    }
+    let shutdown = shutdown.boxed().shared();
+    copy_collections(
+        &client,
+        &mut sink,
+        &mappings,
+        &selected,
+        mode,
+        config.sync.batch_max_rows,
+        metrics.as_deref(),
+        shutdown,
+    )
+    .await
+}
+
+/// Indexes of the named collections; every name must be mapped.
+pub fn select_collections(
+    mappings: &MappingSet,
+    names: Option<&[String]>,
+) -> Result<Vec<usize>, SyncError> {
+    let Some(names) = names else {
+        return Ok((0..mappings.collections.len()).collect());
+    };
+    names
+        .iter()
+        .map(|name| {
+            let ns = Namespace::parse(name.trim());
+            mappings
+                .collections
+                .iter()
+                .position(|c| c.database == ns.db && c.collection == ns.coll)
+                .ok_or_else(|| {
+                    SyncError::Config(format!(
+                        "--collections names {name:?}, which no mapping maps; use db.collection as in the mapping files"
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// Copies `selected` one after another; stops between chunks when `shutdown` fires.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn copy_collections<F>(
+    client: &Client,
+    sink: &mut PostgresSink,
+    mappings: &MappingSet,
+    selected: &[usize],
+    mode: FullSyncMode,
+    chunk: usize,
+    metrics: Option<&Metrics>,
+    shutdown: futures::future::Shared<F>,
+) -> Result<FullSyncReport, SyncError>
+where
+    F: Future<Output = ()> + Unpin,
+{
+    let mut report = FullSyncReport::default();
+    for &collection in selected {
+        match copy_collection(
+            client, sink, mappings, collection, mode, chunk, metrics, &shutdown,
+        )
+        .await?
+        {
+            Some(r) => report.collections.push(r),
+            None => {
+                report.interrupted = true;
+                break;
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Copies one collection; `None` when interrupted by shutdown.
+#[allow(clippy::too_many_arguments)]
+async fn copy_collection<F>(
+    client: &Client,
+    sink: &mut PostgresSink,
+    mappings: &MappingSet,
+    collection: usize,
+    mode: FullSyncMode,
+    chunk: usize,
+    metrics: Option<&Metrics>,
+    shutdown: &futures::future::Shared<F>,
+) -> Result<Option<CollectionReport>, SyncError>
+where
+    F: Future<Output = ()> + Unpin,
+{
+    let mapping = &mappings.collections[collection];
+    let namespace = mapping.namespace();
+    let state_schema = sink.state_schema().to_owned();
+    let stream = sink.stream().to_owned();
+    let started_at = chrono::Utc::now();
+    let started = Instant::now();
+    {
+        let pg = state_client(sink).await?;
+        state::set_collection_state(
+            &**pg,
+            &state_schema,
+            &stream,
+            &CollectionState {
+                namespace: namespace.clone(),
+                phase: Phase::Snapshot,
+                snapshot_started_at: Some(started_at),
+                snapshot_done_at: None,
+                documents: None,
+            },
+        )
+        .await?;
+    }
+    tracing::info!(namespace = %namespace, "Full sync of the collection started.");
+    if mode == FullSyncMode::Replace {
+        sink.apply(Batch {
+            changes: vec![Change::Truncate { collection }],
+            ..Batch::default()
+        })
+        .await?;
+    }
+    let mut reader = SnapshotReader::new(
+        client.clone(),
+        Namespace::new(&mapping.database, &mapping.collection),
+        chunk,
+    );
+    let mut documents = 0u64;
+    let mut dead = 0u64;
+    let mut next = reader.next_chunk().await?;
+    let mut last_log = Instant::now();
+    while let Some(docs) = next {
+        if shutdown.clone().now_or_never().is_some() {
+            tracing::info!(namespace = %namespace, documents, "Full sync interrupted by shutdown; it restarts next time.");
+            return Ok(None);
+        }
+        let mut rows = Vec::with_capacity(docs.len());
+        let mut letters = Vec::new();
+        for doc in &docs {
+            match convert_document(mapping, doc) {
+                Ok(c) => rows.push(c.rows),
+                Err(e) => {
+                    let key = doc
+                        .get("_id")
+                        .map(to_json)
+                        .unwrap_or(serde_json::Value::Null);
+                    if e.fatal || mapping.on_error == OnError::Fail {
+                        return Err(SyncError::Conversion(FatalConversion {
+                            namespace: namespace.clone(),
+                            key: key.to_string(),
+                            reason: e.to_string(),
+                        }));
+                    }
+                    letters.push(DeadLetter {
+                        namespace: namespace.clone(),
+                        document_key: key,
+                        document: to_json(&Bson::Document(doc.clone())),
+                        error: e.to_string(),
+                        cluster_time: None,
+                    });
+                }
+            }
+        }
+        let count = docs.len() as u64;
+        drop(docs);
+        // Read the next chunk while this one is written.
+        let (read, written) = tokio::join!(reader.next_chunk(), sink.copy_rows(collection, rows));
+        written?;
+        if !letters.is_empty() {
+            dead += letters.len() as u64;
+            sink.apply(Batch {
+                dead_letters: letters,
+                ..Batch::default()
+            })
+            .await?;
+        }
+        documents += count;
+        if let Some(m) = metrics {
+            m.full_sync_documents_total
+                .with_label_values(&[&namespace])
+                .inc_by(count);
+        }
+        if last_log.elapsed() >= Duration::from_secs(10) {
+            tracing::info!(namespace = %namespace, documents, "Full sync in progress.");
+            last_log = Instant::now();
+        }
+        next = read?;
+    }
+    {
+        let pg = state_client(sink).await?;
+        state::set_collection_state(
+            &**pg,
+            &state_schema,
+            &stream,
+            &CollectionState {
+                namespace: namespace.clone(),
+                phase: Phase::Streaming,
+                snapshot_started_at: Some(started_at),
+                snapshot_done_at: Some(chrono::Utc::now()),
+                documents: Some(i64::try_from(documents).unwrap_or(i64::MAX)),
+            },
+        )
+        .await?;
+    }
+    let elapsed = started.elapsed();
+    tracing::info!(namespace = %namespace, documents, dead_letters = dead, seconds = elapsed.as_secs_f64(), "Full sync of the collection finished.");
+    Ok(Some(CollectionReport {
+        namespace,
+        documents,
+        dead_letters: dead,
+        elapsed,
+    }))
+}

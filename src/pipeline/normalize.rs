@@ -1,0 +1,192 @@
+//! Normalisation: change events become sink `Change`s through the mappings. This is where a
+//! document that cannot be converted turns into a dead letter (or, with `on_error: fail`,
+//! stops the stream), and where DDL events become truncations.
+//!
+//! Choices worth knowing:
+//! - An update whose full document is missing (`updateLookup` found nothing, or the oplog
+//!   re-read found nothing) means the document was deleted after the update; its delete event
+//!   follows later in the same history, so the update is skipped rather than turned into a
+//!   delete now (which would be the same net effect, only earlier than the source said).
+//! - A delete whose `_id` cannot be converted cannot have a row either (the insert would have
+//!   been refused the same way), so it is skipped with a dead letter for the record.
+//! - `rename` truncates the old name's tables and, when the new name is mapped, asks for a
+//!   full sync of it (`Normalized::resync`), because the renamed documents never produce
+//!   insert events of their own.
+
+use bson::{Bson, Document};
+
+use crate::event::{ChangeEvent, Namespace, Op};
+use crate::mapping::convert::{convert_document, convert_key};
+use crate::mapping::json::to_json;
+use crate::mapping::model::{MappingSet, OnError};
+use crate::position::timestamp_to_utc;
+use crate::sink::{Change, DeadLetter};
+
+/// The sink's view of a run of events.
+#[derive(Debug, Default, PartialEq)]
+pub struct Normalized {
+    pub changes: Vec<Change>,
+    pub dead_letters: Vec<DeadLetter>,
+    /// Collections (indexes into `MappingSet::collections`) that need a full sync after this
+    /// batch commits: the target of a rename.
+    pub resync: Vec<usize>,
+    /// Values stored as NULL under `on_error: null`.
+    pub nulled: usize,
+}
+
+/// A document refused under `on_error: fail`: the stream must stop.
+#[derive(Debug, thiserror::Error)]
+#[error("{namespace} document {key} cannot be converted ({reason}) and the mapping says on_error: fail; fix the document or the mapping, then restart")]
+pub struct FatalConversion {
+    pub namespace: String,
+    pub key: String,
+    pub reason: String,
+}
+
+fn collection_index(mappings: &MappingSet, ns: &Namespace) -> Option<usize> {
+    mappings
+        .collections
+        .iter()
+        .position(|c| c.database == ns.db && c.collection == ns.coll)
+}
+
+/// Converts events (in source order) into changes, appending to `out`.
+pub fn normalize(
+    mappings: &MappingSet,
+    events: &[ChangeEvent],
+    out: &mut Normalized,
+) -> Result<(), FatalConversion> {
+    for event in events {
+        normalize_one(mappings, event, out)?;
+    }
+    Ok(())
+}
+
+fn normalize_one(
+    mappings: &MappingSet,
+    event: &ChangeEvent,
+    out: &mut Normalized,
+) -> Result<(), FatalConversion> {
+    let cluster_time = timestamp_to_utc(event.cluster_time);
+    match &event.op {
+        Op::Noop => {}
+        Op::Insert | Op::Update | Op::Replace => {
+            let Some(collection) = collection_index(mappings, &event.namespace) else {
+                return Ok(());
+            };
+            let Some(doc) = &event.document else {
+                // Deleted after the update; its delete event follows (module doc).
+                return Ok(());
+            };
+            let mapping = &mappings.collections[collection];
+            match convert_document(mapping, doc) {
+                Ok(converted) => {
+                    out.nulled += converted.nulled.len();
+                    out.changes.push(Change::Upsert {
+                        collection,
+                        key: converted.key,
+                        rows: converted.rows,
+                    });
+                }
+                Err(e) => {
+                    let key = event.key.clone().or_else(|| doc.get("_id").cloned());
+                    refuse(
+                        mapping.on_error,
+                        e.fatal,
+                        &event.namespace,
+                        key,
+                        Some(doc),
+                        e.to_string(),
+                        cluster_time,
+                        out,
+                    )?;
+                }
+            }
+        }
+        Op::Delete => {
+            let Some(collection) = collection_index(mappings, &event.namespace) else {
+                return Ok(());
+            };
+            let mapping = &mappings.collections[collection];
+            let Some(id) = &event.key else {
+                return Ok(());
+            };
+            match convert_key(mapping, id) {
+                Ok(key) => out.changes.push(Change::Delete { collection, key }),
+                Err(e) => {
+                    // Never fatal: there is no row to delete (module doc).
+                    refuse(
+                        OnError::DeadLetter,
+                        false,
+                        &event.namespace,
+                        Some(id.clone()),
+                        None,
+                        e.to_string(),
+                        cluster_time,
+                        out,
+                    )?;
+                }
+            }
+        }
+        Op::Drop => {
+            if let Some(collection) = collection_index(mappings, &event.namespace) {
+                tracing::warn!(namespace = %event.namespace, "The collection was dropped in MongoDB; truncating its tables.");
+                out.changes.push(Change::Truncate { collection });
+            }
+        }
+        Op::Rename { to } => {
+            if let Some(collection) = collection_index(mappings, &event.namespace) {
+                tracing::warn!(namespace = %event.namespace, to = %to, "The collection was renamed in MongoDB; truncating the old name's tables.");
+                out.changes.push(Change::Truncate { collection });
+            }
+            if let Some(target) = collection_index(mappings, to) {
+                tracing::warn!(namespace = %to, "A collection was renamed to a mapped name; it will be fully synced.");
+                out.changes.push(Change::Truncate { collection: target });
+                if !out.resync.contains(&target) {
+                    out.resync.push(target);
+                }
+            }
+        }
+        Op::DropDatabase => {
+            for (collection, m) in mappings.collections.iter().enumerate() {
+                if m.database == event.namespace.db {
+                    tracing::warn!(namespace = %m.namespace(), "The database was dropped in MongoDB; truncating the collection's tables.");
+                    out.changes.push(Change::Truncate { collection });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn refuse(
+    policy: OnError,
+    fatal: bool,
+    namespace: &Namespace,
+    key: Option<Bson>,
+    doc: Option<&Document>,
+    reason: String,
+    cluster_time: Option<chrono::DateTime<chrono::Utc>>,
+    out: &mut Normalized,
+) -> Result<(), FatalConversion> {
+    let key_json = key.as_ref().map(to_json).unwrap_or(serde_json::Value::Null);
+    if fatal || policy == OnError::Fail {
+        return Err(FatalConversion {
+            namespace: namespace.to_string(),
+            key: key_json.to_string(),
+            reason,
+        });
+    }
+    tracing::warn!(namespace = %namespace, key = %key_json, reason = %reason, "A document could not be converted; it was written to the dead letters.");
+    out.dead_letters.push(DeadLetter {
+        namespace: namespace.to_string(),
+        document_key: key_json,
+        document: doc
+            .map(|d| to_json(&Bson::Document(d.clone())))
+            .unwrap_or(serde_json::Value::Null),
+        error: reason,
+        cluster_time,
+    });
+    Ok(())
+}

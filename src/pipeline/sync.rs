@@ -1,0 +1,333 @@
+//! `sync`: the daemon's whole life — connect both ends, copy the collections that were never
+//! copied (recording the stream position first), then stream from the checkpoint until
+//! shutdown; a rename onto a mapped collection copies it between batches, and lost history
+//! either stops the stream or (with `sync.resync_on_history_lost`) starts over with a full sync.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use futures::FutureExt;
+use mongodb::Client;
+
+use super::full_sync::{copy_collections, FullSyncMode};
+use super::normalize::FatalConversion;
+use super::{run, PipelineConfig, PipelineError, RunOutcome};
+use crate::config::{Config, SourceKind};
+use crate::mapping::model::MappingSet;
+use crate::metrics::Metrics;
+use crate::position::{Position, PositionError};
+use crate::sink::postgres::state::{self, CollectionState, Phase};
+use crate::sink::postgres::PostgresSink;
+use crate::sink::{Batch, Sink, SinkError};
+use crate::source::change_stream::{self, ChangeStreamSource};
+use crate::source::oplog::{self, OplogSource};
+use crate::source::SourceError;
+
+/// Options of `tributary sync`.
+#[derive(Clone, Default)]
+pub struct SyncOptions {
+    /// Copy collections that were never copied before streaming (`--no-initial-sync` sets
+    /// false: they are marked streaming without a copy).
+    pub initial_sync: bool,
+    pub metrics: Option<Arc<Metrics>>,
+}
+
+/// Why `sync` or `full_sync` stopped. Every message says what happened and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// The checkpoint's position is gone from the oplog (codes 286/136).
+    #[error("the stream's resume point has fallen off the MongoDB oplog, so changes since the last checkpoint are lost ({0}); run `tributary full-sync`, or set sync.resync_on_history_lost = true to do it automatically, and consider a larger oplog")]
+    HistoryLost(String),
+    /// MongoDB refused the stream, or stayed unreachable.
+    #[error("reading from MongoDB failed: {0}")]
+    Source(SourceError),
+    /// Something in the config or the stored state does not fit.
+    #[error("{0}")]
+    Config(String),
+    /// Postgres failed in a way retrying did not fix.
+    #[error("writing to Postgres failed: {0}")]
+    Sink(#[from] SinkError),
+    /// A document was refused under `on_error: fail`.
+    #[error(transparent)]
+    Conversion(#[from] FatalConversion),
+}
+
+impl From<SourceError> for SyncError {
+    fn from(e: SourceError) -> Self {
+        match e {
+            SourceError::HistoryLost { code, message } => {
+                SyncError::HistoryLost(format!("code {code}: {message}"))
+            }
+            other => SyncError::Source(other),
+        }
+    }
+}
+
+impl From<PipelineError> for SyncError {
+    fn from(e: PipelineError) -> Self {
+        match e {
+            PipelineError::Source(s) => s.into(),
+            PipelineError::Sink(s) => SyncError::Sink(s),
+            PipelineError::Conversion(c) => SyncError::Conversion(c),
+        }
+    }
+}
+
+impl From<PositionError> for SyncError {
+    fn from(e: PositionError) -> Self {
+        SyncError::Config(format!(
+            "the stored checkpoint cannot be used: {e}; run `tributary full-sync` to start the stream over"
+        ))
+    }
+}
+
+/// Connects to MongoDB (lazily: the driver connects on first use) and to Postgres, and makes
+/// sure the tables exist.
+pub(crate) async fn connect(
+    config: &Config,
+    mappings: &Arc<MappingSet>,
+) -> Result<(Client, PostgresSink), SyncError> {
+    let client = Client::with_uri_str(&config.mongo.uri).await.map_err(|e| {
+        SyncError::Config(format!(
+            "mongo.uri cannot be used ({}); fix it in the config file",
+            crate::config::redact_uri(&e.to_string())
+        ))
+    })?;
+    let sink = PostgresSink::connect(
+        &config.postgres.uri,
+        config.postgres.pool_size,
+        &config.postgres.schema,
+        &config.sync.state_schema,
+        &config.sync.name,
+        mappings.clone(),
+    )
+    .await?;
+    sink.ensure_schema().await?;
+    Ok((client, sink))
+}
+
+/// A pooled connection for reading and writing the state tables.
+pub(crate) async fn state_client(
+    sink: &PostgresSink,
+) -> Result<deadpool_postgres::Object, SyncError> {
+    sink.pool().get().await.map_err(|e| {
+        SyncError::Sink(SinkError::Pool {
+            detail: e.to_string(),
+            retryable: true,
+        })
+    })
+}
+
+/// The stream's current position for the configured source: where streaming will resume
+/// after a copy that starts now.
+pub(crate) async fn record_position(
+    client: &Client,
+    config: &Config,
+    mappings: &MappingSet,
+) -> Result<Position, SyncError> {
+    Ok(match config.mongo.source {
+        SourceKind::ChangeStream => change_stream::current_position(client, mappings).await?,
+        SourceKind::Oplog => oplog::current_position(client).await?,
+    })
+}
+
+/// `tributary sync`: runs until `shutdown` fires (then returns `Ok`) or a failure that
+/// retrying did not fix.
+pub async fn sync(
+    config: &Config,
+    mappings: Arc<MappingSet>,
+    opts: SyncOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), SyncError> {
+    let result = sync_inner(config, mappings, &opts, shutdown).await;
+    if let Some(m) = &opts.metrics {
+        m.set_streaming(false);
+        if result.is_err() {
+            m.up.set(0);
+        }
+    }
+    result
+}
+
+async fn sync_inner(
+    config: &Config,
+    mappings: Arc<MappingSet>,
+    opts: &SyncOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), SyncError> {
+    let (client, mut sink) = connect(config, &mappings).await?;
+    let shutdown = shutdown.boxed().shared();
+    let stream = config.sync.name.clone();
+    let state_schema = config.sync.state_schema.clone();
+    let mut start_over = false;
+    loop {
+        // 1. Where are we? Record the position BEFORE any copy when there is none.
+        let checkpoint = {
+            let pg = state_client(&sink).await?;
+            state::read_checkpoint(&**pg, &state_schema, &stream).await?
+        };
+        let position = match checkpoint {
+            Some(cp) if !start_over => {
+                let p = Position::from_checkpoint(&cp)?;
+                if p.source_name() != config.mongo.source.as_str() {
+                    return Err(SyncError::Config(format!(
+                        "stream {stream:?} was written by the {} source but mongo.source is {}; switch back, or use another sync.name and run a full sync",
+                        p.source_name(),
+                        config.mongo.source
+                    )));
+                }
+                p
+            }
+            _ => {
+                let p = record_position(&client, config, &mappings).await?;
+                sink.apply(Batch {
+                    checkpoint: Some(p.to_checkpoint(&stream)),
+                    ..Batch::default()
+                })
+                .await?;
+                if start_over {
+                    mark_all(&sink, &mappings, Phase::Pending).await?;
+                    start_over = false;
+                }
+                p
+            }
+        };
+
+        // 2. Copy what was never copied (or whose copy was interrupted).
+        let pending = collections_to_copy(&sink, &mappings).await?;
+        if !pending.is_empty() {
+            if opts.initial_sync {
+                let report = copy_collections(
+                    &client,
+                    &mut sink,
+                    &mappings,
+                    &pending,
+                    FullSyncMode::Replace,
+                    config.sync.batch_max_rows,
+                    opts.metrics.as_deref(),
+                    shutdown.clone(),
+                )
+                .await?;
+                if report.interrupted {
+                    return Ok(());
+                }
+            } else {
+                tracing::warn!(collections = pending.len(), "Initial sync disabled: collections never copied start streaming without a copy.");
+                for &c in &pending {
+                    set_phase(&sink, &mappings, c, Phase::Streaming).await?;
+                }
+            }
+        }
+
+        // 3. Stream from the checkpoint.
+        if let Some(m) = &opts.metrics {
+            m.set_streaming(true);
+        }
+        tracing::info!(stream = %stream, source = position.source_name(), "Streaming changes.");
+        let mut pipeline = PipelineConfig::new(
+            &stream,
+            config.sync.batch_max_rows,
+            config.sync.batch_max_wait_ms,
+        );
+        pipeline.metrics = opts.metrics.clone();
+        let outcome = match config.mongo.source {
+            SourceKind::ChangeStream => {
+                let source = ChangeStreamSource::new(client.clone(), &mappings, position)?;
+                run(
+                    source,
+                    &mut sink,
+                    mappings.clone(),
+                    &pipeline,
+                    shutdown.clone(),
+                )
+                .await
+            }
+            SourceKind::Oplog => {
+                let source = OplogSource::new(client.clone(), &mappings, position)?;
+                run(
+                    source,
+                    &mut sink,
+                    mappings.clone(),
+                    &pipeline,
+                    shutdown.clone(),
+                )
+                .await
+            }
+        };
+        if let Some(m) = &opts.metrics {
+            m.set_streaming(false);
+        }
+        match outcome {
+            Ok(RunOutcome::Shutdown { .. }) => return Ok(()),
+            Ok(RunOutcome::Resync { collections, .. }) => {
+                for c in collections {
+                    set_phase(&sink, &mappings, c, Phase::Pending).await?;
+                }
+            }
+            Err(PipelineError::Source(SourceError::HistoryLost { code, message }))
+                if config.sync.resync_on_history_lost =>
+            {
+                tracing::error!(code, message = %message, "The resume point has fallen off the oplog; starting over with a full sync (sync.resync_on_history_lost).");
+                start_over = true;
+            }
+            Err(e) => {
+                let e = SyncError::from(e);
+                tracing::error!(error = %e, "The stream stopped.");
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// Mapped collections whose phase is not `streaming` (no row counts as `pending`).
+async fn collections_to_copy(
+    sink: &PostgresSink,
+    mappings: &MappingSet,
+) -> Result<Vec<usize>, SyncError> {
+    let pg = state_client(sink).await?;
+    let states = state::collection_states(&**pg, sink.state_schema(), sink.stream()).await?;
+    Ok(mappings
+        .collections
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| {
+            let ns = c.namespace();
+            !states
+                .iter()
+                .any(|s| s.namespace == ns && s.phase == Phase::Streaming)
+        })
+        .map(|(i, _)| i)
+        .collect())
+}
+
+async fn set_phase(
+    sink: &PostgresSink,
+    mappings: &MappingSet,
+    collection: usize,
+    phase: Phase,
+) -> Result<(), SyncError> {
+    let pg = state_client(sink).await?;
+    let namespace = mappings.collections[collection].namespace();
+    let previous =
+        state::collection_state(&**pg, sink.state_schema(), sink.stream(), &namespace).await?;
+    let state = CollectionState {
+        namespace,
+        phase,
+        snapshot_started_at: previous.as_ref().and_then(|p| p.snapshot_started_at),
+        snapshot_done_at: previous.as_ref().and_then(|p| p.snapshot_done_at),
+        documents: previous.and_then(|p| p.documents),
+    };
+    state::set_collection_state(&**pg, sink.state_schema(), sink.stream(), &state).await?;
+    Ok(())
+}
+
+async fn mark_all(
+    sink: &PostgresSink,
+    mappings: &MappingSet,
+    phase: Phase,
+) -> Result<(), SyncError> {
+    for c in 0..mappings.collections.len() {
+        set_phase(sink, mappings, c, phase).await?;
+    }
+    Ok(())
+}
