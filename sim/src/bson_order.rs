@@ -87,9 +87,10 @@ pub fn compare(a: &Bson, b: &Bson) -> Ordering {
         (Bson::ObjectId(x), Bson::ObjectId(y)) => x.bytes().cmp(&y.bytes()),
         (Bson::Boolean(x), Bson::Boolean(y)) => x.cmp(y),
         (Bson::DateTime(x), Bson::DateTime(y)) => x.timestamp_millis().cmp(&y.timestamp_millis()),
-        (Bson::Timestamp(x), Bson::Timestamp(y)) => {
-            x.time.cmp(&y.time).then_with(|| x.increment.cmp(&y.increment))
-        }
+        (Bson::Timestamp(x), Bson::Timestamp(y)) => x
+            .time
+            .cmp(&y.time)
+            .then_with(|| x.increment.cmp(&y.increment)),
         (Bson::RegularExpression(x), Bson::RegularExpression(y)) => x
             .pattern
             .cmp(&y.pattern)
@@ -147,12 +148,42 @@ pub fn is_number(v: &Bson) -> bool {
     type_bracket(v) == 10
 }
 
+/// A numeric value as i64 (doubles and decimals truncated toward zero);
+/// `None` for non-numbers and non-finite values.
+pub fn number_as_i64(v: &Bson) -> Option<i64> {
+    match v {
+        Bson::Int32(i) => Some(i64::from(*i)),
+        Bson::Int64(i) => Some(*i),
+        Bson::Double(d) if d.is_finite() => Some(d.trunc() as i64),
+        Bson::Decimal128(d) => {
+            let f = Dec::from_decimal(d).to_f64();
+            f.is_finite().then(|| f.trunc() as i64)
+        }
+        _ => None,
+    }
+}
+
+/// A numeric value as f64 (decimals approximated); `None` for non-numbers.
+pub fn number_as_f64(v: &Bson) -> Option<f64> {
+    match v {
+        Bson::Int32(i) => Some(f64::from(*i)),
+        Bson::Int64(i) => Some(*i as f64),
+        Bson::Double(d) => Some(*d),
+        Bson::Decimal128(d) => Some(Dec::from_decimal(d).to_f64()),
+        _ => None,
+    }
+}
+
 /// Compares two numeric values by mathematical value (NaN lowest).
 fn compare_numbers(a: &Bson, b: &Bson) -> Ordering {
     match (a, b) {
         (Bson::Decimal128(x), _) | (_, Bson::Decimal128(x)) => {
             let dx = Dec::from_decimal(x);
-            let other = if matches!(a, Bson::Decimal128(_)) { b } else { a };
+            let other = if matches!(a, Bson::Decimal128(_)) {
+                b
+            } else {
+                a
+            };
             let ord = match other {
                 Bson::Decimal128(y) => dx.cmp_value(&Dec::from_decimal(y)),
                 Bson::Int32(i) => dx.cmp_value(&Dec::from_i64(i64::from(*i))),
@@ -331,8 +362,20 @@ impl Dec {
                     exp: eb,
                 },
             ) => {
-                let sa = if *ca == 0 { 0 } else if *na { -1 } else { 1 };
-                let sb = if *cb == 0 { 0 } else if *nb { -1 } else { 1 };
+                let sa = if *ca == 0 {
+                    0
+                } else if *na {
+                    -1
+                } else {
+                    1
+                };
+                let sb = if *cb == 0 {
+                    0
+                } else if *nb {
+                    -1
+                } else {
+                    1
+                };
                 if sa != sb || sa == 0 {
                     return sa.cmp(&sb);
                 }
@@ -402,7 +445,10 @@ mod tests {
             Bson::ObjectId(ObjectId::from_bytes([0; 12])),
             Bson::Boolean(false),
             Bson::DateTime(bson::DateTime::from_millis(0)),
-            Bson::Timestamp(Timestamp { time: 0, increment: 0 }),
+            Bson::Timestamp(Timestamp {
+                time: 0,
+                increment: 0,
+            }),
             Bson::RegularExpression(bson::Regex {
                 pattern: "a".into(),
                 options: "".into(),
@@ -410,60 +456,108 @@ mod tests {
             Bson::MaxKey,
         ];
         for w in ordered.windows(2) {
-            assert_eq!(compare(&w[0], &w[1]), Ordering::Less, "{:?} < {:?}", w[0], w[1]);
+            assert_eq!(
+                compare(&w[0], &w[1]),
+                Ordering::Less,
+                "{:?} < {:?}",
+                w[0],
+                w[1]
+            );
             assert_eq!(compare(&w[1], &w[0]), Ordering::Greater);
         }
     }
 
     #[test]
     fn numbers_compare_across_types() {
-        assert_eq!(compare(&Bson::Int32(1), &Bson::Double(1.0)), Ordering::Equal);
-        assert_eq!(compare(&Bson::Int64(2), &Bson::Double(1.5)), Ordering::Greater);
-        assert_eq!(compare(&Bson::Double(f64::NAN), &Bson::Int32(i32::MIN)), Ordering::Less);
-        assert_eq!(compare(&Bson::Double(f64::NAN), &Bson::Double(f64::NAN)), Ordering::Equal);
+        assert_eq!(
+            compare(&Bson::Int32(1), &Bson::Double(1.0)),
+            Ordering::Equal
+        );
+        assert_eq!(
+            compare(&Bson::Int64(2), &Bson::Double(1.5)),
+            Ordering::Greater
+        );
+        assert_eq!(
+            compare(&Bson::Double(f64::NAN), &Bson::Int32(i32::MIN)),
+            Ordering::Less
+        );
+        assert_eq!(
+            compare(&Bson::Double(f64::NAN), &Bson::Double(f64::NAN)),
+            Ordering::Equal
+        );
         assert_eq!(compare(&dec("1.50"), &Bson::Double(1.5)), Ordering::Equal);
         assert_eq!(compare(&dec("1.50"), &dec("1.5")), Ordering::Equal);
         assert_eq!(compare(&dec("10"), &Bson::Int32(9)), Ordering::Greater);
         assert_eq!(compare(&Bson::Int32(9), &dec("10")), Ordering::Less);
         assert_eq!(compare(&dec("-3.25"), &dec("-3.2")), Ordering::Less);
         assert_eq!(compare(&dec("0.00"), &Bson::Int32(0)), Ordering::Equal);
-        assert_eq!(compare(&dec("-Infinity"), &Bson::Int64(i64::MIN)), Ordering::Less);
+        assert_eq!(
+            compare(&dec("-Infinity"), &Bson::Int64(i64::MIN)),
+            Ordering::Less
+        );
         // An i64 that a double cannot represent still compares exactly.
         assert_eq!(
-            compare(&Bson::Int64(9_007_199_254_740_993), &Bson::Double(9_007_199_254_740_992.0)),
+            compare(
+                &Bson::Int64(9_007_199_254_740_993),
+                &Bson::Double(9_007_199_254_740_992.0)
+            ),
             Ordering::Greater
         );
     }
 
     #[test]
     fn strings_documents_arrays() {
-        assert_eq!(compare(&Bson::String("a".into()), &Bson::Symbol("b".into())), Ordering::Less);
         assert_eq!(
-            compare(&Bson::Document(doc! {"a": 1}), &Bson::Document(doc! {"a": 1, "b": 1})),
+            compare(&Bson::String("a".into()), &Bson::Symbol("b".into())),
             Ordering::Less
         );
         assert_eq!(
-            compare(&Bson::Document(doc! {"a": 1}), &Bson::Document(doc! {"b": 0})),
+            compare(
+                &Bson::Document(doc! {"a": 1}),
+                &Bson::Document(doc! {"a": 1, "b": 1})
+            ),
+            Ordering::Less
+        );
+        assert_eq!(
+            compare(
+                &Bson::Document(doc! {"a": 1}),
+                &Bson::Document(doc! {"b": 0})
+            ),
             Ordering::Less
         );
         // Type bracket of the first element decides before the field name.
         assert_eq!(
-            compare(&Bson::Document(doc! {"z": 1}), &Bson::Document(doc! {"a": "x"})),
+            compare(
+                &Bson::Document(doc! {"z": 1}),
+                &Bson::Document(doc! {"a": "x"})
+            ),
             Ordering::Less
         );
         assert_eq!(
-            compare(&Bson::Array(vec![1.into(), 2.into()]), &Bson::Array(vec![1.into(), 3.into()])),
+            compare(
+                &Bson::Array(vec![1.into(), 2.into()]),
+                &Bson::Array(vec![1.into(), 3.into()])
+            ),
             Ordering::Less
         );
         assert_eq!(
-            compare(&Bson::Array(vec![1.into()]), &Bson::Array(vec![1.into(), 0.into()])),
+            compare(
+                &Bson::Array(vec![1.into()]),
+                &Bson::Array(vec![1.into(), 0.into()])
+            ),
             Ordering::Less
         );
     }
 
     #[test]
     fn decimal_round_trip() {
-        for s in ["12.34", "-0.01", "0", "123456789012345678901234567890.1234", "1E+10"] {
+        for s in [
+            "12.34",
+            "-0.01",
+            "0",
+            "123456789012345678901234567890.1234",
+            "1E+10",
+        ] {
             let d: Decimal128 = s.parse().unwrap();
             assert_eq!(Dec::from_decimal(&d).to_decimal(), d, "{s}");
         }
@@ -496,15 +590,16 @@ mod tests {
             "[a-c]{0,3}".prop_map(Bson::String),
             any::<bool>().prop_map(Bson::Boolean),
             any::<i64>().prop_map(|m| Bson::DateTime(bson::DateTime::from_millis(m))),
-            (any::<u32>(), any::<u32>())
-                .prop_map(|(t, i)| Bson::Timestamp(Timestamp { time: t, increment: i })),
+            (any::<u32>(), any::<u32>()).prop_map(|(t, i)| Bson::Timestamp(Timestamp {
+                time: t,
+                increment: i
+            })),
         ];
         leaf.prop_recursive(3, 16, 4, |inner| {
             prop_oneof![
                 prop::collection::vec(inner.clone(), 0..4).prop_map(Bson::Array),
-                prop::collection::vec(("[a-c]", inner), 0..4).prop_map(|kv| {
-                    Bson::Document(kv.into_iter().collect())
-                }),
+                prop::collection::vec(("[a-c]", inner), 0..4)
+                    .prop_map(|kv| { Bson::Document(kv.into_iter().collect()) }),
             ]
         })
     }

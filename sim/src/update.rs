@@ -1,0 +1,1026 @@
+//! Update specifications: parsing the `u` of an update statement into a
+//! replacement, an operator document or a pipeline, applying it to a
+//! document, and building the seed document of an upsert.
+//!
+//! Semantics follow MongoDB 5.0+: operator paths are applied in
+//! lexicographic order of their field names (numeric components
+//! numerically), so new fields are appended in that order; conflicting
+//! paths fail with 40 ConflictingUpdateOperators; changing `_id` fails with
+//! 66 ImmutableField. `$setOnInsert` only acts in
+//! [`apply_for_upsert_insert`]; [`apply`] ignores it.
+//!
+//! Nuances of the real server not reproduced: the positional operators
+//! `$`, `$[]` and `$[<id>]` with `arrayFilters` (rejected with BadValue);
+//! `$bit`; `$push` `$sort` by nested paths only through plain field names;
+//! `$currentDate` with `timestamp` uses the wall clock rather than the
+//! operation's oplog timestamp; Int64 overflow in `$inc` becomes a Double
+//! instead of an error.
+
+use std::cmp::Ordering;
+
+use bson::{Bson, Document};
+
+use crate::aggregate::{add_numbers, apply_update_stage, mul_numbers};
+use crate::bson_order::{compare, is_number};
+use crate::query::{get_path, Filter, QueryError};
+
+/// A parsed update (`u` of an update statement, or `findAndModify`'s `update`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum UpdateSpec {
+    /// A whole new document (its `_id`, if any, must equal the old one).
+    Replacement(Document),
+    /// Update operators such as `{$set: {...}, $inc: {...}}`.
+    Operators(Document),
+    /// An aggregation pipeline of `$set`/`$unset`/`$project`/`$replaceRoot` stages.
+    Pipeline(Vec<Document>),
+}
+
+const OPERATORS: &[&str] = &[
+    "$set",
+    "$unset",
+    "$inc",
+    "$mul",
+    "$min",
+    "$max",
+    "$push",
+    "$pull",
+    "$pullAll",
+    "$addToSet",
+    "$pop",
+    "$rename",
+    "$currentDate",
+    "$setOnInsert",
+];
+
+impl UpdateSpec {
+    pub fn parse(u: &Bson) -> Result<UpdateSpec, QueryError> {
+        match u {
+            Bson::Document(d) => {
+                let is_ops = d.keys().next().is_some_and(|k| k.starts_with('$'));
+                if !is_ops {
+                    return Ok(UpdateSpec::Replacement(d.clone()));
+                }
+                for (op, arg) in d {
+                    if !OPERATORS.contains(&op.as_str()) {
+                        return Err(QueryError::failed_to_parse(format!(
+                            "Unknown modifier: {op}. Expected a valid update modifier or \
+                             pipeline-style update specified as an array"
+                        )));
+                    }
+                    if !matches!(arg, Bson::Document(_)) {
+                        return Err(QueryError::failed_to_parse(format!(
+                            "Modifiers operate on fields but we found type {} instead. For \
+                             example: {{$mod: {{<field>: ...}}}} not {{{op}: {arg}}}",
+                            crate::aggregate::type_name(arg)
+                        )));
+                    }
+                }
+                // Surfaces path conflicts and malformed paths at parse time.
+                collect_ops(d, true)?;
+                Ok(UpdateSpec::Operators(d.clone()))
+            }
+            Bson::Array(stages) => {
+                let mut out = Vec::with_capacity(stages.len());
+                for s in stages {
+                    match s {
+                        Bson::Document(d) => out.push(d.clone()),
+                        _ => {
+                            return Err(QueryError::failed_to_parse(
+                                "Each element of the 'pipeline' array must be an object",
+                            ))
+                        }
+                    }
+                }
+                Ok(UpdateSpec::Pipeline(out))
+            }
+            _ => Err(QueryError::failed_to_parse(
+                "Update argument must be either an object or an array",
+            )),
+        }
+    }
+}
+
+/// Applies an update to an existing document and returns the new document.
+pub fn apply(spec: &UpdateSpec, doc: &Document) -> Result<Document, QueryError> {
+    apply_inner(spec, doc, false)
+}
+
+/// Applies an update to the seed of an upsert (see [`upsert_seed`]):
+/// `$setOnInsert` takes effect, and `_id` may be set when the seed has none.
+/// The caller adds a generated `_id` at the front when the result lacks one.
+pub fn apply_for_upsert_insert(spec: &UpdateSpec, seed: &Document) -> Result<Document, QueryError> {
+    let out = apply_inner(spec, seed, true)?;
+    Ok(id_first(out))
+}
+
+/// Moves `_id` to the front, where the server always stores it.
+fn id_first(doc: Document) -> Document {
+    match doc.keys().next() {
+        Some(k) if k == "_id" => doc,
+        _ if !doc.contains_key("_id") => doc,
+        _ => {
+            let mut doc = doc;
+            let mut out = Document::new();
+            if let Some(id) = doc.remove("_id") {
+                out.insert("_id", id);
+            }
+            out.extend(doc);
+            out
+        }
+    }
+}
+
+fn apply_inner(spec: &UpdateSpec, doc: &Document, inserting: bool) -> Result<Document, QueryError> {
+    let out = match spec {
+        UpdateSpec::Replacement(r) => {
+            let mut out = Document::new();
+            if let Some(id) = r.get("_id").or_else(|| doc.get("_id")) {
+                out.insert("_id", id.clone());
+            }
+            for (k, v) in r {
+                if k != "_id" {
+                    out.insert(k.clone(), v.clone());
+                }
+            }
+            out
+        }
+        UpdateSpec::Operators(ops) => {
+            let mut out = doc.clone();
+            for (op, path, arg) in collect_ops(ops, inserting)? {
+                apply_op(&mut out, op, &path, arg)?;
+            }
+            out
+        }
+        UpdateSpec::Pipeline(stages) => {
+            let mut out = doc.clone();
+            for stage in stages {
+                out = apply_update_stage(stage, out)?;
+            }
+            // Like a replacement, a pipeline result without `_id` keeps the old one.
+            if let (None, Some(id)) = (out.get("_id"), doc.get("_id")) {
+                let mut with_id = Document::new();
+                with_id.insert("_id", id.clone());
+                with_id.extend(out);
+                out = with_id;
+            }
+            out
+        }
+    };
+    check_id_unchanged(doc, &out, spec)?;
+    Ok(out)
+}
+
+fn check_id_unchanged(
+    pre: &Document,
+    post: &Document,
+    spec: &UpdateSpec,
+) -> Result<(), QueryError> {
+    let Some(old) = pre.get("_id") else {
+        return Ok(());
+    };
+    match post.get("_id") {
+        Some(new) if new == old => Ok(()),
+        other => Err(QueryError::new(
+            66,
+            "ImmutableField",
+            match spec {
+                UpdateSpec::Operators(_) => {
+                    "Performing an update on the path '_id' would modify the immutable field '_id'"
+                        .to_string()
+                }
+                _ => format!(
+                    "After applying the update, the (immutable) field '_id' was found to have \
+                     been altered to _id: {}",
+                    other
+                        .map(|v| v.to_string())
+                        .unwrap_or_else(|| "missing".into())
+                ),
+            },
+        )),
+    }
+}
+
+/// Flattens an operator document into `(operator, path, argument)` triples in
+/// the order the server applies them, rejecting conflicting paths.
+fn collect_ops(ops: &Document, inserting: bool) -> Result<Vec<(&str, String, &Bson)>, QueryError> {
+    let mut all: Vec<(&str, String, &Bson)> = Vec::new();
+    let mut touched: Vec<String> = Vec::new();
+    for (op, fields) in ops {
+        let Bson::Document(fields) = fields else {
+            continue;
+        };
+        for (path, arg) in fields {
+            validate_path(path)?;
+            touched.push(path.clone());
+            if op == "$rename" {
+                let Bson::String(to) = arg else {
+                    return Err(QueryError::bad_value(format!(
+                        "The 'to' field for $rename must be a string: {path}: {arg}"
+                    )));
+                };
+                validate_path(to)?;
+                if to == path {
+                    return Err(QueryError::bad_value(format!(
+                        "The source and target field for $rename must differ: {path}: \"{to}\""
+                    )));
+                }
+                touched.push(to.clone());
+            }
+            if op == "$setOnInsert" && !inserting {
+                continue;
+            }
+            all.push((op.as_str(), path.clone(), arg));
+        }
+    }
+    for (i, a) in touched.iter().enumerate() {
+        for b in &touched[i + 1..] {
+            if let Some(prefix) = conflict(a, b) {
+                return Err(QueryError::new(
+                    40,
+                    "ConflictingUpdateOperators",
+                    format!("Updating the path '{b}' would create a conflict at '{prefix}'"),
+                ));
+            }
+        }
+    }
+    all.sort_by(|a, b| compare_paths(&a.1, &b.1));
+    Ok(all)
+}
+
+fn validate_path(path: &str) -> Result<(), QueryError> {
+    if path.is_empty() || path.split('.').any(str::is_empty) {
+        return Err(QueryError::new(
+            56,
+            "EmptyFieldName",
+            format!("An update path '{path}' contains an empty field name, which is not allowed."),
+        ));
+    }
+    if path.split('.').any(|p| p.starts_with('$')) {
+        return Err(QueryError::bad_value(format!(
+            "The positional operators in '{path}' are not supported by mongo-sim"
+        )));
+    }
+    Ok(())
+}
+
+/// The shorter path when one path equals or is a prefix of the other.
+fn conflict<'a>(a: &'a str, b: &'a str) -> Option<&'a str> {
+    let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    (long == short || long.starts_with(&format!("{short}."))).then_some(short)
+}
+
+fn compare_paths(a: &str, b: &str) -> Ordering {
+    let mut ia = a.split('.');
+    let mut ib = b.split('.');
+    loop {
+        match (ia.next(), ib.next()) {
+            (None, None) => return Ordering::Equal,
+            (None, Some(_)) => return Ordering::Less,
+            (Some(_), None) => return Ordering::Greater,
+            (Some(x), Some(y)) => {
+                let ord = match (x.parse::<u64>(), y.parse::<u64>()) {
+                    (Ok(nx), Ok(ny)) => nx.cmp(&ny),
+                    _ => x.cmp(y),
+                };
+                if ord != Ordering::Equal {
+                    return ord;
+                }
+            }
+        }
+    }
+}
+
+fn apply_op(doc: &mut Document, op: &str, path: &str, arg: &Bson) -> Result<(), QueryError> {
+    let current = get_path(doc, path).cloned();
+    match op {
+        "$set" | "$setOnInsert" => set_path_value(doc, path, arg.clone()),
+        "$unset" => {
+            unset_path(doc, path);
+            Ok(())
+        }
+        "$inc" | "$mul" => {
+            if !is_number(arg) {
+                return Err(QueryError::type_mismatch(format!(
+                    "Cannot {} with non-numeric argument: {{{path}: {arg}}}",
+                    if op == "$inc" {
+                        "increment"
+                    } else {
+                        "multiply"
+                    }
+                )));
+            }
+            let new = match &current {
+                None => {
+                    if op == "$inc" {
+                        arg.clone()
+                    } else {
+                        mul_numbers(&Bson::Int32(0), arg)
+                    }
+                }
+                Some(v) if is_number(v) => {
+                    if op == "$inc" {
+                        add_numbers(v, arg)
+                    } else {
+                        mul_numbers(v, arg)
+                    }
+                }
+                Some(v) => {
+                    return Err(QueryError::type_mismatch(format!(
+                        "Cannot apply {op} to a value of non-numeric type. {{_id: {}}} has the \
+                         field '{}' of non-numeric type {}",
+                        doc.get("_id").map(|v| v.to_string()).unwrap_or_default(),
+                        last_component(path),
+                        crate::aggregate::type_name(v)
+                    )))
+                }
+            };
+            set_path_value(doc, path, new)
+        }
+        "$min" | "$max" => {
+            let replace = match &current {
+                None => true,
+                Some(v) => {
+                    let ord = compare(arg, v);
+                    (op == "$min" && ord == Ordering::Less)
+                        || (op == "$max" && ord == Ordering::Greater)
+                }
+            };
+            if replace {
+                set_path_value(doc, path, arg.clone())?;
+            }
+            Ok(())
+        }
+        "$push" | "$addToSet" => {
+            let mut items = existing_array(doc, op, path, current)?;
+            if op == "$push" {
+                push(&mut items, arg)?;
+            } else {
+                let values = match each_values(arg)? {
+                    Some(vals) => vals,
+                    None => vec![arg.clone()],
+                };
+                for v in values {
+                    if !items
+                        .iter()
+                        .any(|i| compare(i, &v) == Ordering::Equal && same_type(i, &v))
+                    {
+                        items.push(v);
+                    }
+                }
+            }
+            set_path_value(doc, path, Bson::Array(items))
+        }
+        "$pop" => {
+            let Some(current) = current else {
+                return Ok(());
+            };
+            let Bson::Array(mut items) = current else {
+                return Err(QueryError::type_mismatch(format!(
+                    "Path '{path}' contains an element of non-array type '{}'",
+                    crate::aggregate::type_name(&current)
+                )));
+            };
+            match crate::bson_order::number_as_f64(arg) {
+                Some(n) if n >= 1.0 => {
+                    items.pop();
+                }
+                Some(n) if n <= -1.0 => {
+                    if !items.is_empty() {
+                        items.remove(0);
+                    }
+                }
+                _ => {
+                    return Err(QueryError::failed_to_parse(format!(
+                        "$pop expects 1 or -1, found: {arg}"
+                    )))
+                }
+            }
+            set_path_value(doc, path, Bson::Array(items))
+        }
+        "$pull" | "$pullAll" => {
+            let Some(current) = current else {
+                return Ok(());
+            };
+            let Bson::Array(items) = current else {
+                return Err(QueryError::bad_value(format!(
+                    "Cannot apply {op} to a non-array value"
+                )));
+            };
+            let kept: Vec<Bson> = if op == "$pullAll" {
+                let Bson::Array(remove) = arg else {
+                    return Err(QueryError::bad_value(format!(
+                        "$pullAll requires an array argument but was given a {}",
+                        crate::aggregate::type_name(arg)
+                    )));
+                };
+                items
+                    .into_iter()
+                    .filter(|i| !remove.iter().any(|r| compare(i, r) == Ordering::Equal))
+                    .collect()
+            } else {
+                let matcher = PullMatcher::new(arg)?;
+                items.into_iter().filter(|i| !matcher.matches(i)).collect()
+            };
+            set_path_value(doc, path, Bson::Array(kept))
+        }
+        "$rename" => {
+            let Some(value) = current else { return Ok(()) };
+            let to = arg.as_str().unwrap_or_default();
+            if path.split('.').count() > 1 && through_array(doc, path) {
+                return Err(QueryError::bad_value(format!(
+                    "The source field cannot be an array element, '{path}' in doc with _id"
+                )));
+            }
+            unset_path(doc, path);
+            set_path_value(doc, to, value)
+        }
+        "$currentDate" => {
+            let now = bson::DateTime::now();
+            let value = match arg {
+                Bson::Boolean(_) => Bson::DateTime(now),
+                Bson::Document(d) => match d.get_str("$type") {
+                    Ok("date") => Bson::DateTime(now),
+                    Ok("timestamp") => Bson::Timestamp(bson::Timestamp {
+                        time: u32::try_from(now.timestamp_millis() / 1000).unwrap_or(0),
+                        increment: 1,
+                    }),
+                    _ => {
+                        return Err(QueryError::bad_value(
+                            "The '$type' string field is required to be 'date' or 'timestamp'",
+                        ))
+                    }
+                },
+                _ => {
+                    return Err(QueryError::bad_value(format!(
+                        "{arg} is not valid type for $currentDate. Please use a boolean ('true') \
+                         or a $type expression ({{$type: 'timestamp/date'}})."
+                    )))
+                }
+            };
+            set_path_value(doc, path, value)
+        }
+        _ => Err(QueryError::failed_to_parse(format!(
+            "Unknown modifier: {op}"
+        ))),
+    }
+}
+
+fn last_component(path: &str) -> &str {
+    path.rsplit('.').next().unwrap_or(path)
+}
+
+fn same_type(a: &Bson, b: &Bson) -> bool {
+    crate::bson_order::type_bracket(a) == crate::bson_order::type_bracket(b)
+}
+
+fn through_array(doc: &Document, path: &str) -> bool {
+    let parts: Vec<&str> = path.split('.').collect();
+    (1..parts.len()).any(|i| matches!(get_path(doc, &parts[..i].join(".")), Some(Bson::Array(_))))
+}
+
+fn existing_array(
+    doc: &Document,
+    op: &str,
+    path: &str,
+    current: Option<Bson>,
+) -> Result<Vec<Bson>, QueryError> {
+    match current {
+        None => Ok(Vec::new()),
+        Some(Bson::Array(items)) => Ok(items),
+        Some(other) => Err(QueryError::bad_value(format!(
+            "The field '{}' must be an array but is of type {} in document {{_id: {}}} ({op})",
+            last_component(path),
+            crate::aggregate::type_name(&other),
+            doc.get("_id").map(|v| v.to_string()).unwrap_or_default()
+        ))),
+    }
+}
+
+/// `{$each: [...]}` values, or `None` when the argument is a plain value.
+fn each_values(arg: &Bson) -> Result<Option<Vec<Bson>>, QueryError> {
+    match arg {
+        Bson::Document(d) if d.contains_key("$each") => match d.get("$each") {
+            Some(Bson::Array(items)) => Ok(Some(items.clone())),
+            _ => Err(QueryError::bad_value(
+                "The argument to $each must be an array",
+            )),
+        },
+        _ => Ok(None),
+    }
+}
+
+fn push(items: &mut Vec<Bson>, arg: &Bson) -> Result<(), QueryError> {
+    let Some(values) = each_values(arg)? else {
+        items.push(arg.clone());
+        return Ok(());
+    };
+    let Bson::Document(mods) = arg else {
+        return Ok(());
+    };
+    for key in mods.keys() {
+        if !matches!(key.as_str(), "$each" | "$slice" | "$position" | "$sort") {
+            return Err(QueryError::bad_value(format!(
+                "Unrecognized clause in $push: {key}"
+            )));
+        }
+    }
+    let position = match mods.get("$position") {
+        None => items.len(),
+        Some(p) => {
+            let n = crate::bson_order::number_as_i64(p).ok_or_else(|| {
+                QueryError::bad_value("The value for $position must be an integer value")
+            })?;
+            let len = items.len() as i64;
+            if n < 0 {
+                (len + n).max(0) as usize
+            } else {
+                n.min(len) as usize
+            }
+        }
+    };
+    let tail = items.split_off(position);
+    items.extend(values);
+    items.extend(tail);
+    if let Some(sort) = mods.get("$sort") {
+        sort_array(items, sort)?;
+    }
+    if let Some(slice) = mods.get("$slice") {
+        let n = crate::bson_order::number_as_i64(slice).ok_or_else(|| {
+            QueryError::bad_value("The value for $slice must be an integer value")
+        })?;
+        if n >= 0 {
+            items.truncate(n as usize);
+        } else {
+            let keep = (-n) as usize;
+            if items.len() > keep {
+                items.drain(..items.len() - keep);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn sort_array(items: &mut [Bson], sort: &Bson) -> Result<(), QueryError> {
+    match sort {
+        Bson::Document(spec) => {
+            let keys = crate::query::parse_sort(spec)?;
+            items.sort_by(|a, b| match (a, b) {
+                (Bson::Document(x), Bson::Document(y)) => crate::query::compare_by_keys(x, y, &keys),
+                _ => compare(a, b),
+            });
+        }
+        other => match crate::bson_order::number_as_f64(other) {
+            Some(d) if d == 1.0 => items.sort_by(compare),
+            Some(d) if d == -1.0 => items.sort_by(|a, b| compare(b, a)),
+            _ => {
+                return Err(QueryError::bad_value(
+                    "The $sort is invalid: use 1/-1 to sort the whole element, or {field:1/-1} to sort embedded fields",
+                ))
+            }
+        },
+    }
+    Ok(())
+}
+
+/// How `$pull` decides which elements to remove.
+enum PullMatcher {
+    /// A plain document: a query run against each (document) element.
+    Query(Filter),
+    /// Operators such as `{$gte: 6}`: applied to each element's value.
+    Value(Filter),
+    Equal(Bson),
+}
+
+impl PullMatcher {
+    fn new(arg: &Bson) -> Result<PullMatcher, QueryError> {
+        match arg {
+            Bson::Document(d) if d.keys().next().is_some_and(|k| k.starts_with('$')) => {
+                let mut wrapped = Document::new();
+                wrapped.insert("v", arg.clone());
+                Ok(PullMatcher::Value(Filter::parse(&wrapped)?))
+            }
+            Bson::Document(d) => Ok(PullMatcher::Query(Filter::parse(d)?)),
+            Bson::RegularExpression(_) => {
+                let mut wrapped = Document::new();
+                wrapped.insert("v", arg.clone());
+                Ok(PullMatcher::Value(Filter::parse(&wrapped)?))
+            }
+            other => Ok(PullMatcher::Equal(other.clone())),
+        }
+    }
+
+    fn matches(&self, item: &Bson) -> bool {
+        match self {
+            PullMatcher::Query(f) => matches!(item, Bson::Document(d) if f.matches(d)),
+            PullMatcher::Value(f) => {
+                let mut wrapped = Document::new();
+                wrapped.insert("v", item.clone());
+                f.matches(&wrapped)
+            }
+            PullMatcher::Equal(v) => compare(item, v) == Ordering::Equal,
+        }
+    }
+}
+
+// ---- paths ----
+
+/// Sets the value at a dotted path, creating intermediate documents and
+/// padding arrays with nulls, like `$set`.
+pub(crate) fn set_path_value(
+    doc: &mut Document,
+    path: &str,
+    value: Bson,
+) -> Result<(), QueryError> {
+    let parts: Vec<&str> = path.split('.').collect();
+    set_in_doc(doc, &parts, value)
+}
+
+fn set_in_doc(doc: &mut Document, parts: &[&str], value: Bson) -> Result<(), QueryError> {
+    let Some((key, rest)) = parts.split_first() else {
+        return Ok(());
+    };
+    if rest.is_empty() {
+        doc.insert(*key, value);
+        return Ok(());
+    }
+    match doc.get_mut(*key) {
+        Some(child) => set_in_value(child, key, rest, value),
+        None => {
+            let mut sub = Document::new();
+            set_in_doc(&mut sub, rest, value)?;
+            doc.insert(*key, sub);
+            Ok(())
+        }
+    }
+}
+
+fn set_in_value(
+    target: &mut Bson,
+    name: &str,
+    parts: &[&str],
+    value: Bson,
+) -> Result<(), QueryError> {
+    match target {
+        Bson::Document(d) => set_in_doc(d, parts, value),
+        Bson::Array(items) => {
+            let idx: usize = parts[0]
+                .parse()
+                .map_err(|_| path_not_viable(parts[0], name, target_clone(items)))?;
+            let rest = &parts[1..];
+            while items.len() < idx {
+                items.push(Bson::Null);
+            }
+            if rest.is_empty() {
+                if idx == items.len() {
+                    items.push(value);
+                } else {
+                    items[idx] = value;
+                }
+                return Ok(());
+            }
+            if idx == items.len() {
+                let mut sub = Document::new();
+                set_in_doc(&mut sub, rest, value)?;
+                items.push(Bson::Document(sub));
+                Ok(())
+            } else {
+                set_in_value(&mut items[idx], parts[0], rest, value)
+            }
+        }
+        other => Err(path_not_viable(parts[0], name, other.clone())),
+    }
+}
+
+fn target_clone(items: &[Bson]) -> Bson {
+    Bson::Array(items.to_vec())
+}
+
+fn path_not_viable(field: &str, name: &str, element: Bson) -> QueryError {
+    QueryError::new(
+        28,
+        "PathNotViable",
+        format!("Cannot create field '{field}' in element {{{name}: {element}}}"),
+    )
+}
+
+/// Removes the value at a dotted path (array elements become null, as `$unset` does).
+fn unset_path(doc: &mut Document, path: &str) {
+    let parts: Vec<&str> = path.split('.').collect();
+    unset_in_doc(doc, &parts);
+}
+
+fn unset_in_doc(doc: &mut Document, parts: &[&str]) {
+    let Some((key, rest)) = parts.split_first() else {
+        return;
+    };
+    if rest.is_empty() {
+        doc.remove(*key);
+        return;
+    }
+    if let Some(child) = doc.get_mut(*key) {
+        unset_in_value(child, rest);
+    }
+}
+
+fn unset_in_value(target: &mut Bson, parts: &[&str]) {
+    match target {
+        Bson::Document(d) => unset_in_doc(d, parts),
+        Bson::Array(items) => {
+            let Ok(idx) = parts[0].parse::<usize>() else {
+                return;
+            };
+            let Some(item) = items.get_mut(idx) else {
+                return;
+            };
+            if parts.len() == 1 {
+                *item = Bson::Null;
+            } else {
+                unset_in_value(item, &parts[1..]);
+            }
+        }
+        _ => {}
+    }
+}
+
+// ---- upsert ----
+
+/// The document an upsert starts from: the filter's equality conditions
+/// (`{a: v}`, `{a: {$eq: v}}`, dotted paths, inside `$and`), with `_id` first.
+pub fn upsert_seed(filter: &Document) -> Document {
+    let mut seed = Document::new();
+    seed_from(filter, &mut seed);
+    id_first(seed)
+}
+
+fn seed_from(filter: &Document, seed: &mut Document) {
+    for (key, value) in filter {
+        if key == "$and" {
+            if let Bson::Array(items) = value {
+                for item in items {
+                    if let Bson::Document(d) = item {
+                        seed_from(d, seed);
+                    }
+                }
+            }
+            continue;
+        }
+        if key.starts_with('$') {
+            continue;
+        }
+        let equality = match value {
+            Bson::Document(d) if d.keys().next().is_some_and(|k| k.starts_with('$')) => {
+                d.get("$eq")
+            }
+            Bson::RegularExpression(_) => None,
+            other => Some(other),
+        };
+        if let Some(v) = equality {
+            if get_path(seed, key).is_none() {
+                // A conflicting path (e.g. `a` after `a.b`) is left out rather than failing.
+                let _ = set_path_value(seed, key, v.clone());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::doc;
+
+    fn upd(u: Document, d: Document) -> Result<Document, QueryError> {
+        apply(&UpdateSpec::parse(&Bson::Document(u))?, &d)
+    }
+
+    #[test]
+    fn parse_kinds() {
+        assert!(matches!(
+            UpdateSpec::parse(&Bson::Document(doc! {"a": 1})).unwrap(),
+            UpdateSpec::Replacement(_)
+        ));
+        assert!(matches!(
+            UpdateSpec::parse(&Bson::Document(doc! {"$set": {"a": 1}})).unwrap(),
+            UpdateSpec::Operators(_)
+        ));
+        assert!(matches!(
+            UpdateSpec::parse(&bson::bson!([{"$set": {"a": 1}}])).unwrap(),
+            UpdateSpec::Pipeline(_)
+        ));
+        assert_eq!(
+            UpdateSpec::parse(&Bson::Document(doc! {"$bogus": {"a": 1}}))
+                .unwrap_err()
+                .code,
+            9
+        );
+        assert_eq!(
+            UpdateSpec::parse(&Bson::Document(doc! {"$set": 1}))
+                .unwrap_err()
+                .code,
+            9
+        );
+        assert_eq!(UpdateSpec::parse(&Bson::Int32(1)).unwrap_err().code, 9);
+        let err = UpdateSpec::parse(&Bson::Document(doc! {"$set": {"a": 1}, "$inc": {"a.b": 1}}))
+            .unwrap_err();
+        assert_eq!(
+            (err.code, err.code_name),
+            (40, "ConflictingUpdateOperators")
+        );
+        assert_eq!(
+            UpdateSpec::parse(&Bson::Document(doc! {"$set": {"a..b": 1}}))
+                .unwrap_err()
+                .code,
+            56
+        );
+    }
+
+    #[test]
+    fn set_unset_and_field_order() {
+        let d = doc! {"_id": 1, "a": 1, "b": {"c": 1, "d": 2}};
+        let out = upd(
+            doc! {"$set": {"z": 1, "a": 5, "b.c": 9, "n.m": true}, "$unset": {"b.d": ""}},
+            d,
+        )
+        .unwrap();
+        // Existing fields stay in place; new ones are appended in lexicographic order.
+        assert_eq!(
+            out,
+            doc! {"_id": 1, "a": 5, "b": {"c": 9}, "n": {"m": true}, "z": 1}
+        );
+        let out = upd(doc! {"$set": {"arr.3": "x"}}, doc! {"_id": 1, "arr": [1]}).unwrap();
+        assert_eq!(out, doc! {"_id": 1, "arr": [1, null, null, "x"]});
+        let out = upd(
+            doc! {"$unset": {"arr.0": 1}},
+            doc! {"_id": 1, "arr": [1, 2]},
+        )
+        .unwrap();
+        assert_eq!(out, doc! {"_id": 1, "arr": [null, 2]});
+        let err = upd(doc! {"$set": {"a.b": 1}}, doc! {"_id": 1, "a": 5}).unwrap_err();
+        assert_eq!((err.code, err.code_name), (28, "PathNotViable"));
+        let out = upd(doc! {"$set": {"10": 1, "9": 1, "b": 1}}, doc! {"_id": 1}).unwrap();
+        assert_eq!(out.keys().collect::<Vec<_>>(), vec!["_id", "9", "10", "b"]);
+    }
+
+    #[test]
+    fn id_is_immutable() {
+        let err = upd(doc! {"$set": {"_id": 2}}, doc! {"_id": 1}).unwrap_err();
+        assert_eq!((err.code, err.code_name), (66, "ImmutableField"));
+        assert_eq!(
+            upd(doc! {"_id": 2, "a": 1}, doc! {"_id": 1})
+                .unwrap_err()
+                .code,
+            66
+        );
+        assert_eq!(
+            upd(doc! {"$set": {"_id": 1}}, doc! {"_id": 1}).unwrap(),
+            doc! {"_id": 1}
+        );
+    }
+
+    #[test]
+    fn replacement_keeps_id_first() {
+        let out = upd(doc! {"a": 1, "_id": 7}, doc! {"_id": 7, "old": true}).unwrap();
+        assert_eq!(out, doc! {"_id": 7, "a": 1});
+        let out = upd(doc! {"b": 2}, doc! {"_id": 7, "old": true}).unwrap();
+        assert_eq!(out, doc! {"_id": 7, "b": 2});
+    }
+
+    #[test]
+    fn arithmetic_operators() {
+        let d = doc! {"_id": 1, "n": 5, "f": 1.5, "s": "x", "p": bson::Decimal128::from_bytes("1.25".parse::<bson::Decimal128>().unwrap().bytes())};
+        let out = upd(
+            doc! {"$inc": {"n": 2, "f": 1, "new": 3i64}, "$mul": {"p": 2, "m": 2.0}},
+            d.clone(),
+        )
+        .unwrap();
+        assert_eq!(out.get("n"), Some(&Bson::Int32(7)));
+        assert_eq!(out.get("f"), Some(&Bson::Double(2.5)));
+        assert_eq!(out.get("new"), Some(&Bson::Int64(3)));
+        assert_eq!(
+            out.get("p"),
+            Some(&Bson::Decimal128("2.50".parse().unwrap()))
+        );
+        assert_eq!(out.get("m"), Some(&Bson::Double(0.0)));
+        assert_eq!(
+            upd(doc! {"$inc": {"s": 1}}, d.clone()).unwrap_err().code,
+            14
+        );
+        assert_eq!(
+            upd(doc! {"$inc": {"n": "a"}}, d.clone()).unwrap_err().code,
+            14
+        );
+        let out = upd(doc! {"$min": {"n": 3, "x": 1}, "$max": {"f": 1.0}}, d).unwrap();
+        assert_eq!(out.get("n"), Some(&Bson::Int32(3)));
+        assert_eq!(out.get("x"), Some(&Bson::Int32(1)));
+        assert_eq!(out.get("f"), Some(&Bson::Double(1.5)));
+    }
+
+    #[test]
+    fn array_operators() {
+        let d = doc! {"_id": 1, "a": [1, 2, 3], "s": ["x"], "subs": [{"k": 1}, {"k": 2}]};
+        let out = upd(doc! {"$push": {"a": 4, "new": "v"}}, d.clone()).unwrap();
+        assert_eq!(out.get_array("a").unwrap().len(), 4);
+        assert_eq!(
+            out.get_array("new").unwrap(),
+            &vec![Bson::String("v".into())]
+        );
+        let out = upd(
+            doc! {"$push": {"a": {"$each": [9, 8], "$position": 0, "$slice": 3}}},
+            d.clone(),
+        )
+        .unwrap();
+        assert_eq!(
+            out.get_array("a").unwrap(),
+            &vec![9.into(), 8.into(), 1.into()]
+        );
+        let out = upd(
+            doc! {"$push": {"a": {"$each": [0], "$sort": -1, "$slice": -2}}},
+            d.clone(),
+        )
+        .unwrap();
+        assert_eq!(out.get_array("a").unwrap(), &vec![1.into(), 0.into()]);
+        let out = upd(
+            doc! {"$addToSet": {"s": {"$each": ["x", "y", "y"]}}},
+            d.clone(),
+        )
+        .unwrap();
+        assert_eq!(
+            out.get_array("s").unwrap(),
+            &vec![Bson::String("x".into()), Bson::String("y".into())]
+        );
+        let out = upd(
+            doc! {"$pull": {"a": {"$gte": 2}, "subs": {"k": 1}}},
+            d.clone(),
+        )
+        .unwrap();
+        assert_eq!(out.get_array("a").unwrap(), &vec![Bson::Int32(1)]);
+        assert_eq!(
+            out.get_array("subs").unwrap(),
+            &vec![Bson::Document(doc! {"k": 2})]
+        );
+        let out = upd(
+            doc! {"$pullAll": {"a": [1, 3]}, "$pop": {"s": 1}},
+            d.clone(),
+        )
+        .unwrap();
+        assert_eq!(out.get_array("a").unwrap(), &vec![Bson::Int32(2)]);
+        assert!(out.get_array("s").unwrap().is_empty());
+        let out = upd(doc! {"$pop": {"a": -1}}, d.clone()).unwrap();
+        assert_eq!(out.get_array("a").unwrap(), &vec![2.into(), 3.into()]);
+        assert_eq!(upd(doc! {"$push": {"_id": 1}}, d).unwrap_err().code, 2);
+    }
+
+    #[test]
+    fn rename_and_current_date() {
+        let d = doc! {"_id": 1, "a": 1, "b": {"c": 2}};
+        let out = upd(doc! {"$rename": {"a": "z", "b.c": "b.d"}}, d.clone()).unwrap();
+        assert_eq!(out, doc! {"_id": 1, "b": {"d": 2}, "z": 1});
+        let out = upd(doc! {"$rename": {"nope": "y"}}, d.clone()).unwrap();
+        assert_eq!(out, d);
+        let out = upd(
+            doc! {"$currentDate": {"t": true, "ts": {"$type": "timestamp"}}},
+            d,
+        )
+        .unwrap();
+        assert!(matches!(out.get("t"), Some(Bson::DateTime(_))));
+        assert!(matches!(out.get("ts"), Some(Bson::Timestamp(_))));
+    }
+
+    #[test]
+    fn pipeline_updates() {
+        let d = doc! {"_id": 1, "arr": [1, 2, 3], "a": 2};
+        let spec = UpdateSpec::parse(
+            &bson::bson!([{"$set": {"arr": [1, 2], "b": {"$add": ["$a", 1]}}}, {"$unset": "a"}]),
+        )
+        .unwrap();
+        assert_eq!(
+            apply(&spec, &d).unwrap(),
+            doc! {"_id": 1, "arr": [1, 2], "b": 3}
+        );
+        let spec = UpdateSpec::parse(&bson::bson!([{"$replaceWith": {"x": 1}}])).unwrap();
+        assert_eq!(apply(&spec, &d).unwrap(), doc! {"_id": 1, "x": 1});
+        let spec = UpdateSpec::parse(&bson::bson!([{"$match": {}}])).unwrap();
+        assert_eq!(apply(&spec, &d).unwrap_err().code, 72);
+    }
+
+    #[test]
+    fn upserts() {
+        let seed = upsert_seed(
+            &doc! {"a": 1, "b.c": {"$eq": 2}, "n": {"$gt": 1}, "$and": [{"x": "y"}], "_id": 5},
+        );
+        assert_eq!(seed, doc! {"_id": 5, "a": 1, "b": {"c": 2}, "x": "y"});
+        let spec = UpdateSpec::parse(&Bson::Document(
+            doc! {"$set": {"s": 1}, "$setOnInsert": {"created": true}},
+        ))
+        .unwrap();
+        let inserted = apply_for_upsert_insert(&spec, &seed).unwrap();
+        assert_eq!(inserted.get("created"), Some(&Bson::Boolean(true)));
+        let updated = apply(&spec, &seed).unwrap();
+        assert_eq!(updated.get("created"), None);
+        assert_eq!(updated.get("s"), Some(&Bson::Int32(1)));
+        let spec = UpdateSpec::parse(&Bson::Document(doc! {"$set": {"_id": 9}})).unwrap();
+        assert_eq!(
+            apply_for_upsert_insert(&spec, &doc! {"a": 1}).unwrap(),
+            doc! {"_id": 9, "a": 1}
+        );
+    }
+}
