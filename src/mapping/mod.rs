@@ -1,5 +1,18 @@
 //! Mappings: loaded from YAML and validated; documents turned into rows; BSON turned into
 //! Postgres values. Pure: no I/O besides reading the mapping files.
 
+pub mod convert;
+mod decimal;
+pub mod json;
+pub mod load;
 pub mod model;
+pub mod types;
+mod validate;
 pub mod value;
+mod yaml;
+
+#[cfg(test)]
+mod load_tests;
+
+pub use convert::{convert_document, convert_key, convert_value, ConvertError, Converted};
+pub use load::{load, MappingError, MappingErrors};

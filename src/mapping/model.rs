@@ -161,3 +161,53 @@ pub struct TableDef {
     /// Indexes into `columns`: `[key]` for a parent, `[parent_key, idx]` for a child.
     pub primary_key: Vec<usize>,
 }
+
+impl CollectionMapping {
+    /// The tables this mapping writes: the parent first, then each child in order. The parent's
+    /// `extra_props` column (jsonb) comes last; a child's columns are `parent_key` (typed like
+    /// the parent's key column), `idx integer`, then its own columns.
+    pub fn tables(&self) -> Vec<TableDef> {
+        let mut parent: Vec<(String, PgType)> = self
+            .columns
+            .iter()
+            .map(|c| (c.name.clone(), c.pg_type.clone()))
+            .collect();
+        if let Some(extra) = &self.extra_props {
+            parent.push((extra.clone(), PgType::Jsonb));
+        }
+        let key_type = self.key_column().pg_type.clone();
+        let mut out = vec![TableDef {
+            name: self.table.clone(),
+            columns: parent,
+            primary_key: vec![self.key_index()],
+        }];
+        for child in &self.children {
+            let mut columns = vec![
+                (child.parent_key.clone(), key_type.clone()),
+                ("idx".to_owned(), PgType::Integer),
+            ];
+            columns.extend(
+                child
+                    .columns
+                    .iter()
+                    .map(|c| (c.name.clone(), c.pg_type.clone())),
+            );
+            out.push(TableDef {
+                name: child.table.clone(),
+                columns,
+                primary_key: vec![0, 1],
+            });
+        }
+        out
+    }
+}
+
+impl MappingSet {
+    /// Every table of every collection, in mapping order (each parent followed by its children).
+    pub fn tables(&self) -> Vec<TableDef> {
+        self.collections
+            .iter()
+            .flat_map(CollectionMapping::tables)
+            .collect()
+    }
+}
