@@ -1,7 +1,10 @@
 //! Sink tests against a real Postgres (a fresh database per test, see `support::postgres`).
 
 mod apply;
+mod crash;
 mod ddl;
+mod state;
+mod types;
 
 use std::sync::Arc;
 

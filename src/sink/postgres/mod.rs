@@ -4,6 +4,7 @@
 //! transaction).
 
 pub mod ddl;
+pub mod decode;
 pub mod encode;
 pub mod plan;
 pub mod service;
