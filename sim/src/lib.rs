@@ -1,5 +1,38 @@
 //! mongo-sim: an in-memory MongoDB replica-set simulator speaking the wire protocol.
+//!
+//! Layout (data flows top to bottom):
+//! - `server`: TCP listener, one task per connection, `SimOptions`/`SimHandle`.
+//! - `wire`: OP_MSG / OP_QUERY framing, OP_MSG / OP_REPLY encoding.
+//! - `commands`: dispatch plus one file per command family.
+//! - `state`: storage + oplog behind one lock, cursors, sessions, fail points.
+//! - `writes`: the write engine over live storage or a transaction's copy.
+//! - `store`, `oplog`: collections and the capped `local.oplog.rs`.
+//! - `tail`, `stream`, `cursor`: oplog tail cursors, change streams, cursor table.
+//! - `failpoint`, `error`, `demo`: fail points, command errors, `--seed-demo`.
+//! - Pure modules (no I/O): `bson_order`, `query`, `update`, `diff`, `token`,
+//!   `change_event`, `aggregate`, `seed`.
 pub mod aggregate;
 pub mod bson_order;
 pub mod query;
 pub mod update;
+
+mod commands;
+mod cursor;
+mod demo;
+mod error;
+mod failpoint;
+mod oplog;
+mod server;
+mod state;
+mod store;
+mod stream;
+mod tail;
+mod wire;
+mod writes;
+
+pub use error::CommandError;
+pub use server::{start, SimHandle, SimOptions};
+
+// TEMPORARY until sim-ops lands these modules.
+mod standin;
+pub(crate) use standin::{change_event, diff, seed, token};

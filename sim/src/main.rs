@@ -1,1 +1,66 @@
-fn main() {}
+//! `mongo-sim`: runs the simulator until SIGINT/SIGTERM.
+
+use clap::Parser;
+
+/// An in-memory MongoDB 7 replica-set primary (set `rs0`) for tests and demos.
+#[derive(Parser, Debug)]
+#[command(name = "mongo-sim", version)]
+struct Args {
+    /// Port to listen on (0 = any free port).
+    #[arg(long, default_value_t = 27017)]
+    port: u16,
+    /// Address to bind.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: String,
+    /// Oplog capacity in entries; older entries are truncated.
+    #[arg(long, default_value_t = 1_000_000)]
+    oplog_max_entries: usize,
+    /// Load the `shop` demo database with this many orders at start.
+    #[arg(long, default_value_t = 0)]
+    seed_demo: usize,
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let handle = mongo_sim::start(mongo_sim::SimOptions {
+        bind: args.bind,
+        port: args.port,
+        oplog_max_entries: args.oplog_max_entries,
+        seed_demo: args.seed_demo,
+    })
+    .await?;
+    println!("mongo-sim listening on {}", handle.addr());
+    wait_for_signal().await;
+    handle.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,173 @@
+//! Handshake and server-level commands: hello/isMaster, buildInfo,
+//! getParameter, serverStatus, replSetGetStatus, configureFailPoint.
+
+use bson::{doc, oid::ObjectId, Document, Timestamp};
+
+use super::{CmdResult, Conn, Req};
+use crate::error::CommandError;
+use crate::oplog::{optime, TERM};
+use crate::state::{lock, Shared};
+use crate::wire::MAX_MESSAGE_SIZE_BYTES;
+
+pub const VERSION: &str = "7.0.14";
+/// MongoDB 7.0's wire version.
+const MAX_WIRE_VERSION: i32 = 21;
+
+fn election_id() -> ObjectId {
+    ObjectId::from_bytes([0x7f, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, TERM as u8])
+}
+
+/// The hello reply of the primary of `rs0`, advertising `me` as the only host.
+pub fn hello_reply(
+    shared: &Shared,
+    connection_id: i64,
+    me: &str,
+    legacy: bool,
+    hello_ok: bool,
+) -> Document {
+    let ts: Timestamp = shared.cluster_time();
+    let now = bson::DateTime::now();
+    let mut d = doc! {};
+    // No `topologyVersion`: it would switch drivers to streaming (exhaust)
+    // monitoring, which this server does not implement; they poll instead.
+    d.insert("hosts", vec![me.to_string()]);
+    d.insert("setName", "rs0");
+    d.insert("setVersion", 1);
+    if legacy {
+        d.insert("ismaster", true);
+    } else {
+        d.insert("isWritablePrimary", true);
+    }
+    d.insert("secondary", false);
+    d.insert("primary", me);
+    d.insert("me", me);
+    d.insert("electionId", election_id());
+    d.insert(
+        "lastWrite",
+        doc! {
+            "opTime": optime(ts), "lastWriteDate": now,
+            "majorityOpTime": optime(ts), "majorityWriteDate": now,
+        },
+    );
+    d.insert("maxBsonObjectSize", 16_777_216);
+    d.insert("maxMessageSizeBytes", MAX_MESSAGE_SIZE_BYTES as i32);
+    d.insert("maxWriteBatchSize", 100_000);
+    d.insert("localTime", now);
+    d.insert("logicalSessionTimeoutMinutes", 30);
+    d.insert("connectionId", connection_id as i32);
+    d.insert("minWireVersion", 0);
+    d.insert("maxWireVersion", MAX_WIRE_VERSION);
+    d.insert("readOnly", false);
+    if hello_ok {
+        d.insert("helloOk", true);
+    }
+    d
+}
+
+pub fn hello(req: &Req<'_>, conn: &mut Conn) -> CmdResult {
+    if let Ok(client) = req.cmd.get_document("client") {
+        if let Ok(name) = client
+            .get_document("application")
+            .and_then(|a| a.get_str("name"))
+        {
+            conn.app_name = Some(name.to_string());
+        }
+    }
+    if req.cmd.contains_key("maxAwaitTimeMS") {
+        // We never advertise streaming (no exhaust), but answer at once rather
+        // than hold the reply, which is valid for the polling protocol.
+        tracing::debug!("awaitable hello answered immediately");
+    }
+    let legacy = req.name != "hello";
+    let hello_ok = super::truthy(req.cmd.get("helloOk"));
+    Ok(hello_reply(req.shared, conn.id, &conn.me, legacy, hello_ok))
+}
+
+pub fn build_info() -> Document {
+    doc! {
+        "version": VERSION,
+        "gitVersion": "0000000000000000000000000000000000000000",
+        "modules": [],
+        "allocator": "system",
+        "javascriptEngine": "none",
+        "sysInfo": "deprecated",
+        "versionArray": [7, 0, 14, 0],
+        "bits": 64,
+        "debug": false,
+        "maxBsonObjectSize": 16_777_216,
+        "storageEngines": ["inMemory"],
+    }
+}
+
+pub fn get_parameter(req: &Req<'_>) -> CmdResult {
+    let all = matches!(req.cmd.get("getParameter"), Some(bson::Bson::String(s)) if s == "*");
+    let mut out = Document::new();
+    let known = doc! {
+        "featureCompatibilityVersion": {"version": "7.0"},
+        "requireApiVersion": false,
+        "transactionLifetimeLimitSeconds": 60,
+        "maxBSONDepth": 200,
+    };
+    for (k, v) in &known {
+        if all || req.cmd.contains_key(k) {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    if out.is_empty() {
+        return Err(CommandError::new(
+            72,
+            "InvalidOptions",
+            "no option found to get",
+        ));
+    }
+    Ok(out)
+}
+
+pub fn configure_fail_point(req: &Req<'_>) -> CmdResult {
+    if req.db != "admin" {
+        return Err(CommandError::new(
+            13,
+            "Unauthorized",
+            "configureFailPoint may only be run against the admin database.",
+        ));
+    }
+    lock(&req.shared.failpoints).configure(&req.cmd)?;
+    Ok(doc! {"count": 0})
+}
+
+pub fn connection_status() -> Document {
+    doc! {"authInfo": {"authenticatedUsers": [], "authenticatedUserRoles": []}}
+}
+
+pub fn server_status(req: &Req<'_>) -> Document {
+    let ts = req.shared.cluster_time();
+    doc! {
+        "host": "mongo-sim",
+        "version": VERSION,
+        "process": "mongod",
+        "uptime": 1.0,
+        "localTime": bson::DateTime::now(),
+        "repl": {"setName": "rs0", "isWritablePrimary": true, "secondary": false,
+                 "lastWrite": {"opTime": optime(ts)}},
+        "storageEngine": {"name": "inMemory", "supportsCommittedReads": true},
+    }
+}
+
+pub fn repl_set_get_status(req: &Req<'_>, conn: &Conn) -> Document {
+    let ts = req.shared.cluster_time();
+    let now = bson::DateTime::now();
+    doc! {
+        "set": "rs0",
+        "date": now,
+        "myState": 1,
+        "term": TERM,
+        "heartbeatIntervalMillis": 2000i64,
+        "optimes": {"lastCommittedOpTime": optime(ts), "appliedOpTime": optime(ts),
+                    "durableOpTime": optime(ts)},
+        "members": [{
+            "_id": 0, "name": conn.me.clone(), "health": 1.0, "state": 1,
+            "stateStr": "PRIMARY", "optime": optime(ts), "optimeDate": now,
+            "self": true, "electionId": election_id(),
+        }],
+    }
+}

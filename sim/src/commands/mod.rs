@@ -1,0 +1,258 @@
+//! Command dispatch: fail points first, then the transaction context, then the
+//! handler; every reply gets `ok`, `$clusterTime` and `operationTime`.
+//!
+//! Layout: `admin` (hello, buildInfo, sessions, fail points), `ddl`
+//! (namespaces and indexes), `write` (insert/update/delete/findAndModify),
+//! `read` (find, getMore, count, aggregate, killCursors), `txn`
+//! (commit/abort and the per-session transaction state).
+
+mod admin;
+mod ddl;
+mod read;
+mod txn;
+mod write;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bson::{Bson, Document};
+
+use crate::error::CommandError;
+use crate::state::{cluster_time_doc, lock, Shared};
+use crate::writes::{LiveTarget, Target, TxnTarget};
+
+pub use admin::hello_reply;
+
+/// Per-connection facts handlers need.
+pub struct Conn {
+    pub id: i64,
+    /// `client.application.name` from the handshake; `failCommand` can target it.
+    pub app_name: Option<String>,
+    /// `host:port` this connection reached us on: what `hello` advertises.
+    pub me: String,
+}
+
+/// One command being executed.
+pub struct Req<'a> {
+    pub shared: &'a Arc<Shared>,
+    pub cmd: Document,
+    pub name: String,
+    pub db: String,
+    /// Set by handlers when the command is a change stream aggregate/getMore,
+    /// which changes how error labels are assigned.
+    pub is_change_stream: bool,
+    /// The lsid `id` bytes of an open transaction this command runs in.
+    pub txn: Option<Vec<u8>>,
+}
+
+pub enum Outcome {
+    Reply(Document),
+    CloseConnection,
+}
+
+type CmdResult = Result<Document, CommandError>;
+
+impl Req<'_> {
+    /// Runs `f` against the storage this command sees: live storage (writes
+    /// go to the oplog immediately) or its transaction's private copy.
+    pub fn with_target<R>(&self, f: impl FnOnce(&mut dyn Target) -> R) -> Result<R, CommandError> {
+        match &self.txn {
+            None => {
+                let (r, next) = {
+                    let mut st = self.shared.state();
+                    let st = &mut *st;
+                    let r = f(&mut LiveTarget {
+                        catalog: &mut st.catalog,
+                        oplog: &mut st.oplog,
+                    });
+                    (r, st.oplog.next_seq())
+                };
+                self.shared.publish(next);
+                Ok(r)
+            }
+            Some(key) => {
+                let mut sessions = lock(&self.shared.sessions);
+                let Some(s) = sessions.get_mut(key) else {
+                    return Err(CommandError::no_such_transaction(
+                        "transaction is no longer open",
+                    ));
+                };
+                let st = self.shared.state();
+                Ok(f(&mut TxnTarget {
+                    catalog: &st.catalog,
+                    txn: &mut s.writes,
+                }))
+            }
+        }
+    }
+
+    /// The collection name in the command's first field.
+    pub fn coll(&self) -> Result<String, CommandError> {
+        match self.cmd.get(&self.name) {
+            Some(Bson::String(s)) => Ok(s.clone()),
+            Some(other) => Err(CommandError::invalid_namespace(format!(
+                "collection name has invalid type {}",
+                type_name(other)
+            ))),
+            None => Err(CommandError::invalid_namespace("missing collection name")),
+        }
+    }
+
+    pub fn doc_arg(&self, key: &str) -> Result<Option<&Document>, CommandError> {
+        match self.cmd.get(key) {
+            None | Some(Bson::Null) => Ok(None),
+            Some(Bson::Document(d)) => Ok(Some(d)),
+            Some(other) => Err(CommandError::type_mismatch(format!(
+                "BSON field '{}.{key}' is the wrong type '{}', expected type 'object'",
+                self.name,
+                type_name(other)
+            ))),
+        }
+    }
+}
+
+pub fn type_name(v: &Bson) -> &'static str {
+    match v {
+        Bson::Double(_) => "double",
+        Bson::String(_) => "string",
+        Bson::Document(_) => "object",
+        Bson::Array(_) => "array",
+        Bson::Boolean(_) => "bool",
+        Bson::Null => "null",
+        Bson::Int32(_) => "int",
+        Bson::Int64(_) => "long",
+        _ => "other",
+    }
+}
+
+pub fn as_i64(v: Option<&Bson>) -> Option<i64> {
+    match v? {
+        Bson::Int32(n) => Some(*n as i64),
+        Bson::Int64(n) => Some(*n),
+        Bson::Double(n) => Some(*n as i64),
+        _ => None,
+    }
+}
+
+pub fn truthy(v: Option<&Bson>) -> bool {
+    match v {
+        Some(Bson::Boolean(b)) => *b,
+        Some(Bson::Int32(n)) => *n != 0,
+        Some(Bson::Int64(n)) => *n != 0,
+        Some(Bson::Double(n)) => *n != 0.0,
+        _ => false,
+    }
+}
+
+/// Runs one command and builds the full reply.
+pub async fn execute(shared: &Arc<Shared>, conn: &mut Conn, cmd: Document) -> Outcome {
+    let name = cmd.keys().next().cloned().unwrap_or_default();
+    let db = cmd.get_str("$db").unwrap_or("admin").to_string();
+    let mut req = Req {
+        shared,
+        cmd,
+        name,
+        db,
+        is_change_stream: false,
+        txn: None,
+    };
+    let result = match fail_point(&req, conn).await {
+        Err(Some(e)) => Err(e),
+        Err(None) => return Outcome::CloseConnection,
+        Ok(()) => match txn::enter(&mut req) {
+            Ok(()) => dispatch(&mut req, conn).await,
+            Err(e) => Err(e),
+        },
+    };
+    let result = match result {
+        Ok(Some(reply)) => Ok(reply),
+        Ok(None) => return Outcome::CloseConnection,
+        Err(e) => Err(e),
+    };
+    let ts = shared.cluster_time();
+    let mut reply = match result {
+        Ok(mut body) => {
+            if !body.contains_key("ok") {
+                body.insert("ok", 1.0);
+            }
+            body
+        }
+        Err(e) => {
+            tracing::debug!(command = %req.name, code = e.code, error = %e.message, "command failed");
+            e.to_reply(req.is_change_stream)
+        }
+    };
+    reply.insert("$clusterTime", cluster_time_doc(ts));
+    reply.insert("operationTime", ts);
+    Outcome::Reply(reply)
+}
+
+/// Applies `failCommand`. `Err(None)` means drop the connection.
+async fn fail_point(req: &Req<'_>, conn: &Conn) -> Result<(), Option<CommandError>> {
+    if matches!(req.name.as_str(), "configureFailPoint") {
+        return Ok(());
+    }
+    let inj = lock(&req.shared.failpoints).on_command(&req.name, conn.app_name.as_deref());
+    let Some(inj) = inj else {
+        return Ok(());
+    };
+    if let Some(ms) = inj.block_ms {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if inj.close_connection {
+        return Err(None);
+    }
+    match inj.error {
+        Some(e) => Err(Some(e)),
+        None => Ok(()),
+    }
+}
+
+/// `Ok(None)` asks the connection to close without a reply.
+async fn dispatch(req: &mut Req<'_>, conn: &mut Conn) -> Result<Option<Document>, CommandError> {
+    let reply = match req.name.as_str() {
+        "hello" | "isMaster" | "ismaster" => admin::hello(req, conn),
+        "ping" => Ok(Document::new()),
+        "buildInfo" | "buildinfo" => Ok(admin::build_info()),
+        "getParameter" => admin::get_parameter(req),
+        "endSessions"
+        | "killSessions"
+        | "killAllSessions"
+        | "killAllSessionsByPattern"
+        | "refreshSessions" => txn::end_sessions(req),
+        "configureFailPoint" => admin::configure_fail_point(req),
+        "connectionStatus" => Ok(admin::connection_status()),
+        "whatsmyuri" => Ok(bson::doc! {"you": conn.me.clone()}),
+        "serverStatus" => Ok(admin::server_status(req)),
+        "replSetGetStatus" => Ok(admin::repl_set_get_status(req, conn)),
+        "getCmdLineOpts" => Ok(bson::doc! {"argv": ["mongo-sim"], "parsed": {}}),
+        "listDatabases" => ddl::list_databases(req),
+        "listCollections" => ddl::list_collections(req),
+        "listIndexes" => ddl::list_indexes(req),
+        "create" => ddl::create(req),
+        "drop" => ddl::drop(req),
+        "dropDatabase" => ddl::drop_database(req),
+        "renameCollection" => ddl::rename_collection(req),
+        "collMod" => ddl::coll_mod(req),
+        "createIndexes" => ddl::create_indexes(req),
+        "dropIndexes" | "deleteIndexes" => ddl::drop_indexes(req),
+        "insert" => write::insert(req),
+        "update" => write::update(req),
+        "delete" => write::delete(req),
+        "findAndModify" | "findandmodify" => write::find_and_modify(req),
+        "find" => read::find(req),
+        "getMore" => return read::get_more(req).await,
+        "killCursors" => read::kill_cursors(req),
+        "count" => read::count(req),
+        "distinct" => read::distinct(req),
+        "aggregate" => read::aggregate(req),
+        "commitTransaction" => txn::commit(req),
+        "abortTransaction" => txn::abort(req),
+        other => Err(CommandError::new(
+            59,
+            "CommandNotFound",
+            format!("no such command: '{other}'"),
+        )),
+    };
+    reply.map(Some)
+}

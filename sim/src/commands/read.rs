@@ -1,0 +1,428 @@
+//! Read commands: find (including `local.oplog.rs` and tailable cursors),
+//! getMore, killCursors, count, distinct and aggregate (ordinary pipelines
+//! and `$changeStream`).
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use bson::{doc, Bson, Document};
+
+use super::{as_i64, truthy, CmdResult, Req};
+use crate::aggregate::run_stages;
+use crate::cursor::{batch_size, cursor_reply, take_batch, CursorKind};
+use crate::error::CommandError;
+use crate::query::{project, sort_documents, Filter};
+use crate::state::lock;
+use crate::stream::{misplaced_stage, Scope, StreamCursor, StreamSpec};
+use crate::tail::{find_all, FindSpec, TailCursor};
+use crate::writes::matching_docs;
+
+/// A first batch holds 101 documents unless the client asks otherwise.
+const DEFAULT_FIRST_BATCH: usize = 101;
+/// getMore waits this long for awaitData cursors when no maxTimeMS is given.
+const DEFAULT_AWAIT_MS: u64 = 1000;
+
+fn is_oplog(req: &Req<'_>, coll: &str) -> bool {
+    req.db == "local" && coll == "oplog.rs"
+}
+
+/// Registers what is left of a result as a cursor and returns its id (0 if none).
+fn register(req: &Req<'_>, ns: String, rest: VecDeque<Document>, single_batch: bool) -> i64 {
+    if rest.is_empty() || single_batch {
+        return 0;
+    }
+    lock(&req.shared.cursors).insert(ns, CursorKind::Docs(rest))
+}
+
+pub fn find(req: &Req<'_>) -> CmdResult {
+    let coll = req.coll()?;
+    let ns = format!("{}.{coll}", req.db);
+    let filter = req.doc_arg("filter")?.cloned().unwrap_or_default();
+    let sort = req.doc_arg("sort")?.cloned();
+    let projection = req.doc_arg("projection")?.cloned();
+    let skip = as_i64(req.cmd.get("skip")).unwrap_or(0);
+    let limit = as_i64(req.cmd.get("limit")).unwrap_or(0);
+    if skip < 0 {
+        return Err(CommandError::bad_value("skip value must be non-negative"));
+    }
+    let mut single_batch = truthy(req.cmd.get("singleBatch")) || limit < 0;
+    let limit = limit.unsigned_abs() as usize;
+    let requested = batch_size(req.cmd.get("batchSize"))?;
+    let mut first_size = requested.unwrap_or(DEFAULT_FIRST_BATCH);
+    if limit > 0 && (first_size == 0 || first_size > limit) {
+        first_size = limit;
+    }
+    let tailable = truthy(req.cmd.get("tailable"));
+    if tailable {
+        if !is_oplog(req, &coll) {
+            return Err(CommandError::bad_value(format!(
+                "error processing query: ns={ns} tailable cursor requested on non capped collection"
+            )));
+        }
+        let await_data = truthy(req.cmd.get("awaitData"));
+        let (tail, batch) = {
+            let st = req.shared.state();
+            let mut c = TailCursor::open(&st.oplog, &filter, projection.as_ref(), await_data)?;
+            let batch = c.collect(&st.oplog, first_size, true)?;
+            (c, batch)
+        };
+        // A tailable cursor whose initial query matches nothing is dead.
+        let id = if batch.is_empty() {
+            0
+        } else {
+            lock(&req.shared.cursors).insert(ns.clone(), CursorKind::Tail(tail))
+        };
+        return Ok(cursor_reply(true, batch, id, &ns, None));
+    }
+    let mut docs: Vec<Document> = if is_oplog(req, &coll) {
+        let st = req.shared.state();
+        find_all(
+            &st.oplog,
+            &FindSpec {
+                filter: &filter,
+                sort: sort.as_ref(),
+                projection: projection.as_ref(),
+                skip: skip as usize,
+                limit,
+            },
+        )?
+    } else {
+        let parsed = Filter::parse(&filter)?;
+        let mut docs = req.with_target(|t| {
+            t.read(&req.db, &coll)
+                .map(|c| matching_docs(c, &parsed))
+                .unwrap_or_default()
+        })?;
+        if let Some(sort) = sort.as_ref().filter(|s| !s.is_empty()) {
+            sort_documents(&mut docs, sort)?;
+        }
+        let mut docs: Vec<Document> = docs.into_iter().skip(skip as usize).collect();
+        if limit > 0 {
+            docs.truncate(limit);
+        }
+        if let Some(p) = projection.as_ref().filter(|p| !p.is_empty()) {
+            docs = docs
+                .iter()
+                .map(|d| project(d, p))
+                .collect::<Result<_, _>>()?;
+        }
+        docs
+    };
+    if limit > 0 && docs.len() <= first_size {
+        single_batch = true;
+    }
+    let mut rest: VecDeque<Document> = std::mem::take(&mut docs).into();
+    let batch = take_batch(&mut rest, first_size);
+    let id = register(req, ns.clone(), rest, single_batch);
+    Ok(cursor_reply(true, batch, id, &ns, None))
+}
+
+/// `Ok(None)` closes the connection (a fail point asked for it).
+pub async fn get_more(req: &mut Req<'_>) -> Result<Option<Document>, CommandError> {
+    let id = match req.cmd.get("getMore") {
+        Some(Bson::Int64(n)) => *n,
+        Some(Bson::Int32(n)) => *n as i64,
+        _ => {
+            return Err(CommandError::type_mismatch(
+                "Field 'getMore' must be of type long",
+            ))
+        }
+    };
+    let coll = req
+        .cmd
+        .get_str("collection")
+        .unwrap_or_default()
+        .to_string();
+    let requested = batch_size(req.cmd.get("batchSize"))?.unwrap_or(0);
+    let max_wait = Duration::from_millis(
+        as_i64(req.cmd.get("maxTimeMS"))
+            .filter(|n| *n > 0)
+            .map(|n| n as u64)
+            .unwrap_or(DEFAULT_AWAIT_MS),
+    );
+    let Some(mut cursor) = lock(&req.shared.cursors).checkout(id) else {
+        return Err(CommandError::cursor_not_found(id));
+    };
+    req.is_change_stream = matches!(cursor.kind, CursorKind::Stream(_));
+    let expected_coll = cursor
+        .ns
+        .split_once('.')
+        .map(|(_, c)| c.to_string())
+        .unwrap_or_default();
+    if coll != expected_coll || !cursor.ns.starts_with(&format!("{}.", req.db)) {
+        let ns = cursor.ns.clone();
+        lock(&req.shared.cursors).put_back(cursor);
+        return Err(CommandError::new(
+            13,
+            "Unauthorized",
+            format!("Requested getMore on namespace '{}.{coll}', but cursor belongs to a different namespace {ns}", req.db),
+        ));
+    }
+    let inj = lock(&req.shared.failpoints).on_get_more();
+    if let Some(inj) = inj {
+        if let Some(ms) = inj.block_ms {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        if inj.close_connection {
+            lock(&req.shared.cursors).put_back(cursor);
+            return Ok(None);
+        }
+        if let Some(e) = inj.error {
+            lock(&req.shared.cursors).put_back(cursor);
+            return Err(e);
+        }
+    }
+    let ns = cursor.ns.clone();
+    let (batch, alive, extra) = match &mut cursor.kind {
+        CursorKind::Docs(docs) => {
+            let batch = take_batch(docs, requested);
+            let alive = !docs.is_empty();
+            (batch, alive, None)
+        }
+        CursorKind::Tail(tail) => match tail.get_more(req.shared, requested, max_wait).await {
+            Ok(batch) => (batch, true, None),
+            Err(e) => return Err(e),
+        },
+        CursorKind::Stream(stream) => {
+            match stream.get_more(req.shared, requested, max_wait).await {
+                Ok(batch) => {
+                    let pbrt = stream.post_batch_token(batch.last());
+                    let alive = !stream.is_invalidated();
+                    (
+                        batch,
+                        alive,
+                        Some(("postBatchResumeToken", Bson::Document(pbrt))),
+                    )
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    let reply_id = if alive {
+        let id = cursor.id;
+        lock(&req.shared.cursors).put_back(cursor);
+        id
+    } else {
+        0
+    };
+    Ok(Some(cursor_reply(false, batch, reply_id, &ns, extra)))
+}
+
+pub fn kill_cursors(req: &Req<'_>) -> CmdResult {
+    let ids = req
+        .cmd
+        .get_array("cursors")
+        .map_err(|_| CommandError::type_mismatch("'cursors' must be an array"))?;
+    let mut killed = Vec::new();
+    let mut not_found = Vec::new();
+    let mut table = lock(&req.shared.cursors);
+    for id in ids {
+        let Some(n) = as_i64(Some(id)) else { continue };
+        if table.kill(n) {
+            killed.push(Bson::Int64(n));
+        } else {
+            not_found.push(Bson::Int64(n));
+        }
+    }
+    Ok(doc! {
+        "cursorsKilled": killed,
+        "cursorsNotFound": not_found,
+        "cursorsAlive": [],
+        "cursorsUnknown": [],
+    })
+}
+
+pub fn count(req: &Req<'_>) -> CmdResult {
+    let coll = req.coll()?;
+    let query = req.doc_arg("query")?.cloned().unwrap_or_default();
+    let filter = Filter::parse(&query)?;
+    let skip = super::ddl::usize_arg(req, "skip")?;
+    let limit = super::ddl::usize_arg(req, "limit")?;
+    let total = req.with_target(|t| match t.read(&req.db, &coll) {
+        Some(c) if query.is_empty() => c.docs.len(),
+        Some(c) => c.docs.values().filter(|d| filter.matches(d)).count(),
+        None => 0,
+    })?;
+    let mut n = total.saturating_sub(skip);
+    if limit > 0 {
+        n = n.min(limit);
+    }
+    Ok(doc! {"n": n as i32})
+}
+
+pub fn distinct(req: &Req<'_>) -> CmdResult {
+    let coll = req.coll()?;
+    let key = req
+        .cmd
+        .get_str("key")
+        .map_err(|_| CommandError::type_mismatch("'key' must be a string"))?
+        .to_string();
+    let query = req.doc_arg("query")?.cloned().unwrap_or_default();
+    let filter = Filter::parse(&query)?;
+    let docs = req.with_target(|t| {
+        t.read(&req.db, &coll)
+            .map(|c| matching_docs(c, &filter))
+            .unwrap_or_default()
+    })?;
+    let mut values: Vec<Bson> = Vec::new();
+    for d in &docs {
+        let mut v: Option<&Bson> = None;
+        let mut cur = Some(d);
+        for part in key.split('.') {
+            v = cur.and_then(|c| c.get(part));
+            cur = v.and_then(Bson::as_document);
+        }
+        let items: Vec<Bson> = match v {
+            Some(Bson::Array(a)) => a.clone(),
+            Some(x) => vec![x.clone()],
+            None => Vec::new(),
+        };
+        for item in items {
+            if !values
+                .iter()
+                .any(|x| crate::bson_order::compare(x, &item).is_eq())
+            {
+                values.push(item);
+            }
+        }
+    }
+    values.sort_by(crate::bson_order::compare);
+    Ok(doc! {"values": values})
+}
+
+fn pipeline(req: &Req<'_>) -> Result<Vec<Document>, CommandError> {
+    let arr = req.cmd.get_array("pipeline").map_err(|_| {
+        CommandError::type_mismatch("'pipeline' option must be specified as an array")
+    })?;
+    arr.iter()
+        .map(|s| {
+            s.as_document().cloned().ok_or_else(|| {
+                CommandError::type_mismatch(
+                    "Each element of the 'pipeline' array must be an object",
+                )
+            })
+        })
+        .collect()
+}
+
+pub fn aggregate(req: &mut Req<'_>) -> CmdResult {
+    let stages = pipeline(req)?;
+    let cursor_opts = req.doc_arg("cursor")?.cloned();
+    if cursor_opts.is_none() && !truthy(req.cmd.get("explain")) {
+        return Err(CommandError::failed_to_parse(
+            "The 'cursor' option is required, except for aggregate with the explain argument",
+        ));
+    }
+    let requested = batch_size(cursor_opts.as_ref().and_then(|c| c.get("batchSize")))?;
+    if stages
+        .iter()
+        .skip(1)
+        .any(|s| s.contains_key("$changeStream"))
+    {
+        return Err(misplaced_stage());
+    }
+    if let Some(Bson::Document(cs)) = stages.first().and_then(|s| s.get("$changeStream")) {
+        req.is_change_stream = true;
+        return change_stream(req, cs.clone(), stages[1..].to_vec(), requested);
+    }
+    let docs = match req.cmd.get("aggregate") {
+        Some(Bson::String(coll)) => {
+            let coll = coll.clone();
+            if is_oplog(req, &coll) {
+                let st = req.shared.state();
+                find_all(
+                    &st.oplog,
+                    &FindSpec {
+                        filter: &Document::new(),
+                        sort: None,
+                        projection: None,
+                        skip: 0,
+                        limit: 0,
+                    },
+                )?
+            } else {
+                req.with_target(|t| {
+                    t.read(&req.db, &coll)
+                        .map(|c| c.docs.values().cloned().collect())
+                        .unwrap_or_default()
+                })?
+            }
+        }
+        _ => Vec::new(),
+    };
+    let out = run_stages(docs, &stages)?;
+    let ns = match req.cmd.get("aggregate") {
+        Some(Bson::String(c)) => format!("{}.{c}", req.db),
+        _ => format!("{}.$cmd.aggregate", req.db),
+    };
+    let mut rest: VecDeque<Document> = out.into();
+    let batch = take_batch(&mut rest, requested.unwrap_or(DEFAULT_FIRST_BATCH));
+    let id = register(req, ns.clone(), rest, false);
+    Ok(cursor_reply(true, batch, id, &ns, None))
+}
+
+fn change_stream(
+    req: &Req<'_>,
+    stage: Document,
+    user_stages: Vec<Document>,
+    requested: Option<usize>,
+) -> CmdResult {
+    let spec = StreamSpec::parse(&stage)?;
+    let scope = match req.cmd.get("aggregate") {
+        Some(Bson::String(coll)) => {
+            if req.db == "admin" || req.db == "config" || req.db == "local" {
+                return Err(CommandError::invalid_namespace(format!(
+                    "{}.{coll} is not a valid namespace for a change stream",
+                    req.db
+                )));
+            }
+            Scope::Collection {
+                db: req.db.clone(),
+                coll: coll.clone(),
+            }
+        }
+        Some(Bson::Int32(1)) | Some(Bson::Int64(1)) | Some(Bson::Double(_)) => {
+            if spec.all_changes_for_cluster {
+                if req.db != "admin" {
+                    return Err(CommandError::invalid_namespace(
+                        "$changeStream may only be run against the 'admin' database if \
+                         allChangesForCluster:true",
+                    ));
+                }
+                Scope::Cluster
+            } else if req.db == "admin" {
+                return Err(CommandError::invalid_namespace(
+                    "$changeStream may not be opened on the internal admin database",
+                ));
+            } else {
+                Scope::Database { db: req.db.clone() }
+            }
+        }
+        _ => {
+            return Err(CommandError::failed_to_parse(
+                "aggregate field must be a collection name or 1",
+            ))
+        }
+    };
+    // A user stage the server would reject fails the aggregate itself.
+    run_stages(Vec::new(), &user_stages)?;
+    let ns = scope.cursor_ns();
+    let mut cursor = {
+        let st = req.shared.state();
+        StreamCursor::open(&st.oplog, scope, spec, user_stages)?
+    };
+    let batch = cursor.first_batch(req.shared, requested.unwrap_or(DEFAULT_FIRST_BATCH))?;
+    let pbrt = cursor.post_batch_token(batch.last());
+    let id = if cursor.is_invalidated() {
+        0
+    } else {
+        lock(&req.shared.cursors).insert(ns.clone(), CursorKind::Stream(Box::new(cursor)))
+    };
+    Ok(cursor_reply(
+        true,
+        batch,
+        id,
+        &ns,
+        Some(("postBatchResumeToken", Bson::Document(pbrt))),
+    ))
+}

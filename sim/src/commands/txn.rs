@@ -1,0 +1,195 @@
+//! Multi-document transactions. A transaction's writes go to private copies
+//! of the collections it touches; commit replays them onto live storage and
+//! writes ONE `applyOps` oplog entry, so readers see all or nothing.
+
+use bson::{doc, Bson, Document, Timestamp};
+
+use super::{as_i64, truthy, CmdResult, Req};
+use crate::error::CommandError;
+use crate::oplog::OplogOp;
+use crate::state::{lock, SessionTxn, TxnPhase};
+use crate::writes::{replay, TxnWrites};
+
+/// sha256 of the empty user name: the `uid` real servers put in an
+/// unauthenticated session's lsid inside oplog entries.
+const EMPTY_USER_UID: [u8; 32] = [
+    0xe3, 0xb0, 0xc4, 0x42, 0x98, 0xfc, 0x1c, 0x14, 0x9a, 0xfb, 0xf4, 0xc8, 0x99, 0x6f, 0xb9, 0x24,
+    0x27, 0xae, 0x41, 0xe4, 0x64, 0x9b, 0x93, 0x4c, 0xa4, 0x95, 0x99, 0x1b, 0x78, 0x52, 0xb8, 0x55,
+];
+
+fn session_key(cmd: &Document) -> Option<Vec<u8>> {
+    match cmd.get_document("lsid").ok()?.get("id")? {
+        Bson::Binary(b) => Some(b.bytes.clone()),
+        _ => None,
+    }
+}
+
+/// Decides whether the command runs inside a transaction, starting one on
+/// `startTransaction`, and rejects commands for transactions that are gone.
+pub fn enter(req: &mut Req<'_>) -> Result<(), CommandError> {
+    if req.cmd.get_bool("autocommit") != Ok(false) {
+        return Ok(());
+    }
+    let key = session_key(&req.cmd).ok_or_else(|| {
+        CommandError::new(
+            50768,
+            "Location50768",
+            "Transaction requires a session (lsid)",
+        )
+    })?;
+    let txn_number = as_i64(req.cmd.get("txnNumber")).ok_or_else(|| {
+        CommandError::bad_value(
+            "'autocommit' field requires a transaction number to also be specified",
+        )
+    })?;
+    let start = truthy(req.cmd.get("startTransaction"));
+    let mut sessions = lock(&req.shared.sessions);
+    if start {
+        if let Some(s) = sessions.get(&key) {
+            if txn_number < s.txn_number {
+                return Err(CommandError::new(
+                    225,
+                    "TransactionTooOld",
+                    format!(
+                        "Cannot start transaction {txn_number} on session because a newer \
+                         transaction {} has already started",
+                        s.txn_number
+                    ),
+                ));
+            }
+        }
+        sessions.insert(
+            key.clone(),
+            SessionTxn {
+                txn_number,
+                phase: TxnPhase::InProgress,
+                writes: TxnWrites::default(),
+            },
+        );
+        req.txn = Some(key);
+        return Ok(());
+    }
+    let Some(s) = sessions.get(&key) else {
+        return Err(CommandError::no_such_transaction(format!(
+            "Given transaction number {txn_number} does not match any in-progress transactions."
+        )));
+    };
+    if s.txn_number != txn_number {
+        return Err(CommandError::no_such_transaction(format!(
+            "Given transaction number {txn_number} does not match any in-progress transactions. \
+             The active transaction number is {}",
+            s.txn_number
+        )));
+    }
+    match (s.phase, req.name.as_str()) {
+        (TxnPhase::InProgress, _) => {}
+        (TxnPhase::Committed, "commitTransaction") => {}
+        (TxnPhase::Committed, _) => {
+            return Err(CommandError::new(
+                256,
+                "TransactionCommitted",
+                format!("Transaction {txn_number} has been committed."),
+            ))
+        }
+        (TxnPhase::Aborted, _) => {
+            return Err(CommandError::no_such_transaction(format!(
+                "Transaction with {{ txnNumber: {txn_number} }} has been aborted."
+            )))
+        }
+    }
+    req.txn = Some(key);
+    Ok(())
+}
+
+pub fn commit(req: &Req<'_>) -> CmdResult {
+    let Some(key) = &req.txn else {
+        return Err(CommandError::new(
+            50768,
+            "Location50768",
+            "commitTransaction must be run within a transaction",
+        ));
+    };
+    let lsid = req.cmd.get_document("lsid").cloned().unwrap_or_default();
+    let mut sessions = lock(&req.shared.sessions);
+    let Some(s) = sessions.get_mut(key) else {
+        return Err(CommandError::no_such_transaction("transaction is gone"));
+    };
+    if s.phase == TxnPhase::Committed {
+        return Ok(Document::new());
+    }
+    let writes = std::mem::take(&mut s.writes);
+    s.phase = TxnPhase::Committed;
+    let txn_number = s.txn_number;
+    let next = {
+        let mut st = req.shared.state();
+        let st = &mut *st;
+        if !writes.ops.is_empty() {
+            replay(&mut st.catalog, &writes.ops, &writes);
+            let ops: Vec<Bson> = writes
+                .ops
+                .iter()
+                .map(|(op, _)| Bson::Document(op.to_inner_document()))
+                .collect();
+            let mut oplog_lsid = doc! {};
+            if let Some(id) = lsid.get("id") {
+                oplog_lsid.insert("id", id.clone());
+            }
+            oplog_lsid.insert(
+                "uid",
+                Bson::Binary(bson::Binary {
+                    subtype: bson::spec::BinarySubtype::Generic,
+                    bytes: EMPTY_USER_UID.to_vec(),
+                }),
+            );
+            let extra = doc! {
+                "lsid": oplog_lsid,
+                "txnNumber": txn_number,
+                "prevOpTime": {"ts": Timestamp { time: 0, increment: 0 }, "t": -1i64},
+            };
+            st.oplog.append(
+                OplogOp {
+                    op: "c",
+                    ns: "admin.$cmd".into(),
+                    ui: None,
+                    o: doc! {"applyOps": ops},
+                    o2: None,
+                },
+                Some(extra),
+            );
+        }
+        st.oplog.next_seq()
+    };
+    drop(sessions);
+    req.shared.publish(next);
+    Ok(Document::new())
+}
+
+pub fn abort(req: &Req<'_>) -> CmdResult {
+    let Some(key) = &req.txn else {
+        return Err(CommandError::no_such_transaction(
+            "abortTransaction must be run within a transaction",
+        ));
+    };
+    let mut sessions = lock(&req.shared.sessions);
+    if let Some(s) = sessions.get_mut(key) {
+        s.phase = TxnPhase::Aborted;
+        s.writes = TxnWrites::default();
+    }
+    Ok(Document::new())
+}
+
+/// endSessions / killSessions / killAllSessions: open transactions die.
+pub fn end_sessions(req: &Req<'_>) -> CmdResult {
+    let mut sessions = lock(&req.shared.sessions);
+    match req.cmd.get(&req.name) {
+        Some(Bson::Array(ids)) if req.name != "killAllSessions" => {
+            for lsid in ids {
+                if let Some(Bson::Binary(b)) = lsid.as_document().and_then(|d| d.get("id")) {
+                    sessions.remove(&b.bytes);
+                }
+            }
+        }
+        _ => sessions.clear(),
+    }
+    Ok(Document::new())
+}

@@ -1,0 +1,113 @@
+//! Open cursors: materialised query results, oplog tails and change streams,
+//! keyed by their Int64 id. A `getMore` checks a cursor out of the table while
+//! it works on it, so no lock is held while it waits for new data.
+
+use std::collections::{HashMap, VecDeque};
+
+use bson::{Bson, Document};
+
+use crate::store::approx_size;
+use crate::stream::StreamCursor;
+use crate::tail::TailCursor;
+
+/// Replies stay below the 16 MiB document limit with room for the envelope.
+pub const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024 - 64 * 1024;
+
+pub enum CursorKind {
+    Docs(VecDeque<Document>),
+    Tail(TailCursor),
+    Stream(Box<StreamCursor>),
+}
+
+pub struct Cursor {
+    pub id: i64,
+    /// `db.coll` as reported in replies.
+    pub ns: String,
+    pub kind: CursorKind,
+}
+
+#[derive(Default)]
+pub struct CursorTable {
+    cursors: HashMap<i64, Cursor>,
+    next_id: i64,
+}
+
+impl CursorTable {
+    /// Registers a cursor under a fresh id and returns the id.
+    pub fn insert(&mut self, ns: String, kind: CursorKind) -> i64 {
+        // Ids look like a real server's: large, positive and never reused.
+        self.next_id += 1;
+        let id = 0x1000_0000_0000 + self.next_id * 7919;
+        self.cursors.insert(id, Cursor { id, ns, kind });
+        id
+    }
+
+    pub fn put_back(&mut self, cursor: Cursor) {
+        self.cursors.insert(cursor.id, cursor);
+    }
+
+    pub fn checkout(&mut self, id: i64) -> Option<Cursor> {
+        self.cursors.remove(&id)
+    }
+
+    pub fn kill(&mut self, id: i64) -> bool {
+        self.cursors.remove(&id).is_some()
+    }
+}
+
+/// Takes the next batch from a materialised result: at most `batch_size`
+/// documents (0 = no count limit) and about 16 MiB.
+pub fn take_batch(docs: &mut VecDeque<Document>, batch_size: usize) -> Vec<Document> {
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    while let Some(d) = docs.front() {
+        if batch_size > 0 && out.len() >= batch_size {
+            break;
+        }
+        let size = approx_size(d);
+        if !out.is_empty() && bytes + size > MAX_BATCH_BYTES {
+            break;
+        }
+        bytes += size;
+        if let Some(d) = docs.pop_front() {
+            out.push(d);
+        }
+    }
+    out
+}
+
+/// `{cursor: {firstBatch|nextBatch, id, ns}}`, extra cursor fields appended.
+pub fn cursor_reply(
+    first: bool,
+    batch: Vec<Document>,
+    id: i64,
+    ns: &str,
+    extra: Option<(&str, Bson)>,
+) -> Document {
+    let mut cursor = Document::new();
+    cursor.insert(
+        if first { "firstBatch" } else { "nextBatch" },
+        batch.into_iter().map(Bson::Document).collect::<Vec<_>>(),
+    );
+    if let Some((k, v)) = extra {
+        cursor.insert(k, v);
+    }
+    cursor.insert("id", id);
+    cursor.insert("ns", ns);
+    let mut reply = Document::new();
+    reply.insert("cursor", cursor);
+    reply
+}
+
+/// Reads a `batchSize` (absent = `None`).
+pub fn batch_size(v: Option<&Bson>) -> Result<Option<usize>, crate::error::CommandError> {
+    match v {
+        None | Some(Bson::Null) => Ok(None),
+        Some(Bson::Int32(n)) if *n >= 0 => Ok(Some(*n as usize)),
+        Some(Bson::Int64(n)) if *n >= 0 => Ok(Some(*n as usize)),
+        Some(Bson::Double(n)) if *n >= 0.0 => Ok(Some(*n as usize)),
+        Some(other) => Err(crate::error::CommandError::bad_value(format!(
+            "batchSize must be a non-negative number, got {other}"
+        ))),
+    }
+}

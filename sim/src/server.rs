@@ -1,0 +1,217 @@
+//! The TCP server: accepts connections, runs one task per connection that
+//! reads frames, executes commands in order and writes replies, and shuts
+//! everything down on request.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+
+use crate::commands::{execute, hello_reply, Conn, Outcome};
+use crate::state::Shared;
+use crate::wire::{self, Request, WireError};
+
+/// How the simulator is started.
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    /// Address to listen on, e.g. "127.0.0.1".
+    pub bind: String,
+    /// Port to listen on; 0 picks any free port.
+    pub port: u16,
+    /// Oplog capacity in entries; older entries are truncated (capped).
+    pub oplog_max_entries: usize,
+    /// Orders to generate in the `shop` demo database (0 = no demo data).
+    pub seed_demo: usize,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1".into(),
+            port: 0,
+            oplog_max_entries: 1_000_000,
+            seed_demo: 0,
+        }
+    }
+}
+
+/// A running simulator.
+pub struct SimHandle {
+    addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    accept_task: tokio::task::JoinHandle<()>,
+    /// Every connection task holds a sender; all dropped = all closed.
+    connections_done: mpsc::Receiver<()>,
+}
+
+impl SimHandle {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A connection string for the replica set `rs0`.
+    pub fn uri(&self) -> String {
+        format!("mongodb://{}/?replicaSet=rs0", self.addr)
+    }
+
+    /// Closes the listener and every connection, and waits until they are gone.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        let _ = (&mut self.accept_task).await;
+        while self.connections_done.recv().await.is_some() {}
+    }
+}
+
+/// Starts the simulator and returns once it is listening.
+pub async fn start(opts: SimOptions) -> std::io::Result<SimHandle> {
+    let shared = Arc::new(Shared::new(opts.oplog_max_entries));
+    if opts.seed_demo > 0 {
+        crate::demo::load(&shared, opts.seed_demo);
+    }
+    let listener = TcpListener::bind((opts.bind.as_str(), opts.port)).await?;
+    let addr = listener.local_addr()?;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (done_tx, done_rx) = mpsc::channel::<()>(1);
+    let accept_task = tokio::spawn(accept_loop(listener, shared, shutdown_rx, done_tx));
+    tracing::info!(%addr, "mongo-sim listening");
+    Ok(SimHandle {
+        addr,
+        shutdown: shutdown_tx,
+        accept_task,
+        connections_done: done_rx,
+    })
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+    done: mpsc::Sender<()>,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let shared = shared.clone();
+                    let mut shutdown = shutdown.clone();
+                    let done = done.clone();
+                    tokio::spawn(async move {
+                        tokio::select! {
+                            _ = shutdown.changed() => {}
+                            r = serve(stream, shared) => {
+                                if let Err(e) = r {
+                                    tracing::debug!(%peer, error = %e, "connection closed");
+                                }
+                            }
+                        }
+                        drop(done);
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
+async fn serve(stream: TcpStream, shared: Arc<Shared>) -> Result<(), WireError> {
+    stream.set_nodelay(true)?;
+    let me = stream.local_addr()?.to_string();
+    let (read_half, mut write_half) = stream.into_split();
+    let mut reader = BufReader::with_capacity(64 * 1024, read_half);
+    let mut conn = Conn {
+        id: shared.next_connection_id(),
+        app_name: None,
+        me,
+    };
+    let mut out = Vec::with_capacity(64 * 1024);
+    let mut next_request_id: i32 = 1;
+    while let Some(frame) = wire::read_frame(&mut reader).await? {
+        out.clear();
+        match frame.op_code {
+            wire::OP_MSG => {
+                let Request::Msg {
+                    command,
+                    more_to_come,
+                } = wire::decode_op_msg(&frame.body)?
+                else {
+                    return Err(WireError::Malformed("not an OP_MSG".into()));
+                };
+                let reply = match execute(&shared, &mut conn, command).await {
+                    Outcome::Reply(r) => r,
+                    Outcome::CloseConnection => return Ok(()),
+                };
+                if more_to_come {
+                    continue; // the client expects no reply
+                }
+                wire::write_op_msg(&mut out, next_request_id, frame.request_id, &reply)
+                    .map_err(|e| WireError::Malformed(format!("cannot encode reply: {e}")))?;
+            }
+            wire::OP_QUERY => {
+                let Request::Query { collection, query } = wire::decode_op_query(&frame.body)?
+                else {
+                    return Err(WireError::Malformed("not an OP_QUERY".into()));
+                };
+                let name = query.keys().next().cloned().unwrap_or_default();
+                let (reply, failure) = if collection.ends_with(".$cmd")
+                    && matches!(name.as_str(), "hello" | "isMaster" | "ismaster")
+                {
+                    let mut r = hello_reply(&shared, conn.id, &conn.me, name != "hello", true);
+                    r.insert("ok", 1.0);
+                    (r, false)
+                } else {
+                    tracing::warn!(collection, command = %name, "refusing legacy OP_QUERY command");
+                    (
+                        bson::doc! {
+                            "$err": format!("Unsupported OP_QUERY command: {name}. The client driver may require an upgrade. For more details see https://dochub.mongodb.org/core/legacy-opcode-removal"),
+                            "code": 352,
+                            "ok": 0.0,
+                            "errmsg": format!("Unsupported OP_QUERY command: {name}. The client driver may require an upgrade. For more details see https://dochub.mongodb.org/core/legacy-opcode-removal"),
+                            "codeName": "UnsupportedOpQueryCommand",
+                        },
+                        true,
+                    )
+                };
+                wire::write_op_reply(&mut out, next_request_id, frame.request_id, &reply, failure)
+                    .map_err(|e| WireError::Malformed(format!("cannot encode reply: {e}")))?;
+            }
+            wire::OP_GET_MORE => {
+                tracing::warn!(
+                    op_code = frame.op_code,
+                    "refusing removed legacy opcode OP_GET_MORE"
+                );
+                let reply = bson::doc! {
+                    "$err": "OP_GET_MORE is no longer supported. The client driver may require an upgrade.",
+                    "code": 5739101, "ok": 0.0,
+                };
+                wire::write_op_reply(&mut out, next_request_id, frame.request_id, &reply, true)
+                    .map_err(|e| WireError::Malformed(format!("cannot encode reply: {e}")))?;
+            }
+            op @ (wire::OP_INSERT | wire::OP_UPDATE | wire::OP_DELETE | wire::OP_KILL_CURSORS) => {
+                // Fire-and-forget legacy writes have no reply; MongoDB 6+ logs and drops them.
+                tracing::warn!(op_code = op, "ignoring removed legacy opcode");
+                continue;
+            }
+            wire::OP_COMPRESSED => {
+                return Err(WireError::Malformed(
+                    "OP_COMPRESSED received but no compressor was advertised".into(),
+                ));
+            }
+            other => {
+                return Err(WireError::Malformed(format!("unsupported opcode {other}")));
+            }
+        }
+        next_request_id = next_request_id.wrapping_add(1);
+        write_half.write_all(&out).await?;
+        // Keep per-connection memory bounded after one huge reply.
+        if out.capacity() > 4 * 1024 * 1024 {
+            out = Vec::with_capacity(64 * 1024);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,425 @@
+//! Change-stream cursors: where a stream starts (resumeAfter / startAfter /
+//! startAtOperationTime / now), which oplog entries and events belong to its
+//! scope, user stages after `$changeStream`, invalidation, and the
+//! `postBatchResumeToken` high-water mark that advances while idle.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bson::{Bson, Document, Timestamp};
+
+use crate::aggregate::apply_event_stages;
+use crate::bson_order::OrderedBson;
+use crate::change_event::{events_from_oplog_entry, invalidate_event, EventOptions};
+use crate::error::CommandError;
+use crate::oplog::{cmp_ts, ts_after, Oplog, OplogEntry};
+use crate::state::Shared;
+use crate::store::approx_size;
+use crate::token::{self, ResumeToken, TokenKind};
+
+/// What a stream watches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    Collection { db: String, coll: String },
+    Database { db: String },
+    Cluster,
+}
+
+impl Scope {
+    /// The cursor namespace reported in replies.
+    pub fn cursor_ns(&self) -> String {
+        match self {
+            Scope::Collection { db, coll } => format!("{db}.{coll}"),
+            Scope::Database { db } => format!("{db}.$cmd.aggregate"),
+            Scope::Cluster => "admin.$cmd.aggregate".to_string(),
+        }
+    }
+
+    /// Cheap pre-filter on the entry's `ns` before building events.
+    fn entry_relevant(&self, ns: &str) -> bool {
+        if ns.is_empty() {
+            return false;
+        }
+        if ns == "admin.$cmd" {
+            return true; // applyOps of a transaction: any namespace inside
+        }
+        let db = ns.split('.').next().unwrap_or("");
+        match self {
+            Scope::Cluster => !matches!(db, "admin" | "config" | "local"),
+            Scope::Database { db: d } | Scope::Collection { db: d, .. } => db == d,
+        }
+    }
+
+    fn event_in_scope(&self, event: &Document) -> bool {
+        let Ok(ns) = event.get_document("ns") else {
+            return false;
+        };
+        let db = ns.get_str("db").unwrap_or("");
+        let coll = ns.get_str("coll").ok();
+        if coll.is_some_and(|c| c.starts_with("system.")) {
+            return false;
+        }
+        match self {
+            Scope::Cluster => !matches!(db, "admin" | "config" | "local"),
+            Scope::Database { db: d } => db == d,
+            Scope::Collection { db: d, coll: c } => db == d && coll == Some(c.as_str()),
+        }
+    }
+
+    /// Whether `event` ends this stream with an `invalidate`.
+    fn invalidates(&self, event: &Document) -> bool {
+        let op = event.get_str("operationType").unwrap_or("");
+        match self {
+            Scope::Collection { .. } => matches!(op, "drop" | "rename"),
+            Scope::Database { .. } => op == "dropDatabase",
+            Scope::Cluster => false,
+        }
+    }
+}
+
+pub struct StreamCursor {
+    pub scope: Scope,
+    next_seq: u64,
+    opts: EventOptions,
+    stages: Vec<Document>,
+    /// Events at or before this token are skipped (a resumed stream).
+    skip_through: Option<String>,
+    pending: VecDeque<Document>,
+    /// High-water timestamp: every event before it has been examined.
+    hw_ts: Timestamp,
+    invalidated: bool,
+}
+
+/// Where and how a stream starts, parsed from the `$changeStream` stage.
+pub struct StreamSpec {
+    pub opts: EventOptions,
+    pub resume_after: Option<Document>,
+    pub start_after: Option<Document>,
+    pub start_at: Option<Timestamp>,
+    pub all_changes_for_cluster: bool,
+}
+
+impl StreamSpec {
+    pub fn parse(stage: &Document) -> Result<Self, CommandError> {
+        let mut opts = EventOptions::default();
+        let mut spec = StreamSpec {
+            opts: EventOptions::default(),
+            resume_after: None,
+            start_after: None,
+            start_at: None,
+            all_changes_for_cluster: false,
+        };
+        for (k, v) in stage {
+            match (k.as_str(), v) {
+                ("fullDocument", Bson::String(s)) => {
+                    if !matches!(
+                        s.as_str(),
+                        "default" | "updateLookup" | "whenAvailable" | "required"
+                    ) {
+                        return Err(CommandError::bad_value(format!(
+                            "unknown fullDocument mode '{s}'"
+                        )));
+                    }
+                    opts.full_document = s.clone();
+                }
+                ("fullDocumentBeforeChange", Bson::String(s)) => {
+                    opts.full_document_before_change = s.clone();
+                }
+                ("showExpandedEvents", Bson::Boolean(b)) => opts.show_expanded_events = *b,
+                ("resumeAfter", Bson::Document(d)) => spec.resume_after = Some(d.clone()),
+                ("startAfter", Bson::Document(d)) => spec.start_after = Some(d.clone()),
+                ("startAtOperationTime", Bson::Timestamp(ts)) => spec.start_at = Some(*ts),
+                ("allChangesForCluster", Bson::Boolean(b)) => spec.all_changes_for_cluster = *b,
+                // The Rust driver puts `comment` inside the stage; servers accept it.
+                ("comment", _) | ("allowToRunOnConfigDB", _) | ("allowToRunOnSystemNS", _) => {}
+                ("showSystemEvents", _) | ("showMigrationEvents", _) => {}
+                (other, _) => {
+                    return Err(CommandError::new(
+                        40415,
+                        "Location40415",
+                        format!("BSON field '$changeStream.{other}' is an unknown field."),
+                    ))
+                }
+            }
+        }
+        let starts = [
+            spec.resume_after.is_some(),
+            spec.start_after.is_some(),
+            spec.start_at.is_some(),
+        ];
+        if starts.iter().filter(|b| **b).count() > 1 {
+            return Err(CommandError::new(
+                40674,
+                "Location40674",
+                "Only one type of resume option is allowed, but multiple were found.",
+            ));
+        }
+        spec.opts = opts;
+        Ok(spec)
+    }
+}
+
+fn history_lost() -> CommandError {
+    CommandError::new(
+        286,
+        "ChangeStreamHistoryLost",
+        "Resume of change stream was not possible, as the resume point may no longer be in the oplog.",
+    )
+}
+
+fn hw_token(ts: Timestamp) -> Document {
+    token::encode(&ResumeToken {
+        ts,
+        txn_op_index: 0,
+        kind: TokenKind::HighWater,
+        from_invalidate: false,
+        document_key: None,
+    })
+}
+
+fn token_data(event: &Document) -> Option<&str> {
+    event.get_document("_id").ok()?.get_str("_data").ok()
+}
+
+impl StreamCursor {
+    pub fn open(
+        oplog: &Oplog,
+        scope: Scope,
+        spec: StreamSpec,
+        stages: Vec<Document>,
+    ) -> Result<Self, CommandError> {
+        let mut cursor = StreamCursor {
+            scope,
+            next_seq: oplog.next_seq(),
+            opts: spec.opts,
+            stages,
+            skip_through: None,
+            pending: VecDeque::new(),
+            hw_ts: ts_after(oplog.last_ts()),
+            invalidated: false,
+        };
+        let resume = match (&spec.resume_after, &spec.start_after) {
+            (Some(t), _) => Some((t, false)),
+            (_, Some(t)) => Some((t, true)),
+            _ => None,
+        };
+        if let Some((raw, is_start_after)) = resume {
+            let tok = token::decode(raw).map_err(CommandError::from)?;
+            if tok.from_invalidate && !is_start_after {
+                return Err(CommandError::new(
+                    260,
+                    "InvalidResumeToken",
+                    "Attempting to resume a change stream using 'resumeAfter' is not allowed \
+                     from an invalidate notification.",
+                ));
+            }
+            if cmp_ts(tok.ts, oplog.oldest_ts()).is_lt() {
+                return Err(history_lost());
+            }
+            if tok.kind == TokenKind::Event && !oplog.contains_ts(tok.ts) {
+                return Err(CommandError::new(
+                    280,
+                    "ChangeStreamFatalError",
+                    "cannot resume stream; the resume token was not found.",
+                ));
+            }
+            cursor.next_seq = oplog.seq_at_or_after(tok.ts);
+            cursor.hw_ts = tok.ts;
+            let data = raw.get_str("_data").unwrap_or_default().to_string();
+            cursor.skip_through = Some(data);
+        } else if let Some(ts) = spec.start_at {
+            if cmp_ts(ts, oplog.oldest_ts()).is_lt() {
+                return Err(history_lost());
+            }
+            cursor.next_seq = oplog.seq_at_or_after(ts);
+            cursor.hw_ts = ts;
+        }
+        Ok(cursor)
+    }
+
+    pub fn is_invalidated(&self) -> bool {
+        self.invalidated && self.pending.is_empty()
+    }
+
+    /// The resume token clients cache after this batch.
+    pub fn post_batch_token(&self, last_returned: Option<&Document>) -> Document {
+        match (self.pending.is_empty(), last_returned) {
+            (false, Some(ev)) => ev.get_document("_id").cloned().unwrap_or_default(),
+            _ => {
+                if let Some(ev) = last_returned.filter(|_| self.invalidated) {
+                    return ev.get_document("_id").cloned().unwrap_or_default();
+                }
+                hw_token(self.hw_ts)
+            }
+        }
+    }
+
+    /// Turns entries into events until `want` events are pending or the end
+    /// of the oplog is reached.
+    fn fill(&mut self, shared: &Shared, want: usize) -> Result<(), CommandError> {
+        let lookup = |ns: &str, id: &Bson| -> Option<Document> {
+            let (db, coll) = ns.split_once('.')?;
+            let st = shared.state();
+            st.catalog
+                .get(db, coll)?
+                .docs
+                .get(&OrderedBson(id.clone()))
+                .cloned()
+        };
+        while !self.invalidated && self.pending.len() < want {
+            let (chunk, last_ts): (Vec<Arc<OplogEntry>>, Timestamp) = {
+                let st = shared.state();
+                if self.next_seq < st.oplog.first_seq() {
+                    return Err(history_lost());
+                }
+                (
+                    st.oplog.entries_from(self.next_seq, want.clamp(16, 1024)),
+                    st.oplog.last_ts(),
+                )
+            };
+            if chunk.is_empty() {
+                if cmp_ts(ts_after(last_ts), self.hw_ts).is_gt() {
+                    self.hw_ts = ts_after(last_ts);
+                }
+                return Ok(());
+            }
+            for entry in &chunk {
+                self.next_seq = entry.seq + 1;
+                self.hw_ts = ts_after(entry.ts);
+                if !self.scope.entry_relevant(&entry.ns) {
+                    continue;
+                }
+                let events = events_from_oplog_entry(&entry.doc, &lookup, &self.opts);
+                for event in events {
+                    if !self.scope.event_in_scope(&event) {
+                        continue;
+                    }
+                    if let (Some(skip), Some(data)) = (&self.skip_through, token_data(&event)) {
+                        if data <= skip.as_str() {
+                            continue;
+                        }
+                        self.skip_through = None;
+                    }
+                    let invalidates = self.scope.invalidates(&event);
+                    let inval = invalidates.then(|| self.invalidate_for(&event, entry));
+                    self.push_event(event)?;
+                    if let Some(inval) = inval {
+                        let inval = inval?;
+                        let passes = match &self.skip_through {
+                            Some(skip) => token_data(&inval).is_some_and(|d| d > skip.as_str()),
+                            None => true,
+                        };
+                        if passes {
+                            self.pending.push_back(inval);
+                            self.invalidated = true;
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn invalidate_for(
+        &self,
+        event: &Document,
+        entry: &OplogEntry,
+    ) -> Result<Document, CommandError> {
+        let id = event.get_document("_id").cloned().unwrap_or_default();
+        let after = token::decode(&id).map_err(CommandError::from)?;
+        let wall = entry
+            .doc
+            .get_datetime("wall")
+            .copied()
+            .unwrap_or_else(|_| bson::DateTime::now());
+        Ok(invalidate_event(&after, entry.ts, wall))
+    }
+
+    fn push_event(&mut self, event: Document) -> Result<(), CommandError> {
+        let id = event.get("_id").cloned();
+        let Some(out) = apply_event_stages(event, &self.stages)? else {
+            return Ok(());
+        };
+        if out.get("_id") != id.as_ref() {
+            return Err(CommandError::new(
+                280,
+                "ChangeStreamFatalError",
+                "Encountered an event whose _id field, which contains the resume token, was \
+                 modified by the pipeline. Modifying the _id field of an event makes it \
+                 impossible to resume the stream from that point. Only transformations that \
+                 retain the unmodified _id field are allowed.",
+            ));
+        }
+        self.pending.push_back(out);
+        Ok(())
+    }
+
+    fn take(&mut self, batch_size: usize) -> Vec<Document> {
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        while let Some(ev) = self.pending.front() {
+            if out.len() >= batch_size {
+                break;
+            }
+            let size = approx_size(ev);
+            if !out.is_empty() && bytes + size > crate::cursor::MAX_BATCH_BYTES {
+                break;
+            }
+            bytes += size;
+            if let Some(ev) = self.pending.pop_front() {
+                out.push(ev);
+            }
+        }
+        out
+    }
+
+    /// The first batch of the `aggregate`: never waits.
+    pub fn first_batch(
+        &mut self,
+        shared: &Shared,
+        batch_size: usize,
+    ) -> Result<Vec<Document>, CommandError> {
+        if batch_size > 0 {
+            self.fill(shared, batch_size)?;
+        }
+        Ok(self.take(batch_size))
+    }
+
+    /// A getMore: returns pending events, or waits up to `max_wait` for some.
+    pub async fn get_more(
+        &mut self,
+        shared: &Shared,
+        batch_size: usize,
+        max_wait: Duration,
+    ) -> Result<Vec<Document>, CommandError> {
+        let want = if batch_size == 0 {
+            usize::MAX
+        } else {
+            batch_size
+        };
+        let deadline = tokio::time::Instant::now() + max_wait;
+        let mut rx = shared.subscribe();
+        loop {
+            rx.borrow_and_update();
+            self.fill(shared, want.min(100_000))?;
+            if !self.pending.is_empty() || self.invalidated {
+                return Ok(self.take(want));
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => return Ok(Vec::new()),
+            }
+        }
+    }
+}
+
+/// `$changeStream` is accepted only as the first stage.
+pub fn misplaced_stage() -> CommandError {
+    CommandError::new(
+        40602,
+        "Location40602",
+        "$changeStream is only valid as the first stage in a pipeline.",
+    )
+}

@@ -1,0 +1,295 @@
+//! Wire framing: reading request frames off a socket, decoding OP_MSG and the
+//! legacy OP_QUERY, and encoding OP_MSG / OP_REPLY replies into a buffer.
+//!
+//! Everything here is synchronous over byte slices except `read_frame`, so a
+//! malformed frame becomes a `WireError` that closes only its own connection.
+
+use bson::Document;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// Largest message a client may send; larger frames are refused (and the
+/// connection closed) so per-connection memory stays bounded.
+pub const MAX_MESSAGE_SIZE_BYTES: usize = 48_000_000;
+
+pub const OP_REPLY: i32 = 1;
+pub const OP_UPDATE: i32 = 2001;
+pub const OP_INSERT: i32 = 2002;
+pub const OP_QUERY: i32 = 2004;
+pub const OP_GET_MORE: i32 = 2005;
+pub const OP_DELETE: i32 = 2006;
+pub const OP_KILL_CURSORS: i32 = 2007;
+pub const OP_COMPRESSED: i32 = 2012;
+pub const OP_MSG: i32 = 2013;
+
+const CHECKSUM_PRESENT: u32 = 1;
+const MORE_TO_COME: u32 = 1 << 1;
+/// Bits 0-15 are "required": an unknown one must be rejected (OP_MSG spec).
+const KNOWN_REQUIRED_FLAGS: u32 = CHECKSUM_PRESENT | MORE_TO_COME;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("message length {0} is outside 16..={max}", max = MAX_MESSAGE_SIZE_BYTES)]
+    BadLength(i64),
+    #[error("malformed message: {0}")]
+    Malformed(String),
+}
+
+/// One request frame: its header fields and the body after the header.
+#[derive(Debug)]
+pub struct Frame {
+    pub request_id: i32,
+    pub op_code: i32,
+    pub body: Vec<u8>,
+}
+
+/// A decoded request.
+#[derive(Debug)]
+pub enum Request {
+    /// OP_MSG: the kind-0 body with every kind-1 sequence folded in as an array.
+    Msg {
+        command: Document,
+        more_to_come: bool,
+    },
+    /// Legacy OP_QUERY; only hello/isMaster against `*.$cmd` is answered.
+    Query { collection: String, query: Document },
+}
+
+/// Reads one frame. `Ok(None)` means the peer closed the connection cleanly
+/// between frames.
+pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Option<Frame>, WireError> {
+    let mut header = [0u8; 16];
+    match reader.read_exact(&mut header[..4]).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let length = i32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+    if length < 16 || length as usize > MAX_MESSAGE_SIZE_BYTES {
+        return Err(WireError::BadLength(length as i64));
+    }
+    reader.read_exact(&mut header[4..]).await?;
+    let request_id = le_i32(&header[4..8]);
+    let op_code = le_i32(&header[12..16]);
+    let mut body = vec![0u8; length as usize - 16];
+    reader.read_exact(&mut body).await?;
+    Ok(Some(Frame {
+        request_id,
+        op_code,
+        body,
+    }))
+}
+
+fn le_i32(b: &[u8]) -> i32 {
+    i32::from_le_bytes([b[0], b[1], b[2], b[3]])
+}
+
+fn malformed(what: impl Into<String>) -> WireError {
+    WireError::Malformed(what.into())
+}
+
+/// Decodes an OP_MSG body (everything after the 16-byte header).
+pub fn decode_op_msg(body: &[u8]) -> Result<Request, WireError> {
+    if body.len() < 5 {
+        return Err(malformed("OP_MSG shorter than flags plus one section"));
+    }
+    let flags = u32::from_le_bytes([body[0], body[1], body[2], body[3]]);
+    let unknown_required = flags & 0xFFFF & !KNOWN_REQUIRED_FLAGS;
+    if unknown_required != 0 {
+        return Err(malformed(format!(
+            "unknown required OP_MSG flag bits {unknown_required:#x}"
+        )));
+    }
+    let mut end = body.len();
+    if flags & CHECKSUM_PRESENT != 0 {
+        // The checksum is accepted but not verified, like the official drivers do.
+        end = end
+            .checked_sub(4)
+            .ok_or_else(|| malformed("checksum flag set but no room for it"))?;
+    }
+    let mut pos = 4;
+    let mut command: Option<Document> = None;
+    let mut sequences: Vec<(String, Vec<bson::Bson>)> = Vec::new();
+    while pos < end {
+        let kind = body[pos];
+        pos += 1;
+        match kind {
+            0 => {
+                let (doc, used) = read_document(&body[pos..end])?;
+                if command.is_some() {
+                    return Err(malformed("more than one kind-0 section"));
+                }
+                command = Some(doc);
+                pos += used;
+            }
+            1 => {
+                if end - pos < 4 {
+                    return Err(malformed("truncated document sequence"));
+                }
+                let size = le_i32(&body[pos..pos + 4]);
+                if size < 5 || pos + size as usize > end {
+                    return Err(malformed("document sequence size out of range"));
+                }
+                let seq_end = pos + size as usize;
+                let mut p = pos + 4;
+                let nul = body[p..seq_end]
+                    .iter()
+                    .position(|b| *b == 0)
+                    .ok_or_else(|| malformed("document sequence identifier not terminated"))?;
+                let ident = std::str::from_utf8(&body[p..p + nul])
+                    .map_err(|_| malformed("document sequence identifier is not UTF-8"))?
+                    .to_string();
+                p += nul + 1;
+                let mut docs = Vec::new();
+                while p < seq_end {
+                    let (doc, used) = read_document(&body[p..seq_end])?;
+                    docs.push(bson::Bson::Document(doc));
+                    p += used;
+                }
+                sequences.push((ident, docs));
+                pos = seq_end;
+            }
+            other => {
+                return Err(malformed(format!(
+                    "unsupported OP_MSG section kind {other}"
+                )))
+            }
+        }
+    }
+    let mut command = command.ok_or_else(|| malformed("OP_MSG without a kind-0 section"))?;
+    for (ident, docs) in sequences {
+        command.insert(ident, docs);
+    }
+    Ok(Request::Msg {
+        command,
+        more_to_come: flags & MORE_TO_COME != 0,
+    })
+}
+
+/// Decodes an OP_QUERY body: flags, collection cstring, skip, limit, query.
+pub fn decode_op_query(body: &[u8]) -> Result<Request, WireError> {
+    if body.len() < 4 {
+        return Err(malformed("OP_QUERY too short"));
+    }
+    let rest = &body[4..];
+    let nul = rest
+        .iter()
+        .position(|b| *b == 0)
+        .ok_or_else(|| malformed("OP_QUERY collection name not terminated"))?;
+    let collection = std::str::from_utf8(&rest[..nul])
+        .map_err(|_| malformed("OP_QUERY collection name is not UTF-8"))?
+        .to_string();
+    let after = nul + 1 + 8;
+    if rest.len() < after {
+        return Err(malformed("OP_QUERY too short"));
+    }
+    let (query, _) = read_document(&rest[after..])?;
+    Ok(Request::Query { collection, query })
+}
+
+/// Reads one BSON document from the front of `bytes`, returning it and its length.
+fn read_document(bytes: &[u8]) -> Result<(Document, usize), WireError> {
+    if bytes.len() < 5 {
+        return Err(malformed("truncated BSON document"));
+    }
+    let len = le_i32(&bytes[..4]);
+    if len < 5 || len as usize > bytes.len() {
+        return Err(malformed("BSON document length out of range"));
+    }
+    let doc = Document::from_reader(&bytes[..len as usize])
+        .map_err(|e| malformed(format!("invalid BSON: {e}")))?;
+    Ok((doc, len as usize))
+}
+
+/// Appends an OP_MSG reply (one kind-0 section) answering `response_to`.
+pub fn write_op_msg(
+    out: &mut Vec<u8>,
+    request_id: i32,
+    response_to: i32,
+    reply: &Document,
+) -> Result<(), bson::ser::Error> {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; 16]);
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.push(0);
+    reply.to_writer(&mut *out)?;
+    finish_header(out, start, request_id, response_to, OP_MSG);
+    Ok(())
+}
+
+/// Appends an OP_REPLY carrying one document (the legacy hello answer).
+pub fn write_op_reply(
+    out: &mut Vec<u8>,
+    request_id: i32,
+    response_to: i32,
+    reply: &Document,
+    query_failure: bool,
+) -> Result<(), bson::ser::Error> {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; 16]);
+    let flags: i32 = if query_failure { 2 } else { 0 };
+    out.extend_from_slice(&flags.to_le_bytes());
+    out.extend_from_slice(&0i64.to_le_bytes());
+    out.extend_from_slice(&0i32.to_le_bytes());
+    out.extend_from_slice(&1i32.to_le_bytes());
+    reply.to_writer(&mut *out)?;
+    finish_header(out, start, request_id, response_to, OP_REPLY);
+    Ok(())
+}
+
+fn finish_header(out: &mut [u8], start: usize, request_id: i32, response_to: i32, op: i32) {
+    let len = (out.len() - start) as i32;
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&request_id.to_le_bytes());
+    out[start + 8..start + 12].copy_from_slice(&response_to.to_le_bytes());
+    out[start + 12..start + 16].copy_from_slice(&op.to_le_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::doc;
+
+    fn msg_body(sections: &[u8]) -> Vec<u8> {
+        let mut body = 0u32.to_le_bytes().to_vec();
+        body.extend_from_slice(sections);
+        body
+    }
+
+    #[test]
+    fn kind1_sequences_fold_into_the_command() {
+        let mut sections = vec![0u8];
+        doc! {"insert": "c", "$db": "d"}
+            .to_writer(&mut sections)
+            .unwrap();
+        let mut seq = Vec::new();
+        seq.extend_from_slice(b"documents\0");
+        doc! {"_id": 1}.to_writer(&mut seq).unwrap();
+        doc! {"_id": 2}.to_writer(&mut seq).unwrap();
+        sections.push(1);
+        sections.extend_from_slice(&((seq.len() + 4) as i32).to_le_bytes());
+        sections.extend_from_slice(&seq);
+        let Request::Msg { command, .. } = decode_op_msg(&msg_body(&sections)).unwrap() else {
+            panic!("expected OP_MSG");
+        };
+        assert_eq!(command.get_array("documents").unwrap().len(), 2);
+        assert_eq!(command.get_str("insert").unwrap(), "c");
+    }
+
+    #[test]
+    fn kind2_and_garbage_are_rejected() {
+        assert!(decode_op_msg(&msg_body(&[2, 0, 0, 0, 0])).is_err());
+        assert!(decode_op_msg(&msg_body(&[0, 9, 0, 0, 0])).is_err());
+        assert!(decode_op_msg(&[0, 0]).is_err());
+    }
+
+    #[test]
+    fn reply_header_counts_the_whole_message() {
+        let mut out = Vec::new();
+        write_op_msg(&mut out, 7, 3, &doc! {"ok": 1.0}).unwrap();
+        assert_eq!(le_i32(&out[0..4]) as usize, out.len());
+        assert_eq!(le_i32(&out[8..12]), 3);
+        assert_eq!(le_i32(&out[12..16]), OP_MSG);
+    }
+}

@@ -1,0 +1,548 @@
+//! The write engine: insert, update, delete and find-and-modify of single
+//! statements against a `Target`, which is either live storage (each change
+//! logged to the oplog at once) or a transaction's private copy (changes
+//! buffered until commit).
+
+use std::collections::HashMap;
+
+use bson::{doc, oid::ObjectId, Bson, Document};
+
+use crate::bson_order::OrderedBson;
+use crate::diff::compute_v2_diff;
+use crate::error::CommandError;
+use crate::oplog::{Oplog, OplogOp};
+use crate::query::{sort_documents, Filter};
+use crate::store::{check_collection_name, duplicate_key_error, Catalog, Collection};
+use crate::update::{self, UpdateSpec};
+
+/// One failed statement, reported in `writeErrors` (or as a command error
+/// for findAndModify).
+#[derive(Debug, Clone)]
+pub struct WriteError {
+    pub code: i32,
+    pub code_name: String,
+    pub errmsg: String,
+    /// Extra fields of the write error (keyPattern/keyValue for 11000).
+    pub details: Document,
+}
+
+impl From<CommandError> for WriteError {
+    fn from(e: CommandError) -> Self {
+        Self {
+            code: e.code,
+            code_name: e.code_name,
+            errmsg: e.message,
+            details: Document::new(),
+        }
+    }
+}
+
+impl From<crate::query::QueryError> for WriteError {
+    fn from(e: crate::query::QueryError) -> Self {
+        CommandError::from(e).into()
+    }
+}
+
+impl WriteError {
+    fn duplicate(db: &str, coll: &str, id: &Bson) -> Self {
+        let (code, mut d) = duplicate_key_error(db, coll, id);
+        let errmsg = d.get_str("errmsg").unwrap_or_default().to_string();
+        d.remove("code");
+        d.remove("errmsg");
+        Self {
+            code,
+            code_name: "DuplicateKey".into(),
+            errmsg,
+            details: d,
+        }
+    }
+
+    pub fn to_command_error(&self) -> CommandError {
+        CommandError::new(self.code, &self.code_name, self.errmsg.clone())
+    }
+
+    /// The `writeErrors` element for statement `index`.
+    pub fn to_document(&self, index: usize) -> Document {
+        let mut d = doc! {"index": index as i32, "code": self.code};
+        for (k, v) in &self.details {
+            d.insert(k.clone(), v.clone());
+        }
+        d.insert("errmsg", self.errmsg.clone());
+        d
+    }
+}
+
+/// Where logged changes go.
+pub trait OpSink {
+    /// `post` is the full document after an update (needed to replay a
+    /// buffered transaction); it never reaches the oplog itself.
+    fn log(&mut self, op: OplogOp, post: Option<Document>);
+}
+
+impl OpSink for Oplog {
+    fn log(&mut self, op: OplogOp, _post: Option<Document>) {
+        self.append(op, None);
+    }
+}
+
+/// A transaction's private view: collections it touched (copied on first
+/// touch) and the changes to replay at commit.
+#[derive(Debug, Default)]
+pub struct TxnWrites {
+    pub colls: HashMap<(String, String), Collection>,
+    pub ops: Vec<(OplogOp, Option<Document>)>,
+}
+
+impl OpSink for Vec<(OplogOp, Option<Document>)> {
+    fn log(&mut self, op: OplogOp, post: Option<Document>) {
+        self.push((op, post));
+    }
+}
+
+/// Storage that statements read from and write to.
+pub trait Target {
+    fn read(&self, db: &str, coll: &str) -> Option<&Collection>;
+    /// The collection (created implicitly when `create`) and where to log.
+    fn write(
+        &mut self,
+        db: &str,
+        coll: &str,
+        create: bool,
+    ) -> Result<Option<(&mut Collection, &mut dyn OpSink)>, CommandError>;
+}
+
+pub struct LiveTarget<'a> {
+    pub catalog: &'a mut Catalog,
+    pub oplog: &'a mut Oplog,
+}
+
+fn create_op(db: &str, coll: &str, c: &Collection) -> OplogOp {
+    let mut o = doc! {"create": coll};
+    for (k, v) in &c.options {
+        o.insert(k.clone(), v.clone());
+    }
+    o.insert("idIndex", doc! {"v": 2, "key": {"_id": 1}, "name": "_id_"});
+    OplogOp {
+        op: "c",
+        ns: format!("{db}.$cmd"),
+        ui: Some(c.uuid),
+        o,
+        o2: None,
+    }
+}
+
+fn check_writable(db: &str, coll: &str) -> Result<(), CommandError> {
+    check_collection_name(db, coll)?;
+    if db == "local" && coll == "oplog.rs" {
+        return Err(CommandError::new(
+            13,
+            "Unauthorized",
+            "cannot write to 'local.oplog.rs'",
+        ));
+    }
+    if coll.starts_with("system.") {
+        return Err(CommandError::invalid_namespace(format!(
+            "cannot write to '{db}.{coll}'"
+        )));
+    }
+    Ok(())
+}
+
+/// Creates `db.coll` in live storage, logging the `create` entry.
+pub fn create_live(
+    catalog: &mut Catalog,
+    oplog: &mut Oplog,
+    db: &str,
+    coll: &str,
+    options: Document,
+) {
+    let c = Collection::new(options);
+    oplog.append(create_op(db, coll, &c), None);
+    catalog
+        .dbs
+        .entry(db.to_string())
+        .or_default()
+        .insert(coll.to_string(), c);
+}
+
+impl Target for LiveTarget<'_> {
+    fn read(&self, db: &str, coll: &str) -> Option<&Collection> {
+        self.catalog.get(db, coll)
+    }
+
+    fn write(
+        &mut self,
+        db: &str,
+        coll: &str,
+        create: bool,
+    ) -> Result<Option<(&mut Collection, &mut dyn OpSink)>, CommandError> {
+        check_writable(db, coll)?;
+        if self.catalog.get(db, coll).is_none() {
+            if !create {
+                return Ok(None);
+            }
+            create_live(self.catalog, self.oplog, db, coll, Document::new());
+        }
+        match self.catalog.get_mut(db, coll) {
+            Some(c) => Ok(Some((c, &mut *self.oplog as &mut dyn OpSink))),
+            None => Ok(None),
+        }
+    }
+}
+
+pub struct TxnTarget<'a> {
+    pub catalog: &'a Catalog,
+    pub txn: &'a mut TxnWrites,
+}
+
+impl Target for TxnTarget<'_> {
+    fn read(&self, db: &str, coll: &str) -> Option<&Collection> {
+        self.txn
+            .colls
+            .get(&(db.to_string(), coll.to_string()))
+            .or_else(|| self.catalog.get(db, coll))
+    }
+
+    fn write(
+        &mut self,
+        db: &str,
+        coll: &str,
+        create: bool,
+    ) -> Result<Option<(&mut Collection, &mut dyn OpSink)>, CommandError> {
+        check_writable(db, coll)?;
+        let key = (db.to_string(), coll.to_string());
+        if !self.txn.colls.contains_key(&key) {
+            match self.catalog.get(db, coll) {
+                Some(c) => {
+                    self.txn.colls.insert(key.clone(), c.clone());
+                }
+                None if create => {
+                    let c = Collection::new(Document::new());
+                    self.txn.ops.push((create_op(db, coll, &c), None));
+                    self.txn.colls.insert(key.clone(), c);
+                }
+                None => return Ok(None),
+            }
+        }
+        let TxnWrites { colls, ops } = &mut *self.txn;
+        match colls.get_mut(&key) {
+            Some(c) => Ok(Some((c, ops as &mut dyn OpSink))),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Puts `_id` first, generating an ObjectId when absent (as mongod does).
+pub fn with_id_first(doc: Document) -> Document {
+    match doc.get("_id") {
+        Some(_) if doc.keys().next().map(String::as_str) == Some("_id") => doc,
+        Some(id) => {
+            let mut d = doc! {"_id": id.clone()};
+            for (k, v) in doc {
+                if k != "_id" {
+                    d.insert(k, v);
+                }
+            }
+            d
+        }
+        None => {
+            let mut d = doc! {"_id": ObjectId::new()};
+            d.extend(doc);
+            d
+        }
+    }
+}
+
+pub fn insert_one(
+    t: &mut dyn Target,
+    db: &str,
+    coll: &str,
+    doc: Document,
+) -> Result<(), WriteError> {
+    let doc = with_id_first(doc);
+    if let Some(Bson::Array(_)) = doc.get("_id") {
+        return Err(CommandError::new(
+            53,
+            "InvalidIdField",
+            "The '_id' value cannot be of type array",
+        )
+        .into());
+    }
+    let Some((c, sink)) = t.write(db, coll, true)? else {
+        return Err(CommandError::namespace_not_found("collection vanished").into());
+    };
+    let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
+    let key = OrderedBson(id.clone());
+    if c.docs.contains_key(&key) {
+        return Err(WriteError::duplicate(db, coll, &id));
+    }
+    c.docs.insert(key, doc.clone());
+    sink.log(
+        OplogOp {
+            op: "i",
+            ns: format!("{db}.{coll}"),
+            ui: Some(c.uuid),
+            o: doc,
+            o2: Some(doc! {"_id": id}),
+        },
+        None,
+    );
+    Ok(())
+}
+
+/// Keys of documents matching `filter`, in `_id` order, up to `limit` (0 = all).
+pub fn matching_keys(c: &Collection, filter: &Filter, limit: usize) -> Vec<OrderedBson> {
+    if let Some(id) = filter.id_equality() {
+        let key = OrderedBson(id.clone());
+        return match c.docs.get(&key) {
+            Some(d) if filter.matches(d) => vec![key],
+            _ => Vec::new(),
+        };
+    }
+    let it = c
+        .docs
+        .iter()
+        .filter(|(_, d)| filter.matches(d))
+        .map(|(k, _)| k.clone());
+    if limit == 0 {
+        it.collect()
+    } else {
+        it.take(limit).collect()
+    }
+}
+
+/// Documents matching `filter`, in `_id` order.
+pub fn matching_docs(c: &Collection, filter: &Filter) -> Vec<Document> {
+    matching_keys(c, filter, 0)
+        .into_iter()
+        .filter_map(|k| c.docs.get(&k).cloned())
+        .collect()
+}
+
+#[derive(Debug, Default)]
+pub struct UpdateOutcome {
+    pub matched: i64,
+    pub modified: i64,
+    pub upserted: Option<Bson>,
+    /// Documents before and after the last change (for findAndModify).
+    pub pre: Option<Document>,
+    pub post: Option<Document>,
+}
+
+pub struct UpdateStatement<'a> {
+    pub filter: &'a Document,
+    pub spec: &'a UpdateSpec,
+    pub multi: bool,
+    pub upsert: bool,
+    pub sort: Option<&'a Document>,
+}
+
+pub fn update(
+    t: &mut dyn Target,
+    db: &str,
+    coll: &str,
+    st: &UpdateStatement<'_>,
+) -> Result<UpdateOutcome, WriteError> {
+    let filter = Filter::parse(st.filter)?;
+    let keys = match t.read(db, coll) {
+        Some(c) => select_keys(c, &filter, st.multi, st.sort)?,
+        None => Vec::new(),
+    };
+    let mut out = UpdateOutcome::default();
+    if keys.is_empty() {
+        if st.upsert {
+            upsert(t, db, coll, st, &filter, &mut out)?;
+        }
+        return Ok(out);
+    }
+    let Some((c, sink)) = t.write(db, coll, false)? else {
+        return Ok(out);
+    };
+    let ns = format!("{db}.{coll}");
+    for key in keys {
+        let Some(pre) = c.docs.get(&key) else {
+            continue;
+        };
+        out.matched += 1;
+        let post = update::apply(st.spec, pre)?;
+        let o = match st.spec {
+            UpdateSpec::Replacement(_) => {
+                if &post == pre {
+                    None
+                } else {
+                    Some(post.clone())
+                }
+            }
+            _ => compute_v2_diff(pre, &post).map(|diff| doc! {"$v": 2, "diff": diff}),
+        };
+        out.pre = Some(pre.clone());
+        out.post = Some(post.clone());
+        let Some(o) = o else {
+            continue;
+        };
+        out.modified += 1;
+        let id = key.0.clone();
+        c.docs.insert(key, post.clone());
+        sink.log(
+            OplogOp {
+                op: "u",
+                ns: ns.clone(),
+                ui: Some(c.uuid),
+                o,
+                o2: Some(doc! {"_id": id}),
+            },
+            Some(post),
+        );
+    }
+    Ok(out)
+}
+
+fn select_keys(
+    c: &Collection,
+    filter: &Filter,
+    multi: bool,
+    sort: Option<&Document>,
+) -> Result<Vec<OrderedBson>, WriteError> {
+    match sort {
+        Some(sort) if !sort.is_empty() && !multi => {
+            let mut docs = matching_docs(c, filter);
+            sort_documents(&mut docs, sort)?;
+            Ok(docs
+                .first()
+                .and_then(|d| d.get("_id"))
+                .map(|id| vec![OrderedBson(id.clone())])
+                .unwrap_or_default())
+        }
+        _ => Ok(matching_keys(c, filter, if multi { 0 } else { 1 })),
+    }
+}
+
+fn upsert(
+    t: &mut dyn Target,
+    db: &str,
+    coll: &str,
+    st: &UpdateStatement<'_>,
+    filter: &Filter,
+    out: &mut UpdateOutcome,
+) -> Result<(), WriteError> {
+    let new_doc = match st.spec {
+        UpdateSpec::Replacement(r) => {
+            let mut d = r.clone();
+            if !d.contains_key("_id") {
+                if let Some(id) = filter.id_equality() {
+                    d.insert("_id", id.clone());
+                }
+            }
+            d
+        }
+        _ => update::apply_for_upsert_insert(st.spec, &update::upsert_seed(st.filter))?,
+    };
+    let new_doc = with_id_first(new_doc);
+    let id = new_doc.get("_id").cloned().unwrap_or(Bson::Null);
+    insert_one(t, db, coll, new_doc.clone())?;
+    out.upserted = Some(id);
+    out.post = Some(new_doc);
+    Ok(())
+}
+
+#[derive(Debug, Default)]
+pub struct DeleteOutcome {
+    pub deleted: i64,
+    pub last: Option<Document>,
+}
+
+pub fn delete(
+    t: &mut dyn Target,
+    db: &str,
+    coll: &str,
+    filter: &Document,
+    limit_one: bool,
+    sort: Option<&Document>,
+) -> Result<DeleteOutcome, WriteError> {
+    let filter = Filter::parse(filter)?;
+    let keys = match t.read(db, coll) {
+        Some(c) => select_keys(c, &filter, !limit_one, sort)?,
+        None => return Ok(DeleteOutcome::default()),
+    };
+    let mut out = DeleteOutcome::default();
+    if keys.is_empty() {
+        return Ok(out);
+    }
+    let Some((c, sink)) = t.write(db, coll, false)? else {
+        return Ok(out);
+    };
+    let ns = format!("{db}.{coll}");
+    for key in keys {
+        if let Some(doc) = c.docs.remove(&key) {
+            out.deleted += 1;
+            out.last = Some(doc);
+            sink.log(
+                OplogOp {
+                    op: "d",
+                    ns: ns.clone(),
+                    ui: Some(c.uuid),
+                    o: doc! {"_id": key.0},
+                    o2: None,
+                },
+                None,
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// Replays a committed transaction's buffered changes onto live storage.
+pub fn replay(catalog: &mut Catalog, ops: &[(OplogOp, Option<Document>)], txn_colls: &TxnWrites) {
+    for (op, post) in ops {
+        let Some((db, coll)) = op.ns.split_once('.') else {
+            continue;
+        };
+        if op.op == "c" {
+            if let Some(Bson::String(name)) = op.o.get("create") {
+                if catalog.get(db, name).is_none() {
+                    let mut c = Collection::new(Document::new());
+                    if let Some(ui) = op.ui {
+                        c.uuid = ui;
+                    }
+                    catalog
+                        .dbs
+                        .entry(db.to_string())
+                        .or_default()
+                        .insert(name.clone(), c);
+                }
+            }
+            continue;
+        }
+        if catalog.get(db, coll).is_none() {
+            let mut c = Collection::new(Document::new());
+            if let Some(src) = txn_colls.colls.get(&(db.to_string(), coll.to_string())) {
+                c.uuid = src.uuid;
+            }
+            catalog
+                .dbs
+                .entry(db.to_string())
+                .or_default()
+                .insert(coll.to_string(), c);
+        }
+        let Some(c) = catalog.get_mut(db, coll) else {
+            continue;
+        };
+        match op.op {
+            "i" => {
+                let id = op.o.get("_id").cloned().unwrap_or(Bson::Null);
+                c.docs.insert(OrderedBson(id), op.o.clone());
+            }
+            "u" => {
+                if let (Some(post), Some(id)) = (post, op.o2.as_ref().and_then(|o| o.get("_id"))) {
+                    c.docs.insert(OrderedBson(id.clone()), post.clone());
+                }
+            }
+            "d" => {
+                if let Some(id) = op.o.get("_id") {
+                    c.docs.remove(&OrderedBson(id.clone()));
+                }
+            }
+            _ => {}
+        }
+    }
+}

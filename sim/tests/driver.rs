@@ -1,0 +1,7 @@
+//! Integration tests: the official `mongodb` driver against the simulator over TCP.
+
+#[path = "driver/support.rs"]
+mod support;
+
+#[path = "driver/crud.rs"]
+mod crud;
