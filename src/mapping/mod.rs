@@ -12,6 +12,10 @@ pub mod value;
 mod yaml;
 
 #[cfg(test)]
+mod convert_props;
+#[cfg(test)]
+mod convert_tests;
+#[cfg(test)]
 mod load_tests;
 
 pub use convert::{convert_document, convert_key, convert_value, ConvertError, Converted};
