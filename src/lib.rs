@@ -5,6 +5,7 @@
 //! - `mapping`: YAML mappings, validation, document → rows, BSON → Postgres values.
 //! - `sink`: applies batches of changes, dead letters and the checkpoint in one transaction.
 
+pub mod cli;
 pub mod config;
 pub mod event;
 pub mod mapping;

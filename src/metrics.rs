@@ -119,10 +119,13 @@ impl Metrics {
         )?;
         let batches_total = IntCounter::new(BATCHES_TOTAL, "Batches committed")?;
         let batch_duration_seconds = Histogram::with_opts(
-            HistogramOpts::new(BATCH_DURATION_SECONDS, "Seconds to write and commit a batch")
-                .buckets(vec![
-                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-                ]),
+            HistogramOpts::new(
+                BATCH_DURATION_SECONDS,
+                "Seconds to write and commit a batch",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
         )?;
         let batch_rows = Histogram::with_opts(
             HistogramOpts::new(BATCH_ROWS, "Changes per committed batch").buckets(vec![
@@ -131,7 +134,10 @@ impl Metrics {
         )?;
         let queue_depth = IntGauge::new(QUEUE_DEPTH, "Events waiting in the pipeline's queues")?;
         let dead_letters_total = IntCounterVec::new(
-            Opts::new(DEAD_LETTERS_TOTAL, "Documents written to the dead-letter table"),
+            Opts::new(
+                DEAD_LETTERS_TOTAL,
+                "Documents written to the dead-letter table",
+            ),
             &[LABEL_NAMESPACE],
         )?;
         let errors_total = IntCounterVec::new(
@@ -255,11 +261,17 @@ mod tests {
     #[test]
     fn render_lists_every_spec_metric_once_labels_are_used() {
         let m = Metrics::new(30).unwrap();
-        m.events_total.with_label_values(&["shop.orders", "insert"]).inc();
+        m.events_total
+            .with_label_values(&["shop.orders", "insert"])
+            .inc();
         m.rows_written_total.with_label_values(&["orders"]).inc();
-        m.dead_letters_total.with_label_values(&["shop.orders"]).inc();
+        m.dead_letters_total
+            .with_label_values(&["shop.orders"])
+            .inc();
         m.errors_total.with_label_values(&["mongo_network"]).inc();
-        m.full_sync_documents_total.with_label_values(&["shop.orders"]).inc();
+        m.full_sync_documents_total
+            .with_label_values(&["shop.orders"])
+            .inc();
         let text = m.render();
         for name in ALL {
             assert!(text.contains(name), "{name} missing from /metrics output");

@@ -15,7 +15,11 @@ const PING_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn run(path: &Path) -> CliResult {
     let (config, mappings) = load::config_and_mappings(path)?;
-    let tables: usize = mappings.collections.iter().map(|c| 1 + c.children.len()).sum();
+    let tables: usize = mappings
+        .collections
+        .iter()
+        .map(|c| 1 + c.children.len())
+        .sum();
     println!(
         "config {}: ok ({} mapped collection(s), {} table(s))",
         path.display(),
@@ -25,7 +29,10 @@ pub async fn run(path: &Path) -> CliResult {
 
     let mut unreachable = Vec::new();
     match ping_postgres(&config).await {
-        Ok(version) => println!("postgres {}: ok ({version})", redact_uri(&config.postgres.uri)),
+        Ok(version) => println!(
+            "postgres {}: ok ({version})",
+            redact_uri(&config.postgres.uri)
+        ),
         Err(e) => unreachable.push(format!("{e:#}")),
     }
     match ping_mongo(&config).await {
@@ -41,9 +48,10 @@ pub async fn run(path: &Path) -> CliResult {
 async fn ping_postgres(config: &Config) -> anyhow::Result<String> {
     let uri = redact_uri(&config.postgres.uri);
     let attempt = async {
-        let (client, connection) = tokio_postgres::connect(&config.postgres.uri, tokio_postgres::NoTls)
-            .await
-            .with_context(|| format!("cannot connect to postgres {uri} (postgres.uri)"))?;
+        let (client, connection) =
+            tokio_postgres::connect(&config.postgres.uri, tokio_postgres::NoTls)
+                .await
+                .with_context(|| format!("cannot connect to postgres {uri} (postgres.uri)"))?;
         tokio::spawn(connection);
         let row = client
             .query_one("SELECT current_setting('server_version')", &[])
@@ -53,7 +61,9 @@ async fn ping_postgres(config: &Config) -> anyhow::Result<String> {
     };
     tokio::time::timeout(PING_TIMEOUT, attempt)
         .await
-        .map_err(|_| anyhow!("postgres {uri} did not answer within {PING_TIMEOUT:?} (postgres.uri)"))?
+        .map_err(|_| {
+            anyhow!("postgres {uri} did not answer within {PING_TIMEOUT:?} (postgres.uri)")
+        })?
 }
 
 async fn ping_mongo(config: &Config) -> anyhow::Result<()> {
@@ -61,8 +71,9 @@ async fn ping_mongo(config: &Config) -> anyhow::Result<()> {
     let mut options = mongodb::options::ClientOptions::parse(&config.mongo.uri)
         .await
         .with_context(|| format!("mongo.uri {uri} is not a valid MongoDB connection string"))?;
-    options.server_selection_timeout = Some(PING_TIMEOUT);
-    options.connect_timeout = Some(PING_TIMEOUT);
+    // The URI's own timeouts win; otherwise a human should not wait the driver's 30 s default.
+    options.server_selection_timeout.get_or_insert(PING_TIMEOUT);
+    options.connect_timeout.get_or_insert(PING_TIMEOUT);
     let client = mongodb::Client::with_options(options)
         .with_context(|| format!("cannot create a MongoDB client for {uri}"))?;
     client

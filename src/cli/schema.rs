@@ -11,7 +11,11 @@ use crate::sink::postgres::{ddl, PostgresSink};
 pub async fn run(path: &Path, apply: bool) -> CliResult {
     let (config, mappings) = load::config_and_mappings(path)?;
     if !apply {
-        for statement in ddl::schema_ddl(&mappings, &config.postgres.schema, &config.sync.state_schema) {
+        for statement in ddl::schema_ddl(
+            &mappings,
+            &config.postgres.schema,
+            &config.sync.state_schema,
+        ) {
             println!("{statement};");
         }
         return Ok(ExitCode::from(exit::OK));
