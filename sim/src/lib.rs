@@ -13,6 +13,7 @@
 //!   `change_event`, `aggregate`, `seed`.
 pub mod aggregate;
 pub mod bson_order;
+pub mod diff;
 pub mod query;
 pub mod update;
 
@@ -35,4 +36,4 @@ pub use server::{start, SimHandle, SimOptions};
 
 // TEMPORARY until sim-ops lands these modules.
 mod standin;
-pub(crate) use standin::{change_event, diff, seed, token};
+pub(crate) use standin::{change_event, seed, token};

@@ -202,7 +202,10 @@ fn check_id_unchanged(
 
 /// Flattens an operator document into `(operator, path, argument)` triples in
 /// the order the server applies them, rejecting conflicting paths.
-fn collect_ops(ops: &Document, inserting: bool) -> Result<Vec<(&str, String, &Bson)>, QueryError> {
+pub(crate) fn collect_ops(
+    ops: &Document,
+    inserting: bool,
+) -> Result<Vec<(&str, String, &Bson)>, QueryError> {
     let mut all: Vec<(&str, String, &Bson)> = Vec::new();
     let mut touched: Vec<String> = Vec::new();
     for (op, fields) in ops {
