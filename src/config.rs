@@ -762,3 +762,32 @@ ready_max_lag_secs = 0
         }
     }
 }
+
+#[cfg(test)]
+mod parse_error_tests {
+    use super::*;
+
+    #[test]
+    fn missing_and_mistyped_keys_are_positioned() {
+        let no_uri =
+            "[mongo]\nsource = \"oplog\"\n[postgres]\nuri = \"x\"\n[sync]\nmappings = \"m\"\n";
+        let msg = Config::from_str_at(no_uri, Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.starts_with("c.toml:1:1: ") && msg.contains("missing field `uri`"),
+            "{msg}"
+        );
+        let no_sync = "[mongo]\nuri = \"mongodb://h\"\n[postgres]\nuri = \"x\"\n";
+        let msg = Config::from_str_at(no_sync, Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("missing field `sync`"), "{msg}");
+        let typed = "[mongo]\nuri = \"mongodb://h\"\n[postgres]\nuri = \"x\"\npool_size = \"8\"\n[sync]\nmappings = \"m\"\n";
+        let msg = Config::from_str_at(typed, Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.starts_with("c.toml:5:13: "), "{msg}");
+        assert!(!msg.contains('\n'), "{msg}");
+    }
+}

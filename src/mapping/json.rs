@@ -182,5 +182,6 @@ mod tests {
     fn dates_before_1970_and_far_away_render() {
         assert_eq!(date_text(-1), "1969-12-31T23:59:59.999Z");
         assert_eq!(date_text(i64::MAX), i64::MAX.to_string());
+        assert_eq!(date_text(253_402_300_800_000), "+10000-01-01T00:00:00.000Z");
     }
 }
