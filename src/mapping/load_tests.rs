@@ -303,3 +303,17 @@ fn parent_columns_cannot_use_dot_or_read_inside_child_arrays() {
     assert_eq!(lines, [6, 8, 7], "{errors:#?}");
     assert!(errors[2].message.contains("inside the array `items`"));
 }
+
+#[test]
+fn children_cannot_nest_inside_other_children() {
+    let text = "database: d\ncollections:\n  c:\n    columns:\n      \
+                - { name: id, source: _id, type: text }\n    children:\n      \
+                - { table: a, source: items, parent_key: p, columns: [{ name: x, source: x, type: text }] }\n      \
+                - { table: b, source: items.parts, parent_key: p, columns: [{ name: y, source: y, type: text }] }\n";
+    let errors = load_str(text, Path::new("x.yml")).unwrap_err().0;
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!((errors[0].line, errors[0].column), (8, 29));
+    assert!(errors[0]
+        .message
+        .contains("inside the array `items` of child `a`"));
+}

@@ -115,7 +115,23 @@ pub(crate) fn check_collection(
         }
     }
 
-    for (child, cp) in m.children.iter().zip(&p.children) {
+    for (i, (child, cp)) in m.children.iter().zip(&p.children).enumerate() {
+        if let Some(outer) = m.children[..i]
+            .iter()
+            .chain(&m.children[i + 1..])
+            .find(|o| o.source != child.source && is_under(&child.source, &o.source))
+        {
+            errors.push(error(
+                file,
+                cp.source,
+                format!(
+                    "child `{}` reads `{}`, inside the array `{}` of child `{}`",
+                    child.table, child.source, outer.source, outer.table
+                ),
+                "arrays nested in arrays are not child tables; map the inner array as a jsonb                  column of the outer child"
+                    .to_owned(),
+            ));
+        }
         if let Some(c) = m
             .columns
             .iter()
