@@ -13,8 +13,10 @@
 //!   `change_event`, `aggregate`, `seed`.
 pub mod aggregate;
 pub mod bson_order;
+pub mod change_event;
 pub mod diff;
 pub mod query;
+pub mod token;
 pub mod update;
 
 mod commands;
@@ -36,4 +38,4 @@ pub use server::{start, SimHandle, SimOptions};
 
 // TEMPORARY until sim-ops lands these modules.
 mod standin;
-pub(crate) use standin::{change_event, seed, token};
+pub(crate) use standin::seed;

@@ -87,7 +87,11 @@ pub fn encode(token: &ResumeToken) -> Document {
         },
     );
     put_uint(&mut out, u64::from(token.txn_op_index));
-    out.push(if token.from_invalidate { CT_TRUE } else { CT_FALSE });
+    out.push(if token.from_invalidate {
+        CT_TRUE
+    } else {
+        CT_FALSE
+    });
     if let Some(key) = &token.document_key {
         put_value(&mut out, key);
     }
@@ -312,7 +316,9 @@ impl Reader<'_> {
     }
 
     fn byte(&mut self) -> Result<u8, QueryError> {
-        let b = self.peek().ok_or_else(|| invalid("resume token is truncated"))?;
+        let b = self
+            .peek()
+            .ok_or_else(|| invalid("resume token is truncated"))?;
         self.pos += 1;
         Ok(b)
     }
@@ -361,7 +367,9 @@ impl Reader<'_> {
         }
         if shifted & 1 == 1 {
             // A fractional part follows; not produced by this encoder.
-            return Err(invalid("fractional numbers are not supported in resume tokens"));
+            return Err(invalid(
+                "fractional numbers are not supported in resume tokens",
+            ));
         }
         let magnitude = (shifted >> 1) as i128;
         Ok(Some(if negative { -magnitude } else { magnitude }))
@@ -393,7 +401,9 @@ impl Reader<'_> {
         if let Some(n) = self.int_body(ct)? {
             return Ok(match i32::try_from(n) {
                 Ok(small) => Bson::Int32(small),
-                Err(_) => Bson::Int64(i64::try_from(n).map_err(|_| invalid("integer out of range"))?),
+                Err(_) => {
+                    Bson::Int64(i64::try_from(n).map_err(|_| invalid("integer out of range"))?)
+                }
             });
         }
         Ok(match ct {
@@ -458,7 +468,11 @@ impl Reader<'_> {
                     .map_err(|_| invalid("malformed raw value in resume token"))?;
                 wrapper.get("").cloned().unwrap_or(Bson::Null)
             }
-            other => return Err(invalid(format!("unsupported KeyString type {other} in resume token"))),
+            other => {
+                return Err(invalid(format!(
+                    "unsupported KeyString type {other} in resume token"
+                )))
+            }
         })
     }
 }
@@ -471,7 +485,10 @@ mod tests {
 
     fn tok(time: u32, inc: u32, idx: u32, kind: TokenKind) -> ResumeToken {
         ResumeToken {
-            ts: Timestamp { time, increment: inc },
+            ts: Timestamp {
+                time,
+                increment: inc,
+            },
             txn_op_index: idx,
             kind,
             from_invalidate: false,
@@ -508,18 +525,36 @@ mod tests {
     #[test]
     fn decodes_real_server_tokens() {
         let v1 = decode(&doc! {"_data": "8265F49506000007662B022C01002B086E5A1004448A9E1A91724ECA875AAFA40773D05C46645F6964006465F49506238B3BBCC1CB20C00004"}).unwrap();
-        assert_eq!(v1.ts, Timestamp { time: 1710527750, increment: 1894 });
+        assert_eq!(
+            v1.ts,
+            Timestamp {
+                time: 1710527750,
+                increment: 1894
+            }
+        );
         assert_eq!(v1.txn_op_index, 4);
         assert_eq!(v1.kind, TokenKind::Event);
         let oid = ObjectId::parse_str("65f49506238b3bbcc1cb20c0").unwrap();
         assert_eq!(v1.document_key, Some(Bson::Document(doc! {"_id": oid})));
         let v2 = decode(&doc! {"_data": "826275077A000000012B042C0100296E5A1004BFFDB617400E486099007C0E0048B305463C6F7065726174696F6E54797065003C696E736572740046646F63756D656E744B65790046645F696400646275077A2F3159F971E405C6000004"}).unwrap();
-        assert_eq!(v2.ts, Timestamp { time: 1651836794, increment: 1 });
+        assert_eq!(
+            v2.ts,
+            Timestamp {
+                time: 1651836794,
+                increment: 1
+            }
+        );
         let oid = ObjectId::parse_str("6275077a2f3159f971e405c6").unwrap();
         assert_eq!(v2.document_key, Some(Bson::Document(doc! {"_id": oid})));
         // Tiny doubles in the key: the position still decodes.
         let t = decode(&doc! {"_data": "8265523992000000012B022C0100296E5A1004754B35D306B342E8BA0A3DE71005B66446465F6964004650666F6F0050337F78F63E7958E8661F808709C186A717992A6083F43058818C1A289F7C0BCFA77E73E500000004"}).unwrap();
-        assert_eq!(t.ts, Timestamp { time: 1699887506, increment: 1 });
+        assert_eq!(
+            t.ts,
+            Timestamp {
+                time: 1699887506,
+                increment: 1
+            }
+        );
     }
 
     #[test]
@@ -533,7 +568,11 @@ mod tests {
             doc! {"_data": "82612F653E000000022B0229296E04", "extra": 1},
         ] {
             let err = decode(&bad).unwrap_err();
-            assert_eq!((err.code, err.code_name), (260, "InvalidResumeToken"), "{bad}");
+            assert_eq!(
+                (err.code, err.code_name),
+                (260, "InvalidResumeToken"),
+                "{bad}"
+            );
         }
     }
 
@@ -548,7 +587,9 @@ mod tests {
             Bson::Document(doc! {"_id": {"a": 1, "b": [true, null, "x\u{0}y"]}}),
             Bson::Document(doc! {"_id": 2.5}),
             Bson::Document(doc! {"_id": bson::DateTime::from_millis(-5)}),
-            Bson::Document(doc! {"_id": Binary { subtype: BinarySubtype::Uuid, bytes: vec![7; 16] }}),
+            Bson::Document(
+                doc! {"_id": Binary { subtype: BinarySubtype::Uuid, bytes: vec![7; 16] }},
+            ),
         ];
         for key in keys {
             let mut t = tok(5, 6, 0, TokenKind::Event);
@@ -558,7 +599,10 @@ mod tests {
         // Without type bits, small Int64 keys come back as Int32 (equal under MongoDB's order).
         let mut t = tok(5, 6, 0, TokenKind::Event);
         t.document_key = Some(Bson::Document(doc! {"_id": 7i64}));
-        assert_eq!(decode(&encode(&t)).unwrap().document_key, Some(Bson::Document(doc! {"_id": 7})));
+        assert_eq!(
+            decode(&encode(&t)).unwrap().document_key,
+            Some(Bson::Document(doc! {"_id": 7}))
+        );
     }
 
     proptest! {

@@ -1,0 +1,602 @@
+//! Turns one oplog entry into the change events MongoDB 7 emits for it, in
+//! order, with the server's field order:
+//!
+//! `[to], [txnNumber, lsid], _id, operationType, clusterTime,
+//! [collectionUUID], wallTime, [fullDocument], [ns], [documentKey],
+//! [operationDescription], [updateDescription], [stateBeforeChange],
+//! [fullDocumentBeforeChange]`
+//!
+//! (the server's event transformation appends `to` and the transaction ids
+//! before the resume token, and reserves the `fullDocument` slot that an
+//! `updateLookup` later fills). CRUD entries give `insert`/`update`/
+//! `replace`/`delete`; an `applyOps` is unwound with `txnOpIndex` in the
+//! tokens; `drop`, `renameCollection` and `dropDatabase` commands give
+//! their events; `create`, `createIndexes`/`commitIndexBuild`,
+//! `dropIndexes` and `collMod` only with `showExpandedEvents`. No-ops,
+//! `fromMigrate` entries and internal namespaces give nothing.
+//!
+//! Nuances of the real server not reproduced: a transaction split over
+//! several `partialTxn` applyOps entries (and prepared transactions'
+//! `commitTransaction`) is only unwound from a single complete entry;
+//! `fullDocument: whenAvailable|required` behave like `updateLookup`
+//! (there are no stored pre/post images), and `fullDocumentBeforeChange`
+//! is always `null`; `$v: 1` updates, which MongoDB 7 rejects, are accepted
+//! and described from their `$set`/`$unset`; views and timeseries `create`
+//! events and `nsType` (8.1+) are not produced.
+
+use bson::{Bson, DateTime, Document, Timestamp};
+
+use crate::diff::update_description;
+use crate::token::{encode, ResumeToken, TokenKind};
+
+/// The `$changeStream` options that shape events.
+#[derive(Debug, Clone)]
+pub struct EventOptions {
+    /// `default`, `updateLookup`, `whenAvailable` or `required`.
+    pub full_document: String,
+    /// `off`, `whenAvailable` or `required`.
+    pub full_document_before_change: String,
+    pub show_expanded_events: bool,
+}
+
+impl Default for EventOptions {
+    fn default() -> Self {
+        EventOptions {
+            full_document: "default".into(),
+            full_document_before_change: "off".into(),
+            show_expanded_events: false,
+        }
+    }
+}
+
+/// What every event of one oplog entry (or one applyOps member) shares.
+struct Origin<'a> {
+    ts: Timestamp,
+    wall: DateTime,
+    txn_op_index: u32,
+    /// `(txnNumber, lsid)` for events unwound from a transaction.
+    txn: Option<(&'a Bson, &'a Bson)>,
+}
+
+/// The parts of one event, assembled in the server's field order by [`assemble`].
+#[derive(Default)]
+struct Parts {
+    operation_type: &'static str,
+    uuid: Option<Bson>,
+    ns: Option<Document>,
+    to: Option<Document>,
+    full_document: Option<Bson>,
+    document_key: Option<Document>,
+    operation_description: Option<Document>,
+    update_description: Option<Document>,
+    state_before_change: Option<Document>,
+    before_change: bool,
+}
+
+/// Change events for one oplog entry; `lookup(ns, _id)` returns the current
+/// document for `fullDocument: updateLookup`.
+pub fn events_from_oplog_entry(
+    entry: &Document,
+    lookup: &dyn Fn(&str, &Bson) -> Option<Document>,
+    opts: &EventOptions,
+) -> Vec<Document> {
+    if entry.get_bool("fromMigrate").unwrap_or(false) {
+        return Vec::new();
+    }
+    let Ok(ts) = entry.get_timestamp("ts") else {
+        return Vec::new();
+    };
+    let wall = entry
+        .get_datetime("wall")
+        .copied()
+        .unwrap_or_else(|_| DateTime::from_millis(i64::from(ts.time) * 1000));
+    let origin = Origin {
+        ts,
+        wall,
+        txn_op_index: 0,
+        txn: None,
+    };
+    let is_apply_ops = entry.get_str("op") == Ok("c")
+        && matches!(entry.get_document("o"), Ok(o) if o.contains_key("applyOps"));
+    if is_apply_ops {
+        return unwind_apply_ops(entry, origin, lookup, opts);
+    }
+    one_operation(entry, lookup, opts)
+        .map(|p| vec![assemble(&origin, p, opts)])
+        .unwrap_or_default()
+}
+
+fn unwind_apply_ops(
+    entry: &Document,
+    origin: Origin,
+    lookup: &dyn Fn(&str, &Bson) -> Option<Document>,
+    opts: &EventOptions,
+) -> Vec<Document> {
+    // The server emits a multi-entry transaction at its last entry; partial
+    // entries produce nothing on their own.
+    if entry.get_bool("partialTxn").unwrap_or(false) || entry.get_bool("prepare").unwrap_or(false) {
+        return Vec::new();
+    }
+    let Ok(ops) = entry.get_document("o").and_then(|o| o.get_array("applyOps")) else {
+        return Vec::new();
+    };
+    let txn = match (entry.get("txnNumber"), entry.get("lsid")) {
+        (Some(n), Some(l)) => Some((n, l)),
+        _ => None,
+    };
+    let mut events = Vec::new();
+    for (idx, op) in ops.iter().enumerate() {
+        let Bson::Document(op) = op else { continue };
+        let inner = Origin {
+            ts: origin.ts,
+            wall: origin.wall,
+            txn_op_index: u32::try_from(idx).unwrap_or(u32::MAX),
+            txn,
+        };
+        if let Some(parts) = one_operation(op, lookup, opts) {
+            events.push(assemble(&inner, parts, opts));
+        }
+    }
+    events
+}
+
+fn split_ns(ns: &str) -> (&str, &str) {
+    ns.split_once('.').unwrap_or((ns, ""))
+}
+
+fn ns_doc(db: &str, coll: Option<&str>) -> Document {
+    let mut d = Document::new();
+    d.insert("db", db);
+    if let Some(c) = coll {
+        d.insert("coll", c);
+    }
+    d
+}
+
+/// Namespaces change streams never report.
+fn is_internal(db: &str, coll: &str) -> bool {
+    matches!(db, "admin" | "config" | "local") || coll.starts_with("system.")
+}
+
+fn without(doc: &Document, keys: &[&str]) -> Document {
+    doc.iter()
+        .filter(|(k, _)| !keys.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// The event parts for one CRUD or command operation, or `None` if it has no event.
+fn one_operation(
+    op: &Document,
+    lookup: &dyn Fn(&str, &Bson) -> Option<Document>,
+    opts: &EventOptions,
+) -> Option<Parts> {
+    let ns = op.get_str("ns").ok()?;
+    let (db, coll) = split_ns(ns);
+    let o = op.get_document("o").ok()?;
+    let uuid = op.get("ui").cloned();
+    let expanded = opts.show_expanded_events;
+    let mut parts = Parts {
+        uuid,
+        ..Parts::default()
+    };
+    match op.get_str("op").ok()? {
+        "i" | "u" | "d" if is_internal(db, coll) => return None,
+        "i" => {
+            parts.operation_type = "insert";
+            parts.document_key = Some(match op.get_document("o2") {
+                Ok(k) => k.clone(),
+                Err(_) => id_key(o.get("_id")),
+            });
+            parts.full_document = Some(Bson::Document(o.clone()));
+        }
+        "d" => {
+            parts.operation_type = "delete";
+            parts.document_key = Some(o.clone());
+            parts.before_change = true;
+        }
+        "u" => {
+            let key = match op.get_document("o2") {
+                Ok(k) => k.clone(),
+                Err(_) => id_key(o.get("_id")),
+            };
+            parts.before_change = true;
+            if o.contains_key("_id") {
+                parts.operation_type = "replace";
+                parts.full_document = Some(Bson::Document(o.clone()));
+            } else {
+                parts.operation_type = "update";
+                parts.update_description = Some(describe_update(o, expanded)?);
+                if opts.full_document != "default" {
+                    let found = key.get("_id").and_then(|id| lookup(ns, id));
+                    parts.full_document = Some(found.map(Bson::Document).unwrap_or(Bson::Null));
+                }
+            }
+            parts.document_key = Some(key);
+        }
+        "c" => command(o, db, &mut parts, op.get_document("o2").ok(), expanded)?,
+        _ => return None,
+    }
+    if parts.ns.is_none() && parts.operation_type != "dropDatabase" {
+        parts.ns = Some(ns_doc(db, Some(coll)));
+    }
+    Some(parts)
+}
+
+fn id_key(id: Option<&Bson>) -> Document {
+    let mut d = Document::new();
+    d.insert("_id", id.cloned().unwrap_or(Bson::Null));
+    d
+}
+
+fn describe_update(o: &Document, expanded: bool) -> Option<Document> {
+    if let Ok(diff) = o.get_document("diff") {
+        return Some(update_description(diff, expanded));
+    }
+    // `$v: 1` (or unversioned) modifier entries from old oplogs.
+    let mut updated = Document::new();
+    let mut removed = Vec::new();
+    if let Ok(set) = o.get_document("$set") {
+        updated.extend(set.clone());
+    }
+    if let Ok(unset) = o.get_document("$unset") {
+        removed.extend(unset.keys().map(|k| Bson::String(k.clone())));
+    }
+    if updated.is_empty() && removed.is_empty() {
+        return None;
+    }
+    let mut desc = Document::new();
+    desc.insert("updatedFields", updated);
+    desc.insert("removedFields", removed);
+    desc.insert("truncatedArrays", Bson::Array(Vec::new()));
+    if expanded {
+        desc.insert("disambiguatedPaths", Document::new());
+    }
+    Some(desc)
+}
+
+/// Command (`op: "c"`) entries: collection and database DDL.
+fn command(o: &Document, db: &str, parts: &mut Parts, o2: Option<&Document>, expanded: bool) -> Option<()> {
+    if let Ok(coll) = o.get_str("drop") {
+        if is_internal(db, coll) {
+            return None;
+        }
+        parts.operation_type = "drop";
+        parts.ns = Some(ns_doc(db, Some(coll)));
+    } else if let Ok(from) = o.get_str("renameCollection") {
+        let (from_db, from_coll) = split_ns(from);
+        let (to_db, to_coll) = split_ns(o.get_str("to").ok()?);
+        if is_internal(from_db, from_coll) {
+            return None;
+        }
+        parts.operation_type = "rename";
+        parts.ns = Some(ns_doc(from_db, Some(from_coll)));
+        let target = ns_doc(to_db, Some(to_coll));
+        let mut desc = without(o, &["renameCollection", "stayTemp"]);
+        desc.insert("to", target.clone());
+        parts.to = Some(target);
+        parts.operation_description = Some(desc);
+    } else if o.contains_key("dropDatabase") {
+        if is_internal(db, "") {
+            return None;
+        }
+        parts.operation_type = "dropDatabase";
+        parts.ns = Some(ns_doc(db, None));
+        parts.uuid = None;
+    } else if !expanded {
+        return None;
+    } else if let Ok(coll) = o.get_str("create") {
+        if is_internal(db, coll) {
+            return None;
+        }
+        parts.operation_type = "create";
+        parts.ns = Some(ns_doc(db, Some(coll)));
+        parts.operation_description = Some(without(o, &["create"]));
+    } else if let Ok(coll) = o.get_str("createIndexes") {
+        parts.operation_type = "createIndexes";
+        parts.ns = Some(ns_doc(db, Some(coll)));
+        let mut desc = Document::new();
+        desc.insert("indexes", vec![Bson::Document(without(o, &["createIndexes"]))]);
+        parts.operation_description = Some(desc);
+    } else if let Ok(coll) = o.get_str("commitIndexBuild") {
+        parts.operation_type = "createIndexes";
+        parts.ns = Some(ns_doc(db, Some(coll)));
+        let mut desc = Document::new();
+        desc.insert("indexes", o.get("indexes").cloned().unwrap_or(Bson::Array(Vec::new())));
+        parts.operation_description = Some(desc);
+    } else if let Ok(coll) = o.get_str("dropIndexes") {
+        parts.operation_type = "dropIndexes";
+        parts.ns = Some(ns_doc(db, Some(coll)));
+        let spec = match o2 {
+            Some(o2) => without(o2, &["dropIndexes"]),
+            None => without(o, &["dropIndexes"]),
+        };
+        let mut desc = Document::new();
+        desc.insert("indexes", vec![Bson::Document(spec)]);
+        parts.operation_description = Some(desc);
+    } else if let Ok(coll) = o.get_str("collMod") {
+        parts.operation_type = "modify";
+        parts.ns = Some(ns_doc(db, Some(coll)));
+        parts.operation_description = Some(without(o, &["collMod"]));
+        if let Some(o2) = o2 {
+            let mut before = Document::new();
+            if let Some(v) = o2.get("collectionOptions_old") {
+                before.insert("collectionOptions", v.clone());
+            }
+            if let Some(v) = o2.get("indexOptions_old") {
+                before.insert("indexOptions", v.clone());
+            }
+            parts.state_before_change = Some(before);
+        }
+    } else {
+        // commitTransaction, abortTransaction, startIndexBuild, ...
+        return None;
+    }
+    Some(())
+}
+
+fn assemble(origin: &Origin, parts: Parts, opts: &EventOptions) -> Document {
+    let expanded = opts.show_expanded_events;
+    let mut ev = Document::new();
+    if let Some(to) = parts.to.clone() {
+        ev.insert("to", to);
+    }
+    if let Some((txn_number, lsid)) = origin.txn {
+        ev.insert("txnNumber", txn_number.clone());
+        ev.insert("lsid", lsid.clone());
+    }
+    let token = ResumeToken {
+        ts: origin.ts,
+        txn_op_index: origin.txn_op_index,
+        kind: TokenKind::Event,
+        from_invalidate: false,
+        document_key: parts.document_key.clone().map(Bson::Document),
+    };
+    ev.insert("_id", encode(&token));
+    ev.insert("operationType", parts.operation_type);
+    ev.insert("clusterTime", origin.ts);
+    if expanded {
+        if let Some(uuid) = parts.uuid {
+            ev.insert("collectionUUID", uuid);
+        }
+    }
+    ev.insert("wallTime", origin.wall);
+    if let Some(full) = parts.full_document {
+        ev.insert("fullDocument", full);
+    }
+    if let Some(ns) = parts.ns {
+        ev.insert("ns", ns);
+    }
+    if let Some(key) = parts.document_key {
+        ev.insert("documentKey", key);
+    }
+    if expanded {
+        if let Some(desc) = parts.operation_description {
+            ev.insert("operationDescription", desc);
+        }
+    }
+    if let Some(desc) = parts.update_description {
+        ev.insert("updateDescription", desc);
+    }
+    if expanded {
+        if let Some(before) = parts.state_before_change {
+            ev.insert("stateBeforeChange", before);
+        }
+    }
+    if parts.before_change && opts.full_document_before_change != "off" {
+        ev.insert("fullDocumentBeforeChange", Bson::Null);
+    }
+    ev
+}
+
+/// The `invalidate` event that closes a collection stream after `drop` or
+/// `rename` (or a database stream after `dropDatabase`); its token is the
+/// invalidating event's token marked `fromInvalidate`.
+pub fn invalidate_event(after: &ResumeToken, ts: Timestamp, wall: DateTime) -> Document {
+    let token = ResumeToken {
+        from_invalidate: true,
+        kind: TokenKind::Event,
+        ..after.clone()
+    };
+    let mut ev = Document::new();
+    ev.insert("_id", encode(&token));
+    ev.insert("operationType", "invalidate");
+    ev.insert("clusterTime", ts);
+    ev.insert("wallTime", wall);
+    ev
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::decode;
+    use bson::{doc, spec::BinarySubtype, Binary};
+
+    fn ts(i: u32) -> Timestamp {
+        Timestamp { time: 1_700_000_000, increment: i }
+    }
+
+    fn uuid() -> Bson {
+        Bson::Binary(Binary {
+            subtype: BinarySubtype::Uuid,
+            bytes: vec![9; 16],
+        })
+    }
+
+    fn entry(op: &str, ns: &str, o: Document, o2: Option<Document>) -> Document {
+        let mut e = doc! {"op": op, "ns": ns, "ui": uuid(), "o": o};
+        if let Some(o2) = o2 {
+            e.insert("o2", o2);
+        }
+        e.insert("ts", ts(1));
+        e.insert("t", 1i64);
+        e.insert("v", 2i64);
+        e.insert("wall", DateTime::from_millis(1_700_000_000_000));
+        e
+    }
+
+    fn no_lookup(_: &str, _: &Bson) -> Option<Document> {
+        None
+    }
+
+    fn keys(d: &Document) -> Vec<&str> {
+        d.keys().map(String::as_str).collect()
+    }
+
+    #[test]
+    fn insert_event_shape() {
+        let e = entry("i", "shop.orders", doc! {"_id": 7, "total": 3}, Some(doc! {"_id": 7}));
+        let evs = events_from_oplog_entry(&e, &no_lookup, &EventOptions::default());
+        assert_eq!(evs.len(), 1);
+        let ev = &evs[0];
+        assert_eq!(keys(ev), vec!["_id", "operationType", "clusterTime", "wallTime", "fullDocument", "ns", "documentKey"]);
+        assert_eq!(ev.get_str("operationType").unwrap(), "insert");
+        assert_eq!(ev.get_document("ns").unwrap(), &doc! {"db": "shop", "coll": "orders"});
+        assert_eq!(ev.get_document("fullDocument").unwrap(), &doc! {"_id": 7, "total": 3});
+        let tok = decode(ev.get_document("_id").unwrap()).unwrap();
+        assert_eq!(tok.ts, ts(1));
+        assert_eq!(tok.kind, TokenKind::Event);
+        assert_eq!(tok.document_key, Some(Bson::Document(doc! {"_id": 7})));
+        // Without o2 (pre-5.3 entries) the key comes from the document.
+        let e = entry("i", "shop.orders", doc! {"_id": 8}, None);
+        let ev = &events_from_oplog_entry(&e, &no_lookup, &EventOptions::default())[0];
+        assert_eq!(ev.get_document("documentKey").unwrap(), &doc! {"_id": 8});
+    }
+
+    #[test]
+    fn update_event_with_and_without_lookup() {
+        let o = doc! {"$v": 2, "diff": {"u": {"a": 5}, "sarr": {"a": true, "l": 1}}};
+        let e = entry("u", "shop.orders", o, Some(doc! {"_id": 7}));
+        let ev = &events_from_oplog_entry(&e, &no_lookup, &EventOptions::default())[0];
+        assert_eq!(keys(ev), vec!["_id", "operationType", "clusterTime", "wallTime", "ns", "documentKey", "updateDescription"]);
+        assert_eq!(
+            ev.get_document("updateDescription").unwrap(),
+            &doc! {"updatedFields": {"a": 5}, "removedFields": [], "truncatedArrays": [{"field": "arr", "newSize": 1}]}
+        );
+        let lookup = |ns: &str, id: &Bson| (ns == "shop.orders" && id == &Bson::Int32(7)).then(|| doc! {"_id": 7, "a": 5});
+        let opts = EventOptions {
+            full_document: "updateLookup".into(),
+            ..EventOptions::default()
+        };
+        let ev = &events_from_oplog_entry(&e, &lookup, &opts)[0];
+        assert_eq!(keys(ev), vec!["_id", "operationType", "clusterTime", "wallTime", "fullDocument", "ns", "documentKey", "updateDescription"]);
+        assert_eq!(ev.get_document("fullDocument").unwrap(), &doc! {"_id": 7, "a": 5});
+        let ev = &events_from_oplog_entry(&e, &no_lookup, &opts)[0];
+        assert_eq!(ev.get("fullDocument"), Some(&Bson::Null));
+    }
+
+    #[test]
+    fn replace_delete_and_v1_updates() {
+        let e = entry("u", "shop.orders", doc! {"_id": 7, "b": 1}, Some(doc! {"_id": 7}));
+        let ev = &events_from_oplog_entry(&e, &no_lookup, &EventOptions::default())[0];
+        assert_eq!(ev.get_str("operationType").unwrap(), "replace");
+        assert_eq!(ev.get_document("fullDocument").unwrap(), &doc! {"_id": 7, "b": 1});
+        let e = entry("d", "shop.orders", doc! {"_id": 7}, None);
+        let opts = EventOptions {
+            full_document_before_change: "whenAvailable".into(),
+            ..EventOptions::default()
+        };
+        let ev = &events_from_oplog_entry(&e, &no_lookup, &opts)[0];
+        assert_eq!(keys(ev), vec!["_id", "operationType", "clusterTime", "wallTime", "ns", "documentKey", "fullDocumentBeforeChange"]);
+        assert_eq!(ev.get_str("operationType").unwrap(), "delete");
+        let e = entry("u", "shop.orders", doc! {"$v": 1, "$set": {"a": 1}, "$unset": {"b": true}}, Some(doc! {"_id": 7}));
+        let ev = &events_from_oplog_entry(&e, &no_lookup, &EventOptions::default())[0];
+        assert_eq!(
+            ev.get_document("updateDescription").unwrap(),
+            &doc! {"updatedFields": {"a": 1}, "removedFields": ["b"], "truncatedArrays": []}
+        );
+    }
+
+    #[test]
+    fn transactions_unwind_with_txn_op_index() {
+        let ops = vec![
+            Bson::Document(doc! {"op": "i", "ns": "shop.a", "ui": uuid(), "o": {"_id": 1}}),
+            Bson::Document(doc! {"op": "d", "ns": "shop.b", "ui": uuid(), "o": {"_id": 2}}),
+            Bson::Document(doc! {"op": "i", "ns": "config.transactions", "o": {"_id": 3}}),
+        ];
+        let mut e = entry("c", "admin.$cmd", doc! {"applyOps": ops}, None);
+        e.remove("ui");
+        let lsid = doc! {"id": Binary { subtype: BinarySubtype::Uuid, bytes: vec![1; 16] }, "uid": Binary { subtype: BinarySubtype::Generic, bytes: vec![2; 32] }};
+        e.insert("lsid", lsid.clone());
+        e.insert("txnNumber", 4i64);
+        let evs = events_from_oplog_entry(&e, &no_lookup, &EventOptions::default());
+        assert_eq!(evs.len(), 2);
+        assert_eq!(keys(&evs[0])[..3], ["txnNumber", "lsid", "_id"]);
+        assert_eq!(evs[0].get_i64("txnNumber").unwrap(), 4);
+        assert_eq!(evs[1].get_document("lsid").unwrap(), &lsid);
+        let t0 = decode(evs[0].get_document("_id").unwrap()).unwrap();
+        let t1 = decode(evs[1].get_document("_id").unwrap()).unwrap();
+        assert_eq!((t0.txn_op_index, t1.txn_op_index), (0, 1));
+        assert_eq!(t0.ts, t1.ts);
+        let d0 = evs[0].get_document("_id").unwrap().get_str("_data").unwrap();
+        let d1 = evs[1].get_document("_id").unwrap().get_str("_data").unwrap();
+        assert!(d0 < d1);
+        // Partial transaction entries wait for the final one.
+        e.insert("partialTxn", true);
+        assert!(events_from_oplog_entry(&e, &no_lookup, &EventOptions::default()).is_empty());
+    }
+
+    #[test]
+    fn ddl_events() {
+        let opts = EventOptions::default();
+        let e = entry("c", "shop.$cmd", doc! {"drop": "orders"}, None);
+        let ev = &events_from_oplog_entry(&e, &no_lookup, &opts)[0];
+        assert_eq!(keys(ev), vec!["_id", "operationType", "clusterTime", "wallTime", "ns"]);
+        assert_eq!(ev.get_document("ns").unwrap(), &doc! {"db": "shop", "coll": "orders"});
+        let e = entry("c", "shop.$cmd", doc! {"renameCollection": "shop.a", "to": "shop.b", "stayTemp": false, "dropTarget": false}, None);
+        let ev = &events_from_oplog_entry(&e, &no_lookup, &opts)[0];
+        assert_eq!(keys(ev), vec!["to", "_id", "operationType", "clusterTime", "wallTime", "ns"]);
+        assert_eq!(ev.get_document("to").unwrap(), &doc! {"db": "shop", "coll": "b"});
+        let expanded = EventOptions {
+            show_expanded_events: true,
+            ..EventOptions::default()
+        };
+        let ev = &events_from_oplog_entry(&e, &no_lookup, &expanded)[0];
+        assert_eq!(ev.get_document("operationDescription").unwrap(), &doc! {"to": {"db": "shop", "coll": "b"}, "dropTarget": false});
+        assert_eq!(ev.get("collectionUUID"), Some(&uuid()));
+        let e = entry("c", "shop.$cmd", doc! {"dropDatabase": 1}, None);
+        let ev = &events_from_oplog_entry(&e, &no_lookup, &expanded)[0];
+        assert_eq!(ev.get_document("ns").unwrap(), &doc! {"db": "shop"});
+        assert!(!ev.contains_key("collectionUUID"));
+        let create = entry("c", "shop.$cmd", doc! {"create": "c", "idIndex": {"v": 2, "key": {"_id": 1}, "name": "_id_"}}, None);
+        assert!(events_from_oplog_entry(&create, &no_lookup, &opts).is_empty());
+        let ev = &events_from_oplog_entry(&create, &no_lookup, &expanded)[0];
+        assert_eq!(ev.get_str("operationType").unwrap(), "create");
+        assert_eq!(ev.get_document("operationDescription").unwrap(), &doc! {"idIndex": {"v": 2, "key": {"_id": 1}, "name": "_id_"}});
+        let ci = entry("c", "shop.$cmd", doc! {"createIndexes": "c", "v": 2, "key": {"a": 1}, "name": "a_1"}, None);
+        let ev = &events_from_oplog_entry(&ci, &no_lookup, &expanded)[0];
+        assert_eq!(ev.get_document("operationDescription").unwrap(), &doc! {"indexes": [{"v": 2, "key": {"a": 1}, "name": "a_1"}]});
+        let cm = entry("c", "shop.$cmd", doc! {"collMod": "c", "validationLevel": "off"}, Some(doc! {"collectionOptions_old": {"uuid": uuid()}}));
+        let ev = &events_from_oplog_entry(&cm, &no_lookup, &expanded)[0];
+        assert_eq!(ev.get_str("operationType").unwrap(), "modify");
+        assert!(ev.contains_key("stateBeforeChange"));
+    }
+
+    #[test]
+    fn entries_without_events() {
+        let opts = EventOptions::default();
+        let noop = entry("n", "", doc! {"msg": "periodic noop"}, None);
+        assert!(events_from_oplog_entry(&noop, &no_lookup, &opts).is_empty());
+        let mut migrated = entry("i", "shop.a", doc! {"_id": 1}, None);
+        migrated.insert("fromMigrate", true);
+        assert!(events_from_oplog_entry(&migrated, &no_lookup, &opts).is_empty());
+        let internal = entry("i", "config.system.sessions", doc! {"_id": 1}, None);
+        assert!(events_from_oplog_entry(&internal, &no_lookup, &opts).is_empty());
+        let commit = entry("c", "admin.$cmd", doc! {"commitTransaction": 1}, None);
+        assert!(events_from_oplog_entry(&commit, &no_lookup, &opts).is_empty());
+    }
+
+    #[test]
+    fn invalidate_follows_its_cause() {
+        let e = entry("c", "shop.$cmd", doc! {"drop": "orders"}, None);
+        let drop = &events_from_oplog_entry(&e, &no_lookup, &EventOptions::default())[0];
+        let after = decode(drop.get_document("_id").unwrap()).unwrap();
+        let inv = invalidate_event(&after, ts(1), DateTime::from_millis(5));
+        assert_eq!(keys(&inv), vec!["_id", "operationType", "clusterTime", "wallTime"]);
+        let tok = decode(inv.get_document("_id").unwrap()).unwrap();
+        assert!(tok.from_invalidate);
+        let d_drop = drop.get_document("_id").unwrap().get_str("_data").unwrap();
+        let d_inv = inv.get_document("_id").unwrap().get_str("_data").unwrap();
+        assert!(d_drop < d_inv);
+    }
+}
