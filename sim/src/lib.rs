@@ -16,6 +16,7 @@ pub mod bson_order;
 pub mod change_event;
 pub mod diff;
 pub mod query;
+pub mod seed;
 pub mod token;
 pub mod update;
 
@@ -38,4 +39,3 @@ pub use server::{start, SimHandle, SimOptions};
 
 // TEMPORARY until sim-ops lands these modules.
 mod standin;
-pub(crate) use standin::seed;
