@@ -702,7 +702,7 @@ fn operator(op: &str, arg: &Bson, root: &Document) -> Result<Option<Bson>, Query
             let a = vals[0].as_ref().and_then(number_as_f64);
             let b = vals[1].as_ref().and_then(number_as_f64);
             match (a, b) {
-                (_, Some(b)) if b == 0.0 => {
+                (_, Some(0.0)) => {
                     return Err(QueryError::new(2, "BadValue", "can't $divide by zero"))
                 }
                 (Some(a), Some(b)) => Bson::Double(a / b),

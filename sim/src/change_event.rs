@@ -117,7 +117,10 @@ fn unwind_apply_ops(
     if entry.get_bool("partialTxn").unwrap_or(false) || entry.get_bool("prepare").unwrap_or(false) {
         return Vec::new();
     }
-    let Ok(ops) = entry.get_document("o").and_then(|o| o.get_array("applyOps")) else {
+    let Ok(ops) = entry
+        .get_document("o")
+        .and_then(|o| o.get_array("applyOps"))
+    else {
         return Vec::new();
     };
     let txn = match (entry.get("txnNumber"), entry.get("lsid")) {
@@ -256,7 +259,13 @@ fn describe_update(o: &Document, expanded: bool) -> Option<Document> {
 }
 
 /// Command (`op: "c"`) entries: collection and database DDL.
-fn command(o: &Document, db: &str, parts: &mut Parts, o2: Option<&Document>, expanded: bool) -> Option<()> {
+fn command(
+    o: &Document,
+    db: &str,
+    parts: &mut Parts,
+    o2: Option<&Document>,
+    expanded: bool,
+) -> Option<()> {
     if let Ok(coll) = o.get_str("drop") {
         if is_internal(db, coll) {
             return None;
@@ -296,13 +305,19 @@ fn command(o: &Document, db: &str, parts: &mut Parts, o2: Option<&Document>, exp
         parts.operation_type = "createIndexes";
         parts.ns = Some(ns_doc(db, Some(coll)));
         let mut desc = Document::new();
-        desc.insert("indexes", vec![Bson::Document(without(o, &["createIndexes"]))]);
+        desc.insert(
+            "indexes",
+            vec![Bson::Document(without(o, &["createIndexes"]))],
+        );
         parts.operation_description = Some(desc);
     } else if let Ok(coll) = o.get_str("commitIndexBuild") {
         parts.operation_type = "createIndexes";
         parts.ns = Some(ns_doc(db, Some(coll)));
         let mut desc = Document::new();
-        desc.insert("indexes", o.get("indexes").cloned().unwrap_or(Bson::Array(Vec::new())));
+        desc.insert(
+            "indexes",
+            o.get("indexes").cloned().unwrap_or(Bson::Array(Vec::new())),
+        );
         parts.operation_description = Some(desc);
     } else if let Ok(coll) = o.get_str("dropIndexes") {
         parts.operation_type = "dropIndexes";
@@ -413,7 +428,10 @@ mod tests {
     use bson::{doc, spec::BinarySubtype, Binary};
 
     fn ts(i: u32) -> Timestamp {
-        Timestamp { time: 1_700_000_000, increment: i }
+        Timestamp {
+            time: 1_700_000_000,
+            increment: i,
+        }
     }
 
     fn uuid() -> Bson {
@@ -445,14 +463,36 @@ mod tests {
 
     #[test]
     fn insert_event_shape() {
-        let e = entry("i", "shop.orders", doc! {"_id": 7, "total": 3}, Some(doc! {"_id": 7}));
+        let e = entry(
+            "i",
+            "shop.orders",
+            doc! {"_id": 7, "total": 3},
+            Some(doc! {"_id": 7}),
+        );
         let evs = events_from_oplog_entry(&e, &no_lookup, &EventOptions::default());
         assert_eq!(evs.len(), 1);
         let ev = &evs[0];
-        assert_eq!(keys(ev), vec!["_id", "operationType", "clusterTime", "wallTime", "fullDocument", "ns", "documentKey"]);
+        assert_eq!(
+            keys(ev),
+            vec![
+                "_id",
+                "operationType",
+                "clusterTime",
+                "wallTime",
+                "fullDocument",
+                "ns",
+                "documentKey"
+            ]
+        );
         assert_eq!(ev.get_str("operationType").unwrap(), "insert");
-        assert_eq!(ev.get_document("ns").unwrap(), &doc! {"db": "shop", "coll": "orders"});
-        assert_eq!(ev.get_document("fullDocument").unwrap(), &doc! {"_id": 7, "total": 3});
+        assert_eq!(
+            ev.get_document("ns").unwrap(),
+            &doc! {"db": "shop", "coll": "orders"}
+        );
+        assert_eq!(
+            ev.get_document("fullDocument").unwrap(),
+            &doc! {"_id": 7, "total": 3}
+        );
         let tok = decode(ev.get_document("_id").unwrap()).unwrap();
         assert_eq!(tok.ts, ts(1));
         assert_eq!(tok.kind, TokenKind::Event);
@@ -468,38 +508,90 @@ mod tests {
         let o = doc! {"$v": 2, "diff": {"u": {"a": 5}, "sarr": {"a": true, "l": 1}}};
         let e = entry("u", "shop.orders", o, Some(doc! {"_id": 7}));
         let ev = &events_from_oplog_entry(&e, &no_lookup, &EventOptions::default())[0];
-        assert_eq!(keys(ev), vec!["_id", "operationType", "clusterTime", "wallTime", "ns", "documentKey", "updateDescription"]);
+        assert_eq!(
+            keys(ev),
+            vec![
+                "_id",
+                "operationType",
+                "clusterTime",
+                "wallTime",
+                "ns",
+                "documentKey",
+                "updateDescription"
+            ]
+        );
         assert_eq!(
             ev.get_document("updateDescription").unwrap(),
             &doc! {"updatedFields": {"a": 5}, "removedFields": [], "truncatedArrays": [{"field": "arr", "newSize": 1}]}
         );
-        let lookup = |ns: &str, id: &Bson| (ns == "shop.orders" && id == &Bson::Int32(7)).then(|| doc! {"_id": 7, "a": 5});
+        let lookup = |ns: &str, id: &Bson| {
+            (ns == "shop.orders" && id == &Bson::Int32(7)).then(|| doc! {"_id": 7, "a": 5})
+        };
         let opts = EventOptions {
             full_document: "updateLookup".into(),
             ..EventOptions::default()
         };
         let ev = &events_from_oplog_entry(&e, &lookup, &opts)[0];
-        assert_eq!(keys(ev), vec!["_id", "operationType", "clusterTime", "wallTime", "fullDocument", "ns", "documentKey", "updateDescription"]);
-        assert_eq!(ev.get_document("fullDocument").unwrap(), &doc! {"_id": 7, "a": 5});
+        assert_eq!(
+            keys(ev),
+            vec![
+                "_id",
+                "operationType",
+                "clusterTime",
+                "wallTime",
+                "fullDocument",
+                "ns",
+                "documentKey",
+                "updateDescription"
+            ]
+        );
+        assert_eq!(
+            ev.get_document("fullDocument").unwrap(),
+            &doc! {"_id": 7, "a": 5}
+        );
         let ev = &events_from_oplog_entry(&e, &no_lookup, &opts)[0];
         assert_eq!(ev.get("fullDocument"), Some(&Bson::Null));
     }
 
     #[test]
     fn replace_delete_and_v1_updates() {
-        let e = entry("u", "shop.orders", doc! {"_id": 7, "b": 1}, Some(doc! {"_id": 7}));
+        let e = entry(
+            "u",
+            "shop.orders",
+            doc! {"_id": 7, "b": 1},
+            Some(doc! {"_id": 7}),
+        );
         let ev = &events_from_oplog_entry(&e, &no_lookup, &EventOptions::default())[0];
         assert_eq!(ev.get_str("operationType").unwrap(), "replace");
-        assert_eq!(ev.get_document("fullDocument").unwrap(), &doc! {"_id": 7, "b": 1});
+        assert_eq!(
+            ev.get_document("fullDocument").unwrap(),
+            &doc! {"_id": 7, "b": 1}
+        );
         let e = entry("d", "shop.orders", doc! {"_id": 7}, None);
         let opts = EventOptions {
             full_document_before_change: "whenAvailable".into(),
             ..EventOptions::default()
         };
         let ev = &events_from_oplog_entry(&e, &no_lookup, &opts)[0];
-        assert_eq!(keys(ev), vec!["_id", "operationType", "clusterTime", "wallTime", "ns", "documentKey", "fullDocumentBeforeChange"]);
+        assert_eq!(
+            keys(ev),
+            vec![
+                "_id",
+                "operationType",
+                "clusterTime",
+                "wallTime",
+                "ns",
+                "documentKey",
+                "fullDocumentBeforeChange"
+            ]
+        );
         assert_eq!(ev.get_str("operationType").unwrap(), "delete");
-        let e = entry("u", "shop.orders", doc! {"$v": 1, "$set": {"a": 1}, "$unset": {"b": true}}, Some(doc! {"_id": 7}));
+        let e = entry(
+            "u",
+            "shop.orders",
+            doc! {"$v": 1, "$set": {"a": 1}, "$unset": {"b": true}},
+            Some(doc! {"_id": 7}),
+        );
         let ev = &events_from_oplog_entry(&e, &no_lookup, &EventOptions::default())[0];
         assert_eq!(
             ev.get_document("updateDescription").unwrap(),
@@ -528,8 +620,16 @@ mod tests {
         let t1 = decode(evs[1].get_document("_id").unwrap()).unwrap();
         assert_eq!((t0.txn_op_index, t1.txn_op_index), (0, 1));
         assert_eq!(t0.ts, t1.ts);
-        let d0 = evs[0].get_document("_id").unwrap().get_str("_data").unwrap();
-        let d1 = evs[1].get_document("_id").unwrap().get_str("_data").unwrap();
+        let d0 = evs[0]
+            .get_document("_id")
+            .unwrap()
+            .get_str("_data")
+            .unwrap();
+        let d1 = evs[1]
+            .get_document("_id")
+            .unwrap()
+            .get_str("_data")
+            .unwrap();
         assert!(d0 < d1);
         // Partial transaction entries wait for the final one.
         e.insert("partialTxn", true);
@@ -541,32 +641,80 @@ mod tests {
         let opts = EventOptions::default();
         let e = entry("c", "shop.$cmd", doc! {"drop": "orders"}, None);
         let ev = &events_from_oplog_entry(&e, &no_lookup, &opts)[0];
-        assert_eq!(keys(ev), vec!["_id", "operationType", "clusterTime", "wallTime", "ns"]);
-        assert_eq!(ev.get_document("ns").unwrap(), &doc! {"db": "shop", "coll": "orders"});
-        let e = entry("c", "shop.$cmd", doc! {"renameCollection": "shop.a", "to": "shop.b", "stayTemp": false, "dropTarget": false}, None);
+        assert_eq!(
+            keys(ev),
+            vec!["_id", "operationType", "clusterTime", "wallTime", "ns"]
+        );
+        assert_eq!(
+            ev.get_document("ns").unwrap(),
+            &doc! {"db": "shop", "coll": "orders"}
+        );
+        let e = entry(
+            "c",
+            "shop.$cmd",
+            doc! {"renameCollection": "shop.a", "to": "shop.b", "stayTemp": false, "dropTarget": false},
+            None,
+        );
         let ev = &events_from_oplog_entry(&e, &no_lookup, &opts)[0];
-        assert_eq!(keys(ev), vec!["to", "_id", "operationType", "clusterTime", "wallTime", "ns"]);
-        assert_eq!(ev.get_document("to").unwrap(), &doc! {"db": "shop", "coll": "b"});
+        assert_eq!(
+            keys(ev),
+            vec![
+                "to",
+                "_id",
+                "operationType",
+                "clusterTime",
+                "wallTime",
+                "ns"
+            ]
+        );
+        assert_eq!(
+            ev.get_document("to").unwrap(),
+            &doc! {"db": "shop", "coll": "b"}
+        );
         let expanded = EventOptions {
             show_expanded_events: true,
             ..EventOptions::default()
         };
         let ev = &events_from_oplog_entry(&e, &no_lookup, &expanded)[0];
-        assert_eq!(ev.get_document("operationDescription").unwrap(), &doc! {"to": {"db": "shop", "coll": "b"}, "dropTarget": false});
+        assert_eq!(
+            ev.get_document("operationDescription").unwrap(),
+            &doc! {"to": {"db": "shop", "coll": "b"}, "dropTarget": false}
+        );
         assert_eq!(ev.get("collectionUUID"), Some(&uuid()));
         let e = entry("c", "shop.$cmd", doc! {"dropDatabase": 1}, None);
         let ev = &events_from_oplog_entry(&e, &no_lookup, &expanded)[0];
         assert_eq!(ev.get_document("ns").unwrap(), &doc! {"db": "shop"});
         assert!(!ev.contains_key("collectionUUID"));
-        let create = entry("c", "shop.$cmd", doc! {"create": "c", "idIndex": {"v": 2, "key": {"_id": 1}, "name": "_id_"}}, None);
+        let create = entry(
+            "c",
+            "shop.$cmd",
+            doc! {"create": "c", "idIndex": {"v": 2, "key": {"_id": 1}, "name": "_id_"}},
+            None,
+        );
         assert!(events_from_oplog_entry(&create, &no_lookup, &opts).is_empty());
         let ev = &events_from_oplog_entry(&create, &no_lookup, &expanded)[0];
         assert_eq!(ev.get_str("operationType").unwrap(), "create");
-        assert_eq!(ev.get_document("operationDescription").unwrap(), &doc! {"idIndex": {"v": 2, "key": {"_id": 1}, "name": "_id_"}});
-        let ci = entry("c", "shop.$cmd", doc! {"createIndexes": "c", "v": 2, "key": {"a": 1}, "name": "a_1"}, None);
+        assert_eq!(
+            ev.get_document("operationDescription").unwrap(),
+            &doc! {"idIndex": {"v": 2, "key": {"_id": 1}, "name": "_id_"}}
+        );
+        let ci = entry(
+            "c",
+            "shop.$cmd",
+            doc! {"createIndexes": "c", "v": 2, "key": {"a": 1}, "name": "a_1"},
+            None,
+        );
         let ev = &events_from_oplog_entry(&ci, &no_lookup, &expanded)[0];
-        assert_eq!(ev.get_document("operationDescription").unwrap(), &doc! {"indexes": [{"v": 2, "key": {"a": 1}, "name": "a_1"}]});
-        let cm = entry("c", "shop.$cmd", doc! {"collMod": "c", "validationLevel": "off"}, Some(doc! {"collectionOptions_old": {"uuid": uuid()}}));
+        assert_eq!(
+            ev.get_document("operationDescription").unwrap(),
+            &doc! {"indexes": [{"v": 2, "key": {"a": 1}, "name": "a_1"}]}
+        );
+        let cm = entry(
+            "c",
+            "shop.$cmd",
+            doc! {"collMod": "c", "validationLevel": "off"},
+            Some(doc! {"collectionOptions_old": {"uuid": uuid()}}),
+        );
         let ev = &events_from_oplog_entry(&cm, &no_lookup, &expanded)[0];
         assert_eq!(ev.get_str("operationType").unwrap(), "modify");
         assert!(ev.contains_key("stateBeforeChange"));
@@ -592,7 +740,10 @@ mod tests {
         let drop = &events_from_oplog_entry(&e, &no_lookup, &EventOptions::default())[0];
         let after = decode(drop.get_document("_id").unwrap()).unwrap();
         let inv = invalidate_event(&after, ts(1), DateTime::from_millis(5));
-        assert_eq!(keys(&inv), vec!["_id", "operationType", "clusterTime", "wallTime"]);
+        assert_eq!(
+            keys(&inv),
+            vec!["_id", "operationType", "clusterTime", "wallTime"]
+        );
         let tok = decode(inv.get_document("_id").unwrap()).unwrap();
         assert!(tok.from_invalidate);
         let d_drop = drop.get_document("_id").unwrap().get_str("_data").unwrap();

@@ -63,13 +63,22 @@ impl Node {
 
 impl DocNode {
     fn is_empty(&self) -> bool {
-        self.deletes.is_empty() && self.updates.is_empty() && self.inserts.is_empty() && self.subs.is_empty()
+        self.deletes.is_empty()
+            && self.updates.is_empty()
+            && self.inserts.is_empty()
+            && self.subs.is_empty()
     }
 
     fn to_document(&self) -> Document {
         let mut out = Document::new();
         if !self.deletes.is_empty() {
-            out.insert("d", self.deletes.iter().map(|k| (k.clone(), Bson::Boolean(false))).collect::<Document>());
+            out.insert(
+                "d",
+                self.deletes
+                    .iter()
+                    .map(|k| (k.clone(), Bson::Boolean(false)))
+                    .collect::<Document>(),
+            );
         }
         if !self.updates.is_empty() {
             out.insert("u", self.updates.iter().cloned().collect::<Document>());
@@ -149,13 +158,18 @@ pub(crate) fn binary_eq(a: &Bson, b: &Bson) -> bool {
     match (a, b) {
         (Bson::Double(x), Bson::Double(y)) => x.to_bits() == y.to_bits(),
         (Bson::Document(x), Bson::Document(y)) => docs_binary_eq(x, y),
-        (Bson::Array(x), Bson::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| binary_eq(p, q)),
+        (Bson::Array(x), Bson::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| binary_eq(p, q))
+        }
         _ => a == b,
     }
 }
 
 fn docs_binary_eq(x: &Document, y: &Document) -> bool {
-    x.len() == y.len() && x.iter().zip(y).all(|((ka, va), (kb, vb))| ka == kb && binary_eq(va, vb))
+    x.len() == y.len()
+        && x.iter()
+            .zip(y)
+            .all(|((ka, va), (kb, vb))| ka == kb && binary_eq(va, vb))
 }
 
 fn bson_size(doc: &Document) -> usize {
@@ -163,7 +177,11 @@ fn bson_size(doc: &Document) -> usize {
 }
 
 fn array_size(items: &[Bson]) -> usize {
-    let as_doc: Document = items.iter().enumerate().map(|(i, v)| (i.to_string(), v.clone())).collect();
+    let as_doc: Document = items
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (i.to_string(), v.clone()))
+        .collect();
     bson_size(&as_doc)
 }
 
@@ -314,7 +332,9 @@ fn log_set(root: &mut DocNode, pre: &Document, post: &Document, path: &str) {
     for (depth, part) in parts.iter().enumerate() {
         let last = depth + 1 == parts.len();
         let pre_child = pre_cur.as_ref().and_then(|v| child(v, part));
-        let Some(post_child) = child(&post_cur, part) else { return };
+        let Some(post_child) = child(&post_cur, part) else {
+            return;
+        };
         if pre_child.is_none() {
             // First new component: the whole subtree is created here.
             node.insert(part, post_child);
@@ -353,7 +373,9 @@ fn log_removed(root: &mut DocNode, pre: &Document, path: &str) {
             }
             return;
         }
-        let Some(next) = child(&cur, part) else { return };
+        let Some(next) = child(&cur, part) else {
+            return;
+        };
         let make: fn() -> Node = match &next {
             Bson::Array(_) => || Node::Arr(ArrNode::default()),
             _ => || Node::Doc(DocNode::default()),
@@ -451,7 +473,11 @@ pub fn apply_v2_diff(doc: &Document, diff: &Document) -> Result<Document, QueryE
 }
 
 fn bad_diff(msg: impl Into<String>) -> QueryError {
-    QueryError::new(4770500, "Location4770500", format!("Invalid $v:2 diff: {}", msg.into()))
+    QueryError::new(
+        4770500,
+        "Location4770500",
+        format!("Invalid $v:2 diff: {}", msg.into()),
+    )
 }
 
 fn section<'a>(diff: &'a Document, name: &str) -> Result<Option<&'a Document>, QueryError> {
@@ -478,7 +504,8 @@ fn apply_doc(pre: &Document, diff: &Document) -> Result<Document, QueryError> {
     }
     let mut out = Document::new();
     for (k, v) in pre {
-        if deletes.is_some_and(|d| d.contains_key(k)) || inserts.is_some_and(|i| i.contains_key(k)) {
+        if deletes.is_some_and(|d| d.contains_key(k)) || inserts.is_some_and(|i| i.contains_key(k))
+        {
             continue;
         }
         if let Some(new) = updates.and_then(|u| u.get(k)) {
@@ -509,7 +536,9 @@ fn apply_sub(value: &Bson, sub: &Document) -> Result<Bson, QueryError> {
     match (value, is_array_diff) {
         (Bson::Document(d), false) => Ok(Bson::Document(apply_doc(d, sub)?)),
         (Bson::Array(a), true) => Ok(Bson::Array(apply_arr(a, sub)?)),
-        _ => Err(bad_diff("sub-diff does not match the type of the field it applies to")),
+        _ => Err(bad_diff(
+            "sub-diff does not match the type of the field it applies to",
+        )),
     }
 }
 
@@ -526,7 +555,9 @@ fn apply_arr(pre: &[Bson], diff: &Document) -> Result<Vec<Bson>, QueryError> {
             continue;
         }
         let (kind, idx) = k.split_at(1);
-        let idx: usize = idx.parse().map_err(|_| bad_diff(format!("bad array diff field '{k}'")))?;
+        let idx: usize = idx
+            .parse()
+            .map_err(|_| bad_diff(format!("bad array diff field '{k}'")))?;
         if out.len() <= idx {
             out.resize(idx + 1, Bson::Null);
         }
@@ -678,7 +709,10 @@ fn walk_sub(sub: &Document, b: &mut DescBuilder) {
         let new_size = crate::bson_order::number_as_i64(l).unwrap_or(0);
         let mut entry = Document::new();
         entry.insert("field", b.dotted());
-        entry.insert("newSize", Bson::Int32(i32::try_from(new_size).unwrap_or(i32::MAX)));
+        entry.insert(
+            "newSize",
+            Bson::Int32(i32::try_from(new_size).unwrap_or(i32::MAX)),
+        );
         b.truncated.push(Bson::Document(entry));
         b.note_ambiguity();
     }
@@ -687,7 +721,9 @@ fn walk_sub(sub: &Document, b: &mut DescBuilder) {
             continue;
         }
         let (kind, idx) = k.split_at(1);
-        let Ok(idx) = idx.parse::<usize>() else { continue };
+        let Ok(idx) = idx.parse::<usize>() else {
+            continue;
+        };
         match (kind, v) {
             ("u", v) => b.updated_field(Comp::Index(idx), v),
             ("s", Bson::Document(inner)) => {
@@ -713,7 +749,8 @@ mod tests {
     #[test]
     fn calculator_matches_documented_shapes() {
         let pre = doc! {"_id": 1, "a": 1, "b": {"c": 1, "d": 2}, "arr": [1, 2, 3], "tags": ["x"]};
-        let post = doc! {"_id": 1, "a": 5, "b": {"c": 9}, "arr": [1, 2], "tags": ["x", "y"], "n": true};
+        let post =
+            doc! {"_id": 1, "a": 5, "b": {"c": 9}, "arr": [1, 2], "tags": ["x", "y"], "n": true};
         let diff = compute_v2_diff(&pre, &post).unwrap();
         // The small sub-document is cheaper to replace whole than to diff;
         // the arrays are not (mongo-fidelity.md §3.4's truncation example).
@@ -725,7 +762,8 @@ mod tests {
         };
         assert_eq!(bytes(&diff), bytes(&want));
         let long = "x".repeat(50);
-        let pre = doc! {"_id": 1, "b": {"c": 1, "d": 2, "pad": &long}, "arr": [{"k": 0, "j": &long}]};
+        let pre =
+            doc! {"_id": 1, "b": {"c": 1, "d": 2, "pad": &long}, "arr": [{"k": 0, "j": &long}]};
         let post = doc! {"_id": 1, "b": {"c": 9, "pad": &long}, "arr": [{"k": 1, "j": &long}]};
         let diff = compute_v2_diff(&pre, &post).unwrap();
         let want = doc! {"sb": {"d": {"d": false}, "u": {"c": 9}}, "sarr": {"a": true, "s0": {"u": {"k": 1}}}};
@@ -739,7 +777,10 @@ mod tests {
         let post = doc! {"_id": 1, "c": 3, "a": 1};
         let diff = compute_v2_diff(&pre, &post).unwrap();
         // `c` stays in place once `a` and `b` are skipped; `a` is re-inserted at the end.
-        assert_eq!(bytes(&diff), bytes(&doc! {"d": {"b": false}, "i": {"a": 1}}));
+        assert_eq!(
+            bytes(&diff),
+            bytes(&doc! {"d": {"b": false}, "i": {"a": 1}})
+        );
         assert_eq!(bytes(&apply_v2_diff(&pre, &diff).unwrap()), bytes(&post));
     }
 
@@ -747,13 +788,17 @@ mod tests {
     fn type_changes_are_updates() {
         let pre = doc! {"_id": 1, "n": 1};
         let post = doc! {"_id": 1, "n": 1.0};
-        assert_eq!(compute_v2_diff(&pre, &post).unwrap(), doc! {"u": {"n": 1.0}});
+        assert_eq!(
+            compute_v2_diff(&pre, &post).unwrap(),
+            doc! {"u": {"n": 1.0}}
+        );
     }
 
     #[test]
     fn operator_diffs_follow_the_log_builder() {
         let pre = doc! {"_id": 1, "a": 1, "b": {"c": 1, "d": 2}, "arr": [1, 2, 3], "tags": ["x"]};
-        let ops = doc! {"$set": {"a": 5, "b.c": 9, "tags.1": "y", "n": true}, "$unset": {"b.d": ""}};
+        let ops =
+            doc! {"$set": {"a": 5, "b.c": 9, "tags.1": "y", "n": true}, "$unset": {"b.d": ""}};
         let spec = UpdateSpec::parse(&Bson::Document(ops.clone())).unwrap();
         let post = crate::update::apply(&spec, &pre).unwrap();
         let diff = operator_v2_diff(&pre, &post, &ops).unwrap();
@@ -766,12 +811,18 @@ mod tests {
         let spec = UpdateSpec::parse(&Bson::Document(push.clone())).unwrap();
         let post = crate::update::apply(&spec, &pre).unwrap();
         let diff = operator_v2_diff(&pre, &post, &push).unwrap();
-        assert_eq!(diff, doc! {"i": {"x": {"y": {"z": 1}}}, "sarr": {"a": true, "u3": 4, "u4": 5}});
+        assert_eq!(
+            diff,
+            doc! {"i": {"x": {"y": {"z": 1}}}, "sarr": {"a": true, "u3": 4, "u4": 5}}
+        );
         assert_eq!(bytes(&apply_v2_diff(&pre, &diff).unwrap()), bytes(&post));
         let pull = doc! {"$pull": {"arr": 2}};
         let spec = UpdateSpec::parse(&Bson::Document(pull.clone())).unwrap();
         let post = crate::update::apply(&spec, &pre).unwrap();
-        assert_eq!(operator_v2_diff(&pre, &post, &pull).unwrap(), doc! {"u": {"arr": [1, 3]}});
+        assert_eq!(
+            operator_v2_diff(&pre, &post, &pull).unwrap(),
+            doc! {"u": {"arr": [1, 3]}}
+        );
         let rename = doc! {"$rename": {"a": "z"}};
         let spec = UpdateSpec::parse(&Bson::Document(rename.clone())).unwrap();
         let post = crate::update::apply(&spec, &pre).unwrap();
@@ -785,14 +836,23 @@ mod tests {
         let pre = doc! {"_id": 1, "a": 1};
         let post = doc! {"_id": 1, "a": 2};
         let ops = UpdateSpec::parse(&Bson::Document(doc! {"$set": {"a": 2}})).unwrap();
-        assert_eq!(update_oplog_object(&ops, &pre, &post).unwrap(), doc! {"$v": 2, "diff": {"u": {"a": 2}}});
+        assert_eq!(
+            update_oplog_object(&ops, &pre, &post).unwrap(),
+            doc! {"$v": 2, "diff": {"u": {"a": 2}}}
+        );
         let repl = UpdateSpec::parse(&Bson::Document(doc! {"a": 2})).unwrap();
         assert_eq!(update_oplog_object(&repl, &pre, &post).unwrap(), post);
         let pipe = UpdateSpec::parse(&bson::bson!([{"$set": {"a": 2}}])).unwrap();
-        assert_eq!(update_oplog_object(&pipe, &pre, &post).unwrap(), doc! {"$v": 2, "diff": {"u": {"a": 2}}});
+        assert_eq!(
+            update_oplog_object(&pipe, &pre, &post).unwrap(),
+            doc! {"$v": 2, "diff": {"u": {"a": 2}}}
+        );
         // {d: {a: false}, i: {b: 2}} is bigger than {_id: 1, b: 2}: logged as a replacement.
         let moved = doc! {"_id": 1, "b": 2};
-        assert_eq!(bytes(&update_oplog_object(&pipe, &pre, &moved).unwrap()), bytes(&moved));
+        assert_eq!(
+            bytes(&update_oplog_object(&pipe, &pre, &moved).unwrap()),
+            bytes(&moved)
+        );
         assert_eq!(update_oplog_object(&ops, &pre, &pre), None);
     }
 
@@ -805,7 +865,10 @@ mod tests {
             doc! {"updatedFields": {"a": 5, "n": true, "b.c": 9, "tags.1": "y"}, "removedFields": ["b.d"], "truncatedArrays": []}
         );
         let desc = update_description(&doc! {"sarray": {"a": true, "l": 2}}, false);
-        assert_eq!(desc.get_array("truncatedArrays").unwrap(), &vec![Bson::Document(doc! {"field": "array", "newSize": 2})]);
+        assert_eq!(
+            desc.get_array("truncatedArrays").unwrap(),
+            &vec![Bson::Document(doc! {"field": "array", "newSize": 2})]
+        );
         assert_eq!(desc.get_document("updatedFields").unwrap(), &doc! {});
         assert!(!desc.contains_key("disambiguatedPaths"));
         let desc = update_description(&doc! {"u": {"x": 1}}, true);
@@ -816,15 +879,24 @@ mod tests {
     fn disambiguated_paths_match_the_spec_tests() {
         // {$set: {"a.1": 2}} on {a: {"1": 1}}.
         let d = update_description(&doc! {"sa": {"u": {"1": 2}}}, true);
-        assert_eq!(d.get_document("disambiguatedPaths").unwrap(), &doc! {"a.1": ["a", "1"]});
+        assert_eq!(
+            d.get_document("disambiguatedPaths").unwrap(),
+            &doc! {"a.1": ["a", "1"]}
+        );
         // {$set: {"a.0.1": 2}} on {a: [{"1": 1}]}: indexes come back as integers.
         let d = update_description(&doc! {"sa": {"a": true, "s0": {"u": {"1": 2}}}}, true);
-        assert_eq!(d.get_document("disambiguatedPaths").unwrap(), &doc! {"a.0.1": ["a", 0, "1"]});
+        assert_eq!(
+            d.get_document("disambiguatedPaths").unwrap(),
+            &doc! {"a.0.1": ["a", 0, "1"]}
+        );
         // An array index alone is not ambiguous, nor is a numeric first component.
         let d = update_description(&doc! {"sa": {"a": true, "u3": 1}, "u": {"7": 1}}, true);
         assert_eq!(d.get_document("disambiguatedPaths").unwrap(), &doc! {});
         let d = update_description(&doc! {"u": {"a.b": 1}}, true);
-        assert_eq!(d.get_document("disambiguatedPaths").unwrap(), &doc! {"a.b": ["a.b"]});
+        assert_eq!(
+            d.get_document("disambiguatedPaths").unwrap(),
+            &doc! {"a.b": ["a.b"]}
+        );
     }
 
     #[test]
@@ -853,41 +925,49 @@ mod tests {
     }
 
     fn arb_doc_with(value: impl Strategy<Value = Bson> + Clone) -> impl Strategy<Value = Document> {
-        prop::collection::vec(("[a-e0-2]{1,2}", value), 0..6).prop_map(|kv| kv.into_iter().collect())
+        prop::collection::vec(("[a-e0-2]{1,2}", value), 0..6)
+            .prop_map(|kv| kv.into_iter().collect())
     }
 
     /// A post image derived from `pre` by random edits, so diffs share structure.
     fn arb_pair() -> impl Strategy<Value = (Document, Document)> {
-        (arb_doc_with(arb_value()), arb_doc_with(arb_value()), any::<u64>()).prop_map(|(pre, extra, seed)| {
-            let mut post = Document::new();
-            let mut s = seed;
-            for (k, v) in &pre {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                match s >> 61 {
-                    0 => {}
-                    1 => {
-                        post.insert(k.clone(), Bson::Int32((s >> 20) as i32));
-                    }
-                    2 => {
-                        if let Bson::Array(items) = v {
-                            let keep = items.len() / 2;
-                            post.insert(k.clone(), Bson::Array(items[..keep].to_vec()));
-                        } else {
+        (
+            arb_doc_with(arb_value()),
+            arb_doc_with(arb_value()),
+            any::<u64>(),
+        )
+            .prop_map(|(pre, extra, seed)| {
+                let mut post = Document::new();
+                let mut s = seed;
+                for (k, v) in &pre {
+                    s = s
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    match s >> 61 {
+                        0 => {}
+                        1 => {
+                            post.insert(k.clone(), Bson::Int32((s >> 20) as i32));
+                        }
+                        2 => {
+                            if let Bson::Array(items) = v {
+                                let keep = items.len() / 2;
+                                post.insert(k.clone(), Bson::Array(items[..keep].to_vec()));
+                            } else {
+                                post.insert(k.clone(), v.clone());
+                            }
+                        }
+                        _ => {
                             post.insert(k.clone(), v.clone());
                         }
                     }
-                    _ => {
-                        post.insert(k.clone(), v.clone());
+                }
+                for (k, v) in extra {
+                    if s & 1 == 0 {
+                        post.insert(k, v);
                     }
                 }
-            }
-            for (k, v) in extra {
-                if s & 1 == 0 {
-                    post.insert(k, v);
-                }
-            }
-            (pre, post)
-        })
+                (pre, post)
+            })
     }
 
     proptest! {

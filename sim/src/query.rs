@@ -682,8 +682,8 @@ pub(crate) fn parse_sort(sort: &Document) -> Result<Vec<(String, bool)>, QueryEr
     let mut keys = Vec::with_capacity(sort.len());
     for (path, dir) in sort {
         let asc = match crate::bson_order::number_as_f64(dir) {
-            Some(d) if d == 1.0 => true,
-            Some(d) if d == -1.0 => false,
+            Some(1.0) => true,
+            Some(-1.0) => false,
             _ => match dir {
                 // {$meta: "textScore"} etc.: no text search here, keep order.
                 Bson::Document(d) if d.contains_key("$meta") => continue,

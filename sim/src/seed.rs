@@ -24,13 +24,48 @@ const EPOCH_MS: i64 = 1_704_067_200_000;
 const SPAN_MS: i64 = 2 * 365 * 24 * 3600 * 1000;
 
 const FIRST_NAMES: &[&str] = &[
-    "Ada", "Alan", "Grace", "Linus", "Barbara", "Ken", "Margaret", "Dennis", "Frances", "Edsger",
-    "Radia", "Donald", "Hedy", "Tim", "Katherine", "Guido", "Sophie", "Bjarne", "Joan", "Niklaus",
+    "Ada",
+    "Alan",
+    "Grace",
+    "Linus",
+    "Barbara",
+    "Ken",
+    "Margaret",
+    "Dennis",
+    "Frances",
+    "Edsger",
+    "Radia",
+    "Donald",
+    "Hedy",
+    "Tim",
+    "Katherine",
+    "Guido",
+    "Sophie",
+    "Bjarne",
+    "Joan",
+    "Niklaus",
 ];
 const LAST_NAMES: &[&str] = &[
-    "Lovelace", "Turing", "Hopper", "Torvalds", "Liskov", "Thompson", "Hamilton", "Ritchie",
-    "Allen", "Dijkstra", "Perlman", "Knuth", "Lamarr", "Berners-Lee", "Johnson", "van Rossum",
-    "Wilson", "Stroustrup", "Clarke", "Wirth",
+    "Lovelace",
+    "Turing",
+    "Hopper",
+    "Torvalds",
+    "Liskov",
+    "Thompson",
+    "Hamilton",
+    "Ritchie",
+    "Allen",
+    "Dijkstra",
+    "Perlman",
+    "Knuth",
+    "Lamarr",
+    "Berners-Lee",
+    "Johnson",
+    "van Rossum",
+    "Wilson",
+    "Stroustrup",
+    "Clarke",
+    "Wirth",
 ];
 /// (city, zip prefix, country code)
 const CITIES: &[(&str, &str, &str)] = &[
@@ -48,21 +83,61 @@ const CITIES: &[(&str, &str, &str)] = &[
     ("Austin", "78", "US"),
 ];
 const STREETS: &[&str] = &[
-    "Main Street", "Station Road", "Harbour Lane", "Mill Road", "Church Street", "Park Avenue",
-    "Garden Way", "Market Square", "River Walk", "Hill Crescent",
+    "Main Street",
+    "Station Road",
+    "Harbour Lane",
+    "Mill Road",
+    "Church Street",
+    "Park Avenue",
+    "Garden Way",
+    "Market Square",
+    "River Walk",
+    "Hill Crescent",
 ];
 const ADJECTIVES: &[&str] = &[
-    "Classic", "Compact", "Deluxe", "Eco", "Ergonomic", "Heavy-Duty", "Portable", "Smart",
-    "Vintage", "Wireless",
+    "Classic",
+    "Compact",
+    "Deluxe",
+    "Eco",
+    "Ergonomic",
+    "Heavy-Duty",
+    "Portable",
+    "Smart",
+    "Vintage",
+    "Wireless",
 ];
 const NOUNS: &[&str] = &[
-    "Kettle", "Lamp", "Backpack", "Keyboard", "Notebook", "Headphones", "Mug", "Chair",
-    "Umbrella", "Speaker", "Bottle", "Blanket",
+    "Kettle",
+    "Lamp",
+    "Backpack",
+    "Keyboard",
+    "Notebook",
+    "Headphones",
+    "Mug",
+    "Chair",
+    "Umbrella",
+    "Speaker",
+    "Bottle",
+    "Blanket",
 ];
 const PRODUCT_TAGS: &[&str] = &[
-    "new", "sale", "bestseller", "eco", "gift", "limited", "bundle", "clearance",
+    "new",
+    "sale",
+    "bestseller",
+    "eco",
+    "gift",
+    "limited",
+    "bundle",
+    "clearance",
 ];
-const STATUSES: &[&str] = &["pending", "paid", "shipped", "delivered", "cancelled", "refunded"];
+const STATUSES: &[&str] = &[
+    "pending",
+    "paid",
+    "shipped",
+    "delivered",
+    "cancelled",
+    "refunded",
+];
 const ORDER_TAGS: &[&str] = &["gift", "express", "first-order", "vip", "promo", "fragile"];
 const CHANNELS: &[&str] = &["web", "mobile", "store", "phone"];
 const NOTES: &[&str] = &[
@@ -130,7 +205,10 @@ fn date(rng: &mut StdRng) -> DateTime {
 fn money(cents: i64) -> Bson {
     let text = format!("{}.{:02}", cents / 100, cents % 100);
     // A plain decimal string with two decimals always parses.
-    Bson::Decimal128(text.parse::<Decimal128>().unwrap_or_else(|_| Decimal128::from_bytes([0; 16])))
+    Bson::Decimal128(
+        text.parse::<Decimal128>()
+            .unwrap_or_else(|_| Decimal128::from_bytes([0; 16])),
+    )
 }
 
 fn customer(rng: &mut StdRng, i: usize) -> Document {
@@ -183,7 +261,12 @@ fn product(rng: &mut StdRng, i: usize) -> (Document, i64) {
     (p, cents)
 }
 
-fn order(rng: &mut StdRng, _i: usize, customers: &[CustomerRef], prices: &[(String, i64)]) -> Document {
+fn order(
+    rng: &mut StdRng,
+    _i: usize,
+    customers: &[CustomerRef],
+    prices: &[(String, i64)],
+) -> Document {
     let id = object_id(rng);
     let customer = pick(rng, customers);
     let n_items = rng.gen_range(1..=5);
@@ -193,7 +276,9 @@ fn order(rng: &mut StdRng, _i: usize, customers: &[CustomerRef], prices: &[(Stri
         let (sku, cents) = pick(rng, prices);
         let qty = rng.gen_range(1..=4);
         total_cents += cents * i64::from(qty);
-        items.push(Bson::Document(doc! {"sku": sku.as_str(), "qty": qty, "price": money(*cents)}));
+        items.push(Bson::Document(
+            doc! {"sku": sku.as_str(), "qty": qty, "price": money(*cents)},
+        ));
     }
     let n_tags = rng.gen_range(0..=2);
     let mut tags: Vec<Bson> = Vec::with_capacity(n_tags);
@@ -256,14 +341,25 @@ mod tests {
         let last_customer = colls.iter().rposition(|c| *c == "customers").unwrap();
         let first_product = colls.iter().position(|c| *c == "products").unwrap();
         assert!(last_customer < first_product);
-        assert_eq!(demo_documents(0, 1).filter(|(_, c, _)| *c == "customers").count(), 1);
+        assert_eq!(
+            demo_documents(0, 1)
+                .filter(|(_, c, _)| *c == "customers")
+                .count(),
+            1
+        );
     }
 
     #[test]
     fn deterministic_per_seed() {
-        let a: Vec<_> = demo_documents(30, 42).map(|(_, _, d)| bson::to_vec(&d).unwrap()).collect();
-        let b: Vec<_> = demo_documents(30, 42).map(|(_, _, d)| bson::to_vec(&d).unwrap()).collect();
-        let c: Vec<_> = demo_documents(30, 43).map(|(_, _, d)| bson::to_vec(&d).unwrap()).collect();
+        let a: Vec<_> = demo_documents(30, 42)
+            .map(|(_, _, d)| bson::to_vec(&d).unwrap())
+            .collect();
+        let b: Vec<_> = demo_documents(30, 42)
+            .map(|(_, _, d)| bson::to_vec(&d).unwrap())
+            .collect();
+        let c: Vec<_> = demo_documents(30, 43)
+            .map(|(_, _, d)| bson::to_vec(&d).unwrap())
+            .collect();
         assert_eq!(a, b);
         assert_ne!(a, c);
     }
@@ -271,9 +367,17 @@ mod tests {
     #[test]
     fn orders_are_consistent() {
         let all: Vec<_> = demo_documents(200, 3).collect();
-        let customers: Vec<&Document> = all.iter().filter(|(_, c, _)| *c == "customers").map(|(_, _, d)| d).collect();
-        assert!(customers.iter().any(|c| matches!(c.get("_id"), Some(Bson::ObjectId(_)))));
-        assert!(customers.iter().any(|c| matches!(c.get("_id"), Some(Bson::String(_)))));
+        let customers: Vec<&Document> = all
+            .iter()
+            .filter(|(_, c, _)| *c == "customers")
+            .map(|(_, _, d)| d)
+            .collect();
+        assert!(customers
+            .iter()
+            .any(|c| matches!(c.get("_id"), Some(Bson::ObjectId(_)))));
+        assert!(customers
+            .iter()
+            .any(|c| matches!(c.get("_id"), Some(Bson::String(_)))));
         for (_, coll, d) in &all {
             match *coll {
                 "customers" => {
@@ -302,7 +406,10 @@ mod tests {
                         .sum();
                     assert_eq!(cents(d.get("total").unwrap()), sum);
                     let cust = d.get_document("customer").unwrap();
-                    let known = customers.iter().find(|c| c.get("_id") == cust.get("_id")).unwrap();
+                    let known = customers
+                        .iter()
+                        .find(|c| c.get("_id") == cust.get("_id"))
+                        .unwrap();
                     assert_eq!(known.get("email"), cust.get("email"));
                     assert!(d.get_datetime("placedAt").is_ok());
                     assert!(STATUSES.contains(&d.get_str("status").unwrap()));

@@ -573,8 +573,8 @@ fn sort_array(items: &mut [Bson], sort: &Bson) -> Result<(), QueryError> {
             });
         }
         other => match crate::bson_order::number_as_f64(other) {
-            Some(d) if d == 1.0 => items.sort_by(compare),
-            Some(d) if d == -1.0 => items.sort_by(|a, b| compare(b, a)),
+            Some(1.0) => items.sort_by(compare),
+            Some(-1.0) => items.sort_by(|a, b| compare(b, a)),
             _ => {
                 return Err(QueryError::bad_value(
                     "The $sort is invalid: use 1/-1 to sort the whole element, or {field:1/-1} to sort embedded fields",
