@@ -9,7 +9,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 mod check;
 mod load;
 mod schema;
+mod signal;
 mod status;
+mod sync;
 
 /// Exit codes of SPEC "Command line".
 pub mod exit {
@@ -163,8 +165,16 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Check { config } => check::run(&config.config).await,
         Command::Schema { config, apply } => schema::run(&config.config, apply).await,
         Command::Status { config, json } => status::run(&config.config, json).await,
-        Command::Sync { .. } => not_yet("sync", "the streamer core"),
-        Command::FullSync { .. } => not_yet("full-sync", "the streamer core"),
+        Command::Sync {
+            config,
+            no_initial_sync,
+            metrics_addr,
+        } => sync::run_sync(&config.config, !no_initial_sync, metrics_addr).await,
+        Command::FullSync {
+            config,
+            collections,
+            mode,
+        } => sync::run_full_sync(&config.config, collections, mode).await,
         Command::Cutover { .. } => not_yet("cutover", "the cutover work"),
         Command::Verify { .. } => not_yet("verify", "the cutover work"),
     }
