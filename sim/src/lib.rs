@@ -37,5 +37,3 @@ mod writes;
 pub use error::CommandError;
 pub use server::{start, SimHandle, SimOptions};
 
-// TEMPORARY until sim-ops lands these modules.
-mod standin;

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use bson::{doc, oid::ObjectId, Bson, Document};
 
 use crate::bson_order::OrderedBson;
-use crate::diff::compute_v2_diff;
+use crate::diff::update_oplog_object;
 use crate::error::CommandError;
 use crate::oplog::{Oplog, OplogOp};
 use crate::query::{sort_documents, Filter};
@@ -365,16 +365,7 @@ pub fn update(
         };
         out.matched += 1;
         let post = update::apply(st.spec, pre)?;
-        let o = match st.spec {
-            UpdateSpec::Replacement(_) => {
-                if &post == pre {
-                    None
-                } else {
-                    Some(post.clone())
-                }
-            }
-            _ => compute_v2_diff(pre, &post).map(|diff| doc! {"$v": 2, "diff": diff}),
-        };
+        let o = update_oplog_object(st.spec, pre, &post);
         out.pre = Some(pre.clone());
         out.post = Some(post.clone());
         let Some(o) = o else {

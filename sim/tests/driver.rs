@@ -5,3 +5,9 @@ mod support;
 
 #[path = "driver/crud.rs"]
 mod crud;
+
+#[path = "driver/oplog.rs"]
+mod oplog;
+
+#[path = "driver/streams.rs"]
+mod streams;

@@ -20,7 +20,8 @@ pub async fn sim_with(opts: SimOptions) -> Sim {
 
 impl Sim {
     pub async fn stop(self) {
-        self.client.shutdown().await;
+        // Immediate: tests may still hold cursors, which a graceful shutdown awaits.
+        self.client.shutdown().immediate(true).await;
         self.handle.shutdown().await;
     }
 }
