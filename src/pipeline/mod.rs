@@ -108,7 +108,14 @@ where
         batch_tx,
         stop_tx.clone(),
     );
-    let writing = write_batches(sink, batch_rx, config);
+    let writing = async {
+        let r = write_batches(sink, batch_rx, config).await;
+        if r.is_err() {
+            // Stop reading: nothing more can be written.
+            let _ = stop_tx.send(true);
+        }
+        r
+    };
     let work = async { tokio::join!(batching, writing) };
     tokio::pin!(work);
     tokio::pin!(shutdown);

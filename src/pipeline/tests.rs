@@ -1,1 +1,495 @@
 //! Unit tests of the pipeline with a scripted source and an in-memory sink.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use bson::{doc, Bson, Document, Timestamp};
+use tokio::sync::oneshot;
+
+use super::normalize::{normalize, Normalized};
+use super::*;
+use crate::event::{Namespace, Op, TxnId};
+use crate::mapping::model::{CollectionMapping, ColumnMapping, FieldPath, OnError, PgType};
+use crate::mapping::value::PgValue;
+use crate::sink::Change;
+
+fn mappings(on_error: OnError) -> Arc<MappingSet> {
+    let col = |name: &str, source: &str, pg_type: PgType| ColumnMapping {
+        name: name.into(),
+        source: FieldPath::parse(source),
+        pg_type,
+    };
+    let orders = CollectionMapping {
+        database: "shop".into(),
+        collection: "orders".into(),
+        table: "orders".into(),
+        columns: vec![
+            col("id", "_id", PgType::Text),
+            col("qty", "qty", PgType::Integer),
+        ],
+        extra_props: None,
+        on_error,
+        children: vec![],
+    };
+    let mut users = orders.clone();
+    users.collection = "users".into();
+    users.table = "users".into();
+    Arc::new(MappingSet {
+        collections: vec![orders, users],
+    })
+}
+
+fn at(i: u32) -> Position {
+    Position::Oplog {
+        ts: Timestamp {
+            time: 1000,
+            increment: i,
+        },
+    }
+}
+
+fn ev(i: u32, op: Op, coll: &str, id: &str, doc: Option<Document>) -> ChangeEvent {
+    ChangeEvent {
+        op,
+        namespace: Namespace::new("shop", coll),
+        key: Some(Bson::String(id.into())),
+        document: doc,
+        txn: None,
+        cluster_time: Timestamp {
+            time: 1000,
+            increment: i,
+        },
+        position: at(i),
+    }
+}
+
+fn upsert(i: u32, id: &str, qty: i32) -> ChangeEvent {
+    ev(
+        i,
+        Op::Insert,
+        "orders",
+        id,
+        Some(doc! {"_id": id, "qty": qty}),
+    )
+}
+
+/// Serves scripted batches, then tells the test it has nothing more and waits forever.
+struct ScriptedSource {
+    batches: VecDeque<Result<Vec<ChangeEvent>, SourceError>>,
+    drained: Option<oneshot::Sender<()>>,
+}
+
+impl ScriptedSource {
+    fn new(batches: Vec<Vec<ChangeEvent>>) -> (Self, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        (
+            ScriptedSource {
+                batches: batches.into_iter().map(Ok).collect(),
+                drained: Some(tx),
+            },
+            rx,
+        )
+    }
+}
+
+impl Source for ScriptedSource {
+    async fn next_batch(&mut self) -> Result<Vec<ChangeEvent>, SourceError> {
+        if let Some(b) = self.batches.pop_front() {
+            return b;
+        }
+        if let Some(tx) = self.drained.take() {
+            let _ = tx.send(());
+        }
+        std::future::pending().await
+    }
+}
+
+#[derive(Default)]
+struct Recorded {
+    batches: Vec<Batch>,
+    failures_left: usize,
+    fatal: bool,
+}
+
+/// Records applied batches; can fail the first `failures_left` applies (retryably).
+#[derive(Clone, Default)]
+struct MemorySink(Arc<Mutex<Recorded>>);
+
+impl MemorySink {
+    fn batches(&self) -> Vec<Batch> {
+        self.0.lock().unwrap().batches.clone()
+    }
+}
+
+impl Sink for MemorySink {
+    async fn apply(&mut self, batch: Batch) -> Result<(), SinkError> {
+        let mut r = self.0.lock().unwrap();
+        if r.fatal {
+            return Err(SinkError::InvalidBatch("refused".into()));
+        }
+        if r.failures_left > 0 {
+            r.failures_left -= 1;
+            return Err(SinkError::Pool {
+                detail: "connection lost".into(),
+                retryable: true,
+            });
+        }
+        r.batches.push(batch);
+        Ok(())
+    }
+}
+
+fn config(rows: usize, wait_ms: u64) -> PipelineConfig {
+    PipelineConfig::new("test", rows, wait_ms)
+}
+
+async fn after(rx: oneshot::Receiver<()>) {
+    let _ = rx.await;
+}
+
+fn upserted_keys(batch: &Batch) -> Vec<String> {
+    batch
+        .changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Upsert {
+                key: PgValue::Text(k),
+                ..
+            } => Some(k.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_commits_everything_already_read_with_its_checkpoint() {
+    let (source, drained) = ScriptedSource::new(vec![
+        vec![upsert(1, "a", 1)],
+        vec![upsert(2, "b", 2), upsert(3, "c", 3)],
+    ]);
+    let mut sink = MemorySink::default();
+    // A long wait: only the shutdown can close the batch.
+    let outcome = run(
+        source,
+        &mut sink,
+        mappings(OnError::DeadLetter),
+        &config(100, 3_600_000),
+        after(drained),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        outcome,
+        RunOutcome::Shutdown {
+            position: Some(at(3))
+        }
+    );
+    let batches = sink.batches();
+    assert_eq!(batches.len(), 1);
+    assert_eq!(upserted_keys(&batches[0]), vec!["a", "b", "c"]);
+    let cp = batches[0].checkpoint.as_ref().unwrap();
+    assert_eq!(Position::from_checkpoint(cp).unwrap(), at(3));
+    assert_eq!(cp.stream, "test");
+}
+
+#[tokio::test(start_paused = true)]
+async fn batches_close_on_rows_and_each_checkpoints_its_last_event() {
+    let events: Vec<Vec<ChangeEvent>> = (1..=5)
+        .map(|i| vec![upsert(i, &format!("k{i}"), 1)])
+        .collect();
+    let (source, drained) = ScriptedSource::new(events);
+    let mut sink = MemorySink::default();
+    run(
+        source,
+        &mut sink,
+        mappings(OnError::DeadLetter),
+        &config(2, 3_600_000),
+        after(drained),
+    )
+    .await
+    .unwrap();
+    let batches = sink.batches();
+    let sizes: Vec<usize> = batches.iter().map(|b| b.changes.len()).collect();
+    assert_eq!(sizes, vec![2, 2, 1]);
+    let positions: Vec<Position> = batches
+        .iter()
+        .map(|b| Position::from_checkpoint(b.checkpoint.as_ref().unwrap()).unwrap())
+        .collect();
+    assert_eq!(positions, vec![at(2), at(4), at(5)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_transaction_is_never_split_across_batches() {
+    let txn = TxnId {
+        lsid: doc! {"id": 1},
+        txn_number: 7,
+    };
+    let mut t: Vec<ChangeEvent> = (2..=5).map(|i| upsert(i, &format!("t{i}"), 1)).collect();
+    for e in &mut t {
+        e.txn = Some(txn.clone());
+        e.cluster_time = Timestamp {
+            time: 1000,
+            increment: 9,
+        };
+    }
+    let (source, drained) =
+        ScriptedSource::new(vec![vec![upsert(1, "x", 1)], t, vec![upsert(6, "y", 1)]]);
+    let mut sink = MemorySink::default();
+    run(
+        source,
+        &mut sink,
+        mappings(OnError::DeadLetter),
+        &config(2, 3_600_000),
+        after(drained),
+    )
+    .await
+    .unwrap();
+    let batches: Vec<Vec<String>> = sink.batches().iter().map(upserted_keys).collect();
+    assert_eq!(batches, vec![vec!["x", "t2", "t3", "t4", "t5"], vec!["y"]]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retryable_sink_errors_are_retried_with_the_same_batch() {
+    let (source, drained) = ScriptedSource::new(vec![vec![upsert(1, "a", 1), upsert(2, "b", 1)]]);
+    let mut sink = MemorySink::default();
+    sink.0.lock().unwrap().failures_left = 3;
+    run(
+        source,
+        &mut sink,
+        mappings(OnError::DeadLetter),
+        &config(2, 10),
+        after(drained),
+    )
+    .await
+    .unwrap();
+    let batches = sink.batches();
+    assert_eq!(batches.len(), 1);
+    assert_eq!(upserted_keys(&batches[0]), vec!["a", "b"]);
+    assert_eq!(sink.0.lock().unwrap().failures_left, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn fatal_sink_errors_stop_the_pipeline() {
+    let (source, _drained) = ScriptedSource::new(vec![vec![upsert(1, "a", 1)]]);
+    let mut sink = MemorySink::default();
+    sink.0.lock().unwrap().fatal = true;
+    let r = run(
+        source,
+        &mut sink,
+        mappings(OnError::DeadLetter),
+        &config(1, 10),
+        std::future::pending(),
+    )
+    .await;
+    assert!(
+        matches!(r, Err(PipelineError::Sink(SinkError::InvalidBatch(_)))),
+        "{r:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn source_errors_stop_the_pipeline_after_committing_what_was_read() {
+    let (mut source, _drained) = ScriptedSource::new(vec![vec![upsert(1, "a", 1)]]);
+    source.batches.push_back(Err(SourceError::HistoryLost {
+        code: 286,
+        message: "gone".into(),
+    }));
+    let mut sink = MemorySink::default();
+    let r = run(
+        source,
+        &mut sink,
+        mappings(OnError::DeadLetter),
+        &config(100, 3_600_000),
+        std::future::pending(),
+    )
+    .await;
+    assert!(
+        matches!(
+            r,
+            Err(PipelineError::Source(SourceError::HistoryLost {
+                code: 286,
+                ..
+            }))
+        ),
+        "{r:?}"
+    );
+    assert_eq!(upserted_keys(&sink.batches()[0]), vec!["a"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn refused_documents_become_dead_letters_and_the_rest_proceeds() {
+    let bad = ev(
+        1,
+        Op::Insert,
+        "orders",
+        "bad",
+        Some(doc! {"_id": "bad", "qty": "many"}),
+    );
+    let (source, drained) = ScriptedSource::new(vec![vec![bad, upsert(2, "ok", 1)]]);
+    let mut sink = MemorySink::default();
+    run(
+        source,
+        &mut sink,
+        mappings(OnError::DeadLetter),
+        &config(100, 10),
+        after(drained),
+    )
+    .await
+    .unwrap();
+    let batch = &sink.batches()[0];
+    assert_eq!(upserted_keys(batch), vec!["ok"]);
+    assert_eq!(batch.dead_letters.len(), 1);
+    let dl = &batch.dead_letters[0];
+    assert_eq!(dl.namespace, "shop.orders");
+    assert_eq!(dl.document_key, serde_json::json!("bad"));
+    assert_eq!(
+        dl.document,
+        serde_json::json!({"_id": "bad", "qty": "many"})
+    );
+    assert!(dl.error.contains("qty"), "{}", dl.error);
+    assert!(dl.cluster_time.is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn on_error_fail_stops_the_stream() {
+    let bad = ev(
+        1,
+        Op::Insert,
+        "orders",
+        "bad",
+        Some(doc! {"_id": "bad", "qty": "many"}),
+    );
+    let (source, _drained) = ScriptedSource::new(vec![vec![bad]]);
+    let mut sink = MemorySink::default();
+    let r = run(
+        source,
+        &mut sink,
+        mappings(OnError::Fail),
+        &config(100, 10),
+        std::future::pending(),
+    )
+    .await;
+    assert!(matches!(r, Err(PipelineError::Conversion(_))), "{r:?}");
+    assert!(sink.batches().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn rename_onto_a_mapped_collection_asks_for_a_resync_after_committing() {
+    let rename = ChangeEvent {
+        op: Op::Rename {
+            to: Namespace::new("shop", "users"),
+        },
+        key: None,
+        document: None,
+        ..ev(2, Op::Noop, "tmp", "", None)
+    };
+    let (source, _drained) = ScriptedSource::new(vec![vec![upsert(1, "a", 1)], vec![rename]]);
+    let mut sink = MemorySink::default();
+    let r = run(
+        source,
+        &mut sink,
+        mappings(OnError::DeadLetter),
+        &config(100, 10),
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        r,
+        RunOutcome::Resync {
+            collections: vec![1],
+            position: Some(at(2))
+        }
+    );
+    let changes: Vec<Change> = sink.batches().into_iter().flat_map(|b| b.changes).collect();
+    assert_eq!(changes.last(), Some(&Change::Truncate { collection: 1 }));
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_heartbeats_advance_the_checkpoint_without_changes() {
+    let hb = |i| {
+        ChangeEvent::noop(
+            at(i),
+            Timestamp {
+                time: 1000,
+                increment: i,
+            },
+        )
+    };
+    let (source, drained) = ScriptedSource::new(vec![vec![hb(1)], vec![hb(2)]]);
+    let mut sink = MemorySink::default();
+    run(
+        source,
+        &mut sink,
+        mappings(OnError::DeadLetter),
+        &config(100, 3_600_000),
+        after(drained),
+    )
+    .await
+    .unwrap();
+    let batches = sink.batches();
+    assert_eq!(batches.len(), 1);
+    assert!(batches[0].changes.is_empty());
+    assert_eq!(
+        Position::from_checkpoint(batches[0].checkpoint.as_ref().unwrap()).unwrap(),
+        at(2)
+    );
+}
+
+#[test]
+fn normalize_maps_each_operation() {
+    let m = mappings(OnError::DeadLetter);
+    let events = vec![
+        upsert(1, "a", 1),
+        // Deleted since: no document, and no change (its delete follows).
+        ev(2, Op::Update, "orders", "gone", None),
+        ev(3, Op::Delete, "orders", "a", None),
+        ev(4, Op::Drop, "orders", "", None),
+        // Unmapped namespace: ignored.
+        ev(5, Op::Insert, "other", "z", Some(doc! {"_id": "z"})),
+        ChangeEvent {
+            op: Op::DropDatabase,
+            namespace: Namespace::new("shop", ""),
+            ..ev(6, Op::Noop, "", "", None)
+        },
+    ];
+    let mut out = Normalized::default();
+    normalize(&m, &events, &mut out).unwrap();
+    assert_eq!(
+        out.changes,
+        vec![
+            Change::Upsert {
+                collection: 0,
+                key: PgValue::Text("a".into()),
+                rows: crate::sink::DocumentRows {
+                    parent: vec![PgValue::Text("a".into()), PgValue::Int4(1)],
+                    children: vec![],
+                },
+            },
+            Change::Delete {
+                collection: 0,
+                key: PgValue::Text("a".into())
+            },
+            Change::Truncate { collection: 0 },
+            Change::Truncate { collection: 0 },
+            Change::Truncate { collection: 1 },
+        ]
+    );
+    assert!(out.dead_letters.is_empty());
+}
+
+#[test]
+fn groups_keep_consecutive_transaction_events_together() {
+    let txn = TxnId {
+        lsid: doc! {"id": 1},
+        txn_number: 1,
+    };
+    let mut a = upsert(1, "a", 1);
+    let mut b = upsert(2, "b", 1);
+    a.txn = Some(txn.clone());
+    b.txn = Some(txn);
+    b.cluster_time = a.cluster_time;
+    let groups = group_transactions(vec![upsert(0, "x", 1), a, b, upsert(3, "y", 1)]);
+    let sizes: Vec<usize> = groups.iter().map(Vec::len).collect();
+    assert_eq!(sizes, vec![1, 2, 1]);
+}
