@@ -11,3 +11,9 @@ mod oplog;
 
 #[path = "driver/streams.rs"]
 mod streams;
+
+#[path = "driver/txn.rs"]
+mod txn;
+
+#[path = "driver/wire.rs"]
+mod wire;
