@@ -15,7 +15,7 @@ pub const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024 - 64 * 1024;
 
 pub enum CursorKind {
     Docs(VecDeque<Document>),
-    Tail(TailCursor),
+    Tail(Box<TailCursor>),
     Stream(Box<StreamCursor>),
 }
 

@@ -36,4 +36,3 @@ mod writes;
 
 pub use error::CommandError;
 pub use server::{start, SimHandle, SimOptions};
-

@@ -22,8 +22,9 @@ pub struct WriteError {
     pub code: i32,
     pub code_name: String,
     pub errmsg: String,
-    /// Extra fields of the write error (keyPattern/keyValue for 11000).
-    pub details: Document,
+    /// Extra fields of the write error (keyPattern/keyValue for 11000);
+    /// boxed to keep `Result<_, WriteError>` small.
+    pub details: Option<Box<Document>>,
 }
 
 impl From<CommandError> for WriteError {
@@ -32,7 +33,7 @@ impl From<CommandError> for WriteError {
             code: e.code,
             code_name: e.code_name,
             errmsg: e.message,
-            details: Document::new(),
+            details: None,
         }
     }
 }
@@ -53,7 +54,7 @@ impl WriteError {
             code,
             code_name: "DuplicateKey".into(),
             errmsg,
-            details: d,
+            details: Some(Box::new(d)),
         }
     }
 
@@ -64,7 +65,7 @@ impl WriteError {
     /// The `writeErrors` element for statement `index`.
     pub fn to_document(&self, index: usize) -> Document {
         let mut d = doc! {"index": index as i32, "code": self.code};
-        for (k, v) in &self.details {
+        for (k, v) in self.details.iter().flat_map(|b| b.iter()) {
             d.insert(k.clone(), v.clone());
         }
         d.insert("errmsg", self.errmsg.clone());

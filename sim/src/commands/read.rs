@@ -70,7 +70,7 @@ pub fn find(req: &Req<'_>) -> CmdResult {
         let id = if batch.is_empty() {
             0
         } else {
-            lock(&req.shared.cursors).insert(ns.clone(), CursorKind::Tail(tail))
+            lock(&req.shared.cursors).insert(ns.clone(), CursorKind::Tail(Box::new(tail)))
         };
         return Ok(cursor_reply(true, batch, id, &ns, None));
     }

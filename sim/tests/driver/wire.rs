@@ -2,9 +2,9 @@
 //! malformed frames, and the demo seed.
 
 use bson::{doc, Document};
+use mongo_sim::SimOptions;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use mongo_sim::SimOptions;
 
 use crate::support::{sim, sim_with};
 
@@ -42,14 +42,18 @@ async fn read_reply(sock: &mut TcpStream) -> (i32, i32, Document) {
 async fn legacy_op_query_is_master_gets_an_op_reply() {
     let s = sim().await;
     let mut sock = TcpStream::connect(s.handle.addr()).await.unwrap();
-    sock.write_all(&op_query(42, "admin.$cmd", &doc! {"isMaster": 1})).await.unwrap();
+    sock.write_all(&op_query(42, "admin.$cmd", &doc! {"isMaster": 1}))
+        .await
+        .unwrap();
     let (response_to, _, reply) = read_reply(&mut sock).await;
     assert_eq!(response_to, 42);
     assert_eq!(reply.get_bool("ismaster"), Ok(true));
     assert_eq!(reply.get_str("setName"), Ok("rs0"));
     assert_eq!(reply.get_i32("maxWireVersion"), Ok(21));
     // Other legacy queries are refused, and the connection stays usable.
-    sock.write_all(&op_query(43, "d.c", &doc! {"find": "c"})).await.unwrap();
+    sock.write_all(&op_query(43, "d.c", &doc! {"find": "c"}))
+        .await
+        .unwrap();
     let (_, _, refused) = read_reply(&mut sock).await;
     assert_eq!(refused.get_i32("code"), Ok(352));
     s.stop().await;
@@ -66,8 +70,17 @@ async fn malformed_frame_closes_only_that_connection() {
     garbage.extend_from_slice(&[0, 0, 0, 0, 7, 1, 2, 3]);
     bad.write_all(&garbage).await.unwrap();
     let mut buf = [0u8; 1];
-    assert_eq!(bad.read(&mut buf).await.unwrap(), 0, "server closed the bad connection");
-    let ok = s.client.database("admin").run_command(doc! {"ping": 1}).await.unwrap();
+    assert_eq!(
+        bad.read(&mut buf).await.unwrap(),
+        0,
+        "server closed the bad connection"
+    );
+    let ok = s
+        .client
+        .database("admin")
+        .run_command(doc! {"ping": 1})
+        .await
+        .unwrap();
     assert_eq!(ok.get_f64("ok"), Ok(1.0));
     s.stop().await;
 }
@@ -76,7 +89,9 @@ async fn malformed_frame_closes_only_that_connection() {
 async fn oversized_frame_is_refused() {
     let s = sim().await;
     let mut sock = TcpStream::connect(s.handle.addr()).await.unwrap();
-    sock.write_all(&(60_000_000i32).to_le_bytes()).await.unwrap();
+    sock.write_all(&(60_000_000i32).to_le_bytes())
+        .await
+        .unwrap();
     let mut buf = [0u8; 1];
     assert_eq!(sock.read(&mut buf).await.unwrap(), 0);
     s.stop().await;
@@ -90,7 +105,11 @@ async fn seed_demo_loads_the_shop_database_through_the_oplog() {
     })
     .await;
     let shop = s.client.database("shop");
-    let orders = shop.collection::<Document>("orders").count_documents(doc! {}).await.unwrap();
+    let orders = shop
+        .collection::<Document>("orders")
+        .count_documents(doc! {})
+        .await
+        .unwrap();
     assert_eq!(orders, 20);
     let logged = s
         .client
@@ -115,7 +134,12 @@ async fn block_connection_fail_point_delays_then_runs_the_command() {
         })
         .await
         .unwrap();
-    let reply = s.client.database("admin").run_command(doc! {"ping": 1}).await.unwrap();
+    let reply = s
+        .client
+        .database("admin")
+        .run_command(doc! {"ping": 1})
+        .await
+        .unwrap();
     assert_eq!(reply.get_f64("ok"), Ok(1.0));
     s.stop().await;
 }
