@@ -1,0 +1,253 @@
+//! The streamer end to end: mongo-sim over TCP with the real driver → `sync` → a fresh
+//! Postgres database. Both sources run the same scenarios.
+
+mod handoff;
+mod streaming;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bson::{doc, Bson, Document};
+use futures::StreamExt;
+use mongo_sim::{SimHandle, SimOptions};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tributary::config::{Config, SourceKind};
+use tributary::mapping::model::MappingSet;
+use tributary::pipeline::sync::{sync, SyncError, SyncOptions};
+
+use crate::support::{fresh_database, TestDb};
+
+const MAPPING: &str = r#"
+database: shop
+collections:
+  orders:
+    columns:
+      - { name: id,   source: _id,  type: text }
+      - { name: qty,  source: qty,  type: integer }
+      - { name: name, source: name, type: text }
+    children:
+      - table: order_items
+        source: items
+        parent_key: order_id
+        columns:
+          - { name: sku, source: sku, type: text }
+"#;
+
+/// One scenario's world: a simulator, a database, a config and its mappings.
+pub struct World {
+    pub sim: SimHandle,
+    pub mongo: mongodb::Client,
+    pub db: TestDb,
+    pub config: Config,
+    pub mappings: Arc<MappingSet>,
+    _dir: tempfile::TempDir,
+}
+
+impl World {
+    pub async fn new(source: SourceKind, batch_max_rows: usize) -> World {
+        let sim = mongo_sim::start(SimOptions::default()).await.unwrap();
+        let mongo = mongodb::Client::with_uri_str(sim.uri()).await.unwrap();
+        let db = fresh_database().await;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("mappings.yml"), MAPPING).unwrap();
+        let text = format!(
+            r#"
+[mongo]
+uri = "{}"
+source = "{}"
+[postgres]
+uri = "{}"
+pool_size = 4
+[sync]
+name = "test"
+mappings = "mappings.yml"
+batch_max_rows = {batch_max_rows}
+batch_max_wait_ms = 20
+[metrics]
+listen = ""
+"#,
+            sim.uri(),
+            source.as_str(),
+            db.url
+        );
+        let path = dir.path().join("tributary.toml");
+        let config = Config::from_str_at(&text, &path).unwrap();
+        let mappings =
+            Arc::new(tributary::mapping::load(Path::new(&config.sync.mappings)).unwrap());
+        World {
+            sim,
+            mongo,
+            db,
+            config,
+            mappings,
+            _dir: dir,
+        }
+    }
+
+    pub fn orders(&self) -> mongodb::Collection<Document> {
+        self.mongo.database("shop").collection("orders")
+    }
+
+    /// Starts `sync` in a task; the returned sender stops it.
+    pub fn start_sync(&self) -> (oneshot::Sender<()>, JoinHandle<Result<(), SyncError>>) {
+        let (tx, rx) = oneshot::channel::<()>();
+        let config = self.config.clone();
+        let mappings = self.mappings.clone();
+        let task = tokio::spawn(async move {
+            let opts = SyncOptions {
+                initial_sync: true,
+                metrics: None,
+            };
+            sync(&config, mappings, opts, async {
+                let _ = rx.await;
+            })
+            .await
+        });
+        (tx, task)
+    }
+
+    /// Inserts a marker document and waits until its row is in Postgres: everything written
+    /// to MongoDB before it has then been applied (order is preserved, batches are atomic).
+    pub async fn sync_point(&self, name: &str) {
+        self.orders()
+            .insert_one(doc! {"_id": format!("~marker-{name}"), "qty": 0})
+            .await
+            .unwrap();
+        let id = format!("~marker-{name}");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let rows = self
+                .db
+                .client
+                .query("SELECT 1 FROM public.orders WHERE id = $1", &[&id])
+                .await;
+            if matches!(rows, Ok(r) if !r.is_empty()) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "marker {name} never reached Postgres"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// The mapping applied to every document in MongoDB: `(id, qty, name)` parent rows and
+    /// `(order_id, idx, sku)` child rows, sorted.
+    pub async fn expected(
+        &self,
+    ) -> (
+        Vec<(String, Option<i32>, Option<String>)>,
+        Vec<(String, i32, Option<String>)>,
+    ) {
+        let mut parents = Vec::new();
+        let mut children = Vec::new();
+        let mut cursor = self.orders().find(doc! {}).await.unwrap();
+        while let Some(d) = cursor.next().await {
+            let d = d.unwrap();
+            let id = d.get_str("_id").unwrap().to_owned();
+            let qty = match d.get("qty") {
+                Some(Bson::Int32(q)) => Some(*q),
+                Some(Bson::Int64(q)) => Some(*q as i32),
+                _ => None,
+            };
+            let name = d.get_str("name").ok().map(str::to_owned);
+            if let Ok(items) = d.get_array("items") {
+                for (i, item) in items.iter().enumerate() {
+                    let sku = item
+                        .as_document()
+                        .and_then(|it| it.get_str("sku").ok())
+                        .map(str::to_owned);
+                    children.push((id.clone(), i as i32, sku));
+                }
+            }
+            parents.push((id, qty, name));
+        }
+        parents.sort();
+        children.sort();
+        (parents, children)
+    }
+
+    /// What Postgres holds, in the same shape as `expected`.
+    pub async fn actual(
+        &self,
+    ) -> (
+        Vec<(String, Option<i32>, Option<String>)>,
+        Vec<(String, i32, Option<String>)>,
+    ) {
+        let parents = self
+            .db
+            .client
+            .query("SELECT id, qty, name FROM public.orders ORDER BY id", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect::<Vec<_>>();
+        let children = self
+            .db
+            .client
+            .query(
+                "SELECT order_id, idx, sku FROM public.order_items ORDER BY order_id, idx",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get::<_, i32>(1), r.get(2)))
+            .collect::<Vec<_>>();
+        let mut parents = parents;
+        parents.sort();
+        let mut children = children;
+        children.sort();
+        (parents, children)
+    }
+
+    pub async fn assert_equal(&self) {
+        let expected = self.expected().await;
+        let actual = self.actual().await;
+        assert_eq!(
+            actual.0, expected.0,
+            "parent rows differ from the mapped documents"
+        );
+        assert_eq!(
+            actual.1, expected.1,
+            "child rows differ from the mapped documents"
+        );
+    }
+
+    pub async fn checkpoint(&self) -> Option<serde_json::Value> {
+        self.db
+            .client
+            .query_opt(
+                "SELECT resume_token FROM tributary.checkpoints WHERE stream = 'test'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .map(|r| r.get(0))
+    }
+
+    pub async fn stop(self) {
+        self.sim.shutdown().await;
+    }
+}
+
+pub async fn stop_sync(stop: oneshot::Sender<()>, task: JoinHandle<Result<(), SyncError>>) {
+    let _ = stop.send(());
+    let r = tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("sync did not stop within 30 s of shutdown")
+        .unwrap();
+    assert!(r.is_ok(), "sync failed: {r:?}");
+}
+
+pub fn order(id: &str, qty: i32, skus: &[&str]) -> Document {
+    let items: Vec<Bson> = skus
+        .iter()
+        .map(|s| Bson::Document(doc! {"sku": *s}))
+        .collect();
+    doc! {"_id": id, "qty": qty, "name": format!("order {id}"), "items": items}
+}
