@@ -1,1 +1,348 @@
-fn main() {}
+//! Sink throughput: `PostgresSink::apply` in batches (SPEC default 5000 rows) into an empty
+//! table and again over the same keys (every row an update), against a plain binary
+//! `COPY … FROM STDIN` of the same rows into an empty table, all in one run on one server.
+//!
+//! `cargo bench --bench sink`. Environment:
+//! - `SINK_BENCH_ROWS` (default 1000000) and `SINK_BENCH_BATCH` (default 5000);
+//! - `TEST_DATABASE_URL`: use that server instead of a throwaway cluster;
+//! - `SINK_BENCH_WRITE=1`: refresh the "Sink" section of BENCHMARKS.md even for a reduced row
+//!   count (a full-size run always refreshes it).
+//!
+//! Rows are generated batch by batch outside the timed sections, so peak RSS reflects the sink
+//! holding one batch, not a million prepared rows.
+
+#[path = "../tests/support/postgres.rs"]
+#[allow(dead_code)]
+mod pg;
+
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tributary::mapping::model::{
+    CollectionMapping, ColumnMapping, FieldPath, MappingSet, OnError, PgType,
+};
+use tributary::mapping::value::{PgValue, Row};
+use tributary::sink::postgres::ddl::{self, qualified};
+use tributary::sink::postgres::PostgresSink;
+use tributary::sink::{Batch, Change, Checkpoint, DocumentRows, Sink};
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.replace('_', "").parse().ok())
+        .unwrap_or(default)
+}
+
+fn columns() -> Vec<(&'static str, PgType)> {
+    vec![
+        ("id", PgType::Text),
+        ("name", PgType::Text),
+        ("qty", PgType::Integer),
+        ("seq", PgType::BigInt),
+        ("price", PgType::Numeric(Some((12, Some(2))))),
+        ("placed_at", PgType::Timestamptz),
+        ("active", PgType::Boolean),
+        ("doc", PgType::Jsonb),
+        ("tags", PgType::Array(Box::new(PgType::Text))),
+        ("score", PgType::DoublePrecision),
+        ("ref", PgType::Uuid),
+    ]
+}
+
+fn mapping(table: &str) -> MappingSet {
+    MappingSet {
+        collections: vec![CollectionMapping {
+            database: "bench".into(),
+            collection: table.into(),
+            table: table.into(),
+            columns: columns()
+                .into_iter()
+                .map(|(n, t)| ColumnMapping {
+                    name: n.into(),
+                    source: FieldPath::parse(if n == "id" { "_id" } else { n }),
+                    pg_type: t,
+                })
+                .collect(),
+            extra_props: None,
+            on_error: OnError::DeadLetter,
+            children: vec![],
+        }],
+    }
+}
+
+/// Row `i` in its `version` (versions differ in every non-key column).
+fn row(i: usize, version: u32) -> Row {
+    let v = version as usize;
+    let mut uuid = [0u8; 16];
+    uuid[..8].copy_from_slice(&(i as u64).to_be_bytes());
+    uuid[8..12].copy_from_slice(&version.to_be_bytes());
+    vec![
+        PgValue::Text(format!("{i:024x}")),
+        PgValue::Text(format!("customer {} v{v}", i % 9973)),
+        PgValue::Int4((i % 1000 + v) as i32),
+        PgValue::Int8((i * 7 + v) as i64),
+        PgValue::Numeric(format!("{}.{:02}", (i + v) % 100_000, i % 100)),
+        PgValue::Timestamptz(1_700_000_000_000_000 + (i as i64) * 1_000 + v as i64),
+        PgValue::Bool((i + v) % 2 == 0),
+        PgValue::Json(serde_json::json!({
+            "sku": format!("SKU-{}", i % 5000),
+            "qty": i % 17,
+            "v": v,
+            "dims": {"w": 10, "h": 20},
+        })),
+        PgValue::Array(vec![
+            PgValue::Text(format!("tag{}", i % 10)),
+            PgValue::Text(format!("v{v}")),
+        ]),
+        PgValue::Float8(i as f64 * 0.5 + f64::from(version)),
+        PgValue::Uuid(uuid),
+    ]
+}
+
+fn batch(from: usize, to: usize, version: u32) -> Batch {
+    Batch {
+        changes: (from..to)
+            .map(|i| {
+                let r = row(i, version);
+                Change::Upsert {
+                    collection: 0,
+                    key: r[0].clone(),
+                    rows: DocumentRows {
+                        parent: r,
+                        children: vec![],
+                    },
+                }
+            })
+            .collect(),
+        dead_letters: vec![],
+        checkpoint: Some(Checkpoint {
+            stream: "bench".into(),
+            source: "change_stream".into(),
+            resume_token: serde_json::json!({ "_data": format!("{version}:{to:012}") }),
+            cluster_time: chrono::DateTime::from_timestamp(1_700_000_000 + to as i64, 0),
+        }),
+    }
+}
+
+async fn apply_all(
+    sink: &mut PostgresSink,
+    rows: usize,
+    batch_rows: usize,
+    version: u32,
+) -> Duration {
+    let mut spent = Duration::ZERO;
+    let mut from = 0;
+    while from < rows {
+        let to = (from + batch_rows).min(rows);
+        let b = batch(from, to, version);
+        let started = Instant::now();
+        sink.apply(b).await.expect("apply");
+        spent += started.elapsed();
+        from = to;
+    }
+    spent
+}
+
+/// One binary COPY of all rows in one transaction. The rows are built before the clock starts
+/// (building them while copying would hide server work behind untimed client work).
+async fn plain_copy(url: &str, table: &str, rows: usize) -> Duration {
+    let mut client = pg::connect(url).await;
+    let types: Vec<_> = columns().iter().map(|(_, t)| ddl::wire_type(t)).collect();
+    let cols: Vec<String> = columns().iter().map(|(n, _)| ddl::quote_ident(n)).collect();
+    let sql = format!(
+        "COPY {} ({}) FROM STDIN (FORMAT binary)",
+        qualified("public", table),
+        cols.join(", ")
+    );
+    let prepared: Vec<Row> = (0..rows).map(|i| row(i, 1)).collect();
+    let started = Instant::now();
+    let tx = client.transaction().await.expect("begin");
+    let sink = tx.copy_in(&sql).await.expect("copy");
+    let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
+    for r in &prepared {
+        writer.as_mut().write_raw(r.iter()).await.expect("copy row");
+    }
+    writer.as_mut().finish().await.expect("finish copy");
+    tx.commit().await.expect("commit");
+    started.elapsed()
+}
+
+fn vm_hwm_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let ram_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{cores} CPUs ({cpu}), {ram_gib:.1} GiB RAM")
+}
+
+async fn checkpoint_server(client: &tokio_postgres::Client) {
+    // Every phase starts with clean shared buffers, so none pays for another's dirty pages.
+    client
+        .batch_execute("CHECKPOINT")
+        .await
+        .expect("checkpoint");
+}
+
+#[tokio::main]
+async fn main() {
+    let rows = env_usize("SINK_BENCH_ROWS", 1_000_000);
+    let batch_rows = env_usize("SINK_BENCH_BATCH", 5000);
+    let external = std::env::var("TEST_DATABASE_URL").is_ok_and(|v| !v.is_empty());
+
+    let db = pg::fresh_database().await;
+    let version: String = db
+        .client
+        .query_one("SHOW server_version", &[])
+        .await
+        .expect("version")
+        .get(0);
+    let server = if external {
+        format!("PostgreSQL {version} from TEST_DATABASE_URL")
+    } else {
+        format!(
+            "PostgreSQL {version}, the test harness's throwaway cluster \
+             (fsync=off, synchronous_commit=off, full_page_writes=off, shared_buffers=256MB)"
+        )
+    };
+    eprintln!("sink bench: {rows} rows, batches of {batch_rows}, {server}");
+
+    let mut sink = PostgresSink::connect(
+        &db.url,
+        2,
+        "public",
+        "tributary",
+        "bench",
+        Arc::new(mapping("bench_sink")),
+    )
+    .await
+    .expect("connect");
+    sink.ensure_schema().await.expect("ensure_schema");
+    checkpoint_server(&db.client).await;
+    let insert_time = apply_all(&mut sink, rows, batch_rows, 1).await;
+    eprintln!("apply into empty table: {insert_time:?}");
+    checkpoint_server(&db.client).await;
+    let update_time = apply_all(&mut sink, rows, batch_rows, 2).await;
+    eprintln!("apply over existing rows: {update_time:?}");
+
+    let count: i64 = db
+        .client
+        .query_one(
+            "SELECT count(*) FROM bench_sink WHERE name LIKE '% v2'",
+            &[],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(
+        count as usize, rows,
+        "every row must hold its second version"
+    );
+
+    // Peak RSS of the sink phases, before the baseline materialises all its rows.
+    let hwm_mib = vm_hwm_kib() as f64 / 1024.0;
+
+    // Baseline: plain binary COPY into an empty table with the same definition.
+    for stmt in ddl::schema_ddl(&mapping("bench_copy"), "public", "tributary") {
+        db.client.batch_execute(&stmt).await.expect("ddl");
+    }
+    checkpoint_server(&db.client).await;
+    let copy_time = plain_copy(&db.url, "bench_copy", rows).await;
+    eprintln!("plain COPY: {copy_time:?}");
+    let rate = |d: Duration| rows as f64 / d.as_secs_f64();
+    let copy_rate = rate(copy_time);
+    let lines = [
+        (
+            "plain binary `COPY` into an empty table (baseline)",
+            copy_time,
+            None,
+        ),
+        (
+            "`PostgresSink::apply` into an empty table",
+            insert_time,
+            Some(0.6),
+        ),
+        (
+            "`PostgresSink::apply` over the same keys (all updates)",
+            update_time,
+            Some(0.4),
+        ),
+    ];
+    let mut table =
+        String::from("| path | seconds | rows/s | vs COPY | target |\n|---|---:|---:|---:|---:|\n");
+    for (name, d, target) in lines {
+        let ratio = rate(d) / copy_rate;
+        table.push_str(&format!(
+            "| {name} | {:.2} | {:.0} | {:.2} | {} |\n",
+            d.as_secs_f64(),
+            rate(d),
+            ratio,
+            target.map_or("—".to_owned(), |t| format!("≥ {t:.1}"))
+        ));
+    }
+    let summary =
+        format!("{table}\nPeak RSS of the benchmark process (VmHWM): {hwm_mib:.0} MiB.\n");
+    println!("{summary}");
+
+    let full = rows >= 1_000_000;
+    if full || std::env::var("SINK_BENCH_WRITE").is_ok_and(|v| v == "1") {
+        let section = format!(
+            "## Sink\n\n\
+             `SINK_BENCH_ROWS={rows} cargo bench --bench sink` — {rows} rows of 11 mapped columns \
+             (text key, text, integer, bigint, numeric(12,2), timestamptz, boolean, jsonb, text[], \
+             double precision, uuid), applied in batches of {batch_rows} (one transaction and one \
+             checkpoint per batch), measured in one run against a plain binary COPY of the same rows.\n\n\
+             - Date: {}\n- Machine: {} (shared with other work while measured)\n- Server: {server}\n\n\
+             {summary}",
+            chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
+            machine(),
+        );
+        write_section(&section);
+        eprintln!("BENCHMARKS.md: Sink section refreshed");
+    }
+}
+
+/// Replaces the `## Sink` section of BENCHMARKS.md (up to the next `## ` heading), or appends it;
+/// other sections are left as they are.
+fn write_section(section: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md");
+    let old = std::fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n".to_owned());
+    let new = match old.find("## Sink\n") {
+        Some(start) => {
+            let rest = &old[start + 1..];
+            let end = rest.find("\n## ").map_or(old.len(), |i| start + 1 + i + 1);
+            format!("{}{section}{}", &old[..start], &old[end..])
+        }
+        None => format!(
+            "{}\n{section}",
+            old.trim_end_matches('\n').to_owned() + "\n"
+        ),
+    };
+    std::fs::write(&path, new).expect("write BENCHMARKS.md");
+}

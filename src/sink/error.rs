@@ -37,6 +37,14 @@ pub enum SinkError {
     #[error("no Postgres connection available from the pool: {detail}")]
     Pool { detail: String, retryable: bool },
 
+    /// A value does not fit its column (wrong variant, out of range): the batch is refused.
+    #[error("cannot write a value to column {column} of {table}: {reason}")]
+    Value {
+        table: String,
+        column: String,
+        reason: String,
+    },
+
     /// A batch does not fit the mapping it claims to follow: a programming error upstream.
     #[error("invalid batch: {0}")]
     InvalidBatch(String),
@@ -57,7 +65,9 @@ impl SinkError {
     /// deadlock race. Constraint, type and data errors are fatal: replaying cannot fix them.
     pub fn is_retryable(&self) -> bool {
         match self {
-            SinkError::InvalidUri { .. } | SinkError::InvalidBatch(_) => false,
+            SinkError::InvalidUri { .. } | SinkError::InvalidBatch(_) | SinkError::Value { .. } => {
+                false
+            }
             SinkError::Connect { source, .. } => match source {
                 // A server that answers but refuses the login (bad password, unknown database)
                 // will refuse it again.

@@ -3,6 +3,7 @@
 //! `plan` (a batch reduced to its net effect per table) and `service` (one batch, one
 //! transaction).
 
+pub mod copy;
 pub mod ddl;
 pub mod decode;
 pub mod encode;

@@ -140,10 +140,22 @@ fn check_rows(tables: &[TableDef], rows: &DocumentRows) -> Result<(), SinkError>
 /// Identity of a key as Postgres compares it: `1.50` and `1.5` are one numeric key, `-0.0` and
 /// `0.0` one float key. Everything else compares by value.
 #[derive(Debug, PartialEq, Eq, Hash)]
-struct KeyRepr(String);
+enum KeyRepr {
+    Text(String),
+    Int(i64),
+    Other(String),
+}
 
 fn key_repr(key: &PgValue) -> KeyRepr {
-    KeyRepr(match key {
+    // Text and integer keys (nearly all keys) skip the formatting below.
+    match key {
+        PgValue::Text(s) => return KeyRepr::Text(s.clone()),
+        PgValue::Int2(i) => return KeyRepr::Int(i64::from(*i)),
+        PgValue::Int4(i) => return KeyRepr::Int(i64::from(*i)),
+        PgValue::Int8(i) => return KeyRepr::Int(*i),
+        _ => {}
+    }
+    KeyRepr::Other(match key {
         PgValue::Numeric(s) => {
             let (neg, digits) = s
                 .strip_prefix('-')

@@ -1,26 +1,34 @@
-//! `PostgresSink`: one batch, one transaction. Parent rows go through binary COPY into a
-//! per-connection TEMP staging table and one `INSERT … SELECT … ON CONFLICT` per table; deletes
-//! are one `DELETE … = ANY($1)` per table; child rows are deleted per touched parent and
-//! re-COPYed; then dead letters and the checkpoint; then `COMMIT`.
+//! `PostgresSink`: one batch, one transaction. Per collection: `TRUNCATE` if the batch holds
+//! one; one `DELETE … WHERE key = ANY($1)` per table for every key the batch touches (children
+//! by parent key); one binary `COPY` per table of the new rows; then dead letters and the
+//! checkpoint; then `COMMIT`.
+//!
+//! Why delete-then-COPY rather than COPY into a TEMP staging table followed by
+//! `INSERT … SELECT … ON CONFLICT DO UPDATE`: both leave the same rows, but staging writes and
+//! reads every row twice and speculative insertion costs more than a plain insert; measured on
+//! 5000-row batches the staged upsert took about 1.6× the server time of delete + COPY
+//! (BENCHMARKS.md, "Sink"). Delete-then-insert is only safe with one writer per table, which the
+//! stream's advisory lock provides (SPEC "Exclusion and fail-over"); a second writer racing on
+//! the same key fails with a unique violation rather than leaving a wrong row.
 
 use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{
-    Hook, HookError, Manager, ManagerConfig, Object, Pool, QueueMode, RecyclingMethod, Runtime,
+    Manager, ManagerConfig, Object, Pool, QueueMode, RecyclingMethod, Runtime,
 };
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::Type;
 use tokio_postgres::NoTls;
 
+use super::copy::{self, CopyError};
 use super::ddl::{self, qualified, quote_ident};
 use super::plan::{self, CollectionPlan};
 use super::state;
 use crate::mapping::model::{MappingSet, TableDef};
 use crate::mapping::value::{PgValue, Row};
 use crate::sink::error::describe;
-use crate::sink::{Batch, Change, DocumentRows, Sink, SinkError};
+use crate::sink::{Batch, Change, Checkpoint, DeadLetter, DocumentRows, Sink, SinkError};
 
 /// How long `apply` waits for a pooled connection before reporting a (retryable) error.
 const POOL_WAIT: Duration = Duration::from_secs(30);
@@ -30,11 +38,8 @@ const POOL_WAIT: Duration = Duration::from_secs(30);
 struct TableSql {
     /// Wire types of the columns, in order, for binary COPY.
     types: Vec<Type>,
-    /// Parent tables only: `CREATE TEMP TABLE` of the staging table (run once per connection).
-    create_stage: Option<String>,
-    copy_stage: String,
-    upsert_from_stage: String,
-    copy_direct: String,
+    columns: Vec<String>,
+    copy: String,
     /// `DELETE … WHERE <first key column> = ANY($1)`: by key for a parent, by parent key for a
     /// child.
     delete_by_key: String,
@@ -42,52 +47,18 @@ struct TableSql {
 }
 
 impl TableSql {
-    fn new(schema: &str, def: &TableDef, stage: Option<String>) -> TableSql {
+    fn new(schema: &str, def: &TableDef) -> TableSql {
         let qualified_name = qualified(schema, &def.name);
         let cols: Vec<String> = def.columns.iter().map(|(n, _)| quote_ident(n)).collect();
-        let col_list = cols.join(", ");
-        let pk: Vec<&String> = def.primary_key.iter().map(|&i| &cols[i]).collect();
-        let pk_list = pk.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
-        let updates: Vec<String> = cols
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| !def.primary_key.contains(i))
-            .map(|(_, c)| format!("{c} = EXCLUDED.{c}"))
-            .collect();
-        let on_conflict = if updates.is_empty() {
-            "DO NOTHING".to_owned()
-        } else {
-            format!("DO UPDATE SET {}", updates.join(", "))
-        };
-        let (create_stage, copy_stage, upsert_from_stage) = match &stage {
-            Some(stage) => {
-                let typed: Vec<String> = def
-                    .columns
-                    .iter()
-                    .map(|(n, ty)| format!("{} {ty}", quote_ident(n)))
-                    .collect();
-                (
-                    // ON COMMIT DELETE ROWS empties it at every commit without a TRUNCATE.
-                    Some(format!(
-                        "CREATE TEMP TABLE IF NOT EXISTS {stage} ({}) ON COMMIT DELETE ROWS",
-                        typed.join(", ")
-                    )),
-                    format!("COPY pg_temp.{stage} ({col_list}) FROM STDIN (FORMAT binary)"),
-                    format!(
-                        "INSERT INTO {qualified_name} ({col_list}) SELECT {col_list} FROM pg_temp.{stage} \
-                         ON CONFLICT ({pk_list}) {on_conflict}"
-                    ),
-                )
-            }
-            None => (None, String::new(), String::new()),
-        };
+        let first_key = def.primary_key.first().map_or(&cols[0], |&i| &cols[i]);
         TableSql {
             types: def.columns.iter().map(|(_, t)| ddl::wire_type(t)).collect(),
-            create_stage,
-            copy_stage,
-            upsert_from_stage,
-            copy_direct: format!("COPY {qualified_name} ({col_list}) FROM STDIN (FORMAT binary)"),
-            delete_by_key: format!("DELETE FROM {qualified_name} WHERE {} = ANY($1)", pk[0]),
+            copy: format!(
+                "COPY {qualified_name} ({}) FROM STDIN (FORMAT binary)",
+                cols.join(", ")
+            ),
+            delete_by_key: format!("DELETE FROM {qualified_name} WHERE {first_key} = ANY($1)"),
+            columns: def.columns.iter().map(|(n, _)| n.clone()).collect(),
             qualified: qualified_name,
         }
     }
@@ -102,8 +73,11 @@ pub struct PostgresSink {
     stream: String,
     mappings: Arc<MappingSet>,
     /// Per collection: parent first, then children.
-    tables: Arc<Vec<Vec<TableSql>>>,
+    tables: Vec<Vec<TableSql>>,
     table_defs: Vec<Vec<TableDef>>,
+    checkpoint_sql: String,
+    /// `host:port/dbname`, for error messages (never credentials).
+    target: String,
 }
 
 impl PostgresSink {
@@ -134,22 +108,11 @@ impl PostgresSink {
             .iter()
             .map(ddl::collection_tables)
             .collect();
-        let tables: Vec<Vec<TableSql>> = table_defs
+        let tables = table_defs
             .iter()
-            .enumerate()
-            .map(|(c, defs)| {
-                defs.iter()
-                    .enumerate()
-                    .map(|(t, def)| {
-                        let stage = (t == 0).then(|| quote_ident(&format!("tributary_stage_{c}")));
-                        TableSql::new(schema, def, stage)
-                    })
-                    .collect()
-            })
+            .map(|defs| defs.iter().map(|d| TableSql::new(schema, d)).collect())
             .collect();
-        let tables = Arc::new(tables);
 
-        let hook_tables = Arc::clone(&tables);
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -162,26 +125,8 @@ impl PostgresSink {
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(POOL_WAIT))
             .create_timeout(Some(POOL_WAIT))
-            // LIFO keeps `apply` on the same warm connection (prepared statements, staging).
+            // LIFO keeps `apply` on the same warm connection and its prepared statements.
             .queue_mode(QueueMode::Lifo)
-            .post_create(Hook::async_fn(move |client, _| {
-                let tables = Arc::clone(&hook_tables);
-                Box::pin(async move {
-                    // Staging tables live as long as the session; created here so that a
-                    // batch never pays for (or logs a notice about) them.
-                    let ddl: Vec<&str> = tables
-                        .iter()
-                        .filter_map(|t| t.first()?.create_stage.as_deref())
-                        .collect();
-                    if !ddl.is_empty() {
-                        client
-                            .batch_execute(&ddl.join(";\n"))
-                            .await
-                            .map_err(HookError::Backend)?;
-                    }
-                    Ok(())
-                })
-            }))
             .build()
             .map_err(|e| SinkError::InvalidUri {
                 reason: e.to_string(),
@@ -195,9 +140,11 @@ impl PostgresSink {
             mappings,
             tables,
             table_defs,
+            checkpoint_sql: state::checkpoint_upsert_sql(state_schema),
+            target,
         };
         // Fail fast (and say where) instead of at the first batch.
-        drop(sink.connection(&target).await?);
+        drop(sink.connection().await?);
         Ok(sink)
     }
 
@@ -219,14 +166,17 @@ impl PostgresSink {
         &self.pool
     }
 
-    async fn connection(&self, target: &str) -> Result<Object, SinkError> {
-        self.pool.get().await.map_err(|e| pool_error(target, e))
+    async fn connection(&self) -> Result<Object, SinkError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| pool_error(&self.target, e))
     }
 
     /// Creates missing schemas, tables, columns, child tables and state tables. Never drops or
     /// alters existing ones; safe to run at every start and concurrently.
     pub async fn ensure_schema(&self) -> Result<(), SinkError> {
-        let client = self.connection("the sink pool").await?;
+        let client = self.connection().await?;
         let statements = ddl::schema_ddl(&self.mappings, &self.schema, &self.state_schema);
         ddl::apply_ddl(&client, &statements).await
     }
@@ -235,17 +185,17 @@ impl PostgresSink {
     /// checkpoint) and returns how many parent rows were written.
     ///
     /// Semantics are those of `apply` with one `Upsert` per document: a row with the same key
-    /// is overwritten and its child rows replaced; documents repeated in `rows` keep the last.
-    /// It never deletes rows that are not in `rows`.
+    /// is replaced and its child rows with it; a document repeated in `rows` keeps its last
+    /// occurrence. Rows whose keys are not in `rows` are never touched.
     ///
     /// Hand-off guarantee: a snapshot row overwrites whatever is there, so the snapshot must not
     /// race the stream on the same collection. The safe order (SPEC "Full sync → streaming") is:
     /// record the stream position, copy with `copy_rows`, then stream from the recorded
     /// position. Every change made during the copy is replayed afterwards and wins, because
-    /// replay is an upsert/delete by key; a document the snapshot read before it was changed
-    /// is corrected by the replay, and one it read before it was deleted is deleted by the
-    /// replay. No stale row survives the catch-up. Runs on its own pooled connection, so
-    /// several collections may be copied concurrently.
+    /// replay is by key: a document the snapshot read before it changed is rewritten by the
+    /// replay, one it read before it was deleted is deleted by the replay. No stale row survives
+    /// the catch-up. Each call takes its own pooled connection, so different collections may
+    /// be copied concurrently (one writer per table, as for `apply`).
     pub async fn copy_rows(
         &self,
         collection: usize,
@@ -265,7 +215,7 @@ impl PostgresSink {
             .collect();
         let plans = plan::plan(changes, &self.table_defs)?;
         let written = plans[collection].upserts.len() as u64;
-        let mut client = self.connection("the sink pool").await?;
+        let mut client = self.connection().await?;
         match self.write(&mut client, plans, &[], None).await {
             Ok(()) => Ok(written),
             Err(e) => {
@@ -279,21 +229,34 @@ impl PostgresSink {
         &self,
         client: &mut Object,
         plans: Vec<CollectionPlan>,
-        dead_letters: &[crate::sink::DeadLetter],
-        checkpoint: Option<&crate::sink::Checkpoint>,
+        dead_letters: &[DeadLetter],
+        checkpoint: Option<&Checkpoint>,
     ) -> Result<(), SinkError> {
         let tx = client
             .transaction()
             .await
             .map_err(|e| SinkError::postgres("starting a transaction", e))?;
+        let mut written = Vec::with_capacity(plans.len());
         for (c, p) in plans.into_iter().enumerate() {
             if !p.is_empty() {
-                write_collection(&tx, &self.tables[c], p).await?;
+                written.push(write_collection(&tx, &self.tables[c], p).await?);
             }
         }
+        // Freeing a batch's rows takes real time; the other core can do it while we commit.
+        tokio::task::spawn_blocking(move || drop(written));
         state::insert_dead_letters(&*tx, &self.state_schema, &self.stream, dead_letters).await?;
         if let Some(cp) = checkpoint {
-            state::write_checkpoint(&*tx, &self.state_schema, cp).await?;
+            let doing = || format!("writing the checkpoint of stream {:?}", cp.stream);
+            let stmt = tx
+                .prepare_cached(&self.checkpoint_sql)
+                .await
+                .map_err(|e| SinkError::postgres(doing(), e))?;
+            tx.execute(
+                &stmt,
+                &[&cp.stream, &cp.source, &cp.resume_token, &cp.cluster_time],
+            )
+            .await
+            .map_err(|e| SinkError::postgres(doing(), e))?;
         }
         tx.commit()
             .await
@@ -304,7 +267,7 @@ impl PostgresSink {
 impl Sink for PostgresSink {
     async fn apply(&mut self, batch: Batch) -> Result<(), SinkError> {
         let plans = plan::plan(batch.changes, &self.table_defs)?;
-        let mut client = self.connection("the sink pool").await?;
+        let mut client = self.connection().await?;
         let result = self
             .write(
                 &mut client,
@@ -326,13 +289,15 @@ fn discard(client: Object) {
     drop(Object::take(client));
 }
 
+/// Applies one collection's plan; returns the rows written so the caller decides when to free
+/// them.
 async fn write_collection(
     tx: &deadpool_postgres::Transaction<'_>,
     tables: &[TableSql],
     p: CollectionPlan,
-) -> Result<(), SinkError> {
+) -> Result<Vec<DocumentRows>, SinkError> {
     let Some((parent, children)) = tables.split_first() else {
-        return Ok(());
+        return Ok(Vec::new());
     };
     if p.truncate {
         let names: Vec<&str> = tables.iter().map(|t| t.qualified.as_str()).collect();
@@ -341,52 +306,31 @@ async fn write_collection(
             .map_err(|e| SinkError::postgres(format!("truncating {}", names.join(", ")), e))?;
     }
 
-    // After a truncate in this batch the tables are empty: nothing to delete.
-    if !p.truncate {
-        let touched: Vec<PgValue> = p
-            .deletes
-            .iter()
-            .cloned()
-            .chain(p.upserts.iter().map(|(k, _)| k.clone()))
-            .collect();
-        if !touched.is_empty() {
-            let touched = PgValue::Array(touched);
-            for child in children {
-                delete_keys(tx, child, &touched).await?;
-            }
-        }
-        if !p.deletes.is_empty() {
-            delete_keys(tx, parent, &PgValue::Array(p.deletes)).await?;
+    let mut keys = p.deletes;
+    let mut docs = Vec::with_capacity(p.upserts.len());
+    for (key, rows) in p.upserts {
+        keys.push(key);
+        docs.push(rows);
+    }
+    // After a truncate in this batch the tables are empty: nothing to delete. Otherwise every
+    // touched key loses its old parent row and all its child rows; upserts are re-inserted.
+    if !p.truncate && !keys.is_empty() {
+        let keys = PgValue::Array(keys);
+        for table in children.iter().chain(std::iter::once(parent)) {
+            delete_keys(tx, table, &keys).await?;
         }
     }
 
-    if p.upserts.is_empty() {
-        return Ok(());
-    }
-    let parents: Vec<&Row> = p.upserts.iter().map(|(_, r)| &r.parent).collect();
-    if p.truncate {
-        // Empty table and unique keys: COPY straight in.
-        copy_rows_in(tx, parent, &parent.copy_direct, &parents).await?;
-    } else {
-        copy_rows_in(tx, parent, &parent.copy_stage, &parents).await?;
-        let stmt = tx
-            .prepare_cached(&parent.upsert_from_stage)
-            .await
-            .map_err(|e| {
-                SinkError::postgres(format!("preparing the upsert into {}", parent.qualified), e)
-            })?;
-        tx.execute(&stmt, &[])
-            .await
-            .map_err(|e| SinkError::postgres(format!("upserting into {}", parent.qualified), e))?;
-    }
+    let parents: Vec<&Row> = docs.iter().map(|d| &d.parent).collect();
+    copy_in(tx, parent, &parents).await?;
     for (i, child) in children.iter().enumerate() {
-        let mut rows: Vec<&Row> = Vec::new();
-        for (_, r) in &p.upserts {
-            rows.extend(r.children.get(i).into_iter().flatten());
-        }
-        copy_rows_in(tx, child, &child.copy_direct, &rows).await?;
+        let rows: Vec<&Row> = docs
+            .iter()
+            .flat_map(|d| d.children.get(i).into_iter().flatten())
+            .collect();
+        copy_in(tx, child, &rows).await?;
     }
-    Ok(())
+    Ok(docs)
 }
 
 async fn delete_keys(
@@ -405,11 +349,10 @@ async fn delete_keys(
     Ok(())
 }
 
-/// Binary COPY of `rows` with `copy_sql`; skips the round trips when there is nothing to copy.
-async fn copy_rows_in(
+/// Binary COPY of `rows` into `table`; no round trip when there is nothing to copy.
+async fn copy_in(
     tx: &deadpool_postgres::Transaction<'_>,
     table: &TableSql,
-    copy_sql: &str,
     rows: &[&Row],
 ) -> Result<u64, SinkError> {
     if rows.is_empty() {
@@ -417,26 +360,24 @@ async fn copy_rows_in(
     }
     let doing = || format!("copying rows into {}", table.qualified);
     let stmt = tx
-        .prepare_cached(copy_sql)
+        .prepare_cached(&table.copy)
         .await
         .map_err(|e| SinkError::postgres(doing(), e))?;
     let sink = tx
         .copy_in(&stmt)
         .await
         .map_err(|e| SinkError::postgres(doing(), e))?;
-    let mut writer = pin!(BinaryCopyInWriter::new(sink, &table.types));
-    for row in rows {
-        writer
-            .as_mut()
-            .write_raw(row.iter())
-            .await
-            .map_err(|e| SinkError::postgres(doing(), e))?;
-    }
-    writer
-        .as_mut()
-        .finish()
+    let sink = pin!(sink);
+    copy::copy_rows(sink, &table.types, rows)
         .await
-        .map_err(|e| SinkError::postgres(doing(), e))
+        .map_err(|e| match e {
+            CopyError::Postgres(e) => SinkError::postgres(doing(), e),
+            CopyError::Encode(_, column, reason) => SinkError::Value {
+                table: table.qualified.clone(),
+                column: table.columns.get(column).cloned().unwrap_or_default(),
+                reason,
+            },
+        })
 }
 
 /// `host:port/dbname` (never user or password) for error messages.

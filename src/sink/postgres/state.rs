@@ -85,6 +85,19 @@ fn pg(doing: &str) -> impl FnOnce(tokio_postgres::Error) -> SinkError + '_ {
     move |e| SinkError::postgres(doing, e)
 }
 
+/// The statement that upserts a checkpoint: `$1` stream, `$2` source, `$3` resume token
+/// (jsonb), `$4` cluster time; `updated_at` is the transaction time.
+pub fn checkpoint_upsert_sql(state_schema: &str) -> String {
+    format!(
+        "INSERT INTO {} (stream, source, resume_token, cluster_time, updated_at) \
+         VALUES ($1, $2, $3, $4, now()) \
+         ON CONFLICT (stream) DO UPDATE SET source = EXCLUDED.source, \
+         resume_token = EXCLUDED.resume_token, cluster_time = EXCLUDED.cluster_time, \
+         updated_at = EXCLUDED.updated_at",
+        qualified(state_schema, "checkpoints")
+    )
+}
+
 /// Upserts the stream's checkpoint. Call it inside the transaction that writes the rows it
 /// covers: that is the whole durability argument.
 pub async fn write_checkpoint(
@@ -92,19 +105,10 @@ pub async fn write_checkpoint(
     state_schema: &str,
     checkpoint: &Checkpoint,
 ) -> Result<(), SinkError> {
-    let sql = format!(
-        "INSERT INTO {} (stream, source, resume_token, cluster_time, updated_at) \
-         VALUES ($1, $2, $3, $4, now()) \
-         ON CONFLICT (stream) DO UPDATE SET source = EXCLUDED.source, \
-         resume_token = EXCLUDED.resume_token, cluster_time = EXCLUDED.cluster_time, \
-         updated_at = EXCLUDED.updated_at",
-        qualified(state_schema, "checkpoints")
-    );
     let doing = format!("writing the checkpoint of stream {:?}", checkpoint.stream);
-    let stmt = client.prepare(&sql).await.map_err(pg(&doing))?;
     client
         .execute(
-            &stmt,
+            &checkpoint_upsert_sql(state_schema),
             &[
                 &checkpoint.stream,
                 &checkpoint.source,
