@@ -135,7 +135,7 @@ impl ChangeStreamSource {
             Some(e) => e,
             None => match stream.next_if_any().await? {
                 Some(raw) => match convert(raw) {
-                    Converted::Event(e) => e,
+                    Converted::Event(e) => *e,
                     Converted::Invalidate(token) => {
                         // Only reachable if the deployment invalidates a cluster stream; start
                         // a new one after the invalidate.
@@ -170,7 +170,7 @@ impl ChangeStreamSource {
             loop {
                 let next = match stream.next_if_any().await? {
                     Some(raw) => match convert(raw) {
-                        Converted::Event(e) => e,
+                        Converted::Event(e) => *e,
                         Converted::Invalidate(_) => break,
                     },
                     None => break,
@@ -222,7 +222,7 @@ impl Source for ChangeStreamSource {
 }
 
 enum Converted {
-    Event(ChangeEvent),
+    Event(Box<ChangeEvent>),
     Invalidate(Document),
 }
 
@@ -265,7 +265,7 @@ fn convert(raw: ChangeStreamEvent<Document>) -> Converted {
         .document_key
         .as_ref()
         .and_then(|k| k.get("_id").cloned());
-    Converted::Event(ChangeEvent {
+    Converted::Event(Box::new(ChangeEvent {
         op,
         namespace,
         key,
@@ -273,7 +273,7 @@ fn convert(raw: ChangeStreamEvent<Document>) -> Converted {
         txn,
         cluster_time,
         position,
-    })
+    }))
 }
 
 /// The stream's current position, recorded before a snapshot so streaming can resume from it:
