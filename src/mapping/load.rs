@@ -97,6 +97,8 @@ pub(crate) struct CollectionPos {
     pub columns: Vec<ColumnPos>,
     /// Parallel to `CollectionMapping::children`.
     pub children: Vec<ChildPos>,
+    /// Some columns were left out because of their own errors.
+    pub incomplete: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -460,9 +462,13 @@ impl Loader {
                 }
             },
         };
-        let columns = f
-            .get("columns")
-            .map(|n| self.columns(n, &what, false, &mut pos.columns));
+        let columns = f.get("columns").map(|n| {
+            let columns = self.columns(n, &what, false, &mut pos.columns);
+            // A column left out for an error of its own may be the `_id` one: do not also
+            // report the key as missing.
+            pos.incomplete = !matches!(&n.kind, Kind::Seq(items) if items.len() == columns.len());
+            columns
+        });
         let mut children = Vec::new();
         if let Some(list) = f.get("children").filter(|n| !n.is_null()) {
             match &list.kind {

@@ -317,3 +317,11 @@ fn children_cannot_nest_inside_other_children() {
         .message
         .contains("inside the array `items` of child `a`"));
 }
+
+#[test]
+fn a_bad_key_column_is_not_also_reported_as_missing() {
+    let text = "database: d\ncollections:\n  c:\n    columns:\n      - { name: id, source: _id, type: objectid }\n";
+    let errors = load_str(text, Path::new("x.yml")).unwrap_err().0;
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(errors[0].message.contains("unknown type `objectid`"));
+}

@@ -71,6 +71,7 @@ pub(crate) fn check_collection(
         .filter(|&i| m.columns[i].source.is_id())
         .collect();
     match keys.as_slice() {
+        [] if p.incomplete => {}
         [] => errors.push(error(
             file,
             p.name,
