@@ -88,6 +88,7 @@ else
     log "using MONGO_SIM_URI=$MONGO_SIM_URI (no simulator started)"
 fi
 
+export PYTHONDONTWRITEBYTECODE=1
 export TRIBUTARY_FIXTURES="${TRIBUTARY_FIXTURES:-$ROOT/../shared/fixtures}"
 
 # --- Tests ----------------------------------------------------------------------------------
