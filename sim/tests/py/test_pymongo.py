@@ -673,11 +673,46 @@ def test_post_batch_resume_token_advances_while_idle(recorded, client, names):
         coll.insert_one({"_id": 1})
         e = next_event(stream)
         assert e["_id"]["_data"] > tok2["_data"]
+    # a high-water-mark token is a valid resume point (checkpoints may hold one)
+    with c[names.db][names.coll].watch(resume_after=tok2, max_await_time_ms=100) as again:
+        assert next_event(again)["_id"] == e["_id"]
     gm = rec.replies("getMore")
     assert gm and all("postBatchResumeToken" in r["cursor"] for r in gm)
     ids = {r["cursor"]["id"] for r in gm}
     assert len(ids) == 1 and 0 not in ids
     assert all(cmd.get("maxTimeMS") == 300 for cmd in rec.cmds("getMore"))
+
+
+def test_cluster_stream_sees_ddl_without_invalidate(client, names):
+    db = client[names.db]
+    db.a.insert_one({"_id": 1})
+    db.b.insert_one({"_id": 1})
+    only_here = [{"$match": {"$or": [{"ns.db": names.db}, {"to.db": names.db}]}}]
+    with client.watch(only_here, full_document="updateLookup") as stream:
+        db.a.update_one({"_id": 1}, {"$set": {"x": 1}})
+        evs = [next_event(stream)]  # read before the rename: the lookup happens at read time
+        db.a.rename("a2")
+        db.b.drop()
+        client.drop_database(names.db)
+        db.c.insert_one({"_id": 9})  # the cluster stream continues after dropDatabase
+        evs += [next_event(stream) for _ in range(5)]
+    kinds = [(e["operationType"], e["ns"].get("coll")) for e in evs]
+    assert kinds == [("update", "a"), ("rename", "a"), ("drop", "b"), ("drop", "a2"),
+                     ("dropDatabase", None), ("insert", "c")], kinds
+    assert evs[0]["fullDocument"] == {"_id": 1, "x": 1}
+    assert evs[1]["to"] == {"db": names.db, "coll": "a2"}
+    assert evs[4]["ns"] == {"db": names.db}
+    assert all(e["operationType"] != "invalidate" for e in evs)
+
+
+def test_database_stream_drop_database_invalidates(client, names):
+    db = client[names.db]
+    db.a.insert_one({"_id": 1})
+    with db.watch() as stream:
+        client.drop_database(names.db)
+        evs = [next_event(stream) for _ in range(3)]
+        assert [e["operationType"] for e in evs] == ["drop", "dropDatabase", "invalidate"]
+        assert not stream.alive
 
 
 # ------------------------------------------------------------------------------------------------
@@ -734,6 +769,16 @@ def test_oplog_tailing_with_tailable_await_cursor(client, names):
     client[names.db].command({"create": "later"})
     cmd = _tail_until(cursor, lambda d: d.get("op") == "c" and d.get("ns") == f"{names.db}.$cmd")
     assert cmd["o"].get("create") == "later"
+
+    # DDL is written as "c" entries on <db>.$cmd
+    client[names.db]["later"].rename("later2")
+    client[names.db]["later2"].drop()
+    client.drop_database(names.db)
+    ddl = [_tail_until(cursor, lambda d: d.get("op") == "c" and d.get("ns") == f"{names.db}.$cmd") for _ in range(2)]
+    assert ddl[0]["o"] == {"renameCollection": f"{names.db}.later", "to": f"{names.db}.later2", "stayTemp": False}
+    assert ddl[1]["o"] == {"drop": "later2"}
+    dropdb = _tail_until(cursor, lambda d: d.get("op") == "c" and d.get("o", {}).get("dropDatabase") == 1)
+    assert dropdb["ns"] == f"{names.db}.$cmd"
     cursor.close()
 
 
