@@ -16,35 +16,32 @@ async fn writes_during_the_copy(kind: SourceKind) {
     orders.insert_many(docs).await.unwrap();
 
     let (stop, task) = w.start_sync();
-    let writer = {
-        let orders = orders.clone();
-        tokio::spawn(async move {
-            for i in (0..2000).step_by(7) {
-                let id = format!("o{i:05}");
-                match i % 3 {
-                    0 => {
-                        orders
-                            .update_one(
-                                doc! {"_id": &id},
-                                doc! {"$set": {"qty": -i, "name": "changed"}},
-                            )
-                            .await
-                            .unwrap();
-                    }
-                    1 => {
-                        orders.delete_one(doc! {"_id": &id}).await.unwrap();
-                    }
-                    _ => {
-                        orders
-                            .insert_one(order(&format!("n{i:05}"), i, &["new", "new2"]))
-                            .await
-                            .unwrap();
-                    }
-                }
+    // Start writing once the copy has begun, so the writes land before and after the copy's
+    // read position.
+    w.wait_for_phase("snapshot").await;
+    for i in (0..2000).step_by(7) {
+        let id = format!("o{i:05}");
+        match i % 3 {
+            0 => {
+                orders
+                    .update_one(
+                        doc! {"_id": &id},
+                        doc! {"$set": {"qty": -i, "name": "changed"}},
+                    )
+                    .await
+                    .unwrap();
             }
-        })
-    };
-    writer.await.unwrap();
+            1 => {
+                orders.delete_one(doc! {"_id": &id}).await.unwrap();
+            }
+            _ => {
+                orders
+                    .insert_one(order(&format!("n{i:05}"), i, &["new", "new2"]))
+                    .await
+                    .unwrap();
+            }
+        }
+    }
     w.sync_point("end").await;
     w.assert_equal().await;
     let phase: String = w

@@ -218,6 +218,31 @@ listen = ""
         );
     }
 
+    /// Waits until `shop.orders` is in `phase` (polling the state table).
+    pub async fn wait_for_phase(&self, phase: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let row = self
+                .db
+                .client
+                .query_opt(
+                    "SELECT phase FROM tributary.collections WHERE stream = 'test' AND namespace = 'shop.orders'",
+                    &[],
+                )
+                .await;
+            if let Ok(Some(r)) = row {
+                if r.get::<_, String>(0) == phase {
+                    return;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "shop.orders never reached phase {phase}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     pub async fn checkpoint(&self) -> Option<serde_json::Value> {
         self.db
             .client
