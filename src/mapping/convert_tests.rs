@@ -450,3 +450,18 @@ fn keys_are_never_null() {
     m.on_error = OnError::Fail;
     assert!(convert_key(&m, &bson!({"a": 1})).unwrap_err().fatal);
 }
+
+#[test]
+fn unstorable_extra_props_follow_on_error() {
+    let mut m = shop();
+    let mut d = order();
+    d.insert("notes", "nul\0inside");
+    let e = convert_document(&m, &d).unwrap_err();
+    assert_eq!(e.column, "extra");
+    assert!(e.reason.contains("NUL"), "{e}");
+    m.on_error = OnError::Null;
+    let c = convert_document(&m, &d).unwrap();
+    assert_eq!(c.rows.parent.last(), Some(&PgValue::Null));
+    assert_eq!(c.nulled.len(), 1);
+    assert!(c.nulled[0].starts_with("extra "), "{:?}", c.nulled);
+}

@@ -16,6 +16,10 @@ use super::types::{parse_type, TYPE_HINT};
 use super::validate;
 use super::yaml::{self, Kind, Node, Pos};
 
+/// Hint for a type split by an unquoted comma inside a `{ ... }` column.
+const QUOTE_TYPE_HINT: &str =
+    "quote the type, e.g. type: \"numeric(12,2)\"; inside { } a comma ends the value";
+
 /// One problem in a mapping file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MappingError {
@@ -206,7 +210,7 @@ impl Loader {
                 self.err(
                     e.pos,
                     format!("YAML syntax error: {}", e.message),
-                    "fix the YAML syntax (quote values containing `,`, `:` or `#`)",
+                    "fix the YAML syntax; quote values containing `,` `:` `#` `[` `]`, e.g. type: \"text[]\"",
                 );
                 return;
             }
@@ -255,11 +259,14 @@ impl Loader {
                 continue;
             };
             if !allowed.contains(&key) {
-                self.err(
-                    k.pos,
-                    format!("unknown key `{key}` in {what}"),
-                    format!("allowed keys: {}", allowed.join(", ")),
-                );
+                // `type: numeric(12,2)` unquoted inside `{ }` splits at the comma into a
+                // key `2)`: say so rather than only listing the allowed keys.
+                let hint = if key.ends_with(')') {
+                    QUOTE_TYPE_HINT.to_owned()
+                } else {
+                    format!("allowed keys: {}", allowed.join(", "))
+                };
+                self.err(k.pos, format!("unknown key `{key}` in {what}"), hint);
             } else if out.insert(key, v).is_some() {
                 self.err(
                     k.pos,
@@ -547,7 +554,14 @@ impl Loader {
             let source = self.source(source_n, in_child);
             let pg_type = self.scalar(type_n, "`type`").and_then(|t| {
                 parse_type(&t)
-                    .map_err(|why| self.err(type_n.pos, why, TYPE_HINT))
+                    .map_err(|why| {
+                        let hint = if t.contains('(') && !t.contains(')') {
+                            QUOTE_TYPE_HINT
+                        } else {
+                            TYPE_HINT
+                        };
+                        self.err(type_n.pos, why, hint)
+                    })
                     .ok()
             });
             if let (Some(name), Some(source), Some(pg_type)) = (name, source, pg_type) {

@@ -325,3 +325,14 @@ fn a_bad_key_column_is_not_also_reported_as_missing() {
     assert_eq!(errors.len(), 1, "{errors:#?}");
     assert!(errors[0].message.contains("unknown type `objectid`"));
 }
+
+#[test]
+fn an_unquoted_type_with_a_comma_gets_a_quoting_hint() {
+    let text = "database: d\ncollections:\n  c:\n    columns:\n      - { name: id, source: _id, type: text }\n      - { name: t, source: t, type: numeric(12,2) }\n";
+    let errors = load_str(text, Path::new("x.yml")).unwrap_err().0;
+    assert!(!errors.is_empty());
+    assert!(
+        errors.iter().all(|e| e.hint.contains("quote the type")),
+        "{errors:#?}"
+    );
+}
