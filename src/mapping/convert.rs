@@ -230,8 +230,8 @@ fn integer(v: &Bson, ty: &PgType) -> Result<i128, String> {
                     shown(v)
                 ));
             }
-            // 2^63 bounds every integer column; beyond it the cast below would saturate.
-            if d.abs() >= 9_223_372_036_854_775_808.0 {
+            // [-2^63, 2^63) bounds every integer column; beyond it the cast would saturate.
+            if !(-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0).contains(d) {
                 return Err(out_of_range(v, ty));
             }
             Ok(*d as i64 as i128)

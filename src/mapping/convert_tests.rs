@@ -66,6 +66,11 @@ fn integers_fit_exactly_or_are_refused() {
     assert!(refused(Bson::Double(1.5), "integer").contains("not a whole number"));
     assert!(refused(Bson::Double(f64::NAN), "bigint").contains("not a whole number"));
     assert!(refused(Bson::Double(9.3e18), "bigint").contains("out of range"));
+    assert!(refused(Bson::Double(9_223_372_036_854_775_808.0), "bigint").contains("out of range"));
+    assert_eq!(
+        ok(Bson::Double(-9_223_372_036_854_775_808.0), "bigint"),
+        PgValue::Int8(i64::MIN)
+    );
     assert!(refused(dec("1.5"), "bigint").contains("not a whole number"));
     assert!(refused(dec("1E+40"), "bigint").contains("out of range"));
     assert!(refused(dec("NaN"), "integer").contains("not a number"));
@@ -87,6 +92,12 @@ fn floats_are_exact_or_refused() {
         other => panic!("{other:?}"),
     }
     assert_eq!(ok(dec("0.1"), "double precision"), PgValue::Float8(0.1));
+    assert_eq!(
+        ok(dec("1.05E+3"), "double precision"),
+        PgValue::Float8(1050.0)
+    );
+    // Underflows to 0.0: not the same number.
+    refused(dec("1E-400"), "double precision");
     assert_eq!(
         ok(dec("-Infinity"), "double precision"),
         PgValue::Float8(f64::NEG_INFINITY)
