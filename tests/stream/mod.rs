@@ -1,6 +1,8 @@
 //! The streamer end to end: mongo-sim over TCP with the real driver → `sync` → a fresh
 //! Postgres database. Both sources run the same scenarios.
 
+mod ddl;
+mod failures;
 mod handoff;
 mod streaming;
 
@@ -47,7 +49,17 @@ pub struct World {
 
 impl World {
     pub async fn new(source: SourceKind, batch_max_rows: usize) -> World {
-        let sim = mongo_sim::start(SimOptions::default()).await.unwrap();
+        World::with(source, batch_max_rows, SimOptions::default(), "").await
+    }
+
+    /// `sync_extra` is appended to the `[sync]` table (e.g. `resync_on_history_lost = true`).
+    pub async fn with(
+        source: SourceKind,
+        batch_max_rows: usize,
+        sim_options: SimOptions,
+        sync_extra: &str,
+    ) -> World {
+        let sim = mongo_sim::start(sim_options).await.unwrap();
         let mongo = mongodb::Client::with_uri_str(sim.uri()).await.unwrap();
         let db = fresh_database().await;
         let dir = tempfile::tempdir().unwrap();
@@ -65,6 +77,7 @@ name = "test"
 mappings = "mappings.yml"
 batch_max_rows = {batch_max_rows}
 batch_max_wait_ms = 20
+{sync_extra}
 [metrics]
 listen = ""
 "#,
