@@ -21,6 +21,8 @@ pub struct OplogEntry {
     /// The entry's `ns`, kept outside `doc` so streams can skip entries cheaply.
     pub ns: String,
     pub doc: Document,
+    /// Images by `txnOpIndex` (index 0 for a plain entry).
+    pub images: Vec<Option<Box<Images>>>,
 }
 
 /// What a write wants logged; the oplog adds `ts`, `t`, `v` and `wall`.
@@ -31,6 +33,17 @@ pub struct OplogOp {
     pub ui: Option<bson::Uuid>,
     pub o: Document,
     pub o2: Option<Document>,
+    /// Pre/post images, kept only for collections with
+    /// `changeStreamPreAndPostImages` enabled; never written into the entry.
+    pub images: Option<Box<Images>>,
+}
+
+/// The stored pre- and post-image of one write (MongoDB keeps them in
+/// `config.system.preimages`; here they ride along with the entry).
+#[derive(Debug, Clone, Default)]
+pub struct Images {
+    pub pre: Option<Document>,
+    pub post: Option<Document>,
 }
 
 impl OplogOp {
@@ -72,6 +85,7 @@ impl Oplog {
         oplog.append_raw(
             doc! {"op": "n", "ns": "", "o": {"msg": "initiating set"}},
             String::new(),
+            Vec::new(),
         );
         oplog
     }
@@ -100,6 +114,17 @@ impl Oplog {
     /// Appends an entry built from `op`, plus `extra` fields (lsid, txnNumber...)
     /// placed before `op` like the server does.
     pub fn append(&mut self, op: OplogOp, extra: Option<Document>) -> Arc<OplogEntry> {
+        let images = vec![op.images.clone()];
+        self.append_with_images(op, extra, images)
+    }
+
+    /// Like `append`, for an `applyOps` entry whose members carry images.
+    pub fn append_with_images(
+        &mut self,
+        op: OplogOp,
+        extra: Option<Document>,
+        images: Vec<Option<Box<Images>>>,
+    ) -> Arc<OplogEntry> {
         let mut d = extra.unwrap_or_default();
         d.insert("op", op.op);
         d.insert("ns", op.ns.clone());
@@ -110,10 +135,15 @@ impl Oplog {
         if let Some(o2) = op.o2 {
             d.insert("o2", o2);
         }
-        self.append_raw(d, op.ns)
+        self.append_raw(d, op.ns, images)
     }
 
-    fn append_raw(&mut self, mut d: Document, ns: String) -> Arc<OplogEntry> {
+    fn append_raw(
+        &mut self,
+        mut d: Document,
+        ns: String,
+        images: Vec<Option<Box<Images>>>,
+    ) -> Arc<OplogEntry> {
         let ts = self.next_ts();
         d.insert("ts", ts);
         d.insert("t", TERM);
@@ -128,6 +158,7 @@ impl Oplog {
             ts,
             ns,
             doc: d,
+            images,
         });
         self.next_seq += 1;
         self.entries.push_back(entry.clone());
@@ -206,6 +237,7 @@ mod tests {
             ui: None,
             o: doc! {"_id": n},
             o2: None,
+            images: None,
         }
     }
 

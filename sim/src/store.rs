@@ -19,6 +19,14 @@ pub struct Collection {
 }
 
 impl Collection {
+    /// Whether `changeStreamPreAndPostImages: {enabled: true}` is set.
+    pub fn images_enabled(&self) -> bool {
+        self.options
+            .get_document("changeStreamPreAndPostImages")
+            .and_then(|d| d.get_bool("enabled"))
+            .unwrap_or(false)
+    }
+
     pub fn new(options: Document) -> Self {
         Self {
             uuid: bson::Uuid::new(),
@@ -59,20 +67,96 @@ pub fn check_collection_name(db: &str, coll: &str) -> Result<(), CommandError> {
     Ok(())
 }
 
-/// The duplicate-key write error exactly as mongod words it.
-pub fn duplicate_key_error(db: &str, coll: &str, id: &Bson) -> (i32, Document) {
-    let shown = Bson::Document(doc! {"_id": id.clone()}).to_string();
-    (
-        11000,
-        doc! {
-            "code": 11000,
-            "errmsg": format!(
-                "E11000 duplicate key error collection: {db}.{coll} index: _id_ dup key: {shown}"
-            ),
-            "keyPattern": {"_id": 1},
-            "keyValue": {"_id": id.clone()},
-        },
-    )
+/// A violated unique index: its name, key pattern and the duplicated key.
+#[derive(Debug, Clone)]
+pub struct DuplicateKey {
+    pub index: String,
+    pub key_pattern: Document,
+    pub key_value: Document,
+}
+
+impl DuplicateKey {
+    pub fn on_id(id: &Bson) -> Self {
+        Self {
+            index: "_id_".into(),
+            key_pattern: doc! {"_id": 1},
+            key_value: doc! {"_id": id.clone()},
+        }
+    }
+
+    /// The write error message exactly as mongod words it.
+    pub fn errmsg(&self, db: &str, coll: &str) -> String {
+        let shown = Bson::Document(self.key_value.clone()).to_string();
+        format!(
+            "E11000 duplicate key error collection: {db}.{coll} index: {} dup key: {shown}",
+            self.index
+        )
+    }
+}
+
+/// The key a unique index extracts from `doc` (missing fields are null),
+/// or `None` for a sparse index when every key field is missing.
+fn index_key(doc: &Document, pattern: &Document, sparse: bool) -> Option<Document> {
+    let mut key = Document::new();
+    let mut any = false;
+    for field in pattern.keys() {
+        let v = crate::query::get_path(doc, field).cloned();
+        any |= v.is_some();
+        key.insert(field.clone(), v.unwrap_or(Bson::Null));
+    }
+    (any || !sparse).then_some(key)
+}
+
+fn same_key(a: &Document, b: &Document) -> bool {
+    a.values()
+        .zip(b.values())
+        .all(|(x, y)| crate::bson_order::compare(x, y).is_eq())
+}
+
+impl Collection {
+    /// A unique secondary index that `doc` would violate, ignoring the
+    /// document stored under `self_id` (the one being updated).
+    pub fn unique_violation(&self, doc: &Document, self_id: Option<&Bson>) -> Option<DuplicateKey> {
+        for ix in &self.indexes {
+            if !ix.get_bool("unique").unwrap_or(false) || ix.get_str("name") == Ok("_id_") {
+                continue;
+            }
+            let Ok(pattern) = ix.get_document("key") else {
+                continue;
+            };
+            let sparse = ix.get_bool("sparse").unwrap_or(false);
+            let Some(key) = index_key(doc, pattern, sparse) else {
+                continue;
+            };
+            let clash = self.docs.iter().any(|(id, other)| {
+                self_id.is_none_or(|s| !crate::bson_order::compare(s, &id.0).is_eq())
+                    && index_key(other, pattern, sparse).is_some_and(|k| same_key(&k, &key))
+            });
+            if clash {
+                return Some(DuplicateKey {
+                    index: ix.get_str("name").unwrap_or_default().to_string(),
+                    key_pattern: pattern.clone(),
+                    key_value: key,
+                });
+            }
+        }
+        None
+    }
+
+    /// The first duplicate a new unique index over existing documents would hit.
+    pub fn duplicate_for_new_index(&self, pattern: &Document, sparse: bool) -> Option<Document> {
+        let mut seen: Vec<Document> = Vec::new();
+        for doc in self.docs.values() {
+            let Some(key) = index_key(doc, pattern, sparse) else {
+                continue;
+            };
+            if seen.iter().any(|k| same_key(k, &key)) {
+                return Some(key);
+            }
+            seen.push(key);
+        }
+        None
+    }
 }
 
 /// Approximate encoded size of a document, used to cap batches near 16 MiB

@@ -295,6 +295,7 @@ impl StreamCursor {
                     if !self.scope.event_in_scope(&event) {
                         continue;
                     }
+                    let event = self.with_images(event, entry)?;
                     if let (Some(skip), Some(data)) = (&self.skip_through, token_data(&event)) {
                         if data <= skip.as_str() {
                             continue;
@@ -320,6 +321,65 @@ impl StreamCursor {
             }
         }
         Ok(())
+    }
+
+    /// Fills `fullDocument` (whenAvailable/required) and
+    /// `fullDocumentBeforeChange` from the images stored with the entry.
+    fn with_images(
+        &self,
+        mut event: Document,
+        entry: &OplogEntry,
+    ) -> Result<Document, CommandError> {
+        let fd = self.opts.full_document.as_str();
+        let fdbc = self.opts.full_document_before_change.as_str();
+        let wants_post = matches!(fd, "whenAvailable" | "required");
+        let wants_pre = matches!(fdbc, "whenAvailable" | "required");
+        if !wants_post && !wants_pre {
+            return Ok(event);
+        }
+        let op = event.get_str("operationType").unwrap_or("").to_string();
+        let index = event
+            .get_document("_id")
+            .ok()
+            .and_then(|t| token::decode(t).ok())
+            .map(|t| t.txn_op_index as usize)
+            .unwrap_or(0);
+        let images = entry.images.get(index).and_then(|i| i.as_deref());
+        let event_id = event.get("_id").cloned().unwrap_or(Bson::Null);
+        let missing = |which: &str| {
+            CommandError::new(
+                47,
+                "NoMatchingDocument",
+                format!(
+                    "Change stream was configured to require a {which}-image for all update, \
+                     delete and replace events, but the {which}-image was not found for event: {}",
+                    event_id
+                ),
+            )
+        };
+        if wants_post && op == "update" {
+            match images.and_then(|i| i.post.clone()) {
+                Some(post) => {
+                    event.insert("fullDocument", post);
+                }
+                None if fd == "required" => return Err(missing("post")),
+                None => {
+                    event.insert("fullDocument", Bson::Null);
+                }
+            }
+        }
+        if wants_pre && matches!(op.as_str(), "update" | "replace" | "delete") {
+            match images.and_then(|i| i.pre.clone()) {
+                Some(pre) => {
+                    event.insert("fullDocumentBeforeChange", pre);
+                }
+                None if fdbc == "required" => return Err(missing("pre")),
+                None => {
+                    event.insert("fullDocumentBeforeChange", Bson::Null);
+                }
+            }
+        }
+        Ok(event)
     }
 
     fn invalidate_for(

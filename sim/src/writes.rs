@@ -3,16 +3,16 @@
 //! logged to the oplog at once) or a transaction's private copy (changes
 //! buffered until commit).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use bson::{doc, oid::ObjectId, Bson, Document};
 
 use crate::bson_order::OrderedBson;
 use crate::diff::update_oplog_object;
 use crate::error::CommandError;
-use crate::oplog::{Oplog, OplogOp};
+use crate::oplog::{Images, Oplog, OplogOp};
 use crate::query::{sort_documents, Filter};
-use crate::store::{check_collection_name, duplicate_key_error, Catalog, Collection};
+use crate::store::{check_collection_name, Catalog, Collection, DuplicateKey};
 use crate::update::{self, UpdateSpec};
 
 /// One failed statement, reported in `writeErrors` (or as a command error
@@ -45,16 +45,15 @@ impl From<crate::query::QueryError> for WriteError {
 }
 
 impl WriteError {
-    fn duplicate(db: &str, coll: &str, id: &Bson) -> Self {
-        let (code, mut d) = duplicate_key_error(db, coll, id);
-        let errmsg = d.get_str("errmsg").unwrap_or_default().to_string();
-        d.remove("code");
-        d.remove("errmsg");
+    pub fn duplicate(db: &str, coll: &str, dup: DuplicateKey) -> Self {
         Self {
-            code,
+            code: 11000,
             code_name: "DuplicateKey".into(),
-            errmsg,
-            details: Some(Box::new(d)),
+            errmsg: dup.errmsg(db, coll),
+            details: Some(Box::new(doc! {
+                "keyPattern": dup.key_pattern,
+                "keyValue": dup.key_value,
+            })),
         }
     }
 
@@ -78,6 +77,12 @@ pub trait OpSink {
     /// `post` is the full document after an update (needed to replay a
     /// buffered transaction); it never reaches the oplog itself.
     fn log(&mut self, op: OplogOp, post: Option<Document>);
+
+    /// Claims a document for writing; fails with 112 WriteConflict when
+    /// another open transaction already wrote it.
+    fn claim(&mut self, _ns: &str, _id: &Bson) -> Result<(), CommandError> {
+        Ok(())
+    }
 }
 
 impl OpSink for Oplog {
@@ -91,13 +96,43 @@ impl OpSink for Oplog {
 #[derive(Debug, Default)]
 pub struct TxnWrites {
     pub colls: HashMap<(String, String), Collection>,
-    pub ops: Vec<(OplogOp, Option<Document>)>,
+    pub log: TxnLog,
 }
 
-impl OpSink for Vec<(OplogOp, Option<Document>)> {
+/// A document a transaction wrote: namespace and `_id`.
+pub type DocRef = (String, OrderedBson);
+
+#[derive(Debug, Default)]
+pub struct TxnLog {
+    pub ops: Vec<(OplogOp, Option<Document>)>,
+    /// Documents this transaction wrote.
+    pub touched: BTreeSet<DocRef>,
+    /// Documents other open transactions wrote (refreshed before each command).
+    pub others: BTreeSet<DocRef>,
+}
+
+impl OpSink for TxnLog {
     fn log(&mut self, op: OplogOp, post: Option<Document>) {
-        self.push((op, post));
+        self.ops.push((op, post));
     }
+
+    fn claim(&mut self, ns: &str, id: &Bson) -> Result<(), CommandError> {
+        let key = (ns.to_string(), OrderedBson(id.clone()));
+        if self.others.contains(&key) {
+            return Err(write_conflict());
+        }
+        self.touched.insert(key);
+        Ok(())
+    }
+}
+
+pub fn write_conflict() -> CommandError {
+    CommandError::new(
+        112,
+        "WriteConflict",
+        "Caused by :: Write conflict during plan execution and yielding is disabled. :: \
+         Please retry your operation or multi-document transaction.",
+    )
 }
 
 /// Storage that statements read from and write to.
@@ -129,6 +164,7 @@ fn create_op(db: &str, coll: &str, c: &Collection) -> OplogOp {
         ui: Some(c.uuid),
         o,
         o2: None,
+        images: None,
     }
 }
 
@@ -219,15 +255,15 @@ impl Target for TxnTarget<'_> {
                 }
                 None if create => {
                     let c = Collection::new(Document::new());
-                    self.txn.ops.push((create_op(db, coll, &c), None));
+                    self.txn.log.ops.push((create_op(db, coll, &c), None));
                     self.txn.colls.insert(key.clone(), c);
                 }
                 None => return Ok(None),
             }
         }
-        let TxnWrites { colls, ops } = &mut *self.txn;
+        let TxnWrites { colls, log } = &mut *self.txn;
         match colls.get_mut(&key) {
-            Some(c) => Ok(Some((c, ops as &mut dyn OpSink))),
+            Some(c) => Ok(Some((c, log as &mut dyn OpSink))),
             None => Ok(None),
         }
     }
@@ -275,8 +311,12 @@ pub fn insert_one(
     let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
     let key = OrderedBson(id.clone());
     if c.docs.contains_key(&key) {
-        return Err(WriteError::duplicate(db, coll, &id));
+        return Err(WriteError::duplicate(db, coll, DuplicateKey::on_id(&id)));
     }
+    if let Some(dup) = c.unique_violation(&doc, None) {
+        return Err(WriteError::duplicate(db, coll, dup));
+    }
+    sink.claim(&format!("{db}.{coll}"), &id)?;
     c.docs.insert(key, doc.clone());
     sink.log(
         OplogOp {
@@ -285,6 +325,7 @@ pub fn insert_one(
             ui: Some(c.uuid),
             o: doc,
             o2: Some(doc! {"_id": id}),
+            images: None,
         },
         None,
     );
@@ -372,6 +413,10 @@ pub fn update(
         let Some(o) = o else {
             continue;
         };
+        if let Some(dup) = c.unique_violation(&post, Some(&key.0)) {
+            return Err(WriteError::duplicate(db, coll, dup));
+        }
+        sink.claim(&ns, &key.0)?;
         out.modified += 1;
         let id = key.0.clone();
         c.docs.insert(key, post.clone());
@@ -382,6 +427,12 @@ pub fn update(
                 ui: Some(c.uuid),
                 o,
                 o2: Some(doc! {"_id": id}),
+                images: c.images_enabled().then(|| {
+                    Box::new(Images {
+                        pre: out.pre.clone(),
+                        post: Some(post.clone()),
+                    })
+                }),
             },
             Some(post),
         );
@@ -465,14 +516,22 @@ pub fn delete(
     };
     let ns = format!("{db}.{coll}");
     for key in keys {
+        sink.claim(&ns, &key.0)?;
         if let Some(doc) = c.docs.remove(&key) {
             out.deleted += 1;
+            let images = c.images_enabled().then(|| {
+                Box::new(Images {
+                    pre: Some(doc.clone()),
+                    post: None,
+                })
+            });
             out.last = Some(doc);
             sink.log(
                 OplogOp {
                     op: "d",
                     ns: ns.clone(),
                     ui: Some(c.uuid),
+                    images,
                     o: doc! {"_id": key.0},
                     o2: None,
                 },

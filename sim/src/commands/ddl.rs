@@ -19,6 +19,7 @@ fn cmd_op(db: &str, ui: Option<bson::Uuid>, o: Document, o2: Option<Document>) -
         ui,
         o,
         o2,
+        images: None,
     }
 }
 
@@ -366,6 +367,22 @@ pub fn create_indexes(req: &Req<'_>) -> CmdResult {
             let name = s.get_str("name").unwrap_or_default();
             if c.indexes.iter().any(|i| i.get_str("name") == Ok(name)) {
                 continue;
+            }
+            if s.get_bool("unique").unwrap_or(false) {
+                let pattern = s.get_document("key").cloned().unwrap_or_default();
+                let sparse = s.get_bool("sparse").unwrap_or(false);
+                if let Some(key) = c.duplicate_for_new_index(&pattern, sparse) {
+                    let dup = crate::store::DuplicateKey {
+                        index: name.to_string(),
+                        key_pattern: pattern,
+                        key_value: key,
+                    };
+                    return Err(CommandError::new(
+                        11000,
+                        "DuplicateKey",
+                        format!("Index build failed: {}", dup.errmsg(&req.db, &coll)),
+                    ));
+                }
             }
             let mut spec = doc! {"v": 2};
             spec.extend(s.clone());

@@ -72,11 +72,17 @@ impl Req<'_> {
             }
             Some(key) => {
                 let mut sessions = lock(&self.shared.sessions);
+                let others: std::collections::BTreeSet<_> = sessions
+                    .iter()
+                    .filter(|(k, s)| *k != key && s.phase == crate::state::TxnPhase::InProgress)
+                    .flat_map(|(_, s)| s.writes.log.touched.iter().cloned())
+                    .collect();
                 let Some(s) = sessions.get_mut(key) else {
                     return Err(CommandError::no_such_transaction(
                         "transaction is no longer open",
                     ));
                 };
+                s.writes.log.others = others;
                 let st = self.shared.state();
                 Ok(f(&mut TxnTarget {
                     catalog: &st.catalog,

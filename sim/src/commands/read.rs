@@ -8,7 +8,7 @@ use std::time::Duration;
 use bson::{doc, Bson, Document};
 
 use super::{as_i64, truthy, CmdResult, Req};
-use crate::aggregate::run_stages;
+use crate::aggregate::{apply_event_stages, run_stages};
 use crate::cursor::{batch_size, cursor_reply, take_batch, CursorKind};
 use crate::error::CommandError;
 use crate::query::{project, sort_documents, Filter};
@@ -404,8 +404,14 @@ fn change_stream(
             ))
         }
     };
-    // A user stage the server would reject fails the aggregate itself.
-    run_stages(Vec::new(), &user_stages)?;
+    // A user stage the server would reject fails the aggregate itself (280
+    // for a modified `_id` only shows up on real events).
+    let probe = doc! {"_id": {"_data": "00"}, "operationType": "insert"};
+    if let Err(e) = apply_event_stages(probe, &user_stages) {
+        if e.code != 280 {
+            return Err(e.into());
+        }
+    }
     let ns = scope.cursor_ns();
     let mut cursor = {
         let st = req.shared.state();

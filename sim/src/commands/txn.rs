@@ -123,9 +123,10 @@ pub fn commit(req: &Req<'_>) -> CmdResult {
     let next = {
         let mut st = req.shared.state();
         let st = &mut *st;
-        if !writes.ops.is_empty() {
-            replay(&mut st.catalog, &writes.ops, &writes);
+        if !writes.log.ops.is_empty() {
+            replay(&mut st.catalog, &writes.log.ops, &writes);
             let ops: Vec<Bson> = writes
+                .log
                 .ops
                 .iter()
                 .map(|(op, _)| Bson::Document(op.to_inner_document()))
@@ -146,15 +147,23 @@ pub fn commit(req: &Req<'_>) -> CmdResult {
                 "txnNumber": txn_number,
                 "prevOpTime": {"ts": Timestamp { time: 0, increment: 0 }, "t": -1i64},
             };
-            st.oplog.append(
+            let images = writes
+                .log
+                .ops
+                .iter()
+                .map(|(op, _)| op.images.clone())
+                .collect();
+            st.oplog.append_with_images(
                 OplogOp {
                     op: "c",
                     ns: "admin.$cmd".into(),
                     ui: None,
                     o: doc! {"applyOps": ops},
                     o2: None,
+                    images: None,
                 },
                 Some(extra),
+                images,
             );
         }
         st.oplog.next_seq()

@@ -49,6 +49,11 @@ fn abort_txn_on_error(req: &Req<'_>, had_error: bool) {
 
 fn finish(req: &Req<'_>, mut reply: Document, errors: Vec<Document>) -> CmdResult {
     abort_txn_on_error(req, !errors.is_empty());
+    // A write conflict fails the whole command (so it can carry
+    // TransientTransactionError), it is not a per-statement write error.
+    if errors.iter().any(|e| e.get_i32("code") == Ok(112)) {
+        return Err(crate::writes::write_conflict());
+    }
     if !errors.is_empty() {
         reply.insert("writeErrors", errors);
     }
