@@ -705,6 +705,32 @@ def test_cluster_stream_sees_ddl_without_invalidate(client, names):
     assert all(e["operationType"] != "invalidate" for e in evs)
 
 
+def test_cluster_stream_namespace_filter(client, names):
+    """The shape of filter a deployment-level consumer uses: mapped namespaces, renames onto
+    them, and dropDatabase of their databases."""
+    db = names.db
+    match = {"$match": {"$or": [
+        {"ns.db": db, "ns.coll": {"$in": ["m1", "m2"]}},
+        {"operationType": "rename", "to.db": db, "to.coll": {"$in": ["m1", "m2"]}},
+        {"operationType": "dropDatabase", "ns.db": {"$in": [db]}},
+    ]}}
+    client[db].tmp.insert_one({"_id": "t"})
+    with client.watch([match]) as stream:
+        client[db].m1.insert_one({"_id": 1})
+        client[db].unmapped.insert_one({"_id": 2})
+        client[db + "_x"].m1.insert_one({"_id": 3})
+        client[db].m2.insert_one({"_id": 4})
+        client[db].tmp.rename("m2", dropTarget=True)
+        client.drop_database(db)
+        evs = [next_event(stream) for _ in range(6)]
+    got = [(e["operationType"], e["ns"].get("coll"), e.get("documentKey", {}).get("_id")) for e in evs]
+    assert got[:3] == [("insert", "m1", 1), ("insert", "m2", 4), ("rename", "tmp", None)], got
+    # dropDatabase: one drop per (matching) collection, in no particular order, then dropDatabase
+    assert sorted(got[3:5]) == [("drop", "m1", None), ("drop", "m2", None)], got
+    assert got[5] == ("dropDatabase", None, None), got
+    assert evs[2]["to"] == {"db": db, "coll": "m2"}
+
+
 def test_database_stream_drop_database_invalidates(client, names):
     db = client[names.db]
     db.a.insert_one({"_id": 1})
@@ -736,6 +762,10 @@ def test_oplog_tailing_with_tailable_await_cursor(client, names):
     ns = f"{names.db}.{names.coll}"
     coll.insert_one({"_id": 1, "a": 1, "b": 1})
     [first] = oplog_entries(client, {"ns": ns, "op": "i"})
+    newest = client.local["oplog.rs"].find_one({}, sort=[("$natural", -1)])
+    oldest = client.local["oplog.rs"].find_one({}, sort=[("$natural", 1)])
+    assert newest == first  # the last write is the newest entry
+    assert oldest["ts"] < first["ts"]
     cursor = client.local["oplog.rs"].find({"ts": {"$gte": first["ts"]}}, cursor_type=CursorType.TAILABLE_AWAIT)
     cursor.max_await_time_ms(200)
     ins = _tail_until(cursor, lambda d: d.get("ns") == ns)
