@@ -225,9 +225,27 @@ impl Config {
         Config::from_str_at(&text, path)
     }
 
+    /// Like [`Config::load`] without [`Config::validate`]: for `check`, which reports the
+    /// invalid values and the mapping errors together (the mapping path is known once the
+    /// file parses).
+    pub fn load_unvalidated(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse_at(&text, path)
+    }
+
     /// Like [`Config::load`] for text already read; `origin` is the file it came from (errors
     /// name it; relative paths resolve against its folder).
     pub fn from_str_at(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        let config = Config::parse_at(text, origin)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses, interpolates and resolves paths; does not validate.
+    fn parse_at(text: &str, origin: &Path) -> Result<Config, ConfigError> {
         let mut config: Config = toml::from_str(text).map_err(|e| {
             let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
             ConfigError::Parse {
@@ -244,7 +262,6 @@ impl Config {
                 config.sync.mappings = dir.join(&config.sync.mappings);
             }
         }
-        config.validate()?;
         Ok(config)
     }
 

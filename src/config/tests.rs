@@ -281,3 +281,22 @@ fn missing_and_mistyped_keys_are_positioned() {
     assert!(msg.starts_with("c.toml:5:13: "), "{msg}");
     assert!(!msg.contains('\n'), "{msg}");
 }
+
+#[test]
+fn unvalidated_load_keeps_bad_values_for_a_later_validate() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        MINIMAL.replace("[sync]\n", "[sync]\nbatch_max_rows = 0\n"),
+    )
+    .unwrap();
+    assert!(matches!(
+        Config::load(&path),
+        Err(ConfigError::Invalid { .. })
+    ));
+    let c = Config::load_unvalidated(&path).unwrap();
+    assert_eq!(c.sync.mappings, dir.path().join("mappings/shop"));
+    let err = c.validate().unwrap_err().to_string();
+    assert!(err.contains("sync.batch_max_rows"), "{err}");
+}
