@@ -683,4 +683,48 @@ mod tests {
             40324
         );
     }
+
+    #[test]
+    fn more_accumulators_and_variables() {
+        let out = run_stages(
+            sample(),
+            &[doc! {"$group": {
+                "_id": {"c": "$cust"},
+                "avgq": {"$avg": "$qty"},
+                "ids": {"$push": "$_id"},
+                "tagsets": {"$addToSet": "$cust"},
+                "n": {"$count": {}},
+                "last": {"$last": "$$ROOT._id"},
+            }}],
+        )
+        .unwrap();
+        assert_eq!(
+            out[0],
+            doc! {"_id": {"c": "a"}, "avgq": 4.5, "ids": [1, 3], "tagsets": ["a"], "n": 2, "last": 3}
+        );
+        let out = run_stages(
+            sample(),
+            &[doc! {"$project": {"whole": "$$CURRENT.cust", "_id": 0}}],
+        )
+        .unwrap();
+        assert_eq!(out[0], doc! {"whole": "a"});
+        assert_eq!(
+            run_stages(sample(), &[doc! {"$sort": {}}])
+                .unwrap_err()
+                .code,
+            15976
+        );
+        assert_eq!(
+            run_stages(sample(), &[doc! {"$limit": 0}])
+                .unwrap_err()
+                .code,
+            15958
+        );
+        assert_eq!(
+            run_stages(sample(), &[doc! {"$skip": -1}])
+                .unwrap_err()
+                .code,
+            15956
+        );
+    }
 }

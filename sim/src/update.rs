@@ -769,4 +769,48 @@ mod tests {
             doc! {"_id": 9, "a": 1}
         );
     }
+
+    #[test]
+    fn nested_and_indexed_paths() {
+        let d = doc! {"_id": 1, "items": [{"sku": "a", "qty": 1}, {"sku": "b", "qty": 2}]};
+        let out = upd(
+            doc! {"$inc": {"items.1.qty": 5, "stats.count": 1}},
+            d.clone(),
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            doc! {"_id": 1, "items": [{"sku": "a", "qty": 1}, {"sku": "b", "qty": 7}], "stats": {"count": 1}}
+        );
+        let later = bson::DateTime::from_millis(2_000);
+        let out = upd(
+            doc! {"$max": {"when": later}},
+            doc! {"_id": 1, "when": bson::DateTime::from_millis(1_000)},
+        )
+        .unwrap();
+        assert_eq!(out.get_datetime("when").unwrap(), &later);
+        let err = upd(doc! {"$set": {"items.x": 1}}, d).unwrap_err();
+        assert_eq!(err.code, 28);
+        assert_eq!(
+            UpdateSpec::parse(&Bson::Document(doc! {"$set": {"a.$.b": 1}}))
+                .unwrap_err()
+                .code,
+            2
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn set_then_get_returns_the_value(
+            path in "[a-c]{1,2}(\\.[a-c]{1,2}){0,2}",
+            value in proptest::prelude::any::<i64>(),
+        ) {
+            let spec = UpdateSpec::parse(&Bson::Document(doc! {"$set": {path.as_str(): value}})).unwrap();
+            let out = apply(&spec, &doc! {"_id": 1, "a": {"b": 1}, "c": 2}).unwrap_or_default();
+            if !out.is_empty() {
+                proptest::prop_assert_eq!(get_path(&out, &path), Some(&Bson::Int64(value)));
+                proptest::prop_assert_eq!(out.keys().next().map(String::as_str), Some("_id"));
+            }
+        }
+    }
 }

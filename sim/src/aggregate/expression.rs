@@ -27,7 +27,7 @@ pub fn eval_expression(expr: &Bson, root: &Document) -> Result<Option<Bson>, Que
                     "'$' by itself is not a valid FieldPath",
                 ));
             }
-            Ok(field_path(&Bson::Document(root.clone()), &s[1..]))
+            Ok(doc_field_path(root, &s[1..]))
         }
         Bson::Document(d) => {
             let first = d.keys().next();
@@ -70,10 +70,11 @@ fn variable(name: &str, root: &Document) -> Result<Option<Bson>, QueryError> {
         Some((v, r)) => (v, Some(r)),
         None => (name, None),
     };
-    let base = match var {
-        "ROOT" | "CURRENT" => Bson::Document(root.clone()),
-        "REMOVE" => return Ok(None),
-        "NOW" => Bson::DateTime(bson::DateTime::now()),
+    let base = match (var, rest) {
+        ("ROOT" | "CURRENT", Some(path)) => return Ok(doc_field_path(root, path)),
+        ("ROOT" | "CURRENT", None) => Bson::Document(root.clone()),
+        ("REMOVE", _) => return Ok(None),
+        ("NOW", _) => Bson::DateTime(bson::DateTime::now()),
         _ => {
             return Err(QueryError::new(
                 17276,
@@ -107,6 +108,19 @@ fn field_path(value: &Bson, path: &str) -> Option<Bson> {
             items.iter().filter_map(|i| field_path(i, path)).collect(),
         )),
         _ => None,
+    }
+}
+
+/// [`field_path`] starting at a document, without copying it.
+fn doc_field_path(doc: &Document, path: &str) -> Option<Bson> {
+    let (head, rest) = match path.split_once('.') {
+        Some((h, r)) => (h, Some(r)),
+        None => (path, None),
+    };
+    let child = doc.get(head)?;
+    match rest {
+        Some(r) => field_path(child, r),
+        None => Some(child.clone()),
     }
 }
 

@@ -112,4 +112,34 @@ mod tests {
             15974
         );
     }
+
+    #[test]
+    fn missing_and_null_sort_first_and_types_follow_brackets() {
+        let mut docs = vec![
+            doc! {"_id": 1, "v": "s"},
+            doc! {"_id": 2},
+            doc! {"_id": 3, "v": 2.5},
+            doc! {"_id": 4, "v": null},
+            doc! {"_id": 5, "v": {"x": 1}},
+            doc! {"_id": 6, "v": 1i64},
+        ];
+        sort_documents(&mut docs, &doc! {"v": 1, "_id": 1}).unwrap();
+        let ids: Vec<i32> = docs.iter().map(|d| d.get_i32("_id").unwrap()).collect();
+        assert_eq!(ids, vec![2, 4, 6, 3, 1, 5]);
+        sort_documents(&mut docs, &doc! {"v": -1, "_id": 1}).unwrap();
+        let ids: Vec<i32> = docs.iter().map(|d| d.get_i32("_id").unwrap()).collect();
+        assert_eq!(ids, vec![5, 1, 3, 6, 2, 4]);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn sorted_output_is_ordered(values in proptest::collection::vec(proptest::prelude::any::<i64>(), 0..20)) {
+            let mut docs: Vec<Document> = values.iter().map(|v| doc! {"v": *v}).collect();
+            sort_documents(&mut docs, &doc! {"v": -1}).unwrap();
+            let got: Vec<i64> = docs.iter().map(|d| d.get_i64("v").unwrap()).collect();
+            let mut want = values.clone();
+            want.sort_by(|a, b| b.cmp(a));
+            proptest::prop_assert_eq!(got, want);
+        }
+    }
 }
