@@ -286,6 +286,10 @@ pub fn operator_v2_diff(pre: &Document, post: &Document, ops: &Document) -> Opti
         return compute_v2_diff(pre, post);
     };
     let mut root = DocNode::default();
+    let applied = applied.into_iter().flat_map(|(op, path, arg)| {
+        let paths = crate::update::expand_all_positional(pre, &path).unwrap_or_default();
+        paths.into_iter().map(move |p| (op, p, arg))
+    });
     for (op, path, arg) in applied {
         if op == "$rename" {
             if let Some(to) = arg.as_str() {
@@ -527,6 +531,17 @@ mod tests {
             compute_v2_diff(&pre, &post).unwrap(),
             doc! {"u": {"n": 1.0}}
         );
+    }
+
+    #[test]
+    fn all_positional_operator_diff_names_each_element() {
+        let pre = doc! {"_id": 1, "items": [{"qty": 1, "sku": "a"}, {"qty": 2, "sku": "b"}]};
+        let ops = doc! {"$inc": {"items.$[].qty": 1}};
+        let spec = UpdateSpec::parse(&Bson::Document(ops.clone())).unwrap();
+        let post = crate::update::apply(&spec, &pre).unwrap();
+        let diff = operator_v2_diff(&pre, &post, &ops).unwrap();
+        let want = doc! {"sitems": {"a": true, "s0": {"u": {"qty": 2}}, "s1": {"u": {"qty": 3}}}};
+        assert_eq!(bytes(&diff), bytes(&want));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! Also owns [`QueryError`], the error every pure module returns; the server
 //! turns it into `{ok: 0, errmsg, code, codeName}`.
 //!
-//! Nuances of the real server not reproduced: collations, `$expr`, `$where`,
+//! Nuances of the real server not reproduced: collations, `$where`,
 //! `$text`, geo and bitwise operators, `$jsonSchema` (all rejected with
 //! BadValue); regexes run on the Rust `regex` engine, so PCRE-only syntax
 //! (look-around, backreferences) is rejected; in sort keys an empty array
@@ -63,6 +63,8 @@ pub struct Filter {
 
 #[derive(Debug, Clone)]
 enum Expr {
+    /// `$expr`: an aggregation expression, true when it evaluates truthy.
+    Aggregate(Bson),
     And(Vec<Expr>),
     Or(Vec<Expr>),
     Nor(Vec<Expr>),
@@ -184,6 +186,7 @@ fn parse_document(filter: &Document) -> Result<Expr, QueryError> {
                         _ => Expr::Nor(subs),
                     });
                 }
+                "expr" => parts.push(Expr::Aggregate(value.clone())),
                 "alwaysTrue" => parts.push(Expr::Const(true)),
                 "alwaysFalse" => parts.push(Expr::Const(false)),
                 "comment" => {}
@@ -501,6 +504,12 @@ fn eval_expr(expr: &Expr, doc: &Document) -> bool {
         Expr::Or(subs) => subs.iter().any(|e| eval_expr(e, doc)),
         Expr::Nor(subs) => !subs.iter().any(|e| eval_expr(e, doc)),
         Expr::Const(b) => *b,
+        // An expression that fails on this document (e.g. `$divide` by zero)
+        // does not match it; the server would fail the whole query instead.
+        Expr::Aggregate(e) => crate::aggregate::eval_expression(e, doc)
+            .ok()
+            .flatten()
+            .is_some_and(|v| truthy(&v)),
         Expr::Path(path, pred) => {
             let parts: Vec<&str> = path.split('.').collect();
             let mut values = Vec::new();
@@ -851,5 +860,16 @@ mod tests {
         assert_eq!(get_path(&d, "a.b.0"), Some(&Bson::Int32(10)));
         assert_eq!(get_path(&d, "a.b.1.c"), Some(&Bson::Int32(3)));
         assert_eq!(get_path(&d, "a.x"), None);
+    }
+
+    #[test]
+    fn expr_compares_fields() {
+        let d = doc! {"spent": 120, "budget": 100};
+        assert!(m(doc! {"$expr": {"$gt": ["$spent", "$budget"]}}, d.clone()));
+        assert!(!m(
+            doc! {"$expr": {"$lt": ["$spent", "$budget"]}},
+            d.clone()
+        ));
+        assert!(!m(doc! {"$expr": {"$divide": [1, 0]}}, d));
     }
 }

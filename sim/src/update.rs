@@ -9,8 +9,9 @@
 //! 66 ImmutableField. `$setOnInsert` only acts in
 //! [`apply_for_upsert_insert`]; [`apply`] ignores it.
 //!
-//! Nuances of the real server not reproduced: the positional operators
-//! `$`, `$[]` and `$[<id>]` with `arrayFilters` (rejected with BadValue);
+//! `$[]` updates every element of an array. Nuances of the real server not
+//! reproduced: the positional operators `$` and `$[<id>]` with
+//! `arrayFilters` (rejected with BadValue);
 //! `$bit`; `$push` `$sort` by nested paths only through plain field names;
 //! `$currentDate` with `timestamp` uses the wall clock rather than the
 //! operation's oplog timestamp; Int64 overflow in `$inc` becomes a Double
@@ -147,7 +148,9 @@ fn apply_inner(spec: &UpdateSpec, doc: &Document, inserting: bool) -> Result<Doc
         UpdateSpec::Operators(ops) => {
             let mut out = doc.clone();
             for (op, path, arg) in collect_ops(ops, inserting)? {
-                apply_op(&mut out, op, &path, arg)?;
+                for concrete in expand_all_positional(&out, &path)? {
+                    apply_op(&mut out, op, &concrete, arg)?;
+                }
             }
             out
         }
@@ -258,12 +261,39 @@ fn validate_path(path: &str) -> Result<(), QueryError> {
             format!("An update path '{path}' contains an empty field name, which is not allowed."),
         ));
     }
-    if path.split('.').any(|p| p.starts_with('$')) {
+    if path.split('.').any(|p| p.starts_with('$') && p != "$[]") {
         return Err(QueryError::bad_value(format!(
             "The positional operators in '{path}' are not supported by mongo-sim"
         )));
     }
     Ok(())
+}
+
+/// Expands each `$[]` (all elements) in `path` into the indexes of the
+/// array found there in `doc`.
+pub(crate) fn expand_all_positional(doc: &Document, path: &str) -> Result<Vec<String>, QueryError> {
+    let Some((prefix, rest)) = path.split_once("$[]") else {
+        return Ok(vec![path.to_string()]);
+    };
+    let array_path = prefix.trim_end_matches('.');
+    let len = match get_path(doc, array_path) {
+        Some(Bson::Array(items)) => items.len(),
+        Some(_) => {
+            return Err(QueryError::bad_value(format!(
+                "Cannot apply array updates to non-array element {array_path}"
+            )))
+        }
+        None => return Err(QueryError::bad_value(format!(
+            "The path '{array_path}' must exist in the document in order to apply array updates."
+        ))),
+    };
+    let mut out = Vec::with_capacity(len);
+    for i in 0..len {
+        for tail in expand_all_positional(doc, &format!("{array_path}.{i}{rest}"))? {
+            out.push(tail);
+        }
+    }
+    Ok(out)
 }
 
 /// The shorter path when one path equals or is a prefix of the other.
@@ -812,5 +842,21 @@ mod tests {
                 proptest::prop_assert_eq!(out.keys().next().map(String::as_str), Some("_id"));
             }
         }
+    }
+
+    #[test]
+    fn all_positional_updates_every_element() {
+        let d = doc! {"_id": 1, "items": [{"qty": 1}, {"qty": 2}], "n": [1, 2, 3]};
+        let out = upd(
+            doc! {"$inc": {"items.$[].qty": 10}, "$set": {"n.$[]": 0}},
+            d,
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            doc! {"_id": 1, "items": [{"qty": 11}, {"qty": 12}], "n": [0, 0, 0]}
+        );
+        let err = upd(doc! {"$set": {"missing.$[]": 1}}, doc! {"_id": 1}).unwrap_err();
+        assert_eq!(err.code, 2);
     }
 }
