@@ -138,6 +138,60 @@ impl Filter {
     pub fn id_equality(&self) -> Option<&Bson> {
         self.id_eq.as_ref()
     }
+
+    /// The index the positional operator `$` stands for in an update of
+    /// `array_path`: the first element of that array satisfying every
+    /// top-level condition of this filter on paths inside the array.
+    pub(crate) fn positional_index(&self, doc: &Document, array_path: &str) -> Option<usize> {
+        let Some(Bson::Array(items)) = get_path(doc, array_path) else {
+            return None;
+        };
+        let mut conds: Vec<(&str, &Pred)> = Vec::new();
+        array_conditions(&self.root, array_path, &mut conds);
+        if conds.is_empty() {
+            return None;
+        }
+        items.iter().position(|item| {
+            conds.iter().all(|(rest, pred)| match (*rest, pred) {
+                ("", Pred::ElemMatchDoc(expr)) => {
+                    matches!(item, Bson::Document(d) if eval_expr(expr, d))
+                }
+                ("", Pred::ElemMatchValue(preds)) => {
+                    preds.iter().all(|p| eval_pred(p, &[Some(item)]))
+                }
+                ("", pred) => eval_pred(pred, &[Some(item)]),
+                (rest, pred) => {
+                    let parts: Vec<&str> = rest.split('.').collect();
+                    let mut values = Vec::new();
+                    collect_path(item, &parts, &mut values);
+                    eval_pred(pred, &values)
+                }
+            })
+        })
+    }
+}
+
+/// Top-level (possibly `$and`-nested) conditions on `array_path` or below
+/// it, with the path remainder inside an element.
+fn array_conditions<'a>(expr: &'a Expr, array_path: &str, out: &mut Vec<(&'a str, &'a Pred)>) {
+    match expr {
+        Expr::And(subs) => {
+            for sub in subs {
+                array_conditions(sub, array_path, out);
+            }
+        }
+        Expr::Path(path, pred) => {
+            if path == array_path {
+                out.push(("", pred));
+            } else if let Some(rest) = path
+                .strip_prefix(array_path)
+                .and_then(|r| r.strip_prefix('.'))
+            {
+                out.push((rest, pred));
+            }
+        }
+        _ => {}
+    }
 }
 
 fn id_literal(v: &Bson) -> Option<Bson> {
@@ -871,5 +925,18 @@ mod tests {
             d.clone()
         ));
         assert!(!m(doc! {"$expr": {"$divide": [1, 0]}}, d));
+    }
+
+    #[test]
+    fn positional_index_finds_the_matched_element() {
+        let d = doc! {"items": [{"sku": "a", "qty": 1}, {"sku": "b", "qty": 5}, {"sku": "b", "qty": 9}], "n": [3, 7]};
+        let f = Filter::parse(&doc! {"items.sku": "b", "items.qty": {"$gt": 6}}).unwrap();
+        assert_eq!(f.positional_index(&d, "items"), Some(2));
+        let f = Filter::parse(&doc! {"items": {"$elemMatch": {"sku": "b"}}}).unwrap();
+        assert_eq!(f.positional_index(&d, "items"), Some(1));
+        let f = Filter::parse(&doc! {"n": {"$gte": 5}}).unwrap();
+        assert_eq!(f.positional_index(&d, "n"), Some(1));
+        let f = Filter::parse(&doc! {"other": 1}).unwrap();
+        assert_eq!(f.positional_index(&d, "items"), None);
     }
 }

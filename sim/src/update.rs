@@ -9,9 +9,10 @@
 //! 66 ImmutableField. `$setOnInsert` only acts in
 //! [`apply_for_upsert_insert`]; [`apply`] ignores it.
 //!
-//! `$[]` updates every element of an array. Nuances of the real server not
-//! reproduced: the positional operators `$` and `$[<id>]` with
-//! `arrayFilters` (rejected with BadValue);
+//! `$[]` updates every element of an array; `$` (the matched element)
+//! needs [`apply_with_filter`]. Nuances of the real server not reproduced:
+//! `$[<id>]` with `arrayFilters` (rejected with BadValue); `$` resolves
+//! against top-level filter conditions only;
 //! `$bit`; `$push` `$sort` by nested paths only through plain field names;
 //! `$currentDate` with `timestamp` uses the wall clock rather than the
 //! operation's oplog timestamp; Int64 overflow in `$inc` becomes a Double
@@ -23,7 +24,7 @@ use bson::{Bson, Document};
 
 use crate::aggregate::{add_numbers, apply_update_stage, mul_numbers};
 use crate::bson_order::{compare, is_number};
-use crate::query::{get_path, QueryError};
+use crate::query::{get_path, Filter, QueryError};
 
 /// A parsed update (`u` of an update statement, or `findAndModify`'s `update`).
 #[derive(Debug, Clone, PartialEq)]
@@ -103,14 +104,24 @@ impl UpdateSpec {
 
 /// Applies an update to an existing document and returns the new document.
 pub fn apply(spec: &UpdateSpec, doc: &Document) -> Result<Document, QueryError> {
-    apply_inner(spec, doc, false)
+    apply_inner(spec, doc, false, None)
+}
+
+/// [`apply`] for an update whose paths may use the positional operator
+/// `$`, which stands for the index of the array element `filter` matched.
+pub fn apply_with_filter(
+    spec: &UpdateSpec,
+    doc: &Document,
+    filter: &Filter,
+) -> Result<Document, QueryError> {
+    apply_inner(spec, doc, false, Some(filter))
 }
 
 /// Applies an update to the seed of an upsert (see [`upsert_seed`]):
 /// `$setOnInsert` takes effect, and `_id` may be set when the seed has none.
 /// The caller adds a generated `_id` at the front when the result lacks one.
 pub fn apply_for_upsert_insert(spec: &UpdateSpec, seed: &Document) -> Result<Document, QueryError> {
-    let out = apply_inner(spec, seed, true)?;
+    let out = apply_inner(spec, seed, true, None)?;
     Ok(id_first(out))
 }
 
@@ -131,7 +142,12 @@ fn id_first(doc: Document) -> Document {
     }
 }
 
-fn apply_inner(spec: &UpdateSpec, doc: &Document, inserting: bool) -> Result<Document, QueryError> {
+fn apply_inner(
+    spec: &UpdateSpec,
+    doc: &Document,
+    inserting: bool,
+    filter: Option<&Filter>,
+) -> Result<Document, QueryError> {
     let out = match spec {
         UpdateSpec::Replacement(r) => {
             let mut out = Document::new();
@@ -148,6 +164,7 @@ fn apply_inner(spec: &UpdateSpec, doc: &Document, inserting: bool) -> Result<Doc
         UpdateSpec::Operators(ops) => {
             let mut out = doc.clone();
             for (op, path, arg) in collect_ops(ops, inserting)? {
+                let path = resolve_positional(&out, &path, filter)?;
                 for concrete in expand_all_positional(&out, &path)? {
                     apply_op(&mut out, op, &concrete, arg)?;
                 }
@@ -261,12 +278,39 @@ fn validate_path(path: &str) -> Result<(), QueryError> {
             format!("An update path '{path}' contains an empty field name, which is not allowed."),
         ));
     }
-    if path.split('.').any(|p| p.starts_with('$') && p != "$[]") {
+    if path
+        .split('.')
+        .any(|p| p.starts_with('$') && p != "$[]" && p != "$")
+    {
         return Err(QueryError::bad_value(format!(
             "The positional operators in '{path}' are not supported by mongo-sim"
         )));
     }
     Ok(())
+}
+
+/// Replaces the first `$` component of `path` by the index the filter matched.
+fn resolve_positional(
+    doc: &Document,
+    path: &str,
+    filter: Option<&Filter>,
+) -> Result<String, QueryError> {
+    let parts: Vec<&str> = path.split('.').collect();
+    let Some(pos) = parts.iter().position(|p| *p == "$") else {
+        return Ok(path.to_string());
+    };
+    let array_path = parts[..pos].join(".");
+    let not_found = || {
+        QueryError::bad_value(
+            "The positional operator did not find the match needed from the query.",
+        )
+    };
+    let idx = filter
+        .and_then(|f| f.positional_index(doc, &array_path))
+        .ok_or_else(not_found)?;
+    let mut resolved: Vec<String> = parts.iter().map(|p| (*p).to_string()).collect();
+    resolved[pos] = idx.to_string();
+    Ok(resolved.join("."))
 }
 
 /// Expands each `$[]` (all elements) in `path` into the indexes of the
@@ -283,9 +327,11 @@ pub(crate) fn expand_all_positional(doc: &Document, path: &str) -> Result<Vec<St
                 "Cannot apply array updates to non-array element {array_path}"
             )))
         }
-        None => return Err(QueryError::bad_value(format!(
+        None => {
+            return Err(QueryError::bad_value(format!(
             "The path '{array_path}' must exist in the document in order to apply array updates."
-        ))),
+        )))
+        }
     };
     let mut out = Vec::with_capacity(len);
     for i in 0..len {
@@ -822,7 +868,7 @@ mod tests {
         let err = upd(doc! {"$set": {"items.x": 1}}, d).unwrap_err();
         assert_eq!(err.code, 28);
         assert_eq!(
-            UpdateSpec::parse(&Bson::Document(doc! {"$set": {"a.$.b": 1}}))
+            UpdateSpec::parse(&Bson::Document(doc! {"$set": {"a.$[x].b": 1}}))
                 .unwrap_err()
                 .code,
             2
@@ -858,5 +904,22 @@ mod tests {
         );
         let err = upd(doc! {"$set": {"missing.$[]": 1}}, doc! {"_id": 1}).unwrap_err();
         assert_eq!(err.code, 2);
+    }
+
+    #[test]
+    fn positional_operator_uses_the_filter() {
+        let d = doc! {"_id": 1, "items": [{"sku": "a", "qty": 1}, {"sku": "b", "qty": 2}]};
+        let spec = UpdateSpec::parse(&Bson::Document(doc! {"$set": {"items.$.qty": 7}})).unwrap();
+        let filter = Filter::parse(&doc! {"_id": 1, "items.sku": "b"}).unwrap();
+        let out = apply_with_filter(&spec, &d, &filter).unwrap();
+        assert_eq!(
+            out,
+            doc! {"_id": 1, "items": [{"sku": "a", "qty": 1}, {"sku": "b", "qty": 7}]}
+        );
+        let err = apply(&spec, &d).unwrap_err();
+        assert_eq!(
+            err.message,
+            "The positional operator did not find the match needed from the query."
+        );
     }
 }
