@@ -6,6 +6,8 @@
 //! Also owns numeric arithmetic with MongoDB's type promotion (Int32 →
 //! Int64 → Double, Decimal128 wins), which `update` reuses for `$inc`/`$mul`.
 //!
+//! Layout: this file (stages, `$group`, `$unwind`), `expression`, `arith`.
+//!
 //! Nuances of the real server not reproduced: `$group` emits groups in
 //! first-seen order (the server's order is unspecified); `$lookup`,
 //! `$facet`, `$bucket`, window functions and most expression operators are

@@ -14,6 +14,8 @@
 //! [`update_oplog_object`] picks between them and returns the `o` of the
 //! oplog entry (a `{$v: 2, diff}` or a full replacement).
 //!
+//! Layout: this file (diff tree and both producers), `apply`, `description`.
+//!
 //! Nuances of the real server not reproduced: the `b` (binary delta)
 //! section is never produced and is ignored when applying; the size
 //! bail-out compares exact serialized sizes rather than the server's
