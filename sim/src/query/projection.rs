@@ -253,14 +253,30 @@ fn computed_value(
         if let Some(spec) = d.get("$slice") {
             return Ok(current.map(|v| slice_value(v, spec)).transpose()?.flatten());
         }
-        if d.contains_key("$elemMatch") {
-            return Err(QueryError::bad_value(
-                "$elemMatch projection is not supported by mongo-sim",
-            ));
+        if let Some(cond) = d.get("$elemMatch") {
+            return elem_match_value(current, cond);
         }
     }
     // An expression evaluating to "missing" adds no field.
     crate::aggregate::eval_expression(expr, root)
+}
+
+/// `{field: {$elemMatch: cond}}`: the first matching element, as a
+/// one-element array; no field when nothing matches.
+fn elem_match_value(current: Option<&Bson>, cond: &Bson) -> Result<Option<Bson>, QueryError> {
+    let Bson::Document(_) = cond else {
+        return Err(QueryError::bad_value(
+            "elemMatch: Invalid argument, object required.",
+        ));
+    };
+    let filter = super::Filter::parse(&doc! {"v": {"$elemMatch": cond.clone()}})?;
+    let Some(Bson::Array(items)) = current else {
+        return Ok(None);
+    };
+    Ok(items
+        .iter()
+        .find(|item| filter.matches(&doc! {"v": [(*item).clone()]}))
+        .map(|item| Bson::Array(vec![item.clone()])))
 }
 
 fn slice_value(value: &Bson, spec: &Bson) -> Result<Option<Bson>, QueryError> {
@@ -307,13 +323,15 @@ fn exclude(doc: &Document, tree: &Document) -> Document {
         match tree.get(key) {
             Some(Bson::Int32(EXCLUDE)) => {}
             Some(Bson::Document(sub)) if is_leaf(sub) => {
-                // $slice inside an exclusion projection.
+                // $slice or $elemMatch inside an exclusion projection.
                 let expr = sub.get("$expr").unwrap_or(&Bson::Null);
                 match computed_value(doc, Some(value), expr) {
                     Ok(Some(v)) => {
                         out.insert(key, v);
                     }
-                    _ => {
+                    // $elemMatch without a match drops the field.
+                    Ok(None) => {}
+                    Err(_) => {
                         out.insert(key, value.clone());
                     }
                 }
@@ -401,5 +419,18 @@ mod tests {
         );
         assert_eq!(project(&d, &doc! {"a": 1, "b": 0}).unwrap_err().code, 31254);
         assert_eq!(project(&d, &doc! {"a": 0, "b": 1}).unwrap_err().code, 31253);
+    }
+
+    #[test]
+    fn elem_match_projection_keeps_the_first_match() {
+        let d = doc! {"_id": 1, "a": 1, "items": [{"k": 1}, {"k": 2}, {"k": 2, "x": 1}]};
+        assert_eq!(
+            project(&d, &doc! {"items": {"$elemMatch": {"k": 2}}}).unwrap(),
+            doc! {"_id": 1, "items": [{"k": 2}]}
+        );
+        assert_eq!(
+            project(&d, &doc! {"a": 0, "items": {"$elemMatch": {"k": 9}}}).unwrap(),
+            doc! {"_id": 1}
+        );
     }
 }
