@@ -625,4 +625,30 @@ mod tests {
             }
         }
     }
+
+    proptest! {
+        #[test]
+        fn decimals_compare_exactly_with_integers(x in any::<i64>(), frac in 1u32..100) {
+            let whole = Bson::Decimal128(x.to_string().parse().unwrap());
+            prop_assert_eq!(compare(&whole, &Bson::Int64(x)), Ordering::Equal);
+            // x + frac/100 lies strictly between x and x + 1 (or x - 1 for negatives).
+            let sign = if x < 0 { "-" } else { "" };
+            let text = format!("{sign}{}.{frac:02}", x.unsigned_abs());
+            let fractional = Bson::Decimal128(text.parse().unwrap());
+            let expected = if x < 0 { Ordering::Less } else { Ordering::Greater };
+            prop_assert_eq!(compare(&fractional, &Bson::Int64(x)), expected);
+            prop_assert_eq!(compare(&Bson::Int64(x), &fractional), expected.reverse());
+        }
+
+        #[test]
+        fn int64_and_double_agree_with_exact_arithmetic(x in any::<i64>(), y in -1.0e19f64..1.0e19) {
+            let exact = (x as i128 as f64).partial_cmp(&y).unwrap();
+            let ours = compare(&Bson::Int64(x), &Bson::Double(y));
+            // Rounding x to f64 can only blur the order when the two are within 2^11.
+            if (x as f64 - y).abs() > 4096.0 {
+                prop_assert_eq!(ours, exact);
+            }
+            prop_assert_eq!(ours, compare(&Bson::Double(y), &Bson::Int64(x)).reverse());
+        }
+    }
 }

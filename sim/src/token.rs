@@ -629,4 +629,28 @@ mod tests {
             prop_assert_eq!(ex.cmp(&ey), x.cmp(&y));
         }
     }
+
+    proptest! {
+        #[test]
+        fn document_keys_of_common_types_round_trip(
+            s in "[ -~]{0,20}",
+            n in any::<i64>(),
+            oid in any::<[u8; 12]>(),
+            t in any::<u32>(),
+        ) {
+            for key in [
+                Bson::String(s.clone()),
+                Bson::Int64(n),
+                Bson::ObjectId(ObjectId::from_bytes(oid)),
+                Bson::Document(doc! {"a": s.clone(), "b": [n]}),
+            ] {
+                let mut tok = tok(t, 1, 0, TokenKind::Event);
+                tok.document_key = Some(Bson::Document(doc! {"_id": key.clone()}));
+                let back = decode(&encode(&tok)).unwrap();
+                let got = back.document_key.unwrap();
+                let want = Bson::Document(doc! {"_id": key});
+                prop_assert_eq!(crate::bson_order::compare(&got, &want), std::cmp::Ordering::Equal);
+            }
+        }
+    }
 }
