@@ -750,4 +750,49 @@ mod tests {
         let d_inv = inv.get_document("_id").unwrap().get_str("_data").unwrap();
         assert!(d_drop < d_inv);
     }
+
+    #[test]
+    fn spec_test_array_truncation() {
+        // change-streams.json "Test array truncation": a pipeline update that
+        // shortens an array reports only truncatedArrays.
+        let pre = doc! {"_id": 1, "a": 1, "array": ["foo", {"a": "bar"}, 1, 2, 3]};
+        let spec = crate::update::UpdateSpec::parse(
+            &bson::bson!([{"$set": {"array": ["foo", {"a": "bar"}]}}]),
+        )
+        .unwrap();
+        let post = crate::update::apply(&spec, &pre).unwrap();
+        let o = crate::diff::update_oplog_object(&spec, &pre, &post).unwrap();
+        let e = entry("u", "database0.collection0", o, Some(doc! {"_id": 1}));
+        let ev = &events_from_oplog_entry(&e, &no_lookup, &EventOptions::default())[0];
+        assert_eq!(ev.get_str("operationType").unwrap(), "update");
+        assert_eq!(
+            ev.get_document("updateDescription").unwrap(),
+            &doc! {"updatedFields": {}, "removedFields": [], "truncatedArrays": [{"field": "array", "newSize": 2}]}
+        );
+    }
+
+    #[test]
+    fn spec_test_insert_update_replace_delete() {
+        let pre = doc! {"_id": 1, "x": 1};
+        let spec =
+            crate::update::UpdateSpec::parse(&Bson::Document(doc! {"$set": {"x": 2}})).unwrap();
+        let post = crate::update::apply(&spec, &pre).unwrap();
+        let o = crate::diff::update_oplog_object(&spec, &pre, &post).unwrap();
+        let e = entry("u", "database0.collection0", o, Some(doc! {"_id": 1}));
+        let ev = &events_from_oplog_entry(&e, &no_lookup, &EventOptions::default())[0];
+        assert_eq!(
+            ev.get_document("updateDescription").unwrap(),
+            &doc! {"updatedFields": {"x": 2}, "removedFields": [], "truncatedArrays": []}
+        );
+        let spec = crate::update::UpdateSpec::parse(&Bson::Document(doc! {"x": 3})).unwrap();
+        let replaced = crate::update::apply(&spec, &post).unwrap();
+        let o = crate::diff::update_oplog_object(&spec, &post, &replaced).unwrap();
+        let e = entry("u", "database0.collection0", o, Some(doc! {"_id": 1}));
+        let ev = &events_from_oplog_entry(&e, &no_lookup, &EventOptions::default())[0];
+        assert_eq!(ev.get_str("operationType").unwrap(), "replace");
+        assert_eq!(
+            ev.get_document("fullDocument").unwrap(),
+            &doc! {"_id": 1, "x": 3}
+        );
+    }
 }
