@@ -3,6 +3,7 @@
 mod apply;
 mod crash;
 mod ddl;
+mod roundtrip;
 mod state;
 mod types;
 
