@@ -32,7 +32,8 @@ fn main() -> ExitCode {
 
 fn init_tracing(format: LogFormat) {
     // Postgres NOTICEs (e.g. "already exists, skipping" from idempotent DDL) are noise at info.
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,tokio_postgres=warn"));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,tokio_postgres=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
