@@ -130,15 +130,16 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>) -> Result<(), WireError> 
         me,
     };
     let mut out = Vec::with_capacity(64 * 1024);
+    let mut body = Vec::with_capacity(64 * 1024);
     let mut next_request_id: i32 = 1;
-    while let Some(frame) = wire::read_frame(&mut reader).await? {
+    while let Some(frame) = wire::read_frame(&mut reader, &mut body).await? {
         out.clear();
         match frame.op_code {
             wire::OP_MSG => {
                 let Request::Msg {
                     command,
                     more_to_come,
-                } = wire::decode_op_msg(&frame.body)?
+                } = wire::decode_op_msg(&body)?
                 else {
                     return Err(WireError::Malformed("not an OP_MSG".into()));
                 };
@@ -153,7 +154,7 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>) -> Result<(), WireError> 
                     .map_err(|e| WireError::Malformed(format!("cannot encode reply: {e}")))?;
             }
             wire::OP_QUERY => {
-                let Request::Query { collection, query } = wire::decode_op_query(&frame.body)?
+                let Request::Query { collection, query } = wire::decode_op_query(&body)?
                 else {
                     return Err(WireError::Malformed("not an OP_QUERY".into()));
                 };
@@ -208,9 +209,13 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>) -> Result<(), WireError> 
         }
         next_request_id = next_request_id.wrapping_add(1);
         write_half.write_all(&out).await?;
-        // Keep per-connection memory bounded after one huge reply.
-        if out.capacity() > 4 * 1024 * 1024 {
+        // Buffers are reused (reallocating 16 MiB per batch costs page
+        // faults), but one oversized message must not pin memory forever.
+        if out.capacity() > 32 * 1024 * 1024 {
             out = Vec::with_capacity(64 * 1024);
+        }
+        if body.capacity() > 32 * 1024 * 1024 {
+            body = Vec::with_capacity(64 * 1024);
         }
     }
     Ok(())

@@ -36,12 +36,12 @@ pub enum WireError {
     Malformed(String),
 }
 
-/// One request frame: its header fields and the body after the header.
+/// One request frame's header fields; the body is read into a buffer the
+/// connection reuses, so large bulk inserts do not allocate fresh pages.
 #[derive(Debug)]
 pub struct Frame {
     pub request_id: i32,
     pub op_code: i32,
-    pub body: Vec<u8>,
 }
 
 /// A decoded request.
@@ -56,9 +56,12 @@ pub enum Request {
     Query { collection: String, query: Document },
 }
 
-/// Reads one frame. `Ok(None)` means the peer closed the connection cleanly
-/// between frames.
-pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Option<Frame>, WireError> {
+/// Reads one frame, its body into `body`. `Ok(None)` means the peer closed
+/// the connection cleanly between frames.
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    body: &mut Vec<u8>,
+) -> Result<Option<Frame>, WireError> {
     let mut header = [0u8; 16];
     match reader.read_exact(&mut header[..4]).await {
         Ok(_) => {}
@@ -72,12 +75,12 @@ pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Option<F
     reader.read_exact(&mut header[4..]).await?;
     let request_id = le_i32(&header[4..8]);
     let op_code = le_i32(&header[12..16]);
-    let mut body = vec![0u8; length as usize - 16];
-    reader.read_exact(&mut body).await?;
+    body.clear();
+    body.resize(length as usize - 16, 0);
+    reader.read_exact(body).await?;
     Ok(Some(Frame {
         request_id,
         op_code,
-        body,
     }))
 }
 

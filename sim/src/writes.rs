@@ -316,12 +316,13 @@ pub fn insert_one(
     if let Some(dup) = c.unique_violation(&doc, None) {
         return Err(WriteError::duplicate(db, coll, dup));
     }
-    sink.claim(&format!("{db}.{coll}"), &id)?;
+    let ns = format!("{db}.{coll}");
+    sink.claim(&ns, &id)?;
     c.docs.insert(key, doc.clone());
     sink.log(
         OplogOp {
             op: "i",
-            ns: format!("{db}.{coll}"),
+            ns,
             ui: Some(c.uuid),
             o: doc,
             o2: Some(doc! {"_id": id}),
