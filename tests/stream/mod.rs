@@ -4,6 +4,7 @@
 mod ddl;
 mod failures;
 mod handoff;
+mod measure;
 mod streaming;
 
 use std::path::Path;
