@@ -551,6 +551,77 @@ def test_change_stream_transaction_events_carry_lsid_and_txn_number(client, name
     assert evs[3]["clusterTime"] > txn[0]["clusterTime"]
 
 
+def test_resume_inside_a_transaction(client, names):
+    coll = client[names.db][names.coll]
+    client[names.db].create_collection(names.coll)
+    with coll.watch() as stream:
+        with client.start_session() as s:
+            s.with_transaction(lambda sess: coll.insert_many([{"_id": i} for i in range(3)], session=sess))
+        coll.insert_one({"_id": "after"})
+        evs = [next_event(stream) for _ in range(4)]
+    assert [e["documentKey"]["_id"] for e in evs] == [0, 1, 2, "after"]
+    with coll.watch(resume_after=evs[0]["_id"]) as s2:  # resume between two ops of one applyOps
+        assert [next_event(s2)["_id"] for _ in range(3)] == [e["_id"] for e in evs[1:]]
+    with coll.watch(start_at_operation_time=evs[0]["clusterTime"]) as s3:
+        assert [next_event(s3)["_id"] for _ in range(4)] == [e["_id"] for e in evs]
+
+
+def test_change_events_agree_with_oplog(client, names):
+    coll = client[names.db][names.coll]
+    ns = f"{names.db}.{names.coll}"
+    coll.insert_one({"_id": 1, "a": 1, "b": {"c": 1, "d": 2}, "arr": [1, 2, 3], "tags": ["x"]})
+    with coll.watch() as stream:
+        coll.update_one({"_id": 1}, {"$set": {"a": 1}})  # no-op: no oplog entry, no event
+        coll.update_one({"_id": 1}, {"$set": {"a": 5, "b.c": 9, "tags.1": "y", "n": True}, "$unset": {"b.d": ""}})
+        coll.update_one({"_id": 2}, {"$set": {"u": 1}}, upsert=True)  # an upsert is an insert
+        coll.update_many({}, {"$inc": {"k": 1}})
+        evs = [next_event(stream) for _ in range(4)]
+    assert [e["operationType"] for e in evs] == ["update", "insert", "update", "update"]
+    assert evs[0]["updateDescription"] == {
+        "updatedFields": {"a": 5, "b.c": 9, "tags.1": "y", "n": True},
+        "removedFields": ["b.d"],
+        "truncatedArrays": [],
+    }
+    assert evs[1]["fullDocument"] == {"_id": 2, "u": 1}
+    assert sorted(e["documentKey"]["_id"] for e in evs[2:]) == [1, 2]
+
+    entries = oplog_entries(client, {"ns": ns, "op": {"$in": ["u", "i"]}, "ts": {"$gte": evs[0]["clusterTime"]}})
+    assert [e["ts"] for e in entries] == [e["clusterTime"] for e in evs]
+    assert [e["wall"] for e in entries] == [e["wallTime"] for e in evs]
+    assert entries[0]["o"] == {"$v": 2, "diff": {"u": {"a": 5}, "i": {"n": True},
+                                                 "sb": {"d": {"d": False}, "u": {"c": 9}},
+                                                 "stags": {"a": True, "u1": "y"}}}
+    assert entries[1]["op"] == "i" and entries[1]["o"] == {"_id": 2, "u": 1}
+
+
+def test_retryable_writes_record_session_info_in_the_oplog(sim_uri, names):
+    """pymongo retries writes by default: such oplog entries carry lsid/txnNumber/stmtId, yet
+    their change events carry no lsid/txnNumber (those mark transactions only)."""
+    ns = f"{names.db}.{names.coll}"
+    retry = MongoClient(sim_uri, **CLIENT_GUARDS)
+    plain = MongoClient(sim_uri, retryWrites=False, **CLIENT_GUARDS)
+    try:
+        with retry[names.db][names.coll].watch() as stream:
+            retry[names.db][names.coll].insert_one({"_id": 1})
+            plain[names.db][names.coll].insert_one({"_id": 2})
+            evs = [next_event(stream), next_event(stream)]
+        assert all("lsid" not in e and "txnNumber" not in e for e in evs)
+        e1, e2 = oplog_entries(retry, {"ns": ns, "op": "i"})
+        assert set(e1["lsid"]) >= {"id"} and isinstance(e1["txnNumber"], Int64) and e1["stmtId"] == 0
+        assert "lsid" not in e2 and "txnNumber" not in e2 and "stmtId" not in e2
+    finally:
+        retry.close()
+        plain.close()
+
+
+def test_change_stream_getmore_waits_one_second_by_default(client, names):
+    with client[names.db][names.coll].watch() as stream:
+        t0 = time.monotonic()
+        assert stream.try_next() is None
+        elapsed = time.monotonic() - t0
+    assert 0.8 <= elapsed < 5, elapsed
+
+
 def test_resume_after_start_after_start_at_operation_time(client, names):
     coll = client[names.db][names.coll]
     client[names.db].create_collection(names.coll)
