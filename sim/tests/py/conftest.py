@@ -82,6 +82,13 @@ class SimProcess:
 def sim_uri():
     uri = os.environ.get("MONGO_SIM_URI")
     if uri:
+        probe = MongoClient(uri, serverSelectionTimeoutMS=5000, connectTimeoutMS=5000)
+        try:
+            probe.admin.command("ping")
+        except Exception as e:  # fail every test at once instead of timing out one by one
+            pytest.fail(f"MONGO_SIM_URI={uri} does not answer: {e}", pytrace=False)
+        finally:
+            probe.close()
         yield uri
         return
     binary = os.environ.get("MONGO_SIM_BIN")
