@@ -205,6 +205,31 @@ def test_insert_find_update_delete(client, names):
     assert coll.count_documents({"g": 1}) == 0
 
 
+def test_sort_and_range_follow_bson_comparison_order(client, names):
+    from bson.decimal128 import Decimal128
+    from bson.max_key import MaxKey
+    from bson.min_key import MinKey
+
+    coll = client[names.db][names.coll]
+    oid = ObjectId("5f0000000000000000000001")
+    when = datetime.datetime(2020, 1, 1)
+    ids = [MaxKey(), True, "b", oid, when, {"a": 1}, 2, Decimal128("1.25"), None, Int64(3), "a", 1.5,
+           Binary(b"\x01", 0), MinKey(), False, Timestamp(5, 1)]
+    coll.insert_many([{"_id": v} for v in ids])
+    got = [d["_id"] for d in coll.find().sort("_id", 1).batch_size(4)]
+    expected = [MinKey(), None, Decimal128("1.25"), 1.5, 2, Int64(3), "a", "b", {"a": 1}, b"\x01",
+                oid, False, True, when, Timestamp(5, 1), MaxKey()]
+    assert [bson_type(v) for v in got] == [bson_type(v) for v in expected]
+    assert got == expected
+    # comparison operators only match values of the same type bracket
+    assert sorted(d["_id"] for d in coll.find({"_id": {"$gt": 1.4, "$lt": 100}})) == [1.5, 2, 3]
+    assert [d["_id"] for d in coll.find({"_id": {"$gte": "a"}}).sort("_id", -1)] == ["b", "a"]
+
+
+def bson_type(v):
+    return type(v).__name__
+
+
 def test_find_batch_size_uses_getmore(recorded, names):
     c, rec = recorded
     coll = c[names.db][names.coll]
