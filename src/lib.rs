@@ -3,11 +3,13 @@
 //! Layout (data flows top to bottom):
 //! - `config`: the TOML config file, `${VAR}` interpolation, validation with field paths.
 //! - `mapping`: YAML mappings, validation, document → rows, BSON → Postgres values.
+//! - `lease`: the stream's advisory lock: one writer per stream, hot standby, who holds it.
 //! - `sink`: applies batches of changes, dead letters and the checkpoint in one transaction.
 
 pub mod cli;
 pub mod config;
 pub mod event;
+pub mod lease;
 pub mod mapping;
 pub mod metrics;
 pub mod pipeline;

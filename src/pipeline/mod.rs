@@ -260,7 +260,7 @@ async fn write_batches<S: Sink>(
                 Ok(()) => break,
                 Err(e) if e.is_retryable() => {
                     if let Some(m) = &config.metrics {
-                        m.errors_total.with_label_values(&["sink_retryable"]).inc();
+                        m.errors_total.with_label_values(&[e.kind()]).inc();
                     }
                     let Some(delay) = backoff.next() else {
                         return Err(e);
@@ -270,7 +270,7 @@ async fn write_batches<S: Sink>(
                 }
                 Err(e) => {
                     if let Some(m) = &config.metrics {
-                        m.errors_total.with_label_values(&["sink_fatal"]).inc();
+                        m.errors_total.with_label_values(&[e.kind()]).inc();
                     }
                     return Err(e);
                 }

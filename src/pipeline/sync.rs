@@ -50,6 +50,22 @@ pub enum SyncError {
     /// A document was refused under `on_error: fail`.
     #[error(transparent)]
     Conversion(#[from] FatalConversion),
+    /// The stream's lock could not be taken (Postgres unreachable).
+    #[error(transparent)]
+    Lease(#[from] crate::lease::LeaseError),
+}
+
+impl SyncError {
+    /// The `tributary_errors_total{kind}` class of a fatal stop that was not counted where it
+    /// happened (failed MongoDB commands and Postgres writes are counted as they occur).
+    pub fn uncounted_kind(&self) -> Option<&'static str> {
+        match self {
+            SyncError::Config(_) => Some("config"),
+            SyncError::Conversion(_) => Some("conversion"),
+            SyncError::Lease(_) => Some("lease"),
+            SyncError::HistoryLost(_) | SyncError::Source(_) | SyncError::Sink(_) => None,
+        }
+    }
 }
 
 impl From<SourceError> for SyncError {
@@ -87,12 +103,28 @@ pub(crate) async fn connect(
     config: &Config,
     mappings: &Arc<MappingSet>,
 ) -> Result<(Client, PostgresSink), SyncError> {
-    let client = Client::with_uri_str(&config.mongo.uri).await.map_err(|e| {
+    connect_counting(config, mappings, None).await
+}
+
+/// `connect`, with failed MongoDB commands counted in `metrics` (`tributary_errors_total`).
+pub(crate) async fn connect_counting(
+    config: &Config,
+    mappings: &Arc<MappingSet>,
+    metrics: Option<&Arc<Metrics>>,
+) -> Result<(Client, PostgresSink), SyncError> {
+    let bad_uri = |e: mongodb::error::Error| {
         SyncError::Config(format!(
             "mongo.uri cannot be used ({}); fix it in the config file",
             crate::config::redact_uri(&e.to_string())
         ))
-    })?;
+    };
+    let mut options = mongodb::options::ClientOptions::parse(&config.mongo.uri)
+        .await
+        .map_err(bad_uri)?;
+    if let Some(m) = metrics {
+        options.command_event_handler = Some(crate::source::count_command_failures(m.clone()));
+    }
+    let client = Client::with_options(options).map_err(bad_uri)?;
     let sink = PostgresSink::connect(
         &config.postgres.uri,
         config.postgres.pool_size,
@@ -139,11 +171,17 @@ pub async fn sync(
     opts: SyncOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), SyncError> {
-    let result = sync_inner(config, mappings, &opts, shutdown).await;
+    let result = crate::lease::sync_exclusively(config, shutdown, |lease, stop| {
+        sync_inner(config, mappings.clone(), &opts, lease, stop)
+    })
+    .await;
     if let Some(m) = &opts.metrics {
         m.set_streaming(false);
-        if result.is_err() {
+        if let Err(e) = &result {
             m.up.set(0);
+            if let Some(kind) = e.uncounted_kind() {
+                m.errors_total.with_label_values(&[kind]).inc();
+            }
         }
     }
     result
@@ -153,9 +191,12 @@ async fn sync_inner(
     config: &Config,
     mappings: Arc<MappingSet>,
     opts: &SyncOptions,
+    lease: crate::lease::LeaseFlag,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), SyncError> {
-    let (client, mut sink) = connect(config, &mappings).await?;
+    let (client, mut sink) = connect_counting(config, &mappings, opts.metrics.as_ref()).await?;
+    // No commit without the stream's lock (checked right before every COMMIT).
+    sink.set_lease(lease);
     let shutdown = shutdown.boxed().shared();
     let stream = config.sync.name.clone();
     let state_schema = config.sync.state_schema.clone();

@@ -48,6 +48,11 @@ pub enum SinkError {
     /// A batch does not fit the mapping it claims to follow: a programming error upstream.
     #[error("invalid batch: {0}")]
     InvalidBatch(String),
+
+    /// The stream's advisory lock (`crate::lease`) was lost: another process may be writing,
+    /// so this one must not commit. Not retryable here: `sync` stands by and takes it again.
+    #[error("the lock of stream {stream:?} was lost (its lock connection to Postgres ended), so this batch was not committed")]
+    LeaseLost { stream: String },
 }
 
 impl SinkError {
@@ -65,9 +70,10 @@ impl SinkError {
     /// deadlock race. Constraint, type and data errors are fatal: replaying cannot fix them.
     pub fn is_retryable(&self) -> bool {
         match self {
-            SinkError::InvalidUri { .. } | SinkError::InvalidBatch(_) | SinkError::Value { .. } => {
-                false
-            }
+            SinkError::InvalidUri { .. }
+            | SinkError::InvalidBatch(_)
+            | SinkError::Value { .. }
+            | SinkError::LeaseLost { .. } => false,
             SinkError::Connect { source, .. } => match source {
                 // A server that answers but refuses the login (bad password, unknown database)
                 // will refuse it again.
@@ -76,6 +82,29 @@ impl SinkError {
             },
             SinkError::Postgres { source, .. } => is_transient(source),
             SinkError::Pool { retryable, .. } => *retryable,
+        }
+    }
+
+    /// The short class of this error for `tributary_errors_total{kind}` (see
+    /// `docs/operations.md`): `postgres_connection`, `postgres_shutdown`,
+    /// `postgres_serialization`, `postgres_deadlock`, `postgres_busy`, `postgres_pool`,
+    /// `postgres_value`, `postgres_config`, `lease_lost`, or `postgres_fatal`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SinkError::InvalidUri { .. } => "postgres_config",
+            SinkError::InvalidBatch(_) | SinkError::Value { .. } => "postgres_value",
+            SinkError::LeaseLost { .. } => "lease_lost",
+            SinkError::Pool { .. } => "postgres_pool",
+            SinkError::Connect { .. } | SinkError::Postgres { .. } => match self.code() {
+                Some(c) if c.starts_with("08") => "postgres_connection",
+                Some("57P01" | "57P02" | "57P03") => "postgres_shutdown",
+                Some("40001") => "postgres_serialization",
+                Some("40P01") => "postgres_deadlock",
+                Some("53300" | "55P03") => "postgres_busy",
+                Some(_) => "postgres_fatal",
+                None if self.is_retryable() => "postgres_connection",
+                None => "postgres_fatal",
+            },
         }
     }
 

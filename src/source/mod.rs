@@ -54,9 +54,43 @@ pub enum ErrorClass {
 
 /// Server codes that mean "retry later": network, step-down and shutdown states (SDAM's
 /// state-change codes plus the resumable change-stream codes).
+/// 50 (MaxTimeMSExpired) is here too: a getMore or aggregate that ran out of time is retried
+/// by reopening from the last position, which is always safe for a tailing reader.
 const TRANSIENT_CODES: &[i32] = &[
-    6, 7, 43, 89, 91, 133, 134, 189, 234, 262, 9001, 10107, 11600, 11602, 13435, 13436,
+    6, 7, 43, 50, 89, 91, 133, 134, 189, 234, 262, 9001, 10107, 11600, 11602, 13435, 13436,
 ];
+
+/// Codes of a primary stepping down or shutting down (SDAM's "not writable primary" and
+/// "node is recovering" families).
+const STEP_DOWN_CODES: &[i32] = &[91, 189, 10107, 11600, 11602, 13435, 13436];
+
+/// The short class of a driver error for `tributary_errors_total{kind}`: `mongo_network`,
+/// `mongo_step_down`, `mongo_timeout`, `mongo_resumable` (other retryable server errors),
+/// `history_lost`, or `mongo_fatal`. Agrees with `classify`.
+pub fn error_kind(err: &mongodb::error::Error) -> &'static str {
+    use mongodb::error::ErrorKind;
+    match (classify(err), err.kind.as_ref()) {
+        (ErrorClass::HistoryLost, _) => "history_lost",
+        (ErrorClass::Fatal, _) => "mongo_fatal",
+        (ErrorClass::Transient, ErrorKind::Command(c)) if STEP_DOWN_CODES.contains(&c.code) => {
+            "mongo_step_down"
+        }
+        (ErrorClass::Transient, ErrorKind::Command(c)) if c.code == 50 => "mongo_timeout",
+        (ErrorClass::Transient, ErrorKind::Command(_)) => "mongo_resumable",
+        (ErrorClass::Transient, _) => "mongo_network",
+    }
+}
+
+impl SourceError {
+    /// The short class of this error for `tributary_errors_total{kind}`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceError::HistoryLost { .. } => "history_lost",
+            SourceError::Fatal(_) => "mongo_fatal",
+            SourceError::Unavailable { .. } => "mongo_unavailable",
+        }
+    }
+}
 
 /// The one place that decides retry vs fail for MongoDB errors.
 pub fn classify(err: &mongodb::error::Error) -> ErrorClass {
@@ -115,4 +149,20 @@ pub fn reconnect_backoff() -> backon::ExponentialBuilder {
         .with_max_delay(std::time::Duration::from_secs(10))
         .with_max_times(24)
         .with_jitter()
+}
+
+/// A driver event handler that counts every failed MongoDB command in
+/// `tributary_errors_total{kind}`, including the ones the driver retries or resumes on its own
+/// (a change stream resumes once after a network error without telling the source).
+pub fn count_command_failures(
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
+) -> mongodb::event::EventHandler<mongodb::event::command::CommandEvent> {
+    mongodb::event::EventHandler::callback(move |event| {
+        if let mongodb::event::command::CommandEvent::Failed(failed) = event {
+            metrics
+                .errors_total
+                .with_label_values(&[error_kind(&failed.failure)])
+                .inc();
+        }
+    })
 }

@@ -78,6 +78,8 @@ pub struct PostgresSink {
     checkpoint_sql: String,
     /// `host:port/dbname`, for error messages (never credentials).
     target: String,
+    /// The stream's lock (`crate::lease`): when set, nothing commits unless it is still held.
+    lease: Option<crate::lease::LeaseFlag>,
 }
 
 impl PostgresSink {
@@ -142,6 +144,7 @@ impl PostgresSink {
             table_defs,
             checkpoint_sql: state::checkpoint_upsert_sql(state_schema),
             target,
+            lease: None,
         };
         // Fail fast (and say where) instead of at the first batch.
         drop(sink.connection().await?);
@@ -150,6 +153,10 @@ impl PostgresSink {
 
     pub fn stream(&self) -> &str {
         &self.stream
+    }
+    /// From now on every commit first checks that `lease` is still held.
+    pub fn set_lease(&mut self, lease: crate::lease::LeaseFlag) {
+        self.lease = Some(lease);
     }
     pub fn schema(&self) -> &str {
         &self.schema
@@ -257,6 +264,10 @@ impl PostgresSink {
             )
             .await
             .map_err(|e| SinkError::postgres(doing(), e))?;
+        }
+        // Only the stream's writer may commit (exclusive writer, SPEC "Exclusion and fail-over").
+        if let Some(lease) = &self.lease {
+            lease.ensure_held()?;
         }
         tx.commit()
             .await
