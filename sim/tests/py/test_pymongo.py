@@ -633,7 +633,14 @@ def test_retryable_writes_record_session_info_in_the_oplog(sim_uri, names):
         assert all("lsid" not in e and "txnNumber" not in e for e in evs)
         e1, e2 = oplog_entries(retry, {"ns": ns, "op": "i"})
         assert set(e1["lsid"]) >= {"id"} and isinstance(e1["txnNumber"], Int64) and e1["stmtId"] == 0
+        assert e1["prevOpTime"] == {"ts": Timestamp(0, 0), "t": -1}
         assert "lsid" not in e2 and "txnNumber" not in e2 and "stmtId" not in e2
+        # one retryable insert command of two documents: statements 0 and 1, chained by prevOpTime
+        retry[names.db][names.other].insert_many([{"_id": 1}, {"_id": 2}])
+        m1, m2 = oplog_entries(retry, {"ns": f"{names.db}.{names.other}", "op": "i"})
+        assert (m1["stmtId"], m2["stmtId"]) == (0, 1)
+        assert m1["txnNumber"] == m2["txnNumber"] and m1["lsid"] == m2["lsid"]
+        assert m2["prevOpTime"] == {"ts": m1["ts"], "t": m1["t"]}
     finally:
         retry.close()
         plain.close()
