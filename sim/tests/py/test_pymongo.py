@@ -11,6 +11,7 @@ import datetime
 import threading
 import time
 
+import bson
 import pytest
 from bson import SON
 from bson.binary import Binary
@@ -398,7 +399,8 @@ def test_transaction_commit_writes_one_applyops_entry(client, names):
     assert isinstance(e["txnNumber"], Int64)
     assert isinstance(e["ts"], Timestamp) and isinstance(e["t"], Int64) and e["v"] == 2
     assert isinstance(e["wall"], datetime.datetime)
-    assert "partialTxn" not in e and "prevOpTime" in e
+    assert "partialTxn" not in e and "partialTxn" not in e["o"]
+    assert e["prevOpTime"] == {"ts": Timestamp(0, 0), "t": -1}  # a one-entry transaction
     # the transaction's writes appear only inside applyOps
     assert oplog_entries(client, {"ns": f"{names.db}.a"}) == []
 
@@ -407,6 +409,32 @@ def test_transaction_commit_writes_one_applyops_entry(client, names):
     entries = _applyops_for(client, names.db)
     assert len(entries) == 2
     assert entries[1]["ts"] > entries[0]["ts"]
+
+
+def test_large_transaction_is_split_into_several_applyops_entries(client, names):
+    """Since 4.2 a transaction bigger than 16 MB is logged as several applyOps entries; all but
+    the last are marked partialTxn. Change streams still return every operation."""
+    db = client[names.db]
+    db.create_collection("big")
+    blob = "x" * (1024 * 1024)
+    with db.big.watch() as stream:
+        with client.start_session() as s:
+            s.with_transaction(lambda sess: [db.big.insert_one({"_id": i, "blob": blob}, session=sess) for i in range(20)])
+        evs = [next_event(stream, timeout=30) for _ in range(20)]
+    assert [e["documentKey"]["_id"] for e in evs] == list(range(20))
+    assert len({e["txnNumber"] for e in evs}) == 1
+
+    entries = sorted(oplog_entries(client, {"op": "c", "o.applyOps.ns": f"{names.db}.big"}), key=lambda e: e["ts"])
+    assert len(entries) >= 2, "a 20 MB transaction must not be logged as one entry"
+    assert sum(len(e["o"]["applyOps"]) for e in entries) == 20
+    # o: {applyOps: [...], partialTxn: true} on all but the last entry (mongod ApplyOpsCommandInfo)
+    assert [e["o"].get("partialTxn", False) for e in entries] == [True] * (len(entries) - 1) + [False]
+    assert all("partialTxn" not in e for e in entries)
+    assert len({(e["txnNumber"], e["lsid"]["id"]) for e in entries}) == 1
+    assert entries[0]["prevOpTime"] == {"ts": Timestamp(0, 0), "t": -1}
+    for prev, cur in zip(entries, entries[1:]):
+        assert cur["prevOpTime"] == {"ts": prev["ts"], "t": prev["t"]}
+    assert all(len(bson.encode(e)) <= 16 * 1024 * 1024 + 16 * 1024 for e in entries)
 
 
 def test_transaction_abort_writes_nothing(client, names):
