@@ -1,5 +1,5 @@
 //! `tributary status [--json]`: checkpoints, phases, lag and dead letters read from the state
-//! tables.
+//! tables, and which process (if any) holds each stream's lock (`crate::lease`).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -8,7 +8,30 @@ use anyhow::Context;
 
 use crate::cli::{exit, load, CliResult, Failure};
 use crate::config::redact_uri;
-use crate::sink::postgres::state::{self, Status};
+use crate::lease::{self, Holder};
+use crate::sink::postgres::state::{self, Status, StreamStatus};
+
+/// What `status --json` prints: the stored status of every stream plus its writer and lag.
+#[derive(Debug, serde::Serialize)]
+struct Report<'a> {
+    initialized: bool,
+    streams: Vec<StreamReport<'a>>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct StreamReport<'a> {
+    #[serde(flatten)]
+    status: &'a StreamStatus,
+    /// The session holding the stream's advisory lock: a running `sync`; `null` when none.
+    writer: Option<Holder>,
+    /// Seconds between now and the checkpoint's cluster time; `null` without one.
+    lag_seconds: Option<f64>,
+}
+
+fn lag_seconds(stream: &StreamStatus, now: chrono::DateTime<chrono::Utc>) -> Option<f64> {
+    let t = stream.checkpoint.as_ref()?.cluster_time?;
+    Some((now - t).num_milliseconds().max(0) as f64 / 1000.0)
+}
 
 pub async fn run(path: &Path, json: bool) -> CliResult {
     let (config, _mappings) = load::config_and_mappings(path)?;
@@ -21,19 +44,45 @@ pub async fn run(path: &Path, json: bool) -> CliResult {
     let status = state::read_status(&client, &config.sync.state_schema, None)
         .await
         .map_err(Failure::runtime)?;
+    let mut writers = Vec::with_capacity(status.streams.len());
+    for s in &status.streams {
+        let writer = lease::holder(&client, &s.stream)
+            .await
+            .with_context(|| format!("cannot look up the lock holder of stream {:?}", s.stream))
+            .map_err(Failure::runtime)?;
+        writers.push(writer);
+    }
+    let now = chrono::Utc::now();
     if json {
-        let text = serde_json::to_string_pretty(&status)
+        let report = Report {
+            initialized: status.initialized,
+            streams: status
+                .streams
+                .iter()
+                .zip(writers)
+                .map(|(s, writer)| StreamReport {
+                    status: s,
+                    writer,
+                    lag_seconds: lag_seconds(s, now),
+                })
+                .collect(),
+        };
+        let text = serde_json::to_string_pretty(&report)
             .context("cannot render the status as JSON")
             .map_err(Failure::runtime)?;
         println!("{text}");
     } else {
-        print!("{}", render_text(&status, chrono::Utc::now()));
+        print!("{}", render_text(&status, &writers, now));
     }
     Ok(ExitCode::from(exit::OK))
 }
 
 /// The human form of `status`: one block per stream, one line per collection.
-fn render_text(status: &Status, now: chrono::DateTime<chrono::Utc>) -> String {
+fn render_text(
+    status: &Status,
+    writers: &[Option<Holder>],
+    now: chrono::DateTime<chrono::Utc>,
+) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     if !status.initialized {
@@ -43,25 +92,42 @@ fn render_text(status: &Status, now: chrono::DateTime<chrono::Utc>) -> String {
     if status.streams.is_empty() {
         out.push_str("state tables exist but no stream has written anything yet\n");
     }
-    for stream in &status.streams {
+    for (i, stream) in status.streams.iter().enumerate() {
         let _ = writeln!(out, "stream {}", stream.stream);
+        match writers.get(i).and_then(Option::as_ref) {
+            Some(h) => {
+                let _ = writeln!(
+                    out,
+                    "  writer: Postgres backend pid {} from {} ({:?}), holding the lock since {}",
+                    h.pid,
+                    match (&h.client_addr, h.client_port) {
+                        (Some(a), Some(p)) => format!("{a}:{p}"),
+                        (Some(a), None) => a.clone(),
+                        _ => "a local socket".to_owned(),
+                    },
+                    h.application_name,
+                    h.since
+                        .map(|t| t.to_rfc3339())
+                        .unwrap_or_else(|| "-".into())
+                );
+            }
+            None => out.push_str("  writer: none (no `sync` holds the stream's lock)\n"),
+        }
         match &stream.checkpoint {
             Some(cp) => {
-                let lag = cp
-                    .cluster_time
-                    .map(|t| {
-                        format!(
-                            "{:.1}s",
-                            (now - t).num_milliseconds().max(0) as f64 / 1000.0
-                        )
-                    })
+                let lag = lag_seconds(stream, now)
+                    .map(|l| format!("{l:.1}s"))
                     .unwrap_or_else(|| "unknown".into());
                 let _ = writeln!(
                     out,
-                    "  checkpoint: source {}, cluster time {}, written {}, age of last applied change {}",
+                    "  checkpoint: source {}, cluster time {}, written {}, lag {}",
                     cp.source.as_deref().unwrap_or("?"),
-                    cp.cluster_time.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into()),
-                    cp.updated_at.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into()),
+                    cp.cluster_time
+                        .map(|t| t.to_rfc3339())
+                        .unwrap_or_else(|| "-".into()),
+                    cp.updated_at
+                        .map(|t| t.to_rfc3339())
+                        .unwrap_or_else(|| "-".into()),
                     lag
                 );
             }
