@@ -8,8 +8,10 @@ cd "$(dirname "$0")/.."
 DEMO_ORDERS=${DEMO_ORDERS:-20000}
 DEMO_RATE=${DEMO_RATE:-50}
 
-echo "== building (release) =="
-cargo build --release --quiet -p tributary -p mongo-sim --bins --examples
+if [ "${DEMO_SKIP_BUILD:-0}" != 1 ]; then
+  echo "== building (release; the first build takes a few minutes) =="
+  cargo build --release --quiet -p tributary -p mongo-sim --bins --examples
+fi
 target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 bin="$target/release"
 
