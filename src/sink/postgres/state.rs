@@ -163,22 +163,29 @@ pub async fn insert_dead_letters(
     );
     let doing = "writing dead letters";
     let stmt = client.prepare(&sql).await.map_err(pg(doing))?;
-    for d in letters {
-        client
-            .execute(
-                &stmt,
-                &[
-                    &stream,
-                    &d.namespace,
-                    &d.document_key,
-                    &d.document,
-                    &d.error,
-                    &d.cluster_time,
-                ],
-            )
-            .await
-            .map_err(pg(doing))?;
-    }
+    // Sent together (the driver pipelines concurrent statements): a burst of dead letters
+    // costs one round trip, not one each.
+    let inserts = letters.iter().map(|d| {
+        let stmt = &stmt;
+        async move {
+            client
+                .execute(
+                    stmt,
+                    &[
+                        &stream,
+                        &d.namespace,
+                        &d.document_key,
+                        &d.document,
+                        &d.error,
+                        &d.cluster_time,
+                    ],
+                )
+                .await
+        }
+    });
+    futures::future::try_join_all(inserts)
+        .await
+        .map_err(pg(doing))?;
     Ok(())
 }
 
