@@ -8,7 +8,6 @@ Expected values are what a MongoDB 7.0 replica set returns (see
 from __future__ import annotations
 
 import datetime
-import threading
 import time
 
 import bson
@@ -780,6 +779,37 @@ def test_no_resume_for_unlabelled_error(recorded, client, names):
     assert ei.value.code == 6
     assert not ei.value.has_error_label("ResumableChangeStreamError")
     assert len(rec.cmds("aggregate")) == 1
+
+
+def test_fail_command_block_connection_app_name_and_times(sim_uri, client, names):
+    tagged = MongoClient(sim_uri, appname="sim-py-tagged", **CLIENT_GUARDS)
+    try:
+        coll = tagged[names.db][names.coll]
+        coll.insert_one({"_id": 1})
+        with FailPoint(client, mode={"times": 2},
+                       data={"failCommands": ["find"], "blockConnection": True, "blockTimeMS": 300,
+                             "appName": "sim-py-tagged"}):
+            t0 = time.monotonic()
+            assert client[names.db][names.coll].find_one({"_id": 1}) == {"_id": 1}  # other appName
+            assert time.monotonic() - t0 < 0.25
+            for _ in range(2):
+                t0 = time.monotonic()
+                assert coll.find_one({"_id": 1}) == {"_id": 1}
+                assert time.monotonic() - t0 >= 0.28
+            t0 = time.monotonic()
+            coll.find_one({"_id": 1})  # times: 2 used up
+            assert time.monotonic() - t0 < 0.25
+        with FailPoint(client, mode="alwaysOn", data={"failCommands": ["insert"], "errorCode": 2,
+                                                       "appName": "sim-py-tagged"}):
+            for _ in range(2):
+                with pytest.raises(OperationFailure) as ei:
+                    coll.insert_one({"_id": 2})
+                assert ei.value.code == 2
+            client[names.db][names.coll].insert_one({"_id": 3})  # another appName is not affected
+        coll.insert_one({"_id": 2})  # mode off again
+        assert sorted(d["_id"] for d in coll.find()) == [1, 2, 3]
+    finally:
+        tagged.close()
 
 
 def test_post_batch_resume_token_advances_while_idle(recorded, client, names):
