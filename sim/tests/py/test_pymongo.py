@@ -140,6 +140,44 @@ def test_connect_with_replica_set_discovers_primary(sim_uri):
         c.close()
 
 
+def test_server_monitoring_heartbeats_keep_succeeding(sim_uri):
+    class Heartbeats(monitoring.ServerHeartbeatListener):
+        def __init__(self):
+            self.ok, self.bad = [], []
+
+        def started(self, e):
+            pass
+
+        def succeeded(self, e):
+            self.ok.append(e)
+
+        def failed(self, e):
+            self.bad.append(e)
+
+    hb = Heartbeats()
+    c = MongoClient(sim_uri, heartbeatFrequencyMS=500, event_listeners=[hb], **CLIENT_GUARDS)
+    try:
+        c.admin.command("ping")
+        wait_until(lambda: len(hb.ok) >= 4 or hb.bad, "four heartbeats", timeout=15)
+        assert hb.bad == [], [repr(e.reply) for e in hb.bad]
+        assert all(e.reply.document.get("setName") == "rs0" for e in hb.ok)
+        assert c.topology_description.topology_type_name == "ReplicaSetWithPrimary"
+    finally:
+        c.close()
+
+
+def test_seed_by_another_name_is_replaced_by_the_advertised_member(sim_uri):
+    host, port = sim_uri.split("//")[1].split("/")[0].rsplit(":", 1)
+    if host != "127.0.0.1":
+        pytest.skip("only meaningful when the simulator listens on 127.0.0.1")
+    c = MongoClient(f"mongodb://localhost:{port}/?replicaSet=rs0", **CLIENT_GUARDS)
+    try:
+        assert c.admin.command("ping")["ok"] == 1
+        assert c.primary == ("127.0.0.1", int(port))
+    finally:
+        c.close()
+
+
 def test_direct_connection(sim_uri):
     hostport = sim_uri.split("//")[1].split("/")[0]
     c = MongoClient(f"mongodb://{hostport}/?directConnection=true", **CLIENT_GUARDS)
