@@ -805,6 +805,21 @@ def test_server_labels_resumable_errors_itself(recorded, client, names):
     assert len(rec.cmds("aggregate")) == 2
 
 
+def test_resume_after_the_cursor_is_killed_elsewhere(recorded, client, names):
+    c, rec = recorded
+    client[names.db].create_collection(names.coll)
+    with c[names.db][names.coll].watch(max_await_time_ms=100) as stream:
+        assert stream.try_next() is None
+        cid = rec.replies("aggregate")[0]["cursor"]["id"]
+        killed = client[names.db].command({"killCursors": names.coll, "cursors": [cid]})
+        assert killed["cursorsKilled"] == [cid]
+        client[names.db][names.coll].insert_one({"_id": 1})
+        assert next_event(stream)["documentKey"] == {"_id": 1}
+    failed = [e.failure["code"] for e in rec.failed_events if e.command_name == "getMore"]
+    assert failed == [43]  # CursorNotFound, always resumable
+    assert len(rec.cmds("aggregate")) == 2
+
+
 def test_no_resume_for_unlabelled_error(recorded, client, names):
     c, rec = recorded
     coll = c[names.db][names.coll]
