@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bson::{doc, Document, Timestamp};
 use futures::StreamExt;
-use mongo_sim::{SimOptions, SimHandle};
+use mongo_sim::{SimHandle, SimOptions};
 use mongodb::options::CursorType;
 use mongodb::Client;
 

@@ -3,7 +3,7 @@
 //! change streams resuming from the start and oplog tailers) see it too.
 
 use crate::state::Shared;
-use crate::writes::{insert_one, LiveTarget};
+use crate::writes::{insert_one, LiveSink, LiveTarget};
 
 pub fn load(shared: &Shared, orders: usize) {
     let next = {
@@ -11,7 +11,10 @@ pub fn load(shared: &Shared, orders: usize) {
         let st = &mut *st;
         let mut target = LiveTarget {
             catalog: &mut st.catalog,
-            oplog: &mut st.oplog,
+            sink: LiveSink {
+                oplog: &mut st.oplog,
+                retry: None,
+            },
         };
         let mut loaded = 0usize;
         for (db, coll, doc) in crate::seed::demo_documents(orders, 42) {

@@ -135,6 +135,10 @@ impl Oplog {
         if let Some(o2) = op.o2 {
             d.insert("o2", o2);
         }
+        // A retryable write's stmtId follows the operation, as in mongod.
+        if let Some(stmt) = d.remove("stmtId") {
+            d.insert("stmtId", stmt);
+        }
         self.append_raw(d, op.ns, images)
     }
 

@@ -154,8 +154,7 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>) -> Result<(), WireError> 
                     .map_err(|e| WireError::Malformed(format!("cannot encode reply: {e}")))?;
             }
             wire::OP_QUERY => {
-                let Request::Query { collection, query } = wire::decode_op_query(&body)?
-                else {
+                let Request::Query { collection, query } = wire::decode_op_query(&body)? else {
                     return Err(WireError::Malformed("not an OP_QUERY".into()));
                 };
                 let name = query.keys().next().cloned().unwrap_or_default();

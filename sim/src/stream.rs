@@ -13,7 +13,7 @@ use crate::aggregate::apply_event_stages;
 use crate::bson_order::OrderedBson;
 use crate::change_event::{events_from_oplog_entry, invalidate_event, EventOptions};
 use crate::error::CommandError;
-use crate::oplog::{cmp_ts, ts_after, Oplog, OplogEntry};
+use crate::oplog::{cmp_ts, ts_after, Images, Oplog, OplogEntry};
 use crate::state::Shared;
 use crate::store::approx_size;
 use crate::token::{self, ResumeToken, TokenKind};
@@ -85,7 +85,10 @@ pub struct StreamCursor {
     stages: Vec<Document>,
     /// Events at or before this token are skipped (a resumed stream).
     skip_through: Option<String>,
-    pending: VecDeque<Document>,
+    /// Events built but not yet returned, with their approximate sizes.
+    pending: VecDeque<(Document, usize)>,
+    /// Sum of the sizes in `pending`: generation stops near one full reply.
+    pending_bytes: usize,
     /// High-water timestamp: every event before it has been examined.
     hw_ts: Timestamp,
     invalidated: bool,
@@ -196,6 +199,7 @@ impl StreamCursor {
             stages,
             skip_through: None,
             pending: VecDeque::new(),
+            pending_bytes: 0,
             hw_ts: ts_after(oplog.last_ts()),
             invalidated: false,
         };
@@ -267,7 +271,10 @@ impl StreamCursor {
                 .get(&OrderedBson(id.clone()))
                 .cloned()
         };
-        while !self.invalidated && self.pending.len() < want {
+        while !self.invalidated
+            && self.pending.len() < want
+            && self.pending_bytes < crate::cursor::MAX_BATCH_BYTES
+        {
             let (chunk, last_ts): (Vec<Arc<OplogEntry>>, Timestamp) = {
                 let st = shared.state();
                 if self.next_seq < st.oplog.first_seq() {
@@ -290,12 +297,21 @@ impl StreamCursor {
                 if !self.scope.entry_relevant(&entry.ns) {
                     continue;
                 }
-                let events = events_from_oplog_entry(&entry.doc, &lookup, &self.opts);
+                let whole;
+                let (doc, images) = match reassemble_transaction(shared, entry)? {
+                    Assembled::Partial => continue,
+                    Assembled::Whole(doc, images) => {
+                        whole = (doc, images);
+                        (&whole.0, whole.1.as_slice())
+                    }
+                    Assembled::Single => (&entry.doc, entry.images.as_slice()),
+                };
+                let events = events_from_oplog_entry(doc, &lookup, &self.opts);
                 for event in events {
                     if !self.scope.event_in_scope(&event) {
                         continue;
                     }
-                    let event = self.with_images(event, entry)?;
+                    let event = self.with_images(event, images)?;
                     if let (Some(skip), Some(data)) = (&self.skip_through, token_data(&event)) {
                         if data <= skip.as_str() {
                             continue;
@@ -312,7 +328,7 @@ impl StreamCursor {
                             None => true,
                         };
                         if passes {
-                            self.pending.push_back(inval);
+                            self.enqueue(inval);
                             self.invalidated = true;
                             return Ok(());
                         }
@@ -328,7 +344,7 @@ impl StreamCursor {
     fn with_images(
         &self,
         mut event: Document,
-        entry: &OplogEntry,
+        entry_images: &[Option<Box<Images>>],
     ) -> Result<Document, CommandError> {
         let fd = self.opts.full_document.as_str();
         let fdbc = self.opts.full_document_before_change.as_str();
@@ -344,7 +360,7 @@ impl StreamCursor {
             .and_then(|t| token::decode(t).ok())
             .map(|t| t.txn_op_index as usize)
             .unwrap_or(0);
-        let images = entry.images.get(index).and_then(|i| i.as_deref());
+        let images = entry_images.get(index).and_then(|i| i.as_deref());
         let event_id = event.get("_id").cloned().unwrap_or(Bson::Null);
         let missing = |which: &str| {
             CommandError::new(
@@ -398,6 +414,10 @@ impl StreamCursor {
     }
 
     fn push_event(&mut self, event: Document) -> Result<(), CommandError> {
+        if self.stages.is_empty() {
+            self.enqueue(event);
+            return Ok(());
+        }
         let id = event.get("_id").cloned();
         let Some(out) = apply_event_stages(event, &self.stages)? else {
             return Ok(());
@@ -412,23 +432,30 @@ impl StreamCursor {
                  retain the unmodified _id field are allowed.",
             ));
         }
-        self.pending.push_back(out);
+        self.enqueue(out);
         Ok(())
+    }
+
+    fn enqueue(&mut self, event: Document) {
+        let size = approx_size(&event);
+        self.pending_bytes += size;
+        self.pending.push_back((event, size));
     }
 
     fn take(&mut self, batch_size: usize) -> Vec<Document> {
         let mut out = Vec::new();
         let mut bytes = 0;
-        while let Some(ev) = self.pending.front() {
+        while let Some((_, size)) = self.pending.front() {
+            let size = *size;
             if out.len() >= batch_size {
                 break;
             }
-            let size = approx_size(ev);
             if !out.is_empty() && bytes + size > crate::cursor::MAX_BATCH_BYTES {
                 break;
             }
             bytes += size;
-            if let Some(ev) = self.pending.pop_front() {
+            if let Some((ev, _)) = self.pending.pop_front() {
+                self.pending_bytes -= size;
                 out.push(ev);
             }
         }
@@ -473,6 +500,79 @@ impl StreamCursor {
             }
         }
     }
+}
+
+enum Assembled {
+    /// Not the last entry of a split transaction: its events come with the last.
+    Partial,
+    /// The last entry of a split transaction, with every entry's operations.
+    Whole(Document, Vec<Option<Box<Images>>>),
+    /// Anything else: use the entry as it is.
+    Single,
+}
+
+fn is_zero_ts(ts: Timestamp) -> bool {
+    ts.time == 0 && ts.increment == 0
+}
+
+/// A transaction over 16 MB is logged as several applyOps entries chained by
+/// `prevOpTime`; the server emits all its events at the last entry, so the
+/// chain is walked back and its operations joined in order.
+fn reassemble_transaction(shared: &Shared, entry: &OplogEntry) -> Result<Assembled, CommandError> {
+    let Ok(o) = entry.doc.get_document("o") else {
+        return Ok(Assembled::Single);
+    };
+    if !o.contains_key("applyOps") {
+        return Ok(Assembled::Single);
+    }
+    if o.get_bool("partialTxn").unwrap_or(false) {
+        return Ok(Assembled::Partial);
+    }
+    let prev_ts = |d: &Document| {
+        d.get_document("prevOpTime")
+            .ok()
+            .and_then(|p| p.get_timestamp("ts").ok())
+            .filter(|ts| !is_zero_ts(*ts))
+    };
+    let Some(mut prev) = prev_ts(&entry.doc) else {
+        return Ok(Assembled::Single);
+    };
+    let mut parts: Vec<Arc<OplogEntry>> = Vec::new();
+    {
+        let st = shared.state();
+        loop {
+            let seq = st.oplog.seq_at_or_after(prev);
+            let Some(e) = st.oplog.entries_from(seq, 1).pop().filter(|e| e.ts == prev) else {
+                return Err(history_lost());
+            };
+            let next = prev_ts(&e.doc);
+            parts.push(e);
+            match next {
+                Some(ts) => prev = ts,
+                None => break,
+            }
+        }
+    }
+    let mut ops: Vec<Bson> = Vec::new();
+    let mut images = Vec::new();
+    for e in parts
+        .iter()
+        .rev()
+        .map(|a| a.as_ref())
+        .chain(std::iter::once(entry))
+    {
+        if let Ok(arr) = e
+            .doc
+            .get_document("o")
+            .and_then(|o| o.get_array("applyOps"))
+        {
+            ops.extend(arr.iter().cloned());
+        }
+        images.extend(e.images.iter().cloned());
+    }
+    let mut doc = entry.doc.clone();
+    doc.insert("o", bson::doc! {"applyOps": ops});
+    Ok(Assembled::Whole(doc, images))
 }
 
 /// `$changeStream` is accepted only as the first stage.

@@ -149,7 +149,46 @@ pub trait Target {
 
 pub struct LiveTarget<'a> {
     pub catalog: &'a mut Catalog,
+    pub sink: LiveSink<'a>,
+}
+
+/// Writes straight to the oplog; a retryable write (lsid + txnNumber outside
+/// a transaction) stamps its entries with session info like mongod.
+pub struct LiveSink<'a> {
     pub oplog: &'a mut Oplog,
+    pub retry: Option<RetryInfo>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RetryInfo {
+    /// The lsid as logged: `{id, uid}`.
+    pub lsid: Document,
+    pub txn_number: i64,
+    pub next_stmt_id: i32,
+    /// Timestamp of this write's previous entry (`prevOpTime` chain).
+    pub prev_ts: Option<bson::Timestamp>,
+}
+
+impl OpSink for LiveSink<'_> {
+    fn log(&mut self, op: OplogOp, _post: Option<Document>) {
+        let Some(r) = &mut self.retry else {
+            self.oplog.append(op, None);
+            return;
+        };
+        let prev = r.prev_ts.unwrap_or(bson::Timestamp {
+            time: 0,
+            increment: 0,
+        });
+        let extra = doc! {
+            "lsid": r.lsid.clone(),
+            "txnNumber": r.txn_number,
+            "stmtId": r.next_stmt_id,
+            "prevOpTime": {"ts": prev, "t": if r.prev_ts.is_some() { crate::oplog::TERM } else { -1 }},
+        };
+        let entry = self.oplog.append(op, Some(extra));
+        r.next_stmt_id += 1;
+        r.prev_ts = Some(entry.ts);
+    }
 }
 
 fn create_op(db: &str, coll: &str, c: &Collection) -> OplogOp {
@@ -218,10 +257,10 @@ impl Target for LiveTarget<'_> {
             if !create {
                 return Ok(None);
             }
-            create_live(self.catalog, self.oplog, db, coll, Document::new());
+            create_live(self.catalog, self.sink.oplog, db, coll, Document::new());
         }
         match self.catalog.get_mut(db, coll) {
-            Some(c) => Ok(Some((c, &mut *self.oplog as &mut dyn OpSink))),
+            Some(c) => Ok(Some((c, &mut self.sink as &mut dyn OpSink))),
             None => Ok(None),
         }
     }

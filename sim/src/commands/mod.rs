@@ -19,7 +19,7 @@ use bson::{Bson, Document};
 
 use crate::error::CommandError;
 use crate::state::{cluster_time_doc, lock, Shared};
-use crate::writes::{LiveTarget, Target, TxnTarget};
+use crate::writes::{LiveSink, LiveTarget, RetryInfo, Target, TxnTarget};
 
 pub use admin::hello_reply;
 
@@ -63,7 +63,10 @@ impl Req<'_> {
                     let st = &mut *st;
                     let r = f(&mut LiveTarget {
                         catalog: &mut st.catalog,
-                        oplog: &mut st.oplog,
+                        sink: LiveSink {
+                            oplog: &mut st.oplog,
+                            retry: self.retry_info(),
+                        },
                     });
                     (r, st.oplog.next_seq())
                 };
@@ -90,6 +93,25 @@ impl Req<'_> {
                 }))
             }
         }
+    }
+
+    /// Session info for a retryable write: a write command with `lsid` and
+    /// `txnNumber` outside a transaction.
+    fn retry_info(&self) -> Option<RetryInfo> {
+        if !matches!(
+            self.name.as_str(),
+            "insert" | "update" | "delete" | "findAndModify" | "findandmodify"
+        ) {
+            return None;
+        }
+        let txn_number = as_i64(self.cmd.get("txnNumber"))?;
+        let lsid = self.cmd.get_document("lsid").ok()?;
+        Some(RetryInfo {
+            lsid: txn::oplog_lsid(lsid),
+            txn_number,
+            next_stmt_id: 0,
+            prev_ts: None,
+        })
     }
 
     /// The collection name in the command's first field.

@@ -5,9 +5,11 @@
 use bson::{doc, Bson, Document, Timestamp};
 
 use super::{as_i64, truthy, CmdResult, Req};
+use crate::cursor::MAX_BATCH_BYTES;
 use crate::error::CommandError;
-use crate::oplog::OplogOp;
+use crate::oplog::{Oplog, OplogOp, TERM};
 use crate::state::{lock, SessionTxn, TxnPhase};
+use crate::store::approx_size;
 use crate::writes::{replay, TxnWrites};
 
 /// sha256 of the empty user name: the `uid` real servers put in an
@@ -16,6 +18,22 @@ const EMPTY_USER_UID: [u8; 32] = [
     0xe3, 0xb0, 0xc4, 0x42, 0x98, 0xfc, 0x1c, 0x14, 0x9a, 0xfb, 0xf4, 0xc8, 0x99, 0x6f, 0xb9, 0x24,
     0x27, 0xae, 0x41, 0xe4, 0x64, 0x9b, 0x93, 0x4c, 0xa4, 0x95, 0x99, 0x1b, 0x78, 0x52, 0xb8, 0x55,
 ];
+
+/// The lsid as oplog entries record it: the client's `id` plus the user `uid`.
+pub fn oplog_lsid(lsid: &Document) -> Document {
+    let mut out = doc! {};
+    if let Some(id) = lsid.get("id") {
+        out.insert("id", id.clone());
+    }
+    out.insert(
+        "uid",
+        Bson::Binary(bson::Binary {
+            subtype: bson::spec::BinarySubtype::Generic,
+            bytes: EMPTY_USER_UID.to_vec(),
+        }),
+    );
+    out
+}
 
 fn session_key(cmd: &Document) -> Option<Vec<u8>> {
     match cmd.get_document("lsid").ok()?.get("id")? {
@@ -125,52 +143,77 @@ pub fn commit(req: &Req<'_>) -> CmdResult {
         let st = &mut *st;
         if !writes.log.ops.is_empty() {
             replay(&mut st.catalog, &writes.log.ops, &writes);
-            let ops: Vec<Bson> = writes
-                .log
-                .ops
-                .iter()
-                .map(|(op, _)| Bson::Document(op.to_inner_document()))
-                .collect();
-            let mut oplog_lsid = doc! {};
-            if let Some(id) = lsid.get("id") {
-                oplog_lsid.insert("id", id.clone());
-            }
-            oplog_lsid.insert(
-                "uid",
-                Bson::Binary(bson::Binary {
-                    subtype: bson::spec::BinarySubtype::Generic,
-                    bytes: EMPTY_USER_UID.to_vec(),
-                }),
-            );
-            let extra = doc! {
-                "lsid": oplog_lsid,
-                "txnNumber": txn_number,
-                "prevOpTime": {"ts": Timestamp { time: 0, increment: 0 }, "t": -1i64},
-            };
-            let images = writes
-                .log
-                .ops
-                .iter()
-                .map(|(op, _)| op.images.clone())
-                .collect();
-            st.oplog.append_with_images(
-                OplogOp {
-                    op: "c",
-                    ns: "admin.$cmd".into(),
-                    ui: None,
-                    o: doc! {"applyOps": ops},
-                    o2: None,
-                    images: None,
-                },
-                Some(extra),
-                images,
-            );
+            log_transaction(&mut st.oplog, &writes, &oplog_lsid(&lsid), txn_number);
         }
         st.oplog.next_seq()
     };
     drop(sessions);
     req.shared.publish(next);
     Ok(Document::new())
+}
+
+/// Writes a committed transaction as applyOps entries: one, or for a
+/// transaction over 16 MB several chained by `prevOpTime`, all but the last
+/// marked `partialTxn` (as mongod does since 4.2).
+fn log_transaction(oplog: &mut Oplog, writes: &TxnWrites, lsid: &Document, txn_number: i64) {
+    let mut chunks: Vec<Vec<usize>> = vec![Vec::new()];
+    let mut bytes = 0;
+    let inner: Vec<Document> = writes
+        .log
+        .ops
+        .iter()
+        .map(|(op, _)| op.to_inner_document())
+        .collect();
+    for (i, d) in inner.iter().enumerate() {
+        let size = approx_size(d);
+        let current = chunks.last().map(Vec::len).unwrap_or(0);
+        if current > 0 && bytes + size > MAX_BATCH_BYTES {
+            chunks.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += size;
+        if let Some(last) = chunks.last_mut() {
+            last.push(i);
+        }
+    }
+    let mut prev: Option<Timestamp> = None;
+    let n = chunks.len();
+    for (k, chunk) in chunks.into_iter().enumerate() {
+        let ops: Vec<Bson> = chunk
+            .iter()
+            .map(|&i| Bson::Document(inner[i].clone()))
+            .collect();
+        let images = chunk
+            .iter()
+            .map(|&i| writes.log.ops[i].0.images.clone())
+            .collect();
+        let mut o = doc! {"applyOps": ops};
+        if k + 1 < n {
+            o.insert("partialTxn", true);
+        }
+        let prev_op_time = match prev {
+            Some(ts) => doc! {"ts": ts, "t": TERM},
+            None => doc! {"ts": Timestamp { time: 0, increment: 0 }, "t": -1i64},
+        };
+        let extra = doc! {
+            "lsid": lsid.clone(),
+            "txnNumber": txn_number,
+            "prevOpTime": prev_op_time,
+        };
+        let entry = oplog.append_with_images(
+            OplogOp {
+                op: "c",
+                ns: "admin.$cmd".into(),
+                ui: None,
+                o,
+                o2: None,
+                images: None,
+            },
+            Some(extra),
+            images,
+        );
+        prev = Some(entry.ts);
+    }
 }
 
 pub fn abort(req: &Req<'_>) -> CmdResult {

@@ -65,7 +65,11 @@ pub fn insert(req: &mut Req<'_>) -> CmdResult {
     // Taken out of the command rather than cloned: bulk inserts are hot.
     let docs = match req.cmd.remove("documents") {
         Some(Bson::Array(docs)) => docs,
-        _ => return Err(CommandError::failed_to_parse("'documents' must be an array")),
+        _ => {
+            return Err(CommandError::failed_to_parse(
+                "'documents' must be an array",
+            ))
+        }
     };
     let req = &*req;
     let ordered = ordered(req);

@@ -105,6 +105,29 @@ async fn resume_after_token_continues_after_that_event() {
 }
 
 #[tokio::test]
+async fn database_and_cluster_streams_resume_after_a_token() {
+    let s = sim().await;
+    let db = s.client.database("d");
+    let mut db_stream = db.watch().await.unwrap();
+    let mut cluster_stream = s.client.watch().await.unwrap();
+    for (i, c) in ["a", "b", "c"].iter().enumerate() {
+        db.collection::<Document>(c)
+            .insert_one(doc! {"_id": i as i32})
+            .await
+            .unwrap();
+    }
+    let first_db = next(&mut db_stream).await.id;
+    let first_cluster = next(&mut cluster_stream).await.id;
+    drop((db_stream, cluster_stream));
+    let mut db_resumed = db.watch().resume_after(first_db).await.unwrap();
+    assert_eq!(inserted_id(&next(&mut db_resumed).await), 1);
+    assert_eq!(inserted_id(&next(&mut db_resumed).await), 2);
+    let mut cluster_resumed = s.client.watch().resume_after(first_cluster).await.unwrap();
+    assert_eq!(inserted_id(&next(&mut cluster_resumed).await), 1);
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn start_at_operation_time_replays_from_that_time() {
     let s = sim().await;
     let coll = s.client.database("d").collection::<Document>("c");
