@@ -81,6 +81,8 @@ struct Prepared {
     batch: Batch,
     position: Option<Position>,
     rows: usize,
+    /// Rows per table, for `tributary_rows_written_total` once committed.
+    table_rows: Vec<(String, u64)>,
     first_read_at: Instant,
 }
 
@@ -212,6 +214,7 @@ async fn batch_events(
         let position = events.last().map(|e| e.position.clone());
         let prepared = Prepared {
             rows: out.changes.len(),
+            table_rows: crate::sink::rows_per_table(mappings, &out.changes),
             batch: Batch {
                 changes: out.changes,
                 dead_letters: out.dead_letters,
@@ -279,6 +282,9 @@ async fn write_batches<S: Sink>(
         committed = p.position.clone();
         if let Some(m) = &config.metrics {
             m.batches_total.inc();
+            for (table, n) in &p.table_rows {
+                m.rows_written_total.with_label_values(&[table]).inc_by(*n);
+            }
             m.batch_rows.observe(p.rows as f64);
             m.batch_duration_seconds
                 .observe(started.elapsed().as_secs_f64());

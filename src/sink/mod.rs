@@ -92,3 +92,38 @@ pub struct Batch {
     pub dead_letters: Vec<DeadLetter>,
     pub checkpoint: Option<Checkpoint>,
 }
+
+/// Rows a batch's changes write per table (`tributary_rows_written_total{table}`): an upsert
+/// writes its parent row and its child rows, a delete removes a parent row (its children
+/// with it), a truncate counts nothing.
+pub fn rows_per_table(
+    mappings: &crate::mapping::model::MappingSet,
+    changes: &[Change],
+) -> Vec<(String, u64)> {
+    let mut counts: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+    for change in changes {
+        match change {
+            Change::Upsert {
+                collection, rows, ..
+            } => {
+                if let Some(m) = mappings.collections.get(*collection) {
+                    *counts.entry(&m.table).or_default() += 1;
+                    for (child, rows) in m.children.iter().zip(&rows.children) {
+                        *counts.entry(&child.table).or_default() += rows.len() as u64;
+                    }
+                }
+            }
+            Change::Delete { collection, .. } => {
+                if let Some(m) = mappings.collections.get(*collection) {
+                    *counts.entry(&m.table).or_default() += 1;
+                }
+            }
+            Change::Truncate { .. } => {}
+        }
+    }
+    counts
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(t, n)| (t.to_owned(), n))
+        .collect()
+}
