@@ -1,6 +1,6 @@
 //! A Postgres server for the whole test process and a fresh database per test.
 //!
-//! Server: `TEST_DATABASE_URL` when set (a server URL such as
+//! Server: `TEST_DATABASE_URL` when set (a server URL, in URL form, such as
 //! `postgres://postgres@127.0.0.1:5432/postgres`; tests create their own databases on it), else a
 //! throwaway cluster started once per process with `initdb`/`pg_ctl` in a temp dir on a free
 //! port (binaries from `pg_config --bindir`, else `/usr/lib/postgresql/*/bin`; run as user
@@ -353,4 +353,14 @@ fn free_port() -> Result<u16, String> {
         .local_addr()
         .map(|a| a.port())
         .map_err(|e| format!("finding a free port: {e}"))
+}
+
+#[test]
+fn with_database_replaces_only_the_path() {
+    assert_eq!(
+        with_database("postgres://u:p@h:5432/postgres?sslmode=disable", "t1"),
+        "postgres://u:p@h:5432/t1?sslmode=disable"
+    );
+    assert_eq!(with_database("postgres://u@h", "t2"), "postgres://u@h/t2");
+    assert_eq!(with_database("postgresql://h:1/a/b", "t3"), "postgresql://h:1/t3");
 }
