@@ -362,5 +362,8 @@ fn with_database_replaces_only_the_path() {
         "postgres://u:p@h:5432/t1?sslmode=disable"
     );
     assert_eq!(with_database("postgres://u@h", "t2"), "postgres://u@h/t2");
-    assert_eq!(with_database("postgresql://h:1/a/b", "t3"), "postgresql://h:1/t3");
+    assert_eq!(
+        with_database("postgresql://h:1/a/b", "t3"),
+        "postgresql://h:1/t3"
+    );
 }
