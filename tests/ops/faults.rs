@@ -1,1 +1,325 @@
-//! placeholder
+//! Injected faults, each while a stream is running: MongoDB fail points (`failCommand`) through
+//! the real driver, a Postgres session killed under the writer, and a Postgres restart. After
+//! each the stream continues, the tables equal the documents, and `tributary_errors_total`
+//! counted the failure under its kind.
+
+use std::process::Command;
+
+use bson::{doc, Bson, Document};
+use tributary::config::{Config, SourceKind};
+use tributary::metrics::ERRORS_TOTAL;
+
+use super::{config_text, fail_point, rows_in, sync_point_in, wait_until, Running};
+use crate::stream::{order, World};
+
+/// One fault: the fail point's `data`, and the `kind` label it must be counted under.
+struct Fault {
+    name: &'static str,
+    data: Document,
+    kind: &'static str,
+}
+
+fn faults(kind: SourceKind) -> Vec<Fault> {
+    // The change stream reopens with `aggregate`, the oplog tail with `find`.
+    let reopen = match kind {
+        SourceKind::ChangeStream => "aggregate",
+        SourceKind::Oplog => "find",
+    };
+    vec![
+        Fault {
+            name: "closed connection on getMore",
+            data: doc! {"failCommands": ["getMore"], "closeConnection": true},
+            kind: "mongo_network",
+        },
+        Fault {
+            name: "closed connection on getMore and on the reopen",
+            data: doc! {"failCommands": ["getMore", reopen], "closeConnection": true},
+            kind: "mongo_network",
+        },
+        Fault {
+            name: "ResumableChangeStreamError label",
+            data: doc! {"failCommands": ["getMore"], "errorCode": 280,
+            "errorLabels": ["ResumableChangeStreamError"]},
+            kind: "mongo_resumable",
+        },
+        Fault {
+            name: "10107 NotWritablePrimary (step-down)",
+            data: doc! {"failCommands": ["getMore"], "errorCode": 10107},
+            kind: "mongo_step_down",
+        },
+        Fault {
+            name: "50 MaxTimeMSExpired",
+            data: doc! {"failCommands": ["getMore"], "errorCode": 50},
+            kind: "mongo_timeout",
+        },
+    ]
+}
+
+async fn write_some(w: &World, tag: &str) {
+    for i in 0..10 {
+        w.orders()
+            .insert_one(order(&format!("{tag}-{i}"), i, &["p", "q"]))
+            .await
+            .unwrap();
+    }
+    w.orders()
+        .update_one(
+            doc! {"_id": format!("{tag}-0")},
+            doc! {"$set": {"qty": 99, "items": [{"sku": "r"}]}},
+        )
+        .await
+        .unwrap();
+    w.orders()
+        .delete_one(doc! {"_id": format!("{tag}-1")})
+        .await
+        .unwrap();
+}
+
+async fn survives_faults(kind: SourceKind) {
+    let w = World::new(kind, 50).await;
+    write_some(&w, "before").await;
+    let run = Running::start(&w.config, w.mappings.clone(), 30).await;
+    sync_point_in(&w, "public", "start").await;
+
+    for (n, fault) in faults(kind).into_iter().enumerate() {
+        let before = run.counter(ERRORS_TOTAL, &format!("kind=\"{}\"", fault.kind));
+        fail_point(&w.mongo, Bson::Document(doc! {"times": 2}), fault.data).await;
+        write_some(&w, &format!("f{n}")).await;
+        sync_point_in(&w, "public", &format!("after-{n}")).await;
+        w.assert_equal().await;
+        let after = run.counter(ERRORS_TOTAL, &format!("kind=\"{}\"", fault.kind));
+        assert!(
+            after > before,
+            "{}: tributary_errors_total{{kind={:?}}} did not count it ({before} -> {after})",
+            fault.name,
+            fault.kind
+        );
+    }
+
+    // The writer's session is killed in the middle of a batch: a lock makes the batch wait
+    // inside its transaction, then that session is terminated (the sink's pool connections are
+    // named `tributary`; the lock connection `tributary sync test` is left alone).
+    let before = run.counter(ERRORS_TOTAL, "kind=\"postgres_");
+    let locker = w.db.connect().await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE public.orders IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    w.orders()
+        .insert_one(order("blocked", 1, &["b"]))
+        .await
+        .unwrap();
+    let waiting = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+                   AND application_name = 'tributary' AND wait_event_type = 'Lock'";
+    wait_until(30, "the writer to wait on the table lock", || async {
+        w.db.client
+            .query(waiting, &[])
+            .await
+            .is_ok_and(|r| !r.is_empty())
+    })
+    .await;
+    let killed: i64 =
+        w.db.client
+            .query_one(
+                &format!("SELECT count(pg_terminate_backend(pid)) FROM ({waiting}) AS w"),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+    assert_eq!(killed, 1, "exactly the blocked writer session is killed");
+    locker.batch_execute("COMMIT").await.unwrap();
+    write_some(&w, "terminated").await;
+    sync_point_in(&w, "public", "after-terminate").await;
+    w.assert_equal().await;
+    assert!(
+        run.counter(ERRORS_TOTAL, "kind=\"postgres_") > before,
+        "the killed writer session was not counted"
+    );
+    run.stop().await;
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_stream_survives_injected_faults() {
+    survives_faults(SourceKind::ChangeStream).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oplog_survives_injected_faults() {
+    survives_faults(SourceKind::Oplog).await;
+}
+
+/// A throwaway Postgres cluster of this test's own, so it can be restarted.
+struct Cluster {
+    dir: tempfile::TempDir,
+    url: String,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(script())
+            .args(["start"])
+            .arg(dir.path().join("pg"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg-throwaway.sh start failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let url = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        Cluster { dir, url }
+    }
+
+    /// `pg_ctl restart -m fast`: every session is terminated, the server comes back on the
+    /// same port.
+    fn restart(&self) {
+        let pg = self.dir.path().join("pg");
+        let port = std::fs::read_to_string(pg.join("port")).unwrap();
+        let bindir = String::from_utf8(
+            Command::new("bash")
+                .args([
+                    "-c",
+                    "pg_config --bindir 2>/dev/null || ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1",
+                ])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap();
+        let pg_ctl = format!("{}/pg_ctl", bindir.lines().next().unwrap().trim());
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            port.trim(),
+            pg.display()
+        );
+        let data = pg.join("data");
+        let mut cmd = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--", &pg_ctl]);
+            c
+        } else {
+            Command::new(&pg_ctl)
+        };
+        let out = cmd
+            .arg("-D")
+            .arg(&data)
+            .args(["-m", "fast", "-w", "-l"])
+            .arg(pg.join("postgres.log"))
+            .args(["-o", &opts, "restart"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_ctl restart failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new(script())
+            .arg("stop")
+            .arg(self.dir.path().join("pg"))
+            .output();
+    }
+}
+
+fn script() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/pg-throwaway.sh")
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_a_postgres_restart_mid_stream() {
+    let w = World::new(SourceKind::ChangeStream, 50).await;
+    let cluster = Cluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tributary.toml");
+    std::fs::write(
+        &path,
+        config_text(&w, &cluster.url, "test", "public", "change_stream", 50),
+    )
+    .unwrap();
+    let config = Config::load(&path).unwrap();
+    let pg = crate::support::postgres::connect(&cluster.url).await;
+
+    write_some(&w, "before").await;
+    let run = Running::start(&config, w.mappings.clone(), 30).await;
+    let cluster_url = cluster.url.clone();
+    let applied = |id: &'static str| {
+        let url = cluster_url.clone();
+        move || {
+            let url = url.clone();
+            async move {
+                let Ok((c, conn)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await
+                else {
+                    return false;
+                };
+                tokio::spawn(conn);
+                c.query("SELECT 1 FROM public.orders WHERE id = $1", &[&id])
+                    .await
+                    .is_ok_and(|r| !r.is_empty())
+            }
+        }
+    };
+    wait_until(60, "the first rows", applied("before-9")).await;
+
+    // Writes keep coming while the server restarts.
+    let writer = {
+        let orders = w.orders();
+        tokio::spawn(async move {
+            for i in 0..60 {
+                orders
+                    .insert_one(order(&format!("during-{i:02}"), i, &["z"]))
+                    .await
+                    .unwrap();
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        })
+    };
+    let restart = tokio::task::spawn_blocking(move || {
+        cluster.restart();
+        cluster
+    });
+    let cluster = restart.await.unwrap();
+    writer.await.unwrap();
+    drop(pg);
+    w.orders()
+        .insert_one(doc! {"_id": "~after-restart", "qty": 1})
+        .await
+        .unwrap();
+    wait_until(
+        120,
+        "the stream to continue after the restart",
+        applied("~after-restart"),
+    )
+    .await;
+
+    let pg = crate::support::postgres::connect(&cluster.url).await;
+    let expected = w.expected().await;
+    assert_eq!(
+        rows_in(&pg, "public").await,
+        expected,
+        "tables differ after the restart"
+    );
+    assert!(
+        run.counter(ERRORS_TOTAL, "kind=\"postgres_") + run.counter(ERRORS_TOTAL, "kind=\"lease")
+            > 0.0,
+        "the restart was not counted: {}",
+        run.metrics.render()
+    );
+    run.stop().await;
+    drop(pg);
+    drop(cluster);
+    w.stop().await;
+}
