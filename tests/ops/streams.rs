@@ -1,1 +1,77 @@
-//! placeholder
+//! Two streams (different `sync.name`, different target schemas) on one Postgres database: each
+//! holds its own lock, keeps its own checkpoint, and writes its own tables.
+
+use bson::doc;
+use tributary::config::SourceKind;
+
+use super::{holder_pid, rows_in, sync_point_in, ConfigFile, Running};
+use crate::stream::{order, World};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_streams_on_one_database_do_not_interfere() {
+    let w = World::new(SourceKind::ChangeStream, 100).await;
+    for i in 0..30 {
+        w.orders()
+            .insert_one(order(&format!("a{i:02}"), i, &["x", "y"]))
+            .await
+            .unwrap();
+    }
+    let one = ConfigFile::new(&w, "one", "s1", "change_stream", 100);
+    let two = ConfigFile::new(&w, "two", "s2", "oplog", 50);
+    let run_one = Running::start(&one.parse(), w.mappings.clone(), 30).await;
+    let run_two = Running::start(&two.parse(), w.mappings.clone(), 30).await;
+    for i in 0..30 {
+        w.orders()
+            .update_one(
+                doc! {"_id": format!("a{i:02}")},
+                doc! {"$set": {"qty": 100 + i}},
+            )
+            .await
+            .unwrap();
+    }
+    w.orders().delete_one(doc! {"_id": "a03"}).await.unwrap();
+    sync_point_in(&w, "s1", "both").await;
+    sync_point_in(&w, "s2", "both2").await;
+    let expected = w.expected().await;
+    assert_eq!(rows_in(&w.db.client, "s1").await, expected, "stream one");
+    assert_eq!(rows_in(&w.db.client, "s2").await, expected, "stream two");
+
+    let one_pid = holder_pid(&w.db.client, "one").await;
+    let two_pid = holder_pid(&w.db.client, "two").await;
+    assert!(
+        one_pid.is_some() && two_pid.is_some() && one_pid != two_pid,
+        "{one_pid:?} {two_pid:?}"
+    );
+    let sources: Vec<(String, String)> =
+        w.db.client
+            .query(
+                "SELECT stream, source FROM tributary.checkpoints ORDER BY stream",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+    assert_eq!(
+        sources,
+        vec![
+            ("one".into(), "change_stream".into()),
+            ("two".into(), "oplog".into())
+        ]
+    );
+    // Stopping one leaves the other streaming.
+    run_one.stop().await;
+    w.orders()
+        .insert_one(order("late", 1, &["z"]))
+        .await
+        .unwrap();
+    sync_point_in(&w, "s2", "after-one-stopped").await;
+    assert!(rows_in(&w.db.client, "s1")
+        .await
+        .0
+        .iter()
+        .all(|r| r.0 != "late"));
+    run_two.stop().await;
+    w.stop().await;
+}

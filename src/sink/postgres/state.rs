@@ -156,10 +156,15 @@ pub async fn insert_dead_letters(
     if letters.is_empty() {
         return Ok(());
     }
+    // A version already recorded is not recorded again: a batch replayed after a crash, or a
+    // copy restarted after an interrupted full sync, meets the same versions again (SPEC
+    // "Delivery: effectively once"; the ops crash test checks it).
     let sql = format!(
-        "INSERT INTO {} (stream, namespace, document_key, document, error, cluster_time, at) \
-         VALUES ($1, $2, $3, $4, $5, $6, now())",
-        qualified(state_schema, "dead_letters")
+        "INSERT INTO {dl} (stream, namespace, document_key, document, error, cluster_time, at) \
+         SELECT $1::text, $2::text, $3::jsonb, $4::jsonb, $5::text, $6::timestamptz, now() \
+         WHERE NOT EXISTS (SELECT 1 FROM {dl} WHERE stream = $1::text AND namespace = $2::text \
+                           AND document_key = $3::jsonb AND document = $4::jsonb)",
+        dl = qualified(state_schema, "dead_letters")
     );
     let doing = "writing dead letters";
     let stmt = client.prepare(&sql).await.map_err(pg(doing))?;
