@@ -57,6 +57,11 @@ impl Batcher {
         Some(events)
     }
 
+    /// Event groups waiting in the queue (for `tributary_queue_depth`).
+    pub fn queued(&self) -> usize {
+        self.rx.len()
+    }
+
     /// Takes whatever is already queued without waiting (used to drain on shutdown).
     pub fn try_next_batch(&mut self) -> Option<Vec<ChangeEvent>> {
         let mut events = self.rx.try_recv().ok()?;

@@ -68,7 +68,9 @@ pub struct FullSyncReport {
 /// its checkpoint, so a later `sync` replays every change made during the copy. An existing
 /// checkpoint is left alone (it is older, so replaying from it also covers the copy). Run it
 /// while no `sync` daemon streams the same collections: a concurrent stream could apply a
-/// change before the copy writes an older version of the same document.
+/// change before the copy writes an older version of the same document. It therefore holds
+/// the stream's lock (`crate::lease`) while it copies, and refuses to start while a `sync`
+/// holds it (exit 2, nothing written).
 pub async fn full_sync(
     config: &Config,
     mappings: Arc<MappingSet>,
@@ -78,7 +80,17 @@ pub async fn full_sync(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<FullSyncReport, SyncError> {
     let selected = select_collections(&mappings, collections.as_deref())?;
+    // Hold the stream's lock while copying: never race a running `sync` of the same stream.
+    let Some(lease) =
+        crate::lease::Lease::try_take(&config.postgres.uri, &config.sync.name).await?
+    else {
+        return Err(SyncError::Config(format!(
+            "a running `tributary sync` holds the lock of stream {:?} (see `tributary status`); stop it before a full sync, or use another sync.name",
+            config.sync.name
+        )));
+    };
     let (client, mut sink) = connect(config, &mappings).await?;
+    sink.set_lease(lease.flag());
     let existing = {
         let pg = state_client(&sink).await?;
         state::read_checkpoint(&**pg, &config.sync.state_schema, &config.sync.name).await?

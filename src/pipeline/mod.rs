@@ -84,6 +84,10 @@ struct Prepared {
     /// Rows per table, for `tributary_rows_written_total` once committed.
     table_rows: Vec<(String, u64)>,
     first_read_at: Instant,
+    /// Only heartbeats and position moves: the source had nothing newer, so lag is zero.
+    caught_up: bool,
+    /// Cluster time (seconds) of the batch's last event.
+    last_time: Option<u32>,
 }
 
 /// Streams `source` into `sink` until `shutdown` fires or something fails.
@@ -212,7 +216,13 @@ async fn batch_events(
             }
         }
         let position = events.last().map(|e| e.position.clone());
+        if let Some(m) = &config.metrics {
+            m.queue_depth
+                .set(i64::try_from(batcher.queued()).unwrap_or(i64::MAX));
+        }
         let prepared = Prepared {
+            caught_up: events.iter().all(|e| e.op == crate::event::Op::Noop),
+            last_time: events.last().map(|e| e.cluster_time.time),
             rows: out.changes.len(),
             table_rows: crate::sink::rows_per_table(mappings, &out.changes),
             batch: Batch {
@@ -254,6 +264,9 @@ async fn write_batches<S: Sink>(
     while let Some(p) = rx.recv().await {
         let idle = p.batch.changes.is_empty() && p.batch.dead_letters.is_empty();
         if idle && p.position == committed {
+            if let (Some(m), true) = (&config.metrics, p.caught_up) {
+                m.lag_seconds.set(0.0);
+            }
             continue;
         }
         let started = Instant::now();
@@ -290,9 +303,14 @@ async fn write_batches<S: Sink>(
                 .observe(started.elapsed().as_secs_f64());
             if let Some(ct) = committed.as_ref().and_then(Position::cluster_time) {
                 m.last_applied_cluster_time_seconds.set(f64::from(ct.time));
-                let now = chrono::Utc::now().timestamp() as f64;
-                m.lag_seconds.set((now - f64::from(ct.time)).max(0.0));
             }
+            // Lag: the age of the newest event just committed, or zero when the batch held
+            // only heartbeats (the source had nothing newer to give).
+            let lag = match (p.caught_up, p.last_time) {
+                (false, Some(t)) => (chrono::Utc::now().timestamp() as f64 - f64::from(t)).max(0.0),
+                _ => 0.0,
+            };
+            m.lag_seconds.set(lag);
         }
         tracing::debug!(
             rows = p.rows,

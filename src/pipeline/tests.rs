@@ -493,3 +493,58 @@ fn groups_keep_consecutive_transaction_events_together() {
     let sizes: Vec<usize> = groups.iter().map(Vec::len).collect();
     assert_eq!(sizes, vec![1, 2, 1]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn metrics_report_lag_batches_and_events() {
+    let metrics = Arc::new(crate::metrics::Metrics::new(30).unwrap());
+    // An event from 1970: far behind.
+    let (source, drained) = ScriptedSource::new(vec![vec![upsert(1, "a", 1)]]);
+    let mut sink = MemorySink::default();
+    let mut cfg = config(100, 10);
+    cfg.metrics = Some(metrics.clone());
+    run(
+        source,
+        &mut sink,
+        mappings(OnError::DeadLetter),
+        &cfg,
+        after(drained),
+    )
+    .await
+    .unwrap();
+    assert!(
+        metrics.lag_seconds.get() > 1e9,
+        "lag {}",
+        metrics.lag_seconds.get()
+    );
+    assert_eq!(metrics.batches_total.get(), 1);
+    assert_eq!(
+        metrics
+            .events_total
+            .with_label_values(&["shop.orders", "insert"])
+            .get(),
+        1
+    );
+    assert_eq!(metrics.last_applied_cluster_time_seconds.get(), 1000.0);
+
+    // Then only heartbeats: caught up.
+    let hb = |i| {
+        ChangeEvent::noop(
+            at(i),
+            Timestamp {
+                time: 1000,
+                increment: i,
+            },
+        )
+    };
+    let (source, drained) = ScriptedSource::new(vec![vec![hb(2)]]);
+    run(
+        source,
+        &mut sink,
+        mappings(OnError::DeadLetter),
+        &cfg,
+        after(drained),
+    )
+    .await
+    .unwrap();
+    assert_eq!(metrics.lag_seconds.get(), 0.0);
+}
