@@ -168,6 +168,8 @@ struct Server {
     /// A cluster this process started (stopped when dropped).
     throwaway: Option<PathBuf>,
     commit_timestamps: bool,
+    /// The postmaster's pid when the server runs on this machine (for CPU accounting).
+    postmaster: Option<u32>,
 }
 
 impl Server {
@@ -212,6 +214,13 @@ impl Server {
         let sync_commit = setting("synchronous_commit").await;
         let shared_buffers = setting("shared_buffers").await;
         let commit_ts = setting("track_commit_timestamp").await;
+        // Our backend's parent is the postmaster (meaningful only for a local server).
+        let postmaster = client
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .ok()
+            .and_then(|r| u32::try_from(r.get::<_, i32>(0)).ok())
+            .and_then(|pid| proc_stat(pid).map(|s| s.ppid));
         let origin = if throwaway.is_some() {
             "a throwaway cluster started by the benchmark"
         } else {
@@ -224,6 +233,7 @@ impl Server {
             ),
             throwaway,
             commit_timestamps: commit_ts == "on",
+            postmaster,
         }
     }
 
@@ -505,16 +515,148 @@ async fn wait_for_checkpoint(
 }
 
 // ---------------------------------------------------------------------------------------------
+// Where the CPU goes
+// ---------------------------------------------------------------------------------------------
+
+/// The fields of `/proc/<pid>/stat` we need.
+struct ProcStat {
+    ppid: u32,
+    /// utime + stime, in clock ticks.
+    cpu_ticks: u64,
+}
+
+fn proc_stat(pid: u32) -> Option<ProcStat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces; fields after its closing parenthesis start at 3.
+    let fields: Vec<&str> = text
+        .get(text.rfind(')')? + 2..)?
+        .split_whitespace()
+        .collect();
+    let field = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
+    Some(ProcStat {
+        ppid: u32::try_from(field(4)?).ok()?,
+        cpu_ticks: field(14)? + field(15)?,
+    })
+}
+
+/// Linux reports CPU time in USER_HZ ticks, 100 per second on every mainstream build.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// CPU seconds spent during a measurement by tributary, by this process (mongo-sim, the
+/// writer, the pollers) and by the Postgres server (postmaster and all its children, including
+/// backends that come and go), sampled every 100 ms.
+struct CpuMeter {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<CpuReport>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct CpuReport {
+    wall: f64,
+    tributary: f64,
+    harness: f64,
+    postgres: f64,
+}
+
+impl CpuMeter {
+    fn start(tributary: Option<u32>, postmaster: Option<u32>) -> CpuMeter {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let me = std::process::id();
+        let task = tokio::spawn(async move {
+            let started = Instant::now();
+            let postgres_pids = || -> Vec<u32> {
+                let Some(pm) = postmaster else {
+                    return Vec::new();
+                };
+                let mut pids = vec![pm];
+                if let Ok(dir) = std::fs::read_dir("/proc") {
+                    for entry in dir.flatten() {
+                        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok())
+                        else {
+                            continue;
+                        };
+                        if proc_stat(pid).is_some_and(|s| s.ppid == pm) {
+                            pids.push(pid);
+                        }
+                    }
+                }
+                pids
+            };
+            // Baselines of processes that already exist; newcomers start from zero.
+            let mut first: HashMap<u32, u64> = HashMap::new();
+            let mut last: HashMap<u32, u64> = HashMap::new();
+            let mut sample = |first: &mut HashMap<u32, u64>, initial: bool| {
+                let mut pids = postgres_pids();
+                pids.push(me);
+                pids.extend(tributary);
+                for pid in pids {
+                    if let Some(st) = proc_stat(pid) {
+                        first.entry(pid).or_insert(if initial || pid == me {
+                            st.cpu_ticks
+                        } else {
+                            0
+                        });
+                        last.insert(pid, st.cpu_ticks);
+                    }
+                }
+            };
+            sample(&mut first, true);
+            while !flag.load(AtomicOrdering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                sample(&mut first, false);
+            }
+            let spent = |pid: u32| {
+                let a = first.get(&pid).copied().unwrap_or(0);
+                let b = last.get(&pid).copied().unwrap_or(a);
+                b.saturating_sub(a) as f64 / TICKS_PER_SECOND
+            };
+            let tributary_s = tributary.map_or(0.0, spent);
+            let harness_s = spent(me);
+            let postgres_s: f64 = last
+                .keys()
+                .filter(|p| **p != me && Some(**p) != tributary)
+                .map(|p| spent(*p))
+                .sum();
+            CpuReport {
+                wall: started.elapsed().as_secs_f64(),
+                tributary: tributary_s,
+                harness: harness_s,
+                postgres: postgres_s,
+            }
+        });
+        CpuMeter { stop, task }
+    }
+
+    async fn finish(self) -> CpuReport {
+        self.stop.store(true, AtomicOrdering::Relaxed);
+        self.task.await.unwrap_or_default()
+    }
+}
+
+impl CpuReport {
+    /// "tributary 12.3 s, mongo-sim + harness 4.5 s, Postgres 6.7 s of 10.0 s wall"
+    fn describe(&self, harness_label: &str) -> String {
+        format!(
+            "CPU seconds in {:.1} s wall (2 cores, shared): tributary {:.1}, {harness_label} {:.1}, Postgres {:.1}",
+            self.wall, self.tributary, self.harness, self.postgres
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // MongoDB side
 // ---------------------------------------------------------------------------------------------
 
-async fn start_sim(orders: usize) -> (mongo_sim::SimHandle, Duration) {
+/// Starts the simulator with `orders` demo orders. `oplog` is its capacity in entries: large
+/// enough to hold the history a stream replays (the simulator keeps every entry in memory, so
+/// a full sync, which needs no history, keeps only a few).
+async fn start_sim(orders: usize, oplog: usize) -> (mongo_sim::SimHandle, Duration) {
     let started = Instant::now();
     let sim = mongo_sim::start(mongo_sim::SimOptions {
         bind: "127.0.0.1".into(),
         port: 0,
-        // Large enough that no benchmark's history ever rolls off.
-        oplog_max_entries: 20_000_000,
+        oplog_max_entries: oplog,
         seed_demo: orders,
     })
     .await
@@ -553,10 +695,10 @@ async fn newest_oplog_ts(client: &MongoClient) -> Timestamp {
         .expect("the oplog is empty")
 }
 
-/// The `_id`s of the seeded orders, in seed order.
-fn seeded_order_ids(orders: usize) -> Vec<Bson> {
+/// The `_id`s of the seeded documents of one collection, in seed order.
+fn seeded_ids(orders: usize, collection: &str) -> Vec<Bson> {
     mongo_sim::seed::demo_documents(orders, DEMO_SEED)
-        .filter(|(_, c, _)| *c == "orders")
+        .filter(|(_, c, _)| *c == collection)
         .filter_map(|(_, _, d)| d.get("_id").cloned())
         .collect()
 }
@@ -575,7 +717,7 @@ fn fresh_orders(n: usize, seed: u64) -> Box<dyn Iterator<Item = Document> + Send
 // ---------------------------------------------------------------------------------------------
 
 struct Section {
-    heading: &'static str,
+    heading: String,
     body: String,
     full_size: bool,
 }
@@ -588,7 +730,7 @@ async fn full_sync(
     let orders = env_usize("PIPELINE_BENCH_ORDERS", 1_000_000);
     let load_before = load_average();
     eprintln!("(a) full sync: seeding mongo-sim with {orders} orders …");
-    let (sim, seed_time) = start_sim(orders).await;
+    let (sim, seed_time) = start_sim(orders, 10_000).await;
     eprintln!("(a) sim seeded in {:.1} s", seed_time.as_secs_f64());
 
     let (sync_url, sync_pg) = server.database("full_sync").await;
@@ -599,8 +741,10 @@ async fn full_sync(
         "full_sync",
         &["full-sync", "--config", &config.display().to_string()],
     );
+    let cpu = CpuMeter::start(Some(proc.pid), server.postmaster);
     let timeout = Duration::from_secs(600 + orders as u64 / 500);
     let (sync_time, sync_peak) = proc.wait(timeout).await;
+    let sync_cpu = cpu.finish().await;
     eprintln!(
         "(a) tributary full-sync: {:.1} s, peak RSS {:.0} MiB",
         sync_time.as_secs_f64(),
@@ -610,11 +754,17 @@ async fn full_sync(
 
     // The baseline: the same documents converted once, then one binary COPY per table.
     let tables = mappings.tables();
-    let mut rows: HashMap<String, Vec<Row>> = tables
+    // Rows are encoded into COPY chunks as they are converted (the encoding is timed; the
+    // conversion is not): a million orders as `PgValue` rows would take gigabytes more.
+    let mut encoded: HashMap<String, CopyData> = tables
         .iter()
-        .map(|t| (t.name.clone(), Vec::new()))
+        .map(|t| {
+            let types = t.columns.iter().map(|(_, ty)| ddl::wire_type(ty)).collect();
+            (t.name.clone(), CopyData::new(types))
+        })
         .collect();
     let mut refused = 0usize;
+    let mut encode_time = Duration::ZERO;
     for (db, coll, document) in mongo_sim::seed::demo_documents(orders, DEMO_SEED) {
         let Some(m) = mappings
             .collections
@@ -626,14 +776,18 @@ async fn full_sync(
         match convert_document(m, &document) {
             Ok(converted) => {
                 let defs = m.tables();
-                rows.get_mut(&defs[0].name)
+                let started = Instant::now();
+                encoded
+                    .get_mut(&defs[0].name)
                     .expect("parent table")
-                    .push(converted.rows.parent);
-                for (def, child_rows) in defs[1..].iter().zip(converted.rows.children) {
-                    rows.get_mut(&def.name)
-                        .expect("child table")
-                        .extend(child_rows);
+                    .push(&converted.rows.parent);
+                for (def, child_rows) in defs[1..].iter().zip(&converted.rows.children) {
+                    let data = encoded.get_mut(&def.name).expect("child table");
+                    for row in child_rows {
+                        data.push(row);
+                    }
                 }
+                encode_time += started.elapsed();
             }
             Err(_) => refused += 1,
         }
@@ -643,22 +797,28 @@ async fn full_sync(
         copy_pg.batch_execute(&stmt).await.expect("DDL failed");
     }
     server.checkpoint().await;
-    let mut copy_time = Duration::ZERO;
+    let mut send_time = Duration::ZERO;
+    let cpu = CpuMeter::start(None, server.postmaster);
     for t in &tables {
-        let types: Vec<Type> = t.columns.iter().map(|(_, ty)| ddl::wire_type(ty)).collect();
         let cols: Vec<String> = t.columns.iter().map(|(n, _)| quote_ident(n)).collect();
         let sql = format!(
             "COPY {} ({}) FROM STDIN (FORMAT binary)",
             qualified("public", &t.name),
             cols.join(", ")
         );
-        let table_rows = &rows[&t.name];
+        let data = encoded.remove(&t.name).expect("every table was encoded");
         let started = Instant::now();
-        plain_copy(&copy_pg, &sql, &types, table_rows).await;
-        copy_time += started.elapsed();
+        data.copy(&copy_pg, &sql).await;
+        send_time += started.elapsed();
     }
-    drop(rows);
-    eprintln!("(a) plain COPY: {:.1} s", copy_time.as_secs_f64());
+    let copy_cpu = cpu.finish().await;
+    let copy_time = encode_time + send_time;
+    eprintln!(
+        "(a) plain COPY: {:.1} s ({:.1} s encoding, {:.1} s sending)",
+        copy_time.as_secs_f64(),
+        encode_time.as_secs_f64(),
+        send_time.as_secs_f64()
+    );
 
     // Both paths must have written identical rows.
     let mut total_rows = 0i64;
@@ -689,7 +849,7 @@ async fn full_sync(
     let ratio = sync_rate / copy_rate;
     let mut table = String::from("| path | seconds | rows/s | vs COPY | target | peak RSS |\n|---|---:|---:|---:|---:|---:|\n");
     table.push_str(&format!(
-        "| plain binary `COPY … FROM STDIN (FORMAT binary)`, one per table, rows pre-converted (baseline) | {:.1} | {:.0} | 1.00 | — | — |\n",
+        "| plain binary `COPY … FROM STDIN (FORMAT binary)`, one per table (baseline: encoding + sending; conversion untimed) | {:.1} | {:.0} | 1.00 | — | — |\n",
         copy_time.as_secs_f64(),
         copy_rate
     ));
@@ -699,9 +859,16 @@ async fn full_sync(
         sync_rate,
         mib(sync_peak)
     ));
+    table.push_str(&format!(
+        "\n{}.\n\n{}.\n",
+        sync_cpu.describe("`tributary full-sync` — mongo-sim"),
+        copy_cpu
+            .describe("COPY sending — harness")
+            .replace(", tributary 0.0", "")
+    ));
     println!("\n### (a) full sync, {orders} orders\n\n{table}");
     let body = format!(
-        "`{cmd}` — `tributary full-sync` of the `mongo-sim --seed-demo {orders}` dataset ({rows}; {total_rows} rows in all, {refused} documents refused) with `mappings/demo`, timed from process start to exit, against a plain binary COPY of the same rows (converted once with `mapping::convert_document` outside the clock) into empty tables of the same definition on the same server, in the same run. Both databases were compared afterwards: identical row counts and row hashes in every table.\n\n\
+        "`{cmd}` — `tributary full-sync` of the `mongo-sim --seed-demo {orders}` dataset ({rows}; {total_rows} rows in all, {refused} documents refused) with `mappings/demo`, timed from process start to exit, against a plain binary COPY of the same rows into empty tables of the same definition on the same server, in the same run: the documents are converted once with `mapping::convert_document` (untimed), encoded into 256 KiB binary COPY chunks (timed: {enc:.1} s) and sent in one COPY and one transaction per table (timed: {send:.1} s). Both databases were compared afterwards: identical row counts and row hashes in every table.\n\n\
          - Date: {date}\n- Machine: {machine}; shared with other engineers' builds and tests (1-min load average {load_before} before, {load_after} after)\n- Server: {server}\n- mongo-sim runs inside the benchmark process (seeding took {seed:.0} s, not timed)\n\n{table}",
         cmd = command_line(&["PIPELINE_BENCH_ORDERS"], "full-sync"),
         rows = per_table.join(", "),
@@ -710,10 +877,12 @@ async fn full_sync(
         load_after = load_average(),
         server = server.description,
         seed = seed_time.as_secs_f64(),
+        enc = encode_time.as_secs_f64(),
+        send = send_time.as_secs_f64(),
     );
     (
         Section {
-            heading: "## Pipeline: full sync (a)",
+            heading: "## Pipeline: full sync (a)".into(),
             body,
             full_size: orders >= 1_000_000,
         },
@@ -721,49 +890,67 @@ async fn full_sync(
     )
 }
 
-/// A binary COPY of `rows` on one connection, in one transaction, sent in 256 KiB chunks
-/// (a lean client: the server, not message hand-offs, sets the pace).
-async fn plain_copy(pg: &PgClient, sql: &str, types: &[Type], rows: &[Row]) {
+/// One table's rows as binary COPY data, in 256 KiB chunks (a lean client: the server, not
+/// message hand-offs, sets the pace).
+struct CopyData {
+    types: Vec<Type>,
+    chunks: Vec<bytes::Bytes>,
+    buf: BytesMut,
+}
+
+impl CopyData {
     const CHUNK: usize = 256 * 1024;
-    pg.batch_execute("BEGIN").await.expect("BEGIN");
-    let sink = pg
-        .copy_in::<_, bytes::Bytes>(sql)
-        .await
-        .expect("COPY failed to start");
-    let mut sink = std::pin::pin!(sink);
-    let mut buf = BytesMut::with_capacity(CHUNK + 64 * 1024);
-    buf.put_slice(b"PGCOPY\n\xff\r\n\0");
-    buf.put_i32(0);
-    buf.put_i32(0);
-    let width = i16::try_from(types.len()).expect("fewer than 32768 columns");
-    for row in rows {
-        buf.put_i16(width);
-        for (value, ty) in row.iter().zip(types) {
-            let at = buf.len();
-            buf.put_i32(0);
+
+    fn new(types: Vec<Type>) -> CopyData {
+        let mut buf = BytesMut::with_capacity(Self::CHUNK + 64 * 1024);
+        buf.put_slice(b"PGCOPY\n\xff\r\n\0");
+        buf.put_i32(0); // flags
+        buf.put_i32(0); // header extension length
+        CopyData {
+            types,
+            chunks: Vec::new(),
+            buf,
+        }
+    }
+
+    fn push(&mut self, row: &Row) {
+        let width = i16::try_from(self.types.len()).expect("fewer than 32768 columns");
+        self.buf.put_i16(width);
+        for (value, ty) in row.iter().zip(&self.types) {
+            let at = self.buf.len();
+            self.buf.put_i32(0);
             match value
-                .to_sql(ty, &mut buf)
+                .to_sql(ty, &mut self.buf)
                 .expect("a converted value encodes")
             {
-                IsNull::Yes => buf[at..at + 4].copy_from_slice(&(-1i32).to_be_bytes()),
+                IsNull::Yes => self.buf[at..at + 4].copy_from_slice(&(-1i32).to_be_bytes()),
                 IsNull::No => {
-                    let n = i32::try_from(buf.len() - at - 4).expect("value under 2 GiB");
-                    buf[at..at + 4].copy_from_slice(&n.to_be_bytes());
+                    let n = i32::try_from(self.buf.len() - at - 4).expect("value under 2 GiB");
+                    self.buf[at..at + 4].copy_from_slice(&n.to_be_bytes());
                 }
             }
         }
-        if buf.len() >= CHUNK {
-            sink.send(buf.split().freeze())
-                .await
-                .expect("COPY send failed");
+        if self.buf.len() >= Self::CHUNK {
+            self.chunks.push(self.buf.split().freeze());
         }
     }
-    buf.put_i16(-1);
-    sink.send(buf.split().freeze())
-        .await
-        .expect("COPY send failed");
-    sink.as_mut().finish().await.expect("COPY failed");
-    pg.batch_execute("COMMIT").await.expect("COMMIT");
+
+    /// Sends everything in one `COPY` on `pg`, in one transaction.
+    async fn copy(mut self, pg: &PgClient, sql: &str) {
+        self.buf.put_i16(-1); // trailer
+        self.chunks.push(self.buf.split().freeze());
+        pg.batch_execute("BEGIN").await.expect("BEGIN");
+        let sink = pg
+            .copy_in::<_, bytes::Bytes>(sql)
+            .await
+            .expect("COPY failed to start");
+        let mut sink = std::pin::pin!(sink);
+        for chunk in self.chunks {
+            sink.send(chunk).await.expect("COPY send failed");
+        }
+        sink.as_mut().finish().await.expect("COPY failed");
+        pg.batch_execute("COMMIT").await.expect("COMMIT");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -787,22 +974,45 @@ impl Written {
     }
 }
 
-/// Writes `n` changes to `shop.orders`: rounds of 100 plain changes (40 % inserts, 40 % `$set`
-/// updates of live orders, 20 % deletes) or, in 30 % of rounds, a transaction of 20 (8/8/4).
-async fn write_mixed(client: &MongoClient, mut live: Vec<Bson>, n: usize) -> Written {
+/// Writes `n` changes: rounds of 100 plain changes to `shop.orders` (40 % inserts, 40 % `$set`
+/// updates of live orders, 20 % deletes) or, in 30 % of rounds, a transaction of 20 changes
+/// (8/8/4) to `shop.customers`. Transactions go to the small collection because mongo-sim copies
+/// a whole collection into a transaction on its first write to it (`TxnTarget::write`), which
+/// costs seconds per transaction on a collection of a few hundred thousand orders.
+async fn write_mixed(
+    client: &MongoClient,
+    mut live_orders: Vec<Bson>,
+    mut live_customers: Vec<Bson>,
+    n: usize,
+) -> Written {
     let db = client.database("shop");
-    let orders = db.collection::<Document>("orders");
+    let customers = db.collection::<Document>("customers");
     let mut rng = StdRng::seed_from_u64(7);
     let mut fresh = fresh_orders(n, 99);
+    let mut next_customer = 0usize;
     let mut w = Written::default();
     while w.total() < n {
         let remaining = n - w.total();
         let txn = remaining > 100 && rng.gen_bool(0.3);
         let size = if txn { 20 } else { remaining.min(100) };
+        let live = if txn {
+            &mut live_customers
+        } else {
+            &mut live_orders
+        };
         let upd = (size * 2 / 5).min(live.len());
         let del = (size / 5).min(live.len().saturating_sub(upd));
         let ins = size - upd - del;
-        let new_docs: Vec<Document> = fresh.by_ref().take(ins).collect();
+        let new_docs: Vec<Document> = if txn {
+            (0..ins)
+                .map(|_| {
+                    next_customer += 1;
+                    new_customer(next_customer)
+                })
+                .collect()
+        } else {
+            fresh.by_ref().take(ins).collect()
+        };
         assert_eq!(new_docs.len(), ins, "the generator ran out of orders");
         let now = DateTime::now();
         let mut updated = Vec::with_capacity(upd);
@@ -814,26 +1024,26 @@ async fn write_mixed(client: &MongoClient, mut live: Vec<Bson>, n: usize) -> Wri
             let i = rng.gen_range(0..live.len());
             deleted.push(live.swap_remove(i));
         }
-        let status = |rng: &mut StdRng| STATUSES[rng.gen_range(0..STATUSES.len())];
         for d in &new_docs {
             if let Some(id) = d.get("_id") {
                 live.push(id.clone());
             }
         }
+        let status = |rng: &mut StdRng| STATUSES[rng.gen_range(0..STATUSES.len())];
         if txn {
             let mut session = client.start_session().await.expect("start_session");
             session
                 .start_transaction()
                 .await
                 .expect("start_transaction");
-            orders
+            customers
                 .insert_many(&new_docs)
                 .session(&mut session)
                 .await
                 .expect("insert_many in a transaction");
             for id in &updated {
                 let s = status(&mut rng);
-                orders
+                customers
                     .update_one(
                         doc! {"_id": id},
                         doc! {"$set": {"status": s, "updatedAt": now}},
@@ -843,7 +1053,7 @@ async fn write_mixed(client: &MongoClient, mut live: Vec<Bson>, n: usize) -> Wri
                     .expect("update_one in a transaction");
             }
             for id in &deleted {
-                orders
+                customers
                     .delete_one(doc! {"_id": id})
                     .session(&mut session)
                     .await
@@ -885,6 +1095,17 @@ async fn write_mixed(client: &MongoClient, mut live: Vec<Bson>, n: usize) -> Wri
     w
 }
 
+/// A customer the demo seed never generates (its `_id` prefix differs).
+fn new_customer(i: usize) -> Document {
+    doc! {
+        "_id": format!("bench-cust-{i:07}"),
+        "name": format!("Bench Customer {i}"),
+        "email": format!("bench{i}@example.com"),
+        "address": {"street": format!("{} Main Street", i % 200), "city": "Berlin", "zip": "10115", "country": "DE"},
+        "createdAt": DateTime::now(),
+    }
+}
+
 async fn stream(server: &Server, paths: &Paths) -> (Section, Vec<(String, u64)>) {
     let n = env_usize("PIPELINE_BENCH_CHANGES", 500_000);
     let base = env_usize("PIPELINE_BENCH_BASE", 50_000);
@@ -896,7 +1117,7 @@ async fn stream(server: &Server, paths: &Paths) -> (Section, Vec<(String, u64)>)
         .collect();
     let load_before = load_average();
     eprintln!("(b) streaming: seeding mongo-sim with {base} orders …");
-    let (sim, _) = start_sim(base).await;
+    let (sim, _) = start_sim(base, 2 * (base + n) + 100_000).await;
     let client = mongo(&sim.uri()).await;
 
     // One database per source, each fully synced (and checkpointed) before the workload.
@@ -915,7 +1136,13 @@ async fn stream(server: &Server, paths: &Paths) -> (Section, Vec<(String, u64)>)
 
     eprintln!("(b) writing {n} changes into mongo-sim …");
     let started = Instant::now();
-    let written = write_mixed(&client, seeded_order_ids(base), n).await;
+    let written = write_mixed(
+        &client,
+        seeded_ids(base, "orders"),
+        seeded_ids(base, "customers"),
+        n,
+    )
+    .await;
     let write_time = started.elapsed();
     let last = written.last.expect("the workload ends with a plain write");
     eprintln!(
@@ -929,15 +1156,20 @@ async fn stream(server: &Server, paths: &Paths) -> (Section, Vec<(String, u64)>)
         written.in_transactions,
         written.transactions
     );
-    let mongo_orders = client
-        .database("shop")
-        .collection::<Document>("orders")
-        .count_documents(doc! {})
-        .await
-        .ok();
+    let mut mongo_counts = Vec::new();
+    for coll in ["orders", "customers"] {
+        let n = client
+            .database("shop")
+            .collection::<Document>(coll)
+            .count_documents(doc! {})
+            .await
+            .ok();
+        mongo_counts.push((coll, n));
+    }
 
-    let mut table = String::from("| source | changes | seconds | changes/s | target | peak RSS | orders rows = documents |\n|---|---:|---:|---:|---:|---:|---|\n");
+    let mut table = String::from("| source | changes | seconds | changes/s | target | peak RSS | rows = documents |\n|---|---:|---:|---:|---:|---:|---|\n");
     let mut peaks = Vec::new();
+    let mut cpu_lines = Vec::new();
     for (source, url, pg, config) in targets {
         server.checkpoint().await;
         let mut proc = Proc::spawn(
@@ -946,6 +1178,7 @@ async fn stream(server: &Server, paths: &Paths) -> (Section, Vec<(String, u64)>)
             &["sync", "--config", &config.display().to_string()],
         );
         let started = proc.started;
+        let cpu = CpuMeter::start(Some(proc.pid), server.postmaster);
         let done = wait_for_checkpoint(
             &pg,
             &mut proc,
@@ -954,13 +1187,22 @@ async fn stream(server: &Server, paths: &Paths) -> (Section, Vec<(String, u64)>)
         )
         .await;
         let elapsed = done - started;
+        let used = cpu.finish().await;
+        cpu_lines.push(format!(
+            "`{source}`: {}",
+            used.describe("mongo-sim + pollers")
+        ));
         let peak = proc.terminate().await;
-        let rows = count_rows(&pg, "orders").await;
-        let equal = match mongo_orders {
-            Some(m) if m as i64 == rows => format!("yes ({rows})"),
-            Some(m) => format!("NO: {rows} rows, {m} documents"),
-            None => format!("{rows} rows (sim count unavailable)"),
-        };
+        let mut equal = Vec::new();
+        for (coll, docs) in &mongo_counts {
+            let rows = count_rows(&pg, coll).await;
+            equal.push(match docs {
+                Some(m) if *m as i64 == rows => format!("{coll}: yes ({rows})"),
+                Some(m) => format!("{coll}: NO ({rows} rows, {m} documents)"),
+                None => format!("{coll}: {rows} rows (sim count unavailable)"),
+            });
+        }
+        let equal = equal.join(", ");
         let rate = written.total() as f64 / elapsed.as_secs_f64();
         eprintln!(
             "(b) {source}: {:.1} s, {rate:.0} changes/s, peak RSS {:.0} MiB",
@@ -977,9 +1219,13 @@ async fn stream(server: &Server, paths: &Paths) -> (Section, Vec<(String, u64)>)
         server.drop_database(&url).await;
     }
     sim.shutdown().await;
+    table.push('\n');
+    for line in &cpu_lines {
+        table.push_str(&format!("- {line}\n"));
+    }
     println!("\n### (b) streaming apply, {n} changes\n\n{table}");
     let body = format!(
-        "`{cmd}` — {total} changes to `shop.orders` ({ins} inserts, {upd} `$set` updates, {del} deletes; {txc} of them in {txn} multi-document transactions of 20) written into mongo-sim after a full sync of a {base}-order `--seed-demo` base, then `tributary sync` (release binary, defaults: batches of 5000 rows / 100 ms) started from the checkpoint before them. Time = process start until the committed checkpoint passes the last change (polled every 20 ms); one fresh database per source, the same backlog for both.\n\n\
+        "`{cmd}` — {total} changes ({ins} inserts, {upd} `$set` updates, {del} deletes; {txc} of them in {txn} multi-document transactions of 20 on `shop.customers`, the rest plain writes to `shop.orders` in commands of 40 inserts / 40 updates / 20 deletes) written into mongo-sim after a full sync of a {base}-order `--seed-demo` base, then `tributary sync` (release binary, defaults: batches of 5000 rows / 100 ms) started from the checkpoint before them. Time = process start until the committed checkpoint passes the last change (polled every 20 ms); one fresh database per source, the same backlog for both.\n\n\
          - Date: {date}\n- Machine: {machine}; shared with other engineers' builds and tests (1-min load average {load_before} before, {load_after} after)\n- Server: {server}\n- mongo-sim runs inside the benchmark process; writing the backlog took {wt:.0} s (not timed)\n\n{table}",
         cmd = command_line(&["PIPELINE_BENCH_CHANGES", "PIPELINE_BENCH_BASE", "PIPELINE_BENCH_SOURCES"], "stream"),
         total = written.total(),
@@ -996,7 +1242,12 @@ async fn stream(server: &Server, paths: &Paths) -> (Section, Vec<(String, u64)>)
     );
     (
         Section {
-            heading: "## Pipeline: streaming apply (b)",
+            // A run of one source only gets its own section, so the other source's stays.
+            heading: if env_set("PIPELINE_BENCH_SOURCES").is_some() {
+                format!("## Pipeline: streaming apply (b), {}", sources.join(" + "))
+            } else {
+                "## Pipeline: streaming apply (b)".into()
+            },
             body,
             full_size: n >= 500_000,
         },
@@ -1032,7 +1283,7 @@ async fn lag(server: &Server, paths: &Paths) -> (Section, Vec<(String, u64)>) {
     let source = env_set("PIPELINE_BENCH_LAG_SOURCE").unwrap_or_else(|| "change_stream".into());
     let base = 10_000;
     let load_before = load_average();
-    let (sim, _) = start_sim(base).await;
+    let (sim, _) = start_sim(base, 2 * base + rate * secs + 100_000).await;
     let client = mongo(&sim.uri()).await;
     let (url, pg) = server.database("lag").await;
     let config = paths.config("lag", &sim.uri(), &url, &source);
@@ -1100,6 +1351,7 @@ async fn lag(server: &Server, paths: &Paths) -> (Section, Vec<(String, u64)>) {
     let mut rng = StdRng::seed_from_u64(11);
     let mut interval = tokio::time::interval(tick_len);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let cpu = CpuMeter::start(Some(proc.pid), server.postmaster);
     let started = Instant::now();
     let mut late_ticks = 0usize;
     for i in 0..ticks {
@@ -1162,6 +1414,7 @@ async fn lag(server: &Server, paths: &Paths) -> (Section, Vec<(String, u64)>) {
     );
     let last = stamps.last().map(|s| s.ts).expect("at least one write");
     wait_for_checkpoint(&pg, &mut proc, last, Duration::from_secs(300)).await;
+    let used = cpu.finish().await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     stop.store(true, AtomicOrdering::Relaxed);
     let _ = poller.await;
@@ -1213,9 +1466,10 @@ async fn lag(server: &Server, paths: &Paths) -> (Section, Vec<(String, u64)>) {
         None => table.push_str("| row's commit timestamp | — | n/a: `track_commit_timestamp` is off on this server | | | |\n"),
     }
     let summary = format!(
-        "Writer: {total} changes in {:.1} s = {achieved:.0} changes/s achieved ({late_ticks} ticks more than one tick late); `sync` (`{source}`) peak RSS {:.0} MiB.",
+        "Writer: {total} changes in {:.1} s = {achieved:.0} changes/s achieved ({late_ticks} ticks more than one tick late); `sync` (`{source}`) peak RSS {:.0} MiB. {}.",
         write_time.as_secs_f64(),
-        mib(peak)
+        mib(peak),
+        used.describe("mongo-sim + writer + poller")
     );
     println!("\n### (c) end-to-end lag at {rate} changes/s for {secs} s\n\n{table}\n{summary}\n");
     let body = format!(
@@ -1231,7 +1485,7 @@ async fn lag(server: &Server, paths: &Paths) -> (Section, Vec<(String, u64)>) {
     );
     (
         Section {
-            heading: "## Pipeline: end-to-end lag (c)",
+            heading: "## Pipeline: end-to-end lag (c)".into(),
             body,
             full_size: rate >= 5000 && secs >= 60,
         },
@@ -1309,7 +1563,7 @@ async fn main() {
         };
         all_full &= section.full_size;
         if should_write(section.full_size) {
-            write_section(section.heading, &section.body);
+            write_section(&section.heading, &section.body);
         }
         peaks.extend(p);
     }
