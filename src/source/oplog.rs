@@ -443,3 +443,164 @@ pub async fn current_position(client: &Client) -> Result<Position, SourceError> 
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mapping::model::{CollectionMapping, ColumnMapping, FieldPath, OnError, PgType};
+
+    fn mappings() -> MappingSet {
+        MappingSet {
+            collections: vec![CollectionMapping {
+                database: "shop".into(),
+                collection: "orders".into(),
+                table: "orders".into(),
+                columns: vec![ColumnMapping {
+                    name: "id".into(),
+                    source: FieldPath::parse("_id"),
+                    pg_type: PgType::Text,
+                }],
+                extra_props: None,
+                on_error: OnError::DeadLetter,
+                children: vec![],
+            }],
+        }
+    }
+
+    fn ts(i: u32) -> Timestamp {
+        Timestamp {
+            time: 50,
+            increment: i,
+        }
+    }
+
+    async fn source() -> OplogSource {
+        // The driver connects lazily: nothing is contacted by these tests.
+        let client = Client::with_uri_str("mongodb://127.0.0.1:9/")
+            .await
+            .unwrap();
+        OplogSource::new(client, &mappings(), Position::Oplog { ts: ts(0) }).unwrap()
+    }
+
+    fn handle(s: &mut OplogSource, entries: &[Document]) -> Vec<Pending> {
+        let mut out = Vec::new();
+        for e in entries {
+            let t = e.get_timestamp("ts").unwrap();
+            s.entry(e, t, &mut out);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn crud_entries_become_events_and_updates_are_reread() {
+        let mut s = source().await;
+        let out = handle(
+            &mut s,
+            &[
+                doc! {"op": "i", "ns": "shop.orders", "ts": ts(1), "o": {"_id": "a", "q": 1}},
+                doc! {"op": "u", "ns": "shop.orders", "ts": ts(2), "o2": {"_id": "a"}, "o": {"$v": 2, "diff": {"u": {"q": 2}}}},
+                doc! {"op": "u", "ns": "shop.orders", "ts": ts(3), "o2": {"_id": "a"}, "o": {"$set": {"q": 3}}},
+                doc! {"op": "u", "ns": "shop.orders", "ts": ts(4), "o2": {"_id": "a"}, "o": {"_id": "a", "q": 4}},
+                doc! {"op": "d", "ns": "shop.orders", "ts": ts(5), "o": {"_id": "a"}},
+                doc! {"op": "i", "ns": "shop.other", "ts": ts(6), "o": {"_id": "z"}},
+                doc! {"op": "n", "ns": "", "ts": ts(7), "o": {"msg": "periodic noop"}},
+                doc! {"op": "i", "ns": "shop.orders", "ts": ts(8), "fromMigrate": true, "o": {"_id": "m"}},
+            ],
+        );
+        let ops: Vec<(Op, bool)> = out.iter().map(|p| (p.event.op.clone(), p.reread)).collect();
+        assert_eq!(
+            ops,
+            vec![
+                (Op::Insert, false),
+                (Op::Update, true),
+                (Op::Update, true),
+                (Op::Replace, false),
+                (Op::Delete, false),
+            ]
+        );
+        assert!(out
+            .iter()
+            .all(|p| p.event.key == Some(Bson::String("a".into()))));
+        assert_eq!(out[3].event.document, Some(doc! {"_id": "a", "q": 4}));
+        assert_eq!(out[4].event.position, Position::Oplog { ts: ts(5) });
+    }
+
+    #[tokio::test]
+    async fn an_apply_ops_entry_is_one_transaction() {
+        let mut s = source().await;
+        let out = handle(
+            &mut s,
+            &[
+                doc! {"op": "c", "ns": "admin.$cmd", "ts": ts(1), "lsid": {"id": 1}, "txnNumber": 4_i64,
+                "o": {"applyOps": [
+                    {"op": "i", "ns": "shop.orders", "o": {"_id": "a"}},
+                    {"op": "u", "ns": "shop.orders", "o2": {"_id": "b"}, "o": {"$v": 2, "diff": {"d": {"x": false}}}},
+                    {"op": "d", "ns": "shop.orders", "o": {"_id": "c"}},
+                ]}},
+            ],
+        );
+        assert_eq!(out.len(), 3);
+        let first = &out[0].event;
+        assert!(first.txn.is_some());
+        assert!(out.iter().all(|p| p.event.same_transaction(first)));
+        assert!(out
+            .iter()
+            .all(|p| p.event.position == Position::Oplog { ts: ts(1) }));
+    }
+
+    #[tokio::test]
+    async fn a_split_transaction_is_held_until_its_last_entry() {
+        let mut s = source().await;
+        let part = |i: u32, id: &str, partial: bool| {
+            let mut o = doc! {"applyOps": [{"op": "i", "ns": "shop.orders", "o": {"_id": id}}]};
+            if partial {
+                o.insert("partialTxn", true);
+            }
+            doc! {"op": "c", "ns": "admin.$cmd", "ts": ts(i), "lsid": {"id": 1}, "txnNumber": 9_i64, "o": o}
+        };
+        let held = handle(&mut s, &[part(1, "a", true), part(2, "b", true)]);
+        assert!(held.is_empty());
+        assert_eq!(s.partial.as_ref().map(|p| p.before), Some(ts(0)));
+        let out = handle(&mut s, &[part(3, "c", false)]);
+        let keys: Vec<_> = out.iter().map(|p| p.event.key.clone().unwrap()).collect();
+        assert_eq!(
+            keys,
+            vec![Bson::from("a"), Bson::from("b"), Bson::from("c")]
+        );
+        assert!(out.iter().all(|p| p.event.same_transaction(&out[0].event)));
+        assert!(s.partial.is_none());
+    }
+
+    #[tokio::test]
+    async fn commands_become_ddl_events_for_mapped_namespaces() {
+        let mut s = source().await;
+        let out = handle(
+            &mut s,
+            &[
+                doc! {"op": "c", "ns": "shop.$cmd", "ts": ts(1), "o": {"create": "orders"}},
+                doc! {"op": "c", "ns": "shop.$cmd", "ts": ts(2), "o": {"drop": "orders"}},
+                doc! {"op": "c", "ns": "shop.$cmd", "ts": ts(3), "o": {"drop": "unmapped"}},
+                doc! {"op": "c", "ns": "admin.$cmd", "ts": ts(4), "o": {"renameCollection": "shop.tmp", "to": "shop.orders"}},
+                doc! {"op": "c", "ns": "shop.$cmd", "ts": ts(5), "o": {"dropDatabase": 1}},
+                doc! {"op": "c", "ns": "other.$cmd", "ts": ts(6), "o": {"dropDatabase": 1}},
+            ],
+        );
+        let ops: Vec<(Op, String)> = out
+            .iter()
+            .map(|p| (p.event.op.clone(), p.event.namespace.to_string()))
+            .collect();
+        assert_eq!(
+            ops,
+            vec![
+                (Op::Drop, "shop.orders".to_owned()),
+                (
+                    Op::Rename {
+                        to: Namespace::new("shop", "orders")
+                    },
+                    "shop.tmp".to_owned()
+                ),
+                (Op::DropDatabase, "shop".to_owned()),
+            ]
+        );
+    }
+}
