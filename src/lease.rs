@@ -211,6 +211,19 @@ impl Lease {
         }
     }
 
+    /// One try, no standby: `None` when another session holds the lock (`full-sync` refuses
+    /// to race a running `sync`).
+    pub async fn try_take(uri: &str, stream: &str) -> Result<Option<Lease>, LeaseError> {
+        let mut config: tokio_postgres::Config = uri
+            .parse()
+            .map_err(|e: tokio_postgres::Error| LeaseError::InvalidUri(e.to_string()))?;
+        config.application_name(application_name(stream));
+        Ok(match try_lock(&config, stream).await? {
+            Attempt::Held(lease) => Some(lease),
+            Attempt::Taken(_) => None,
+        })
+    }
+
     pub fn flag(&self) -> LeaseFlag {
         self.flag.clone()
     }

@@ -75,3 +75,46 @@ async fn two_streams_on_one_database_do_not_interfere() {
     run_two.stop().await;
     w.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_sync_refuses_while_a_writer_holds_the_stream() {
+    use tributary::pipeline::full_sync::{full_sync, FullSyncMode};
+    let w = World::new(SourceKind::ChangeStream, 100).await;
+    w.orders().insert_one(order("a", 1, &["x"])).await.unwrap();
+    let holder = w.db.connect().await;
+    let key = format!("SELECT pg_advisory_lock({})", tributary::lease::KEY_SQL);
+    holder.execute(&key, &[&"test"]).await.unwrap();
+    let r = full_sync(
+        &w.config,
+        w.mappings.clone(),
+        None,
+        FullSyncMode::Replace,
+        None,
+        std::future::pending(),
+    )
+    .await;
+    let e = r.expect_err("full-sync must not race the stream's writer");
+    assert!(e.to_string().contains("holds the lock"), "{e}");
+    let table: Option<String> =
+        w.db.client
+            .query_one("SELECT to_regclass('public.orders')::text", &[])
+            .await
+            .unwrap()
+            .get(0);
+    assert_eq!(table, None, "nothing was written, not even the tables");
+    // Once the writer is gone, the copy runs.
+    drop(holder);
+    let report = full_sync(
+        &w.config,
+        w.mappings.clone(),
+        None,
+        FullSyncMode::Replace,
+        None,
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    assert!(!report.interrupted);
+    w.assert_equal().await;
+    w.stop().await;
+}
