@@ -307,3 +307,107 @@ pub fn validate_token(position: &Position) -> Result<(), SourceError> {
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Decoded from bytes, as the driver does (unknown operation types borrow their name).
+    fn raw(event: Document) -> ChangeStreamEvent<Document> {
+        bson::from_slice(&bson::to_vec(&event).unwrap()).unwrap()
+    }
+
+    fn event(c: Converted) -> ChangeEvent {
+        match c {
+            Converted::Event(e) => *e,
+            Converted::Invalidate(_) => panic!("unexpected invalidate"),
+        }
+    }
+
+    #[test]
+    fn an_update_event_carries_key_document_txn_and_position() {
+        let ct = Timestamp {
+            time: 0x6500_0001,
+            increment: 3,
+        };
+        let e = event(convert(raw(doc! {
+            "_id": {"_data": "826500000100000003"},
+            "operationType": "update",
+            "clusterTime": ct,
+            "ns": {"db": "shop", "coll": "orders"},
+            "documentKey": {"_id": "a"},
+            "fullDocument": {"_id": "a", "q": 2},
+            "updateDescription": {"updatedFields": {"q": 2}, "removedFields": []},
+            "lsid": {"id": 1},
+            "txnNumber": 7_i64,
+        })));
+        assert_eq!(e.op, Op::Update);
+        assert_eq!(e.namespace, Namespace::new("shop", "orders"));
+        assert_eq!(e.key, Some(Bson::from("a")));
+        assert_eq!(e.document, Some(doc! {"_id": "a", "q": 2}));
+        assert_eq!(e.txn.as_ref().map(|t| t.txn_number), Some(7));
+        assert_eq!(e.cluster_time, ct);
+        assert_eq!(e.position.cluster_time(), Some(ct));
+    }
+
+    #[test]
+    fn ddl_events_and_unknown_types() {
+        let base = |op: &str| {
+            doc! {"_id": {"_data": "8265"}, "operationType": op, "clusterTime": Timestamp { time: 1, increment: 1 },
+            "ns": {"db": "shop", "coll": "orders"}}
+        };
+        let mut rename = base("rename");
+        rename.insert("to", doc! {"db": "shop", "coll": "old"});
+        assert_eq!(
+            event(convert(raw(rename))).op,
+            Op::Rename {
+                to: Namespace::new("shop", "old")
+            }
+        );
+        assert_eq!(event(convert(raw(base("drop")))).op, Op::Drop);
+        let mut drop_db = base("dropDatabase");
+        drop_db.insert("ns", doc! {"db": "shop"});
+        let e = event(convert(raw(drop_db)));
+        assert_eq!(
+            (e.op, e.namespace),
+            (Op::DropDatabase, Namespace::new("shop", ""))
+        );
+        assert_eq!(event(convert(raw(base("createIndexes")))).op, Op::Noop);
+        assert!(matches!(
+            convert(raw(base("invalidate"))),
+            Converted::Invalidate(_)
+        ));
+    }
+
+    #[test]
+    fn the_match_stage_names_mapped_namespaces_renames_onto_them_and_their_databases() {
+        use crate::mapping::model::{CollectionMapping, OnError};
+        let m = |db: &str, coll: &str| CollectionMapping {
+            database: db.into(),
+            collection: coll.into(),
+            table: coll.into(),
+            columns: vec![],
+            extra_props: None,
+            on_error: OnError::DeadLetter,
+            children: vec![],
+        };
+        let set = MappingSet {
+            collections: vec![m("shop", "orders"), m("shop", "users"), m("crm", "leads")],
+        };
+        let stage = match_stage(&set);
+        let or = stage
+            .get_document("$match")
+            .unwrap()
+            .get_array("$or")
+            .unwrap();
+        assert_eq!(or.len(), 5);
+        assert_eq!(
+            or[0].as_document().unwrap(),
+            &doc! {"ns.db": "shop", "ns.coll": {"$in": ["orders", "users"]}}
+        );
+        assert_eq!(
+            or[4].as_document().unwrap(),
+            &doc! {"operationType": "dropDatabase", "ns.db": {"$in": ["shop", "crm"]}}
+        );
+    }
+}
