@@ -13,7 +13,7 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
 use tributary::config::SourceKind;
 
-use super::{sync_point_in, ConfigFile, Daemon};
+use super::{sync_point_in, wait_until, ConfigFile, Daemon};
 use crate::stream::{order, World};
 
 const SEEDED: usize = 3000;
@@ -135,24 +135,43 @@ async fn sigkilled_binary_restarts_without_loss_or_doubling() {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut rng = StdRng::seed_from_u64(42);
     let mut workload_task = None;
+    let mut in_copy = 0;
+    let mut in_stream = 0;
     for kill in 0..KILLS {
+        let started = chrono::Utc::now();
         let daemon = Daemon::spawn(&cfg.path, cfg.dir.path().join(format!("run{kill}.log")));
-        // The first kills land in the full sync; the workload starts after them.
-        let wait_ms = if kill < 3 {
-            rng.gen_range(150..700)
+        if kill < 3 {
+            // The first kills land in the full sync: once the copy has begun.
+            wait_until(60, "the copy to begin", || async {
+                phase(&w).await.as_deref() == Some("snapshot")
+            })
+            .await;
         } else {
-            rng.gen_range(100..900)
-        };
-        if kill == 3 {
-            workload_task = Some(tokio::spawn(workload(
-                w.orders(),
-                w.mongo.clone(),
-                stop_rx.clone(),
-            )));
+            if kill == 3 {
+                workload_task = Some(tokio::spawn(workload(
+                    w.orders(),
+                    w.mongo.clone(),
+                    stop_rx.clone(),
+                )));
+            }
+            // The rest land while streaming: once this run has committed a checkpoint.
+            wait_until(60, "this run to stream", || async {
+                phase(&w).await.as_deref() == Some("streaming")
+                    && checkpoint_written(&w).await.is_some_and(|t| t > started)
+            })
+            .await;
         }
-        tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(0..400))).await;
+        match phase(&w).await.as_deref() {
+            Some("streaming") => in_stream += 1,
+            _ => in_copy += 1,
+        }
         daemon.kill().await;
     }
+    assert!(
+        in_copy >= 1 && in_stream >= 10,
+        "kills: {in_copy} during the copy, {in_stream} while streaming"
+    );
     stop_tx.send(true).unwrap();
     let bad = workload_task.unwrap().await.unwrap();
     assert!(
@@ -198,4 +217,28 @@ async fn sigkilled_binary_restarts_without_loss_or_doubling() {
     w.assert_equal().await;
     let code = daemon.terminate().await;
     assert_eq!(code, Some(0), "SIGTERM is a clean stop");
+}
+
+async fn phase(w: &World) -> Option<String> {
+    w.db.client
+        .query_opt(
+            "SELECT phase FROM tributary.collections WHERE stream = 'test' AND namespace = 'shop.orders'",
+            &[],
+        )
+        .await
+        .ok()
+        .flatten()
+        .map(|r| r.get(0))
+}
+
+async fn checkpoint_written(w: &World) -> Option<chrono::DateTime<chrono::Utc>> {
+    w.db.client
+        .query_opt(
+            "SELECT updated_at FROM tributary.checkpoints WHERE stream = 'test'",
+            &[],
+        )
+        .await
+        .ok()
+        .flatten()
+        .and_then(|r| r.get(0))
 }
