@@ -124,3 +124,38 @@ async fn change_stream_survives_dropped_connections() {
 async fn oplog_survives_dropped_connections() {
     survives_dropped_connections(SourceKind::Oplog).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_sync_continues_after_dropped_connections() {
+    let w = World::new(SourceKind::ChangeStream, 50).await;
+    let docs: Vec<_> = (0..500)
+        .map(|i| order(&format!("f{i:04}"), i, &["s"]))
+        .collect();
+    w.orders().insert_many(docs).await.unwrap();
+    w.mongo
+        .database("admin")
+        .run_command(doc! {
+            "configureFailPoint": "failCommand",
+            "mode": {"times": 2},
+            "data": {"failCommands": ["getMore"], "closeConnection": true},
+        })
+        .await
+        .unwrap();
+    let report = tributary::pipeline::full_sync::full_sync(
+        &w.config,
+        w.mappings.clone(),
+        Some(vec!["shop.orders".into()]),
+        tributary::pipeline::full_sync::FullSyncMode::Upsert,
+        None,
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    assert!(!report.interrupted);
+    assert_eq!(
+        report.collections[0].documents, 500,
+        "each document copied once"
+    );
+    w.assert_equal().await;
+    w.stop().await;
+}
