@@ -74,7 +74,14 @@ pub enum PipelineError {
     Sink(#[from] SinkError),
     #[error(transparent)]
     Conversion(#[from] FatalConversion),
+    /// After shutdown, the batches already read could not be committed within the drain
+    /// deadline (Postgres kept failing). Nothing is lost: the next start replays them.
+    #[error("could not commit the last batch within {0:?} after shutdown (Postgres kept failing); it will be replayed from the checkpoint at the next start")]
+    DrainTimeout(Duration),
 }
+
+/// How long a shutdown waits for the batches already read to commit.
+pub const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
 
 /// A batch ready for the sink, with what the writer needs to report it.
 struct Prepared {
@@ -132,7 +139,13 @@ where
             tracing::info!("Shutting down: no more reading; committing what was already read.");
             stopped_by_shutdown = true;
             let _ = stop_tx.send(true);
-            work.await
+            match tokio::time::timeout(DRAIN_DEADLINE, &mut work).await {
+                Ok(r) => r,
+                Err(_) => {
+                    source_task.abort();
+                    return Err(PipelineError::DrainTimeout(DRAIN_DEADLINE));
+                }
+            }
         }
     };
     // Whatever ended the work, the source must stop too (it may be blocked on a full queue).

@@ -47,6 +47,9 @@ pub enum SyncError {
     /// Postgres failed in a way retrying did not fix.
     #[error("writing to Postgres failed: {0}")]
     Sink(#[from] SinkError),
+    /// Shutdown could not commit what was already read in time (replayed at the next start).
+    #[error("{0}")]
+    Shutdown(String),
     /// A document was refused under `on_error: fail`.
     #[error(transparent)]
     Conversion(#[from] FatalConversion),
@@ -63,6 +66,7 @@ impl SyncError {
             SyncError::Config(_) => Some("config"),
             SyncError::Conversion(_) => Some("conversion"),
             SyncError::Lease(_) => Some("lease"),
+            SyncError::Shutdown(_) => Some("shutdown"),
             SyncError::HistoryLost(_) | SyncError::Source(_) | SyncError::Sink(_) => None,
         }
     }
@@ -85,6 +89,7 @@ impl From<PipelineError> for SyncError {
             PipelineError::Source(s) => s.into(),
             PipelineError::Sink(s) => SyncError::Sink(s),
             PipelineError::Conversion(c) => SyncError::Conversion(c),
+            e @ PipelineError::DrainTimeout(_) => SyncError::Shutdown(e.to_string()),
         }
     }
 }

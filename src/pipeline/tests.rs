@@ -548,3 +548,23 @@ async fn metrics_report_lag_batches_and_events() {
     .unwrap();
     assert_eq!(metrics.lag_seconds.get(), 0.0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_gives_up_after_the_drain_deadline_when_postgres_keeps_failing() {
+    let (source, drained) = ScriptedSource::new(vec![vec![upsert(1, "a", 1)]]);
+    let mut sink = MemorySink::default();
+    sink.0.lock().unwrap().failures_left = usize::MAX;
+    let r = run(
+        source,
+        &mut sink,
+        mappings(OnError::DeadLetter),
+        &config(100, 3_600_000),
+        after(drained),
+    )
+    .await;
+    assert!(
+        matches!(r, Err(PipelineError::DrainTimeout(d)) if d == DRAIN_DEADLINE),
+        "{r:?}"
+    );
+    assert!(sink.batches().is_empty());
+}
