@@ -6,6 +6,7 @@
 mod crash;
 mod failover;
 mod faults;
+mod lease;
 mod metrics;
 mod streams;
 
