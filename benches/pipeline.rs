@@ -727,7 +727,8 @@ async fn full_sync(
     paths: &Paths,
     mappings: &MappingSet,
 ) -> (Section, Vec<(String, u64)>) {
-    let orders = env_usize("PIPELINE_BENCH_ORDERS", 1_000_000);
+    let asked = env_usize("PIPELINE_BENCH_ORDERS", 1_000_000);
+    let orders = affordable_orders(asked);
     let load_before = load_average();
     eprintln!("(a) full sync: seeding mongo-sim with {orders} orders …");
     let (sim, seed_time) = start_sim(orders, 10_000).await;
@@ -860,15 +861,13 @@ async fn full_sync(
         mib(sync_peak)
     ));
     table.push_str(&format!(
-        "\n{}.\n\n{}.\n",
-        sync_cpu.describe("`tributary full-sync` — mongo-sim"),
-        copy_cpu
-            .describe("COPY sending — harness")
-            .replace(", tributary 0.0", "")
+        "\n`tributary full-sync`: {}.\n\nBaseline COPY: {}.\n",
+        sync_cpu.describe("mongo-sim (in the harness)"),
+        copy_cpu.describe("harness").replace("tributary 0.0, ", "")
     ));
     println!("\n### (a) full sync, {orders} orders\n\n{table}");
     let body = format!(
-        "`{cmd}` — `tributary full-sync` of the `mongo-sim --seed-demo {orders}` dataset ({rows}; {total_rows} rows in all, {refused} documents refused) with `mappings/demo`, timed from process start to exit, against a plain binary COPY of the same rows into empty tables of the same definition on the same server, in the same run: the documents are converted once with `mapping::convert_document` (untimed), encoded into 256 KiB binary COPY chunks (timed: {enc:.1} s) and sent in one COPY and one transaction per table (timed: {send:.1} s). Both databases were compared afterwards: identical row counts and row hashes in every table.\n\n\
+        "`{cmd}` — `tributary full-sync` of the `mongo-sim --seed-demo {orders}` dataset ({rows}; {total_rows} rows in all, {refused} documents refused{scaled}) with `mappings/demo`, timed from process start to exit, against a plain binary COPY of the same rows into empty tables of the same definition on the same server, in the same run: the documents are converted once with `mapping::convert_document` (untimed), encoded into 256 KiB binary COPY chunks (timed: {enc:.1} s) and sent in one COPY and one transaction per table (timed: {send:.1} s). Both databases were compared afterwards: identical row counts and row hashes in every table.\n\n\
          - Date: {date}\n- Machine: {machine}; shared with other engineers' builds and tests (1-min load average {load_before} before, {load_after} after)\n- Server: {server}\n- mongo-sim runs inside the benchmark process (seeding took {seed:.0} s, not timed)\n\n{table}",
         cmd = command_line(&["PIPELINE_BENCH_ORDERS"], "full-sync"),
         rows = per_table.join(", "),
@@ -878,6 +877,11 @@ async fn full_sync(
         server = server.description,
         seed = seed_time.as_secs_f64(),
         enc = encode_time.as_secs_f64(),
+        scaled = if orders < asked {
+            format!("; scaled down from {asked} orders to fit the available memory")
+        } else {
+            String::new()
+        },
         send = send_time.as_secs_f64(),
     );
     (
@@ -888,6 +892,33 @@ async fn full_sync(
         },
         vec![(format!("`full-sync`, {orders} orders"), sync_peak)],
     )
+}
+
+/// mongo-sim keeps about 15 KB per seeded order and its `find` clones the whole result, so a
+/// full sync of N orders needs ~30 KB × N in this process. On a machine without that much
+/// available memory the run is scaled down (loudly, and the section says so) rather than
+/// pushing a shared machine into the OOM killer.
+fn affordable_orders(asked: usize) -> usize {
+    let available_kib = std::fs::read_to_string("/proc/meminfo").ok().and_then(|s| {
+        s.lines()
+            .find(|l| l.starts_with("MemAvailable:"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<usize>().ok())
+    });
+    let Some(available_kib) = available_kib else {
+        return asked;
+    };
+    // Keep 4 GiB for everything else on the machine.
+    let budget_kib = available_kib.saturating_sub(4 * 1024 * 1024);
+    let affordable = budget_kib / 30 / 10_000 * 10_000;
+    if asked <= affordable || env_set("PIPELINE_BENCH_FORCE").is_some() {
+        return asked;
+    }
+    eprintln!(
+        "(a) WARNING: {asked} orders need ~{} GiB in mongo-sim but {} GiB are available; running {affordable} orders instead (PIPELINE_BENCH_FORCE=1 overrides)",
+        asked * 30 / 1024 / 1024,
+        available_kib / 1024 / 1024
+    );
+    affordable.max(10_000)
 }
 
 /// One table's rows as binary COPY data, in 256 KiB chunks (a lean client: the server, not
