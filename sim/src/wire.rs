@@ -3,8 +3,15 @@
 //!
 //! Everything here is synchronous over byte slices except `read_frame`, so a
 //! malformed frame becomes a `WireError` that closes only its own connection.
+//!
+//! Replies are encoded straight into the connection's reusable output buffer
+//! by [`encode_document`] (the common BSON types; anything rarer falls back
+//! to the `bson` crate for the whole reply, with identical bytes): `bson`'s
+//! own `to_writer` first serialises into a fresh growing `Vec` and copies it,
+//! which for 16 MiB cursor batches meant megabytes of page faults per reply.
 
-use bson::Document;
+use bson::spec::BinarySubtype;
+use bson::{Bson, Document};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// Largest message a client may send; larger frames are refused (and the
@@ -200,7 +207,7 @@ fn read_document(bytes: &[u8]) -> Result<(Document, usize), WireError> {
     if len < 5 || len as usize > bytes.len() {
         return Err(malformed("BSON document length out of range"));
     }
-    let doc = Document::from_reader(&bytes[..len as usize])
+    let doc = bson::from_slice::<Document>(&bytes[..len as usize])
         .map_err(|e| malformed(format!("invalid BSON: {e}")))?;
     Ok((doc, len as usize))
 }
@@ -216,7 +223,7 @@ pub fn write_op_msg(
     out.extend_from_slice(&[0u8; 16]);
     out.extend_from_slice(&0u32.to_le_bytes());
     out.push(0);
-    reply.to_writer(&mut *out)?;
+    write_document(out, reply)?;
     finish_header(out, start, request_id, response_to, OP_MSG);
     Ok(())
 }
@@ -236,9 +243,122 @@ pub fn write_op_reply(
     out.extend_from_slice(&0i64.to_le_bytes());
     out.extend_from_slice(&0i32.to_le_bytes());
     out.extend_from_slice(&1i32.to_le_bytes());
-    reply.to_writer(&mut *out)?;
+    write_document(out, reply)?;
     finish_header(out, start, request_id, response_to, OP_REPLY);
     Ok(())
+}
+
+/// Appends `doc`'s BSON to `out`, directly when [`encode_document`] can and
+/// through the `bson` crate otherwise; the bytes are the same either way.
+fn write_document(out: &mut Vec<u8>, doc: &Document) -> Result<(), bson::ser::Error> {
+    let start = out.len();
+    if encode_document(out, doc).is_none() {
+        out.truncate(start);
+        doc.to_writer(&mut *out)?;
+    }
+    Ok(())
+}
+
+/// Appends `doc` as BSON, byte-for-byte what `bson` produces. `None` (with
+/// `out` partly written) for what it does not handle: keys containing NUL,
+/// which `bson` refuses, and the rare types (regex, code, symbol, decimal,
+/// old binary...), which are left to `bson`.
+pub fn encode_document(out: &mut Vec<u8>, doc: &Document) -> Option<()> {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; 4]);
+    for (key, value) in doc {
+        encode_element(out, key, value)?;
+    }
+    finish_length(out, start)
+}
+
+fn encode_array(out: &mut Vec<u8>, items: &[Bson]) -> Option<()> {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; 4]);
+    let mut key = String::new();
+    for (i, value) in items.iter().enumerate() {
+        key.clear();
+        use std::fmt::Write;
+        write!(key, "{i}").ok()?;
+        encode_element(out, &key, value)?;
+    }
+    finish_length(out, start)
+}
+
+fn finish_length(out: &mut Vec<u8>, start: usize) -> Option<()> {
+    out.push(0);
+    let len = i32::try_from(out.len() - start).ok()?;
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    Some(())
+}
+
+fn encode_element(out: &mut Vec<u8>, key: &str, value: &Bson) -> Option<()> {
+    if key.as_bytes().contains(&0) {
+        return None;
+    }
+    let type_at = out.len();
+    out.push(0);
+    out.extend_from_slice(key.as_bytes());
+    out.push(0);
+    let element_type: u8 = match value {
+        Bson::Double(v) => {
+            out.extend_from_slice(&v.to_le_bytes());
+            0x01
+        }
+        Bson::String(s) => {
+            let len = i32::try_from(s.len() + 1).ok()?;
+            out.extend_from_slice(&len.to_le_bytes());
+            out.extend_from_slice(s.as_bytes());
+            out.push(0);
+            0x02
+        }
+        Bson::Document(d) => {
+            encode_document(out, d)?;
+            0x03
+        }
+        Bson::Array(a) => {
+            encode_array(out, a)?;
+            0x04
+        }
+        Bson::Binary(b) if b.subtype != BinarySubtype::BinaryOld => {
+            let len = i32::try_from(b.bytes.len()).ok()?;
+            out.extend_from_slice(&len.to_le_bytes());
+            out.push(u8::from(b.subtype));
+            out.extend_from_slice(&b.bytes);
+            0x05
+        }
+        Bson::ObjectId(id) => {
+            out.extend_from_slice(&id.bytes());
+            0x07
+        }
+        Bson::Boolean(b) => {
+            out.push(u8::from(*b));
+            0x08
+        }
+        Bson::DateTime(d) => {
+            out.extend_from_slice(&d.timestamp_millis().to_le_bytes());
+            0x09
+        }
+        Bson::Null => 0x0A,
+        Bson::Int32(v) => {
+            out.extend_from_slice(&v.to_le_bytes());
+            0x10
+        }
+        Bson::Timestamp(ts) => {
+            out.extend_from_slice(&ts.increment.to_le_bytes());
+            out.extend_from_slice(&ts.time.to_le_bytes());
+            0x11
+        }
+        Bson::Int64(v) => {
+            out.extend_from_slice(&v.to_le_bytes());
+            0x12
+        }
+        Bson::MinKey => 0xFF,
+        Bson::MaxKey => 0x7F,
+        _ => return None,
+    };
+    out[type_at] = element_type;
+    Some(())
 }
 
 fn finish_header(out: &mut [u8], start: usize, request_id: i32, response_to: i32, op: i32) {
@@ -285,6 +405,37 @@ mod tests {
         assert!(decode_op_msg(&msg_body(&[2, 0, 0, 0, 0])).is_err());
         assert!(decode_op_msg(&msg_body(&[0, 9, 0, 0, 0])).is_err());
         assert!(decode_op_msg(&[0, 0]).is_err());
+    }
+
+    #[test]
+    fn direct_encoding_matches_the_bson_crate() {
+        use bson::{oid::ObjectId, Binary, DateTime, Timestamp};
+        let doc = doc! {
+            "d": 1.5, "s": "héllo", "e": "", "n": null, "t": true, "f": false,
+            "i": -7i32, "l": 1i64 << 40, "ts": Timestamp { time: 5, increment: 9 },
+            "dt": DateTime::from_millis(-3), "oid": ObjectId::new(),
+            "uuid": bson::Uuid::new(),
+            "bin": Binary { subtype: BinarySubtype::Generic, bytes: vec![1, 2, 3] },
+            "min": Bson::MinKey, "max": Bson::MaxKey,
+            "nested": {"a": [1, "x", {"b": []}, [[]]], "": {}},
+        };
+        let mut out = vec![9u8];
+        encode_document(&mut out, &doc).unwrap();
+        assert_eq!(out[1..], bson::to_vec(&doc).unwrap()[..]);
+        for odd in [
+            doc! {"r": bson::Regex { pattern: "a".into(), options: "i".into() }},
+            doc! {"old": Binary { subtype: BinarySubtype::BinaryOld, bytes: vec![1] }},
+            doc! {"a\0b": 1},
+        ] {
+            let mut direct = Vec::new();
+            assert!(encode_document(&mut direct, &odd).is_none());
+            let mut out = Vec::new();
+            let written = write_document(&mut out, &odd);
+            match bson::to_vec(&odd) {
+                Ok(bytes) => assert_eq!(out, bytes),
+                Err(_) => assert!(written.is_err()),
+            }
+        }
     }
 
     #[test]
