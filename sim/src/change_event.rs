@@ -360,14 +360,19 @@ fn assemble(origin: &Origin, parts: Parts, opts: &EventOptions) -> Document {
         ev.insert("txnNumber", txn_number.clone());
         ev.insert("lsid", lsid.clone());
     }
+    // The key is lent to the token and taken back for `documentKey`, not cloned.
     let token = ResumeToken {
         ts: origin.ts,
         txn_op_index: origin.txn_op_index,
         kind: TokenKind::Event,
         from_invalidate: false,
-        document_key: parts.document_key.clone().map(Bson::Document),
+        document_key: parts.document_key.map(Bson::Document),
     };
     ev.insert("_id", encode(&token));
+    let document_key = match token.document_key {
+        Some(Bson::Document(key)) => Some(key),
+        _ => None,
+    };
     ev.insert("operationType", parts.operation_type);
     ev.insert("clusterTime", origin.ts);
     if expanded {
@@ -382,7 +387,7 @@ fn assemble(origin: &Origin, parts: Parts, opts: &EventOptions) -> Document {
     if let Some(ns) = parts.ns {
         ev.insert("ns", ns);
     }
-    if let Some(key) = parts.document_key {
+    if let Some(key) = document_key {
         ev.insert("documentKey", key);
     }
     if expanded {

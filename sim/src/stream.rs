@@ -443,7 +443,7 @@ impl StreamCursor {
     }
 
     fn take(&mut self, batch_size: usize) -> Vec<Document> {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(self.pending.len().min(batch_size));
         let mut bytes = 0;
         while let Some((_, size)) = self.pending.front() {
             let size = *size;
