@@ -355,7 +355,8 @@ fn write_section(section: &str) {
         Some(start) => {
             let rest = &old[start + 1..];
             let end = rest.find("\n## ").map_or(old.len(), |i| start + 1 + i + 1);
-            format!("{}{section}{}", &old[..start], &old[end..])
+            let sep = if end < old.len() { "\n" } else { "" };
+            format!("{}{section}{sep}{}", &old[..start], &old[end..])
         }
         None => format!(
             "{}\n{section}",
