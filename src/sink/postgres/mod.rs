@@ -1,7 +1,7 @@
-//! The Postgres sink, split by meaning: `ddl` (what tables look like), `encode` (how values
-//! travel on the wire), `state` (Tributary's own tables: checkpoints, phases, dead letters),
-//! `plan` (a batch reduced to its net effect per table) and `service` (one batch, one
-//! transaction).
+//! The Postgres sink, split by meaning: `ddl` (what tables look like), `encode` / `decode`
+//! (how values travel on the wire, both ways), `copy` (binary COPY in large chunks), `state`
+//! (Tributary's own tables: checkpoints, phases, dead letters), `plan` (a batch reduced to its
+//! net effect per table) and `service` (one batch, one transaction).
 
 pub mod copy;
 pub mod ddl;
