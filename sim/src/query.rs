@@ -62,6 +62,7 @@ impl QueryError {
 pub struct Filter {
     root: Expr,
     id_eq: Option<Bson>,
+    id_in: Option<Vec<Bson>>,
 }
 
 #[derive(Debug, Clone)]
@@ -121,7 +122,11 @@ impl Filter {
             Some(v) if filter.len() == 1 => id_literal(v),
             _ => None,
         };
-        Ok(Filter { root, id_eq })
+        let id_in = match filter.get("_id") {
+            Some(v) if filter.len() == 1 => id_in_list(v),
+            _ => None,
+        };
+        Ok(Filter { root, id_eq, id_in })
     }
 
     /// A filter that matches every document.
@@ -129,6 +134,7 @@ impl Filter {
         Filter {
             root: Expr::Const(true),
             id_eq: None,
+            id_in: None,
         }
     }
 
@@ -140,6 +146,13 @@ impl Filter {
     /// `{_id: {$eq: v}}`, so the store can look the document up by key.
     pub fn id_equality(&self) -> Option<&Bson> {
         self.id_eq.as_ref()
+    }
+
+    /// The `_id` values for filters of the exact shape `{_id: {$in: [...]}}`
+    /// whose members are plain values (no regex, array, document, null), so
+    /// the store can look each one up by key instead of scanning.
+    pub fn id_in(&self) -> Option<&[Bson]> {
+        self.id_in.as_deref()
     }
 
     /// The index the positional operator `$` stands for in an update of
@@ -378,7 +391,7 @@ mod projection;
 mod sort;
 
 pub use parse::bson_type_code;
-use parse::{id_literal, parse_document};
+use parse::{id_in_list, id_literal, parse_document};
 pub(crate) use parse::{is_operator_doc, truthy};
 pub use projection::project;
 pub(crate) use projection::Projection;
@@ -528,6 +541,22 @@ mod tests {
                 .code,
             51091
         );
+    }
+
+    #[test]
+    fn id_in_fast_path() {
+        let ids = |f: Document| Filter::parse(&f).unwrap().id_in().map(<[Bson]>::to_vec);
+        assert_eq!(
+            ids(doc! {"_id": {"$in": [1, "a"]}}),
+            Some(vec![Bson::Int32(1), Bson::String("a".into())])
+        );
+        assert_eq!(ids(doc! {"_id": {"$in": []}}), Some(vec![]));
+        assert!(ids(doc! {"_id": {"$in": [1, null]}}).is_none());
+        assert!(ids(doc! {"_id": {"$in": [{"a": 1}]}}).is_none());
+        assert!(ids(doc! {"_id": {"$in": [[1]]}}).is_none());
+        assert!(ids(doc! {"_id": {"$in": [1], "$gt": 0}}).is_none());
+        assert!(ids(doc! {"_id": {"$in": [1]}, "a": 1}).is_none());
+        assert!(ids(doc! {"_id": {"$nin": [1]}}).is_none());
     }
 
     #[test]

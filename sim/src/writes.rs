@@ -381,6 +381,23 @@ pub fn matching_keys(c: &Collection, filter: &Filter, limit: usize) -> Vec<Order
             _ => Vec::new(),
         };
     }
+    if let Some(ids) = filter.id_in() {
+        // Point lookups, then `_id` order without duplicates (1 and 1.0 are
+        // one key), exactly what the scan below would return.
+        // The stored key is returned, not the query value (2.0 finds 2i64).
+        let mut keys: Vec<OrderedBson> = ids
+            .iter()
+            .filter_map(|id| c.docs.get_key_value(&OrderedBson(id.clone())))
+            .filter(|(_, d)| filter.matches(d))
+            .map(|(k, _)| k.clone())
+            .collect();
+        keys.sort();
+        keys.dedup();
+        if limit > 0 {
+            keys.truncate(limit);
+        }
+        return keys;
+    }
     let it = c
         .docs
         .iter()
@@ -635,5 +652,45 @@ pub fn replay(catalog: &mut Catalog, ops: &[(OplogOp, Option<Document>)], txn_co
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::query::Filter;
+
+    #[test]
+    fn id_in_lookup_returns_what_a_scan_returns() {
+        let mut c = Collection::new(Document::new());
+        let ids = [
+            Bson::Int32(1),
+            Bson::Int64(2),
+            Bson::Double(3.5),
+            Bson::String("a".into()),
+            Bson::Document(doc! {"k": 1}),
+        ];
+        for id in ids {
+            c.docs
+                .insert(OrderedBson(id.clone()), doc! {"_id": id, "x": 1});
+        }
+        let in_filter = doc! {"_id": {"$in": [2.0, "a", 1i64, 9, 1, 3.5, "b"]}};
+        let fast = Filter::parse(&in_filter).unwrap();
+        assert!(fast.id_in().is_some());
+        // The same condition, but not of the exact fast-path shape: scanned.
+        let scan = Filter::parse(&doc! {"$and": [in_filter.clone()]}).unwrap();
+        assert!(scan.id_in().is_none());
+        for limit in [0, 1, 2] {
+            let got: Vec<Bson> = matching_keys(&c, &fast, limit)
+                .into_iter()
+                .map(|k| k.0)
+                .collect();
+            let want: Vec<Bson> = matching_keys(&c, &scan, limit)
+                .into_iter()
+                .map(|k| k.0)
+                .collect();
+            assert_eq!(got, want);
+        }
+        assert_eq!(matching_keys(&c, &fast, 0).len(), 4);
     }
 }

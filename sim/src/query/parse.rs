@@ -20,6 +20,29 @@ pub(super) fn id_literal(v: &Bson) -> Option<Bson> {
     }
 }
 
+/// The members of `{$in: [...]}` when every one is a plain value whose
+/// `$in` equality is the store's key equality (not regex, array, document,
+/// null or undefined, which match more than their own key).
+pub(super) fn id_in_list(v: &Bson) -> Option<Vec<Bson>> {
+    let Bson::Document(d) = v else {
+        return None;
+    };
+    let (1, Some(Bson::Array(items))) = (d.len(), d.get("$in")) else {
+        return None;
+    };
+    let plain = items.iter().all(|item| {
+        !matches!(
+            item,
+            Bson::RegularExpression(_)
+                | Bson::Array(_)
+                | Bson::Document(_)
+                | Bson::Null
+                | Bson::Undefined
+        )
+    });
+    plain.then(|| items.clone())
+}
+
 pub(super) fn parse_document(filter: &Document) -> Result<Expr, QueryError> {
     let mut parts = Vec::with_capacity(filter.len());
     for (key, value) in filter {
