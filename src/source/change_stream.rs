@@ -14,9 +14,7 @@ use mongodb::change_stream::ChangeStream;
 use mongodb::options::FullDocumentType;
 use mongodb::Client;
 
-use super::{
-    classify, mapped_namespaces, reconnect_backoff, source_error, ErrorClass, Source, SourceError,
-};
+use super::{mapped_namespaces, source_error, Retry, Source, SourceError};
 use crate::event::{ChangeEvent, Namespace, Op, TxnId};
 use crate::mapping::model::MappingSet;
 use crate::position::Position;
@@ -189,8 +187,7 @@ impl ChangeStreamSource {
 
 impl Source for ChangeStreamSource {
     async fn next_batch(&mut self) -> Result<Vec<ChangeEvent>, SourceError> {
-        let mut backoff: Option<backon::ExponentialBackoff> = None;
-        let mut attempts = 0usize;
+        let mut retry = Retry::default();
         loop {
             match self.read().await {
                 Ok(events) if events.is_empty() => continue,
@@ -201,19 +198,10 @@ impl Source for ChangeStreamSource {
                     return Ok(events);
                 }
                 Err(e) => {
-                    attempts += 1;
                     self.stream = None;
                     self.stash = None;
-                    if classify(&e) != ErrorClass::Transient {
-                        return Err(source_error(&e, attempts));
-                    }
-                    let delay = backoff
-                        .get_or_insert_with(|| backon::BackoffBuilder::build(reconnect_backoff()))
-                        .next();
-                    let Some(delay) = delay else {
-                        return Err(source_error(&e, attempts));
-                    };
-                    tracing::warn!(error = %e, attempt = attempts, delay_ms = delay.as_millis() as u64, "The change stream failed; reopening it from the last position.");
+                    let delay = retry.after(&e)?;
+                    tracing::warn!(error = %e, attempt = retry.attempts(), delay_ms = delay.as_millis() as u64, "The change stream failed; reopening it from the last position.");
                     tokio::time::sleep(delay).await;
                 }
             }

@@ -151,6 +151,37 @@ pub fn reconnect_backoff() -> backon::ExponentialBuilder {
         .with_jitter()
 }
 
+/// Retry bookkeeping shared by the sources: counts attempts and hands out capped, jittered
+/// delays (`reconnect_backoff`) for transient errors; anything else, or a backoff that ran out,
+/// ends the read with the error to report.
+#[derive(Default)]
+pub struct Retry {
+    attempts: usize,
+    backoff: Option<backon::ExponentialBackoff>,
+}
+
+impl Retry {
+    /// The wait before the next attempt after `error`, or the `SourceError` to give up with.
+    pub fn after(
+        &mut self,
+        error: &mongodb::error::Error,
+    ) -> Result<std::time::Duration, SourceError> {
+        self.attempts += 1;
+        if classify(error) != ErrorClass::Transient {
+            return Err(source_error(error, self.attempts));
+        }
+        self.backoff
+            .get_or_insert_with(|| backon::BackoffBuilder::build(reconnect_backoff()))
+            .next()
+            .ok_or_else(|| source_error(error, self.attempts))
+    }
+
+    /// Failed attempts so far.
+    pub fn attempts(&self) -> usize {
+        self.attempts
+    }
+}
+
 /// A driver event handler that counts every failed MongoDB command in
 /// `tributary_errors_total{kind}`, including the ones the driver retries or resumes on its own
 /// (a change stream resumes once after a network error without telling the source).

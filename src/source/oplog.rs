@@ -29,9 +29,7 @@ use futures::{FutureExt, StreamExt};
 use mongodb::options::CursorType;
 use mongodb::{Client, Cursor};
 
-use super::{
-    classify, mapped_namespaces, reconnect_backoff, source_error, ErrorClass, Source, SourceError,
-};
+use super::{mapped_namespaces, source_error, Retry, Source, SourceError};
 use crate::event::{ChangeEvent, Namespace, Op, TxnId};
 use crate::mapping::model::MappingSet;
 use crate::position::{ts_cmp, Position};
@@ -395,14 +393,12 @@ struct HistoryLostMarker(String);
 
 impl Source for OplogSource {
     async fn next_batch(&mut self) -> Result<Vec<ChangeEvent>, SourceError> {
-        let mut backoff: Option<backon::ExponentialBackoff> = None;
-        let mut attempts = 0usize;
+        let mut retry = Retry::default();
         loop {
             match self.read().await {
                 Ok(events) if events.is_empty() => continue,
                 Ok(events) => return Ok(events),
                 Err(e) => {
-                    attempts += 1;
                     self.cursor = None;
                     if let Some(HistoryLostMarker(message)) = e.get_custom::<HistoryLostMarker>() {
                         return Err(SourceError::HistoryLost {
@@ -410,16 +406,8 @@ impl Source for OplogSource {
                             message: message.clone(),
                         });
                     }
-                    if classify(&e) != ErrorClass::Transient {
-                        return Err(source_error(&e, attempts));
-                    }
-                    let delay = backoff
-                        .get_or_insert_with(|| backon::BackoffBuilder::build(reconnect_backoff()))
-                        .next();
-                    let Some(delay) = delay else {
-                        return Err(source_error(&e, attempts));
-                    };
-                    tracing::warn!(error = %e, attempt = attempts, delay_ms = delay.as_millis() as u64, "Tailing the oplog failed; reopening it from the last position.");
+                    let delay = retry.after(&e)?;
+                    tracing::warn!(error = %e, attempt = retry.attempts(), delay_ms = delay.as_millis() as u64, "Tailing the oplog failed; reopening it from the last position.");
                     tokio::time::sleep(delay).await;
                 }
             }
