@@ -18,12 +18,14 @@ async fn two_streams_on_one_database_do_not_interfere() {
     }
     let one = ConfigFile::new(&w, "one", "s1", "change_stream", 100);
     let two = ConfigFile::new(&w, "two", "s2", "oplog", 50);
-    // Started one after the other: starting both at the same instant sometimes leaves one
-    // stuck between taking its lock and its full sync (under investigation; see the ops
-    // report), which is not what this test is about.
-    let run_one = Running::start(&one.parse(), w.mappings.clone(), 30).await;
-    sync_point_in(&w, "s1", "one-started").await;
-    let run_two = Running::start(&two.parse(), w.mappings.clone(), 30).await;
+    // Started at the same instant: both run `ensure_schema` on the shared state tables at
+    // once (serialized by the DDL advisory lock; before it, one of them failed on a catalog
+    // unique violation).
+    let (c1, c2) = (one.parse(), two.parse());
+    let (run_one, run_two) = tokio::join!(
+        Running::start(&c1, w.mappings.clone(), 30),
+        Running::start(&c2, w.mappings.clone(), 30)
+    );
     for i in 0..30 {
         w.orders()
             .update_one(

@@ -127,9 +127,16 @@ pub fn state_ddl(state_schema: &str) -> Vec<String> {
     ]
 }
 
-/// Runs `schema_ddl` statement by statement. Concurrent runs (two `sync` processes starting at
-/// once) can race on `CREATE ... IF NOT EXISTS`; the loser's unique violation on the catalog
-/// is harmless, so the whole list is simply retried once.
+/// Key of the transaction-level advisory lock that serializes `apply_ddl` across sessions
+/// (distinct from every stream's `tributary.stream:<name>` key).
+pub const DDL_LOCK_SQL: &str = "SELECT pg_advisory_xact_lock(hashtextextended('tributary.ddl', 0))";
+
+/// Runs `schema_ddl` in one transaction that first takes a transaction-level advisory lock, so
+/// concurrent runs (two `sync` processes, or two streams of one process, starting at once) take
+/// turns: concurrent `CREATE ... IF NOT EXISTS` of the same object otherwise fails with a
+/// unique violation on the catalog (e.g. `pg_type_typname_nsp_index`), and a single retry did
+/// not always win the next race. The lock ends with the transaction, also on error. A catalog
+/// race with a session that does not take the lock (DDL run by hand) is retried once.
 pub async fn apply_ddl(
     client: &tokio_postgres::Client,
     statements: &[String],
@@ -137,15 +144,21 @@ pub async fn apply_ddl(
     let mut attempt = 0;
     loop {
         let mut failed = None;
-        for s in statements {
+        for s in ["BEGIN", DDL_LOCK_SQL]
+            .into_iter()
+            .chain(statements.iter().map(String::as_str))
+            .chain(["COMMIT"])
+        {
             if let Err(e) = client.batch_execute(s).await {
-                failed = Some((s.clone(), e));
+                failed = Some((s.to_owned(), e));
                 break;
             }
         }
         match failed {
             None => return Ok(()),
             Some((stmt, e)) => {
+                // Best effort: a broken connection is discarded by the pool anyway.
+                let _ = client.batch_execute("ROLLBACK").await;
                 let catalog_race = e
                     .code()
                     .is_some_and(|c| matches!(c.code(), "23505" | "42P07" | "42710" | "42701"));
