@@ -1,8 +1,18 @@
 //! Full sync: copying whole collections, and the hand-off to streaming.
 //!
 //! Per collection: phase `snapshot` (stored), documents read in `_id` order and converted,
-//! written in chunks through the sink's COPY path (`copy_rows`), then phase `streaming` with
-//! the document count. Reading the next chunk overlaps writing the current one.
+//! written in chunks through the sink's COPY path, then phase `streaming` with the document
+//! count. Reading the next chunk overlaps writing the current one.
+//!
+//! Where the chunks go depends on the load (`Load`):
+//! - `tributary full-sync --mode replace`: into fresh shadow tables (`sink::postgres::swap`),
+//!   swapped in by one transaction that also stores phase `streaming`; readers of the live
+//!   tables see the old rows until that commit and the new ones after it, never an empty or
+//!   half-loaded table. Shadow tables left by an interrupted run are dropped before the load.
+//! - `sync`'s own initial copy (and the copy of a rename target): the live tables are truncated
+//!   and filled chunk by chunk with `copy_rows` (`copy_collections` with `Replace`); nobody is
+//!   expected to read a collection that has never been copied.
+//! - `--mode upsert`: chunks are upserted over the live tables with `copy_rows`.
 //!
 //! The hand-off guarantee lives in the callers' order of operations: the stream position is
 //! recorded (and committed as the checkpoint when there is none) BEFORE any copy starts, and
@@ -26,19 +36,22 @@ use super::normalize::FatalConversion;
 use super::sync::{connect, record_position, state_client, SyncError};
 use crate::config::Config;
 use crate::event::Namespace;
+use crate::lease::LeaseFlag;
 use crate::mapping::convert::convert_document;
 use crate::mapping::json::to_json;
 use crate::mapping::model::{MappingSet, OnError};
 use crate::metrics::Metrics;
 use crate::sink::postgres::state::{self, CollectionState, Phase};
-use crate::sink::postgres::PostgresSink;
+use crate::sink::postgres::{swap, PostgresSink};
 use crate::sink::{Batch, Change, DeadLetter, Sink};
 use crate::source::snapshot::SnapshotReader;
 
 /// What to do with rows already in the tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FullSyncMode {
-    /// Empty the collection's tables first: rows of documents deleted long ago disappear.
+    /// The tables end up holding exactly the collection: rows of documents deleted long ago
+    /// disappear. `full_sync` loads fresh tables and swaps them in atomically; `sync`'s initial
+    /// copy (`copy_collections`) truncates the tables and copies into them.
     #[default]
     Replace,
     /// Upsert over what is there; rows whose documents no longer exist stay.
@@ -71,6 +84,9 @@ pub struct FullSyncReport {
 /// change before the copy writes an older version of the same document. It therefore holds
 /// the stream's lock (`crate::lease`) while it copies, and refuses to start while a `sync`
 /// holds it (exit 2, nothing written).
+///
+/// `Replace` loads each collection into shadow tables and swaps them in by one transaction
+/// (module doc); the position/checkpoint logic above is the same for both modes.
 pub async fn full_sync(
     config: &Config,
     mappings: Arc<MappingSet>,
@@ -91,6 +107,7 @@ pub async fn full_sync(
     };
     let (client, mut sink) = connect(config, &mappings).await?;
     sink.set_lease(lease.flag());
+    let flag = lease.flag();
     let existing = {
         let pg = state_client(&sink).await?;
         state::read_checkpoint(&**pg, &config.sync.state_schema, &config.sync.name).await?
@@ -104,17 +121,32 @@ pub async fn full_sync(
         .await?;
     }
     let shutdown = shutdown.boxed().shared();
-    copy_collections(
+    let load = match mode {
+        FullSyncMode::Replace => Load::Swap { lease: Some(&flag) },
+        FullSyncMode::Upsert => Load::Upsert,
+    };
+    copy_with(
         &client,
         &mut sink,
         &mappings,
         &selected,
-        mode,
+        load,
         config.sync.batch_max_rows,
         metrics.as_deref(),
         shutdown,
     )
     .await
+}
+
+/// How one collection's chunks reach Postgres (module doc).
+#[derive(Debug, Clone, Copy)]
+enum Load<'a> {
+    /// Upsert over the live tables.
+    Upsert,
+    /// Truncate the live tables, then copy into them (`sync`'s initial copy).
+    TruncateThenCopy,
+    /// Copy into shadow tables and swap them in; the swap commits only while `lease` is held.
+    Swap { lease: Option<&'a LeaseFlag> },
 }
 
 /// Indexes of the named collections; every name must be mapped.
@@ -142,7 +174,8 @@ pub fn select_collections(
         .collect()
 }
 
-/// Copies `selected` one after another; stops between chunks when `shutdown` fires.
+/// Copies `selected` one after another; stops between chunks when `shutdown` fires. This is
+/// `sync`'s path: `Replace` truncates the live tables and copies into them.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn copy_collections<F>(
     client: &Client,
@@ -157,10 +190,34 @@ pub(crate) async fn copy_collections<F>(
 where
     F: Future<Output = ()> + Unpin,
 {
+    let load = match mode {
+        FullSyncMode::Replace => Load::TruncateThenCopy,
+        FullSyncMode::Upsert => Load::Upsert,
+    };
+    copy_with(
+        client, sink, mappings, selected, load, chunk, metrics, shutdown,
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn copy_with<F>(
+    client: &Client,
+    sink: &mut PostgresSink,
+    mappings: &MappingSet,
+    selected: &[usize],
+    load: Load<'_>,
+    chunk: usize,
+    metrics: Option<&Metrics>,
+    shutdown: futures::future::Shared<F>,
+) -> Result<FullSyncReport, SyncError>
+where
+    F: Future<Output = ()> + Unpin,
+{
     let mut report = FullSyncReport::default();
     for &collection in selected {
         match copy_collection(
-            client, sink, mappings, collection, mode, chunk, metrics, &shutdown,
+            client, sink, mappings, collection, load, chunk, metrics, &shutdown,
         )
         .await?
         {
@@ -181,7 +238,7 @@ async fn copy_collection<F>(
     sink: &mut PostgresSink,
     mappings: &MappingSet,
     collection: usize,
-    mode: FullSyncMode,
+    load: Load<'_>,
     chunk: usize,
     metrics: Option<&Metrics>,
     shutdown: &futures::future::Shared<F>,
@@ -212,13 +269,18 @@ where
         .await?;
     }
     tracing::info!(namespace = %namespace, "Full sync of the collection started.");
-    if mode == FullSyncMode::Replace {
-        sink.apply(Batch {
-            changes: vec![Change::Truncate { collection }],
-            ..Batch::default()
-        })
-        .await?;
+    match load {
+        Load::TruncateThenCopy => {
+            sink.apply(Batch {
+                changes: vec![Change::Truncate { collection }],
+                ..Batch::default()
+            })
+            .await?;
+        }
+        Load::Swap { .. } => swap::create_shadows(sink, collection).await?,
+        Load::Upsert => {}
     }
+    let swapping = matches!(load, Load::Swap { .. });
     let mut reader = SnapshotReader::new(
         client.clone(),
         Namespace::new(&mapping.database, &mapping.collection),
@@ -231,6 +293,12 @@ where
     while let Some(docs) = next {
         if shutdown.clone().now_or_never().is_some() {
             tracing::info!(namespace = %namespace, documents, "Full sync interrupted by shutdown; it restarts next time.");
+            if swapping {
+                // Best effort: the next load drops leftovers anyway.
+                if let Err(e) = swap::drop_shadows(sink, collection).await {
+                    tracing::warn!(namespace = %namespace, error = %e, "Could not drop the shadow tables of the interrupted load; the next load drops them.");
+                }
+            }
             return Ok(None);
         }
         let mut rows = Vec::with_capacity(docs.len());
@@ -263,7 +331,14 @@ where
         let count = docs.len() as u64;
         drop(docs);
         // Read the next chunk while this one is written.
-        let (read, written) = tokio::join!(reader.next_chunk(), sink.copy_rows(collection, rows));
+        let write = async {
+            if swapping {
+                swap::copy_rows_into(sink, collection, rows).await
+            } else {
+                sink.copy_rows(collection, rows).await
+            }
+        };
+        let (read, written) = tokio::join!(reader.next_chunk(), write);
         written?;
         if !letters.is_empty() {
             dead += letters.len() as u64;
@@ -285,21 +360,18 @@ where
         }
         next = read?;
     }
-    {
+    let done = CollectionState {
+        namespace: namespace.clone(),
+        phase: Phase::Streaming,
+        snapshot_started_at: Some(started_at),
+        snapshot_done_at: Some(chrono::Utc::now()),
+        documents: Some(i64::try_from(documents).unwrap_or(i64::MAX)),
+    };
+    if let Load::Swap { lease } = load {
+        swap::swap_in(sink, collection, &done, lease).await?;
+    } else {
         let pg = state_client(sink).await?;
-        state::set_collection_state(
-            &**pg,
-            &state_schema,
-            &stream,
-            &CollectionState {
-                namespace: namespace.clone(),
-                phase: Phase::Streaming,
-                snapshot_started_at: Some(started_at),
-                snapshot_done_at: Some(chrono::Utc::now()),
-                documents: Some(i64::try_from(documents).unwrap_or(i64::MAX)),
-            },
-        )
-        .await?;
+        state::set_collection_state(&**pg, &state_schema, &stream, &done).await?;
     }
     let elapsed = started.elapsed();
     tracing::info!(namespace = %namespace, documents, dead_letters = dead, seconds = elapsed.as_secs_f64(), "Full sync of the collection finished.");

@@ -5,6 +5,7 @@ mod ddl;
 mod failures;
 mod handoff;
 mod measure;
+mod replace;
 mod streaming;
 
 use std::path::Path;

@@ -10,5 +10,6 @@ pub mod encode;
 pub mod plan;
 pub mod service;
 pub mod state;
+pub mod swap;
 
 pub use service::PostgresSink;

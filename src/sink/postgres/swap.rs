@@ -1,0 +1,348 @@
+//! Atomic replace for `full-sync --mode replace`: a collection is loaded into fresh shadow
+//! tables (`<table>__tributary_new`, same definition as `ddl::table_ddl` gives the live ones)
+//! and swapped in by one transaction, so readers of the live tables see either the old rows or
+//! the new ones, never an empty or half-loaded table.
+//!
+//! Steps (driven by `pipeline::full_sync`): `create_shadows` (drops leftovers of an interrupted
+//! run first), `copy_rows_into` per chunk (binary COPY, one short transaction each; nobody
+//! reads a shadow table), then `swap_in`: lock the live tables `ACCESS EXCLUSIVE`, drop them,
+//! rename the shadows (and their primary-key constraints, so names match what `schema` creates)
+//! to the live names, store the collection's phase row, commit. Readers queued on the lock
+//! resolve the name again once it is released and read the new table.
+//!
+//! What the swap does not carry over: anything added to a live table by hand (grants, extra
+//! indexes, triggers, columns no longer mapped). A view or foreign key that depends on a live
+//! table makes the `DROP` fail; the transaction then rolls back and the live tables are
+//! untouched.
+
+use std::pin::pin;
+
+use deadpool_postgres::Object;
+use tokio_postgres::types::Type;
+
+use super::copy::{self, CopyError};
+use super::ddl::{self, qualified, quote_ident};
+use super::plan;
+use super::state::{self, CollectionState};
+use super::PostgresSink;
+use crate::lease::LeaseFlag;
+use crate::mapping::model::TableDef;
+use crate::mapping::value::{PgValue, Row};
+use crate::sink::{Change, DocumentRows, SinkError};
+
+/// Appended to a live table's name to name its shadow.
+pub const SHADOW_SUFFIX: &str = "__tributary_new";
+
+/// Longest identifier Postgres keeps (`NAMEDATALEN - 1` bytes); longer ones are truncated.
+const MAX_IDENT: usize = 63;
+
+/// The shadow table of `table`: `<table>__tributary_new`, or, when that would exceed 63 bytes
+/// (Postgres would silently truncate it), a prefix of `table`, a hash of the whole name and the
+/// suffix, so two long names never share a shadow.
+pub fn shadow_name(table: &str) -> String {
+    if table.len() + SHADOW_SUFFIX.len() <= MAX_IDENT {
+        return format!("{table}{SHADOW_SUFFIX}");
+    }
+    // FNV-1a: stable across Rust versions, so a later run finds an earlier run's leftovers.
+    let hash = table.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    let mut keep = MAX_IDENT - SHADOW_SUFFIX.len() - 9;
+    while !table.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    format!("{}_{hash:08x}{SHADOW_SUFFIX}", &table[..keep])
+}
+
+/// The live tables of `collection` (parent first, then children).
+fn live_defs(sink: &PostgresSink, collection: usize) -> Result<Vec<TableDef>, SinkError> {
+    sink.mappings()
+        .collections
+        .get(collection)
+        .map(ddl::collection_tables)
+        .ok_or_else(|| SinkError::InvalidBatch(format!("collection #{collection} is not mapped")))
+}
+
+/// The same tables under their shadow names.
+fn shadow_defs(live: &[TableDef]) -> Vec<TableDef> {
+    live.iter()
+        .map(|t| TableDef {
+            name: shadow_name(&t.name),
+            ..t.clone()
+        })
+        .collect()
+}
+
+async fn connection(sink: &PostgresSink) -> Result<Object, SinkError> {
+    sink.pool().get().await.map_err(|e| SinkError::Pool {
+        detail: e.to_string(),
+        retryable: true,
+    })
+}
+
+/// Drops the shadow tables of `collection` if they exist (an interrupted or failed load).
+pub async fn drop_shadows(sink: &PostgresSink, collection: usize) -> Result<(), SinkError> {
+    let shadows = shadow_defs(&live_defs(sink, collection)?);
+    let names: Vec<String> = shadows
+        .iter()
+        .map(|t| qualified(sink.schema(), &t.name))
+        .collect();
+    let client = connection(sink).await?;
+    client
+        .batch_execute(&format!("DROP TABLE IF EXISTS {}", names.join(", ")))
+        .await
+        .map_err(|e| SinkError::postgres(format!("dropping {}", names.join(", ")), e))
+}
+
+/// Creates empty shadow tables for `collection`, first dropping any left by an earlier run.
+pub async fn create_shadows(sink: &PostgresSink, collection: usize) -> Result<(), SinkError> {
+    drop_shadows(sink, collection).await?;
+    let statements: Vec<String> = shadow_defs(&live_defs(sink, collection)?)
+        .iter()
+        .flat_map(|t| ddl::table_ddl(sink.schema(), t))
+        .collect();
+    let client = connection(sink).await?;
+    ddl::apply_ddl(&client, &statements).await
+}
+
+/// Writes one chunk of converted documents into the shadow tables of `collection` (one
+/// transaction) and returns how many parent rows were written. A document repeated in `rows`
+/// keeps its last occurrence, as with `PostgresSink::copy_rows`.
+pub async fn copy_rows_into(
+    sink: &PostgresSink,
+    collection: usize,
+    rows: Vec<DocumentRows>,
+) -> Result<u64, SinkError> {
+    let shadows = shadow_defs(&live_defs(sink, collection)?);
+    let key_index = shadows[0].primary_key[0];
+    let changes = rows
+        .into_iter()
+        .map(|rows| Change::Upsert {
+            collection: 0,
+            key: rows.parent.get(key_index).cloned().unwrap_or(PgValue::Null),
+            rows,
+        })
+        .collect();
+    let plans = plan::plan(changes, std::slice::from_ref(&shadows))?;
+    let docs: Vec<DocumentRows> = plans
+        .into_iter()
+        .flat_map(|p| p.upserts)
+        .map(|(_, rows)| rows)
+        .collect();
+    let mut client = connection(sink).await?;
+    let result = async {
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| SinkError::postgres("starting a transaction", e))?;
+        for (i, table) in shadows.iter().enumerate() {
+            let rows: Vec<&Row> = if i == 0 {
+                docs.iter().map(|d| &d.parent).collect()
+            } else {
+                docs.iter()
+                    .flat_map(|d| d.children.get(i - 1).into_iter().flatten())
+                    .collect()
+            };
+            copy_in(&tx, sink.schema(), table, &rows).await?;
+        }
+        tx.commit()
+            .await
+            .map_err(|e| SinkError::postgres("committing a chunk of the replace load", e))
+    }
+    .await;
+    match result {
+        Ok(()) => Ok(docs.len() as u64),
+        Err(e) => {
+            // The connection's state is uncertain after a failed COPY: do not reuse it.
+            drop(Object::take(client));
+            Err(e)
+        }
+    }
+}
+
+/// Binary COPY of `rows` into `table`; nothing is sent when there are no rows.
+async fn copy_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    schema: &str,
+    table: &TableDef,
+    rows: &[&Row],
+) -> Result<(), SinkError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let name = qualified(schema, &table.name);
+    let columns: Vec<String> = table.columns.iter().map(|(n, _)| quote_ident(n)).collect();
+    let types: Vec<Type> = table
+        .columns
+        .iter()
+        .map(|(_, t)| ddl::wire_type(t))
+        .collect();
+    let doing = || format!("copying rows into {name}");
+    let sql = format!(
+        "COPY {name} ({}) FROM STDIN (FORMAT binary)",
+        columns.join(", ")
+    );
+    let sink = tx
+        .copy_in(&sql)
+        .await
+        .map_err(|e| SinkError::postgres(doing(), e))?;
+    let sink = pin!(sink);
+    copy::copy_rows(sink, &types, rows)
+        .await
+        .map(drop)
+        .map_err(|e| match e {
+            CopyError::Postgres(e) => SinkError::postgres(doing(), e),
+            CopyError::Encode(_, column, reason) => SinkError::Value {
+                table: name.clone(),
+                column: table
+                    .columns
+                    .get(column)
+                    .map(|(n, _)| n.clone())
+                    .unwrap_or_default(),
+                reason,
+            },
+        })
+}
+
+/// The name of `table`'s primary-key constraint, if the table and the constraint exist.
+async fn primary_key_name(
+    tx: &deadpool_postgres::Transaction<'_>,
+    table: &str,
+) -> Result<Option<String>, SinkError> {
+    let row = tx
+        .query_opt(
+            "SELECT conname::text FROM pg_catalog.pg_constraint \
+             WHERE conrelid = to_regclass($1) AND contype = 'p'",
+            &[&table],
+        )
+        .await
+        .map_err(|e| SinkError::postgres(format!("reading the primary key of {table}"), e))?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+/// How often `swap_in` tries again when Postgres chose it as a deadlock victim.
+const SWAP_ATTEMPTS: usize = 3;
+
+/// In one transaction: locks the live tables of `collection`, drops them, renames the shadow
+/// tables (and their primary keys) to the live names and stores `phase` for the collection;
+/// then commits, after checking `lease` is still held. Readers see the old tables until the
+/// commit and the new ones after it.
+///
+/// A reader that locks a child table before its parent can deadlock with the swap's locks
+/// (parent first); Postgres then aborts one of the two, and when that is the swap it is tried
+/// again (nothing was changed).
+pub async fn swap_in(
+    sink: &PostgresSink,
+    collection: usize,
+    phase: &CollectionState,
+    lease: Option<&LeaseFlag>,
+) -> Result<(), SinkError> {
+    let mut attempt = 1;
+    loop {
+        match try_swap_in(sink, collection, phase, lease).await {
+            Err(SinkError::Postgres { source, .. })
+                if attempt < SWAP_ATTEMPTS
+                    && source.code()
+                        == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED) =>
+            {
+                tracing::warn!(table = %sink.schema(), attempt, "The swap of the freshly loaded tables was chosen as a deadlock victim; trying again.");
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn try_swap_in(
+    sink: &PostgresSink,
+    collection: usize,
+    phase: &CollectionState,
+    lease: Option<&LeaseFlag>,
+) -> Result<(), SinkError> {
+    let live = live_defs(sink, collection)?;
+    let shadows = shadow_defs(&live);
+    let schema = sink.schema();
+    let mut client = connection(sink).await?;
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| SinkError::postgres("starting the swap transaction", e))?;
+    let live_names: Vec<String> = live.iter().map(|t| qualified(schema, &t.name)).collect();
+    let doing = |what: &str| format!("{what} (replacing {})", live_names.join(", "));
+
+    // Only tables that exist can be locked (`schema` normally created them at start).
+    let mut existing = Vec::new();
+    for name in &live_names {
+        let row = tx
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[name])
+            .await
+            .map_err(|e| SinkError::postgres(doing("looking up the live tables"), e))?;
+        if row.get::<_, bool>(0) {
+            existing.push(name.as_str());
+        }
+    }
+    if !existing.is_empty() {
+        tx.batch_execute(&format!(
+            "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
+            existing.join(", ")
+        ))
+        .await
+        .map_err(|e| SinkError::postgres(doing("locking the live tables"), e))?;
+    }
+    let mut renames = Vec::with_capacity(live.len());
+    for (l, s) in live.iter().zip(&shadows) {
+        let live_pk = primary_key_name(&tx, &qualified(schema, &l.name)).await?;
+        let shadow_pk = primary_key_name(&tx, &qualified(schema, &s.name)).await?;
+        renames.push((live_pk, shadow_pk));
+    }
+    if !existing.is_empty() {
+        tx.batch_execute(&format!("DROP TABLE {}", existing.join(", ")))
+            .await
+            .map_err(|e| SinkError::postgres(doing("dropping the live tables"), e))?;
+    }
+    for ((l, s), (live_pk, shadow_pk)) in live.iter().zip(&shadows).zip(renames) {
+        let mut sql = format!(
+            "ALTER TABLE {} RENAME TO {}",
+            qualified(schema, &s.name),
+            quote_ident(&l.name)
+        );
+        if let (Some(live_pk), Some(shadow_pk)) = (live_pk, shadow_pk) {
+            if live_pk != shadow_pk {
+                sql.push_str(&format!(
+                    "; ALTER TABLE {} RENAME CONSTRAINT {} TO {}",
+                    qualified(schema, &l.name),
+                    quote_ident(&shadow_pk),
+                    quote_ident(&live_pk)
+                ));
+            }
+        }
+        tx.batch_execute(&sql)
+            .await
+            .map_err(|e| SinkError::postgres(doing("renaming the shadow tables"), e))?;
+    }
+    state::set_collection_state(&*tx, sink.state_schema(), sink.stream(), phase).await?;
+    if let Some(lease) = lease {
+        lease.ensure_held()?;
+    }
+    tx.commit()
+        .await
+        .map_err(|e| SinkError::postgres(doing("committing the swap"), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shadow_names_fit_postgres_identifiers() {
+        assert_eq!(shadow_name("orders"), "orders__tributary_new");
+        let long = "x".repeat(60);
+        let other = format!("{}y", "x".repeat(59));
+        let (a, b) = (shadow_name(&long), shadow_name(&other));
+        assert!(a.len() <= MAX_IDENT && b.len() <= MAX_IDENT);
+        assert!(a.ends_with(SHADOW_SUFFIX));
+        assert_ne!(a, b);
+        let accented = "é".repeat(40);
+        assert!(shadow_name(&accented).len() <= MAX_IDENT);
+    }
+}
