@@ -1,29 +1,63 @@
-//! The full-sync reader: every document of one collection, in `_id` order, in chunks.
+//! The full-sync reader: every document of one collection exactly once, in chunks, read by
+//! several concurrent readers over disjoint `_id` ranges.
 //!
-//! One reader per collection, sorted by `_id` (the `_id` index, so each document is seen at
-//! most once even while it is being updated), with the driver's batch size equal to the chunk
-//! size. A transient error reopens the read after the last `_id` seen instead of starting
-//! over. Splitting one collection into concurrent `_id` ranges was left out: split points need
-//! either `$sample`/`splitVector` (not available everywhere) or a skip scan, and a single
-//! ordered reader already keeps the COPY path busy; collections themselves are copied one after
-//! another.
+//! Split points: the collection's estimated count (metadata) decides how many readers to use
+//! (at most `readers`, default 4, and about one chunk per reader at least, so small
+//! collections use one reader), then one `find().sort({_id: 1}).skip(k).limit(1)` per boundary
+//! (an `_id` index walk; no `$sample` or `splitVector`, which are not available everywhere).
+//!
+//! Ranges must cover every document exactly once although `_id`s may mix BSON types, and
+//! MongoDB's `$gte`/`$lt` only match values of the operand's own type bracket (a `$lt: "m"`
+//! never matches an integer). The boundaries are sorted and deduplicated here (concurrent
+//! writes can reorder skip results; boundaries of types this module cannot order are dropped)
+//! and give the ranges `(-inf, b_1)`, `[b_i, b_i+1)` and `[b_k, +inf)` in MongoDB's sort order
+//! across types. A range within one bracket is `{_id: {$gte, $lt}}`; one that spans brackets
+//! is an `$or` of the rest of the low bound's bracket, each whole bracket in between (`$gte`
+//! its smallest value) and the start of the high bound's bracket. Every clause is an `_id`
+//! index range. With no usable boundary one reader reads the whole collection.
+//!
+//! Each range is read sorted by `_id` (the `_id` index, so a document is seen at most once even
+//! while it is being updated) with the driver's batch size equal to the chunk size. A transient
+//! error reopens that range after the last `_id` it returned, using per-bracket lower bounds so
+//! that documents of later type brackets are not skipped. Chunks of different ranges
+//! interleave (the copy does not depend on order); a bounded channel (one chunk per reader)
+//! keeps memory bounded, and dropping the reader stops its tasks.
 
-use bson::{doc, Bson, Document};
+use std::cmp::Ordering;
+
+use bson::spec::BinarySubtype;
+use bson::{doc, oid::ObjectId, Binary, Bson, DateTime, Document, Timestamp};
 use futures::StreamExt;
-use mongodb::{Client, Cursor};
+use mongodb::{Client, Collection, Cursor};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 
 use super::{classify, reconnect_backoff, source_error, ErrorClass, SourceError};
 use crate::event::Namespace;
 
-/// Reads one collection in `_id` order.
+/// Concurrent range readers per collection unless told otherwise.
+pub const DEFAULT_READERS: usize = 4;
+
+type ChunkResult = Result<Vec<Document>, SourceError>;
+
+enum State {
+    NotStarted,
+    Running {
+        rx: mpsc::Receiver<ChunkResult>,
+        tasks: JoinSet<()>,
+    },
+    Done,
+}
+
+/// Reads one collection with up to `readers` concurrent `_id`-range readers.
 pub struct SnapshotReader {
     client: Client,
     namespace: Namespace,
     chunk: usize,
-    cursor: Option<Cursor<Document>>,
-    /// The last `_id` returned: a reopened read continues after it.
-    last_id: Option<Bson>,
-    done: bool,
+    readers: usize,
+    /// Ranges in use once reading started (for tests and logs).
+    ranges: Option<usize>,
+    state: State,
 }
 
 impl SnapshotReader {
@@ -32,31 +66,374 @@ impl SnapshotReader {
             client,
             namespace,
             chunk: chunk.max(1),
-            cursor: None,
-            last_id: None,
-            done: false,
+            readers: DEFAULT_READERS,
+            ranges: None,
+            state: State::NotStarted,
         }
+    }
+
+    /// At most `readers` concurrent range readers (at least one).
+    pub fn with_readers(mut self, readers: usize) -> Self {
+        self.readers = readers.max(1);
+        self
+    }
+
+    /// How many ranges are being read; `None` before the first `next_chunk`.
+    pub fn ranges(&self) -> Option<usize> {
+        self.ranges
+    }
+
+    fn collection(&self) -> Collection<Document> {
+        self.client
+            .database(&self.namespace.db)
+            .collection::<Document>(&self.namespace.coll)
     }
 
     /// Documents in the collection, from its metadata (for progress only).
     pub async fn estimated_count(&self) -> Option<u64> {
-        self.client
-            .database(&self.namespace.db)
-            .collection::<Document>(&self.namespace.coll)
-            .estimated_document_count()
-            .await
-            .ok()
+        self.collection().estimated_document_count().await.ok()
     }
 
+    /// The ranges to read; one whole-collection range when splitting is not worth it or the
+    /// boundaries cannot be found (splitting is only an optimisation).
+    async fn plan(&self) -> Vec<Range> {
+        let whole = vec![Range::whole()];
+        let count = self.estimated_count().await.unwrap_or(0);
+        let by_size = usize::try_from(count.div_ceil(self.chunk as u64)).unwrap_or(usize::MAX);
+        let n = self.readers.min(by_size);
+        if n <= 1 {
+            return whole;
+        }
+        // n - 1 boundaries, one every n-th of the collection.
+        let mut bounds = Vec::with_capacity(n - 1);
+        for i in 1..n as u64 {
+            let skip = count * i / n as u64;
+            match self.boundary(skip).await {
+                Ok(Some(id)) => bounds.push(id),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(namespace = %self.namespace, error = %e, "Finding split points for the full sync failed; reading the collection with one reader.");
+                    return whole;
+                }
+            }
+        }
+        let ranges = split(bounds);
+        if ranges.is_empty() {
+            whole
+        } else {
+            ranges
+        }
+    }
+
+    async fn boundary(&self, skip: u64) -> Result<Option<Bson>, mongodb::error::Error> {
+        let found = self
+            .collection()
+            .find_one(doc! {})
+            .sort(doc! {"_id": 1})
+            .skip(skip)
+            .projection(doc! {"_id": 1})
+            .await?;
+        Ok(found.and_then(|d| d.get("_id").cloned()))
+    }
+
+    async fn start(&mut self) {
+        let ranges = self.plan().await;
+        self.ranges = Some(ranges.len());
+        tracing::debug!(namespace = %self.namespace, ranges = ranges.len(), "Full sync reads the collection in ranges.");
+        let (tx, rx) = mpsc::channel(ranges.len());
+        let mut tasks = JoinSet::new();
+        for range in ranges {
+            let mut reader = RangeReader {
+                collection: self.collection(),
+                namespace: self.namespace.clone(),
+                chunk: self.chunk,
+                range,
+                cursor: None,
+                last_id: None,
+                done: false,
+            };
+            let tx = tx.clone();
+            tasks.spawn(async move {
+                loop {
+                    match reader.next_chunk().await {
+                        Ok(Some(docs)) => {
+                            if tx.send(Ok(docs)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(None) => return,
+                        Err(e) => {
+                            let _ = tx.send(Err(e)).await;
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+        self.state = State::Running { rx, tasks };
+    }
+
+    /// The next chunk of up to `chunk` documents; `None` when the collection is exhausted.
+    pub async fn next_chunk(&mut self) -> Result<Option<Vec<Document>>, SourceError> {
+        if matches!(self.state, State::NotStarted) {
+            self.start().await;
+        }
+        let State::Running { rx, tasks } = &mut self.state else {
+            return Ok(None);
+        };
+        match rx.recv().await {
+            Some(Ok(docs)) => Ok(Some(docs)),
+            Some(Err(e)) => {
+                self.state = State::Done;
+                Err(e)
+            }
+            None => {
+                // Every reader dropped its sender: finished, unless one of them panicked.
+                let mut failure = None;
+                while let Some(joined) = tasks.join_next().await {
+                    if let Err(e) = joined {
+                        failure = Some(SourceError::Fatal(format!(
+                            "a full-sync range reader of {} failed: {e}",
+                            self.namespace
+                        )));
+                    }
+                }
+                self.state = State::Done;
+                match failure {
+                    Some(e) => Err(e),
+                    None => Ok(None),
+                }
+            }
+        }
+    }
+}
+
+/// One `_id` range: `filter` selects it; `one_bracket` when all its `_id`s share a type
+/// bracket, so a plain `$gt` resumes it (otherwise `from(last, false)` does).
+#[derive(Debug, Clone)]
+struct Range {
+    filter: Document,
+    one_bracket: bool,
+}
+
+impl Range {
+    fn whole() -> Range {
+        Range {
+            filter: doc! {},
+            one_bracket: false,
+        }
+    }
+}
+
+/// The ranges for the found boundaries (in `_id` order, possibly of mixed types and, under
+/// concurrent writes, out of order): `(-inf, b_1)`, `[b_i, b_i+1)`, `[b_k, +inf)` in MongoDB's
+/// sort order; empty when no usable boundary remains.
+fn split(bounds: Vec<Bson>) -> Vec<Range> {
+    let mut bounds: Vec<Bson> = bounds.into_iter().filter(comparable).collect();
+    bounds.sort_by(order);
+    bounds.dedup_by(|a, b| order(a, b) == Ordering::Equal);
+    let (Some(first), Some(last)) = (bounds.first(), bounds.last()) else {
+        return Vec::new();
+    };
+    let mut ranges = vec![Range {
+        filter: doc! {"$or": below(first)},
+        one_bracket: false,
+    }];
+    ranges.extend(bounds.windows(2).map(|w| between(&w[0], &w[1])));
+    ranges.push(Range {
+        filter: doc! {"$or": from(last, true)},
+        one_bracket: false,
+    });
+    ranges
+}
+
+/// `[lo, hi)` for `lo < hi`.
+fn between(lo: &Bson, hi: &Bson) -> Range {
+    if bracket(lo) == bracket(hi) {
+        return Range {
+            filter: doc! {"_id": {"$gte": lo.clone(), "$lt": hi.clone()}},
+            one_bracket: true,
+        };
+    }
+    let mut clauses = vec![doc! {"_id": {"$gte": lo.clone()}}];
+    for b in BRACKETS {
+        if *b > bracket(lo) && *b < bracket(hi) {
+            clauses.extend(whole_bracket(*b));
+        }
+    }
+    clauses.extend(head(hi));
+    Range {
+        filter: doc! {"$or": clauses},
+        one_bracket: false,
+    }
+}
+
+/// Clauses matching every `_id` below `hi`.
+fn below(hi: &Bson) -> Vec<Document> {
+    let mut clauses = Vec::new();
+    for b in BRACKETS {
+        if *b < bracket(hi) {
+            clauses.extend(whole_bracket(*b));
+        }
+    }
+    clauses.extend(head(hi));
+    clauses
+}
+
+/// Clauses matching the values of `hi`'s bracket below `hi` (NaN sorts below every number).
+fn head(hi: &Bson) -> Vec<Document> {
+    let mut clauses = vec![doc! {"_id": {"$lt": hi.clone()}}];
+    if bracket(hi) == NUMBERS {
+        clauses.push(doc! {"_id": f64::NAN});
+    }
+    clauses
+}
+
+/// Clauses matching every `_id` from `lo` on (`inclusive`) or after it.
+fn from(lo: &Bson, inclusive: bool) -> Vec<Document> {
+    let op = if inclusive { "$gte" } else { "$gt" };
+    let mut clauses = match lo {
+        // Nothing compares greater than NaN; the numbers after it start at -infinity.
+        Bson::Double(d) if d.is_nan() => vec![doc! {"_id": {"$gte": f64::NEG_INFINITY}}],
+        _ => vec![doc! {"_id": {op: lo.clone()}}],
+    };
+    for b in BRACKETS {
+        if *b > bracket(lo) {
+            clauses.extend(whole_bracket(*b));
+        }
+    }
+    clauses
+}
+
+/// The type brackets an `_id` can have, in sort order (arrays, regexes and undefined are not
+/// allowed as `_id`; DBPointer and JavaScript-with-scope, deprecated types, are left out).
+const BRACKETS: &[u8] = &[0, 5, NUMBERS, 15, 20, 30, 35, 40, 45, 47, 60, 127];
+const NUMBERS: u8 = 10;
+
+/// Clauses matching every `_id` of one bracket: `$gte` its smallest value (range operators
+/// stay within the operand's bracket, so this stops at the bracket's end).
+fn whole_bracket(b: u8) -> Vec<Document> {
+    match b {
+        0 => vec![doc! {"_id": Bson::MinKey}],
+        5 => vec![doc! {"_id": Bson::Null}],
+        NUMBERS => vec![
+            doc! {"_id": f64::NAN},
+            doc! {"_id": {"$gte": f64::NEG_INFINITY}},
+        ],
+        15 => vec![doc! {"_id": {"$gte": ""}}],
+        20 => vec![doc! {"_id": {"$gte": {}}}],
+        30 => {
+            vec![
+                doc! {"_id": {"$gte": Binary { subtype: BinarySubtype::Generic, bytes: Vec::new() }}},
+            ]
+        }
+        35 => vec![doc! {"_id": {"$gte": ObjectId::from_bytes([0; 12])}}],
+        40 => vec![doc! {"_id": {"$gte": false}}],
+        45 => vec![doc! {"_id": {"$gte": DateTime::MIN}}],
+        47 => vec![doc! {"_id": {"$gte": Timestamp { time: 0, increment: 0 }}}],
+        60 => vec![doc! {"_id": {"$gte": Bson::JavaScriptCode(String::new())}}],
+        127 => vec![doc! {"_id": Bson::MaxKey}],
+        _ => Vec::new(),
+    }
+}
+
+/// MongoDB's sort order of two `comparable` values.
+fn order(a: &Bson, b: &Bson) -> Ordering {
+    bracket(a)
+        .cmp(&bracket(b))
+        .then_with(|| compare(a, b).unwrap_or(Ordering::Equal))
+}
+
+/// MongoDB's canonical type order (the sort order of `_id`s of different types).
+fn bracket(v: &Bson) -> u8 {
+    match v {
+        Bson::MinKey => 0,
+        Bson::Undefined => 1,
+        Bson::Null => 5,
+        Bson::Int32(_) | Bson::Int64(_) | Bson::Double(_) | Bson::Decimal128(_) => 10,
+        Bson::String(_) | Bson::Symbol(_) => 15,
+        Bson::Document(_) => 20,
+        Bson::Array(_) => 25,
+        Bson::Binary(_) => 30,
+        Bson::ObjectId(_) => 35,
+        Bson::Boolean(_) => 40,
+        Bson::DateTime(_) => 45,
+        Bson::Timestamp(_) => 47,
+        Bson::RegularExpression(_) => 50,
+        Bson::DbPointer(_) => 55,
+        Bson::JavaScriptCode(_) => 60,
+        Bson::JavaScriptCodeWithScope(_) => 65,
+        Bson::MaxKey => 127,
+    }
+}
+
+/// Boundary types this module can order itself (the common `_id` types).
+fn comparable(v: &Bson) -> bool {
+    match v {
+        Bson::Double(d) => !d.is_nan(),
+        Bson::Int32(_)
+        | Bson::Int64(_)
+        | Bson::String(_)
+        | Bson::Symbol(_)
+        | Bson::ObjectId(_)
+        | Bson::DateTime(_) => true,
+        _ => false,
+    }
+}
+
+/// MongoDB's order of two `comparable` values of one bracket; `None` otherwise.
+fn compare(a: &Bson, b: &Bson) -> Option<Ordering> {
+    fn int(v: &Bson) -> Option<i64> {
+        match v {
+            Bson::Int32(i) => Some(i64::from(*i)),
+            Bson::Int64(i) => Some(*i),
+            _ => None,
+        }
+    }
+    fn float(v: &Bson) -> Option<f64> {
+        match v {
+            Bson::Int32(i) => Some(f64::from(*i)),
+            Bson::Int64(i) => Some(*i as f64),
+            Bson::Double(d) => Some(*d),
+            _ => None,
+        }
+    }
+    match (a, b) {
+        (Bson::String(x) | Bson::Symbol(x), Bson::String(y) | Bson::Symbol(y)) => {
+            Some(x.as_bytes().cmp(y.as_bytes()))
+        }
+        (Bson::ObjectId(x), Bson::ObjectId(y)) => Some(x.bytes().cmp(&y.bytes())),
+        (Bson::DateTime(x), Bson::DateTime(y)) => Some(x.cmp(y)),
+        _ => match (int(a), int(b)) {
+            (Some(x), Some(y)) => Some(x.cmp(&y)),
+            _ => float(a)?.partial_cmp(&float(b)?),
+        },
+    }
+}
+
+/// Reads one range in `_id` order, resuming after the last `_id` on transient errors.
+struct RangeReader {
+    collection: Collection<Document>,
+    namespace: Namespace,
+    chunk: usize,
+    range: Range,
+    cursor: Option<Cursor<Document>>,
+    /// The last `_id` returned: a reopened read continues after it.
+    last_id: Option<Bson>,
+    done: bool,
+}
+
+impl RangeReader {
     async fn open(&mut self) -> Result<(), mongodb::error::Error> {
         let filter = match &self.last_id {
-            Some(id) => doc! {"_id": {"$gt": id.clone()}},
-            None => doc! {},
+            Some(id) if self.range.one_bracket => {
+                doc! {"$and": [self.range.filter.clone(), {"_id": {"$gt": id.clone()}}]}
+            }
+            Some(id) => doc! {"$and": [self.range.filter.clone(), {"$or": from(id, false)}]},
+            None => self.range.filter.clone(),
         };
         let cursor = self
-            .client
-            .database(&self.namespace.db)
-            .collection::<Document>(&self.namespace.coll)
+            .collection
             .find(filter)
             .sort(doc! {"_id": 1})
             .batch_size(u32::try_from(self.chunk).unwrap_or(u32::MAX))
@@ -89,8 +466,8 @@ impl SnapshotReader {
         Ok(docs)
     }
 
-    /// The next chunk of up to `chunk` documents; `None` when the collection is exhausted.
-    pub async fn next_chunk(&mut self) -> Result<Option<Vec<Document>>, SourceError> {
+    /// The next chunk of this range; `None` when it is exhausted.
+    async fn next_chunk(&mut self) -> Result<Option<Vec<Document>>, SourceError> {
         let mut backoff: Option<backon::ExponentialBackoff> = None;
         let mut attempts = 0usize;
         loop {
@@ -120,5 +497,52 @@ impl SnapshotReader {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_sorts_and_dedups_boundaries_across_brackets() {
+        let oid = ObjectId::from_bytes([7; 12]);
+        let ranges = split(vec![
+            Bson::String("m".into()),
+            Bson::Int32(5),
+            Bson::Int64(5),
+            Bson::ObjectId(oid),
+            Bson::Boolean(true),
+        ]);
+        // Int 5, "m", ObjectId: (-inf, 5), [5, "m"), ["m", oid), [oid, +inf).
+        assert_eq!(ranges.len(), 4);
+        let below = ranges[0].filter.get_array("$or").map(Vec::len).unwrap_or(0);
+        // MinKey, null, then `$lt: 5` and NaN.
+        assert_eq!(below, 4);
+        assert!(!ranges[1].one_bracket);
+        let between = ranges[1].filter.get_array("$or").map(Vec::len).unwrap_or(0);
+        // `$gte: 5`, `$lt: "m"`: adjacent brackets, nothing in between.
+        assert_eq!(between, 2);
+        let last = ranges[3].filter.get_array("$or").map(Vec::len).unwrap_or(0);
+        // `$gte: oid`, then bool, date, timestamp, code, MaxKey.
+        assert_eq!(last, 6);
+    }
+
+    #[test]
+    fn split_within_one_bracket_uses_plain_bounds() {
+        let ranges = split(vec![Bson::Int64(9), Bson::Double(2.5)]);
+        assert_eq!(ranges.len(), 3);
+        assert_eq!(ranges[1].filter, doc! {"_id": {"$gte": 2.5, "$lt": 9_i64}});
+        assert!(ranges[1].one_bracket);
+        assert!(split(vec![Bson::Null, Bson::Boolean(true)]).is_empty());
+    }
+
+    #[test]
+    fn resuming_after_a_number_keeps_every_later_bracket() {
+        let clauses = from(&Bson::Int32(3), false);
+        assert_eq!(clauses[0], doc! {"_id": {"$gt": 3}});
+        assert!(clauses.contains(&doc! {"_id": {"$gte": ""}}));
+        assert!(clauses.contains(&doc! {"_id": {"$gte": ObjectId::from_bytes([0; 12])}}));
+        assert!(!clauses.contains(&doc! {"_id": Bson::Null}));
     }
 }

@@ -5,6 +5,7 @@ mod ddl;
 mod failures;
 mod handoff;
 mod measure;
+mod snapshot_ranges;
 mod replace;
 mod streaming;
 
