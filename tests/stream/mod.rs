@@ -5,8 +5,8 @@ mod ddl;
 mod failures;
 mod handoff;
 mod measure;
-mod snapshot_ranges;
 mod replace;
+mod snapshot_ranges;
 mod streaming;
 
 use std::path::Path;
