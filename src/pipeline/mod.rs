@@ -9,6 +9,7 @@
 
 pub mod batcher;
 pub mod full_sync;
+pub mod lag;
 pub mod normalize;
 pub mod sync;
 
@@ -114,7 +115,11 @@ where
 {
     let (group_tx, group_rx) = mpsc::channel::<EventGroup>(config.queue_capacity);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let source_task = tokio::spawn(read_source(source, group_tx, stop_rx));
+    let pending = lag::Pending::default();
+    if let Some(m) = &config.metrics {
+        tokio::spawn(lag::tick(pending.clone(), m.clone(), stop_rx.clone()));
+    }
+    let source_task = tokio::spawn(read_source(source, group_tx, stop_rx, pending.clone()));
     let (batch_tx, batch_rx) = mpsc::channel::<Prepared>(1);
 
     let batching = batch_events(
@@ -125,7 +130,7 @@ where
         stop_tx.clone(),
     );
     let writing = async {
-        let r = write_batches(sink, batch_rx, config).await;
+        let r = write_batches(sink, batch_rx, config, &pending).await;
         if r.is_err() {
             // Stop reading: nothing more can be written.
             let _ = stop_tx.send(true);
@@ -178,6 +183,7 @@ async fn read_source<Src: Source>(
     mut source: Src,
     tx: mpsc::Sender<EventGroup>,
     mut stop: watch::Receiver<bool>,
+    pending: lag::Pending,
 ) -> Result<(), SourceError> {
     loop {
         let events = tokio::select! {
@@ -186,6 +192,9 @@ async fn read_source<Src: Source>(
             r = source.next_batch() => r?,
         };
         for group in group_transactions(events) {
+            if let Some(e) = group.iter().find(|e| e.op != crate::event::Op::Noop) {
+                pending.read(e.cluster_time.time);
+            }
             tokio::select! {
                 biased;
                 _ = stop.wait_for(|s| *s) => return Ok(()),
@@ -275,13 +284,21 @@ async fn write_batches<S: Sink>(
     sink: &mut S,
     mut rx: mpsc::Receiver<Prepared>,
     config: &PipelineConfig,
+    pending: &lag::Pending,
 ) -> Result<Option<Position>, SinkError> {
     let mut committed: Option<Position> = None;
     while let Some(p) = rx.recv().await {
         let idle = p.batch.changes.is_empty() && p.batch.dead_letters.is_empty();
         if idle && p.position == committed {
-            if let (Some(m), true) = (&config.metrics, p.caught_up) {
-                m.lag_seconds.set(0.0);
+            if p.caught_up {
+                // Heartbeats carry the source's current time: everything read before is in.
+                match p.last_time {
+                    Some(t) => pending.committed_through(t),
+                    None => pending.caught_up(),
+                }
+                if let Some(m) = &config.metrics {
+                    pending.publish(m);
+                }
             }
             continue;
         }
@@ -320,13 +337,15 @@ async fn write_batches<S: Sink>(
             if let Some(ct) = committed.as_ref().and_then(Position::cluster_time) {
                 m.last_applied_cluster_time_seconds.set(f64::from(ct.time));
             }
-            // Lag: the age of the newest event just committed, or zero when the batch held
-            // only heartbeats (the source had nothing newer to give).
-            let lag = match (p.caught_up, p.last_time) {
-                (false, Some(t)) => (chrono::Utc::now().timestamp() as f64 - f64::from(t)).max(0.0),
-                _ => 0.0,
-            };
-            m.lag_seconds.set(lag);
+        }
+        // Lag: the age of the oldest event still uncommitted after this commit (zero once the
+        // source has nothing newer: heartbeats carry its current time).
+        match p.last_time {
+            Some(t) => pending.committed_through(t),
+            None => pending.caught_up(),
+        }
+        if let Some(m) = &config.metrics {
+            pending.publish(m);
         }
         tracing::debug!(
             rows = p.rows,
