@@ -2,7 +2,7 @@
 //! several concurrent readers over disjoint `_id` ranges.
 //!
 //! Split points: the collection's estimated count (metadata) decides how many readers to use
-//! (at most `readers`, default 4, and about one chunk per reader at least, so small
+//! (at most `readers`, default 4, each with at least one chunk and 1000 documents, so small
 //! collections use one reader), then one `find().sort({_id: 1}).skip(k).limit(1)` per boundary
 //! (an `_id` index walk; no `$sample` or `splitVector`, which are not available everywhere).
 //!
@@ -37,6 +37,10 @@ use crate::event::Namespace;
 
 /// Concurrent range readers per collection unless told otherwise.
 pub const DEFAULT_READERS: usize = 4;
+
+/// A range reader is only worth its split queries and cursor for at least this many documents
+/// (and at least one chunk); smaller collections are read by fewer readers, or one.
+const MIN_RANGE_DOCUMENTS: u64 = 1000;
 
 type ChunkResult = Result<Vec<Document>, SourceError>;
 
@@ -99,7 +103,8 @@ impl SnapshotReader {
     async fn plan(&self) -> Vec<Range> {
         let whole = vec![Range::whole()];
         let count = self.estimated_count().await.unwrap_or(0);
-        let by_size = usize::try_from(count.div_ceil(self.chunk as u64)).unwrap_or(usize::MAX);
+        let per_range = (self.chunk as u64).max(MIN_RANGE_DOCUMENTS);
+        let by_size = usize::try_from(count / per_range).unwrap_or(usize::MAX);
         let n = self.readers.min(by_size);
         if n <= 1 {
             return whole;

@@ -8,16 +8,16 @@ use mongo_sim::SimOptions;
 use tributary::event::Namespace;
 use tributary::source::snapshot::SnapshotReader;
 
-const PER_TYPE: usize = 1000;
+const PER_TYPE: usize = 1400;
 
-/// A simulator with `shop.mixed`: 1000 string, 1000 integer and 1000 ObjectId `_id`s.
+/// A simulator with `shop.mixed`: 1400 string, 1400 integer and 1400 ObjectId `_id`s.
 async fn seeded() -> (mongo_sim::SimHandle, mongodb::Client, Vec<Bson>) {
     let sim = mongo_sim::start(SimOptions::default()).await.unwrap();
     let mongo = mongodb::Client::with_uri_str(sim.uri()).await.unwrap();
     let mut ids = Vec::new();
     for i in 0..PER_TYPE {
         ids.push(Bson::String(format!("s{i:04}")));
-        ids.push(Bson::Int32(i as i32 * 7 - 3000));
+        ids.push(Bson::Int32(i as i32 * 7 - 4000));
         ids.push(Bson::ObjectId(ObjectId::new()));
     }
     let docs: Vec<Document> = ids
