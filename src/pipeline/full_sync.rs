@@ -1,8 +1,8 @@
 //! Full sync: copying whole collections, and the hand-off to streaming.
 //!
-//! Per collection: phase `snapshot` (stored), documents read in `_id` order and converted,
-//! written in chunks through the sink's COPY path, then phase `streaming` with the document
-//! count. Reading the next chunk overlaps writing the current one.
+//! Per collection: phase `snapshot` (stored), documents read (by up to four `_id`-range
+//! readers, in no particular order) and converted, written in chunks through the sink's COPY
+//! path, then phase `streaming` with the document count. Reading the next chunk overlaps writing the current one.
 //!
 //! Where the chunks go depends on the load (`Load`):
 //! - `tributary full-sync --mode replace`: into fresh shadow tables (`sink::postgres::swap`),

@@ -32,7 +32,7 @@ use mongodb::{Client, Collection, Cursor};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use super::{classify, reconnect_backoff, source_error, ErrorClass, SourceError};
+use super::{Retry, SourceError};
 use crate::event::Namespace;
 
 /// Concurrent range readers per collection unless told otherwise.
@@ -473,8 +473,7 @@ impl RangeReader {
 
     /// The next chunk of this range; `None` when it is exhausted.
     async fn next_chunk(&mut self) -> Result<Option<Vec<Document>>, SourceError> {
-        let mut backoff: Option<backon::ExponentialBackoff> = None;
-        let mut attempts = 0usize;
+        let mut retry = Retry::default();
         loop {
             if self.done {
                 return Ok(None);
@@ -485,19 +484,10 @@ impl RangeReader {
                 Ok(docs) if docs.is_empty() => return Ok(None),
                 Ok(docs) => return Ok(Some(docs)),
                 Err(e) => {
-                    attempts += 1;
                     self.cursor = None;
                     self.last_id = before;
-                    if classify(&e) != ErrorClass::Transient {
-                        return Err(source_error(&e, attempts));
-                    }
-                    let delay = backoff
-                        .get_or_insert_with(|| backon::BackoffBuilder::build(reconnect_backoff()))
-                        .next();
-                    let Some(delay) = delay else {
-                        return Err(source_error(&e, attempts));
-                    };
-                    tracing::warn!(namespace = %self.namespace, error = %e, attempt = attempts, "Reading the collection for the full sync failed; retrying after the last document read.");
+                    let delay = retry.after(&e)?;
+                    tracing::warn!(namespace = %self.namespace, error = %e, attempt = retry.attempts(), "Reading the collection for the full sync failed; retrying after the last document read.");
                     tokio::time::sleep(delay).await;
                 }
             }
