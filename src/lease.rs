@@ -35,7 +35,9 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::pipeline::sync::SyncError;
+use crate::sink::error::LEASE_LOST_KIND;
 use crate::sink::SinkError;
 
 /// How often a standby tries the lock (SPEC: take over within 10 s of the holder's death).
@@ -339,9 +341,12 @@ async fn keep_alive(client: Arc<Client>, held: Arc<watch::Sender<bool>>, stream:
 /// Runs `run` only while holding the stream's lock: stands by until the lock is free, runs
 /// `run(flag, stop)` where `stop` fires on `shutdown` or when the lock is lost, and after a
 /// lost lock stands by again (the next `run` reads the checkpoint and continues). Returns when
-/// `shutdown` fires, or with `run`'s result when it ended with the lock still held.
+/// `shutdown` fires, or with `run`'s result when it ended with the lock still held. A lost lock
+/// is counted as `tributary_errors_total{kind="lease_lost"}` even when no commit was refused
+/// (the keep-alive noticed first): operators should see that the writer lost its lock.
 pub async fn sync_exclusively<'a, F, Fut>(
     config: &Config,
+    metrics: Option<&Metrics>,
     shutdown: impl Future<Output = ()> + Send + 'a,
     mut run: F,
 ) -> Result<(), SyncError>
@@ -372,6 +377,11 @@ where
         let stopping = shutdown.clone().now_or_never().is_some();
         if stopping || lease.check().await {
             return result;
+        }
+        // A refused commit was counted where it was refused.
+        let counted = matches!(result, Err(SyncError::Sink(SinkError::LeaseLost { .. })));
+        if let (Some(m), false) = (metrics, counted) {
+            m.errors_total.with_label_values(&[LEASE_LOST_KIND]).inc();
         }
         match &result {
             Ok(()) => tracing::warn!(stream, "Lost the lock of stream {stream}; stopped writing and standing by to take it again."),

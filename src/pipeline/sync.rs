@@ -176,10 +176,11 @@ pub async fn sync(
     opts: SyncOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), SyncError> {
-    let result = crate::lease::sync_exclusively(config, shutdown, |lease, stop| {
-        sync_inner(config, mappings.clone(), &opts, lease, stop)
-    })
-    .await;
+    let result =
+        crate::lease::sync_exclusively(config, opts.metrics.as_deref(), shutdown, |lease, stop| {
+            sync_inner(config, mappings.clone(), &opts, lease, stop)
+        })
+        .await;
     if let Some(m) = &opts.metrics {
         m.set_streaming(false);
         if let Err(e) = &result {

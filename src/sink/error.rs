@@ -55,6 +55,10 @@ pub enum SinkError {
     LeaseLost { stream: String },
 }
 
+/// `tributary_errors_total{kind}` of a lost stream lock: a refused commit, or the lock
+/// connection found dead by its keep-alive.
+pub const LEASE_LOST_KIND: &str = "lease_lost";
+
 impl SinkError {
     /// Wraps a driver error with the step that was running, e.g. `"upserting into \"public\".\"orders\""`.
     pub fn postgres(doing: impl Into<String>, source: tokio_postgres::Error) -> Self {
@@ -93,7 +97,7 @@ impl SinkError {
         match self {
             SinkError::InvalidUri { .. } => "postgres_config",
             SinkError::InvalidBatch(_) | SinkError::Value { .. } => "postgres_value",
-            SinkError::LeaseLost { .. } => "lease_lost",
+            SinkError::LeaseLost { .. } => LEASE_LOST_KIND,
             SinkError::Pool { .. } => "postgres_pool",
             SinkError::Connect { .. } | SinkError::Postgres { .. } => match self.code() {
                 Some(c) if c.starts_with("08") => "postgres_connection",
