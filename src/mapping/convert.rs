@@ -491,16 +491,20 @@ impl Policy<'_> {
         }
     }
 
+    /// `where_` names the column and path only when the value failed: building those names
+    /// for every child element was a large part of a full sync's allocations.
     fn value(
         &mut self,
-        column: &str,
-        path: &FieldPath,
+        where_: impl FnOnce() -> (String, String),
         found: Result<Option<&Bson>, String>,
         ty: &PgType,
     ) -> Result<PgValue, ConvertError> {
         match found.and_then(|v| v.map_or(Ok(PgValue::Null), |v| convert_value(v, ty))) {
             Ok(value) => Ok(value),
-            Err(reason) => self.fail(column, &path.to_string(), reason),
+            Err(reason) => {
+                let (column, path) = where_();
+                self.fail(&column, &path, reason)
+            }
         }
     }
 }
@@ -543,7 +547,11 @@ pub fn convert_document(m: &CollectionMapping, doc: &Document) -> Result<Convert
         if i == key_index {
             parent.push(key.clone());
         } else {
-            parent.push(policy.value(&c.name, &c.source, lookup(doc, &c.source), &c.pg_type)?);
+            parent.push(policy.value(
+                || (c.name.clone(), c.source.to_string()),
+                lookup(doc, &c.source),
+                &c.pg_type,
+            )?);
         }
     }
     if let Some(extra) = &m.extra_props {
@@ -566,19 +574,17 @@ pub fn convert_document(m: &CollectionMapping, doc: &Document) -> Result<Convert
                     row.push(key.clone());
                     row.push(PgValue::Int4(idx));
                     for c in &child.columns {
-                        let name = format!("{}.{}", child.table, c.name);
-                        let path = FieldPath(
-                            child
-                                .source
-                                .0
-                                .iter()
-                                .cloned()
-                                .chain([idx.to_string()])
-                                .chain(c.source.0.iter().cloned())
-                                .collect(),
-                        );
                         let found = element_field(item, &c.source, idx);
-                        row.push(policy.value(&name, &path, found, &c.pg_type)?);
+                        let where_ = || {
+                            let mut path = child.source.0.clone();
+                            path.push(idx.to_string());
+                            path.extend(c.source.0.iter().cloned());
+                            (
+                                format!("{}.{}", child.table, c.name),
+                                FieldPath(path).to_string(),
+                            )
+                        };
+                        row.push(policy.value(where_, found, &c.pg_type)?);
                     }
                     rows.push(row);
                 }
@@ -627,35 +633,50 @@ fn element_field<'a>(
 /// The document minus `_id` and every path a column or child reads; sub-documents left empty
 /// by a removal are removed too (ones that were empty already stay).
 pub fn extra_props(m: &CollectionMapping, doc: &Document) -> Document {
-    let mut rest = doc.clone();
-    rest.remove("_id");
-    let paths = m
-        .columns
-        .iter()
-        .map(|c| &c.source)
-        .chain(m.children.iter().map(|c| &c.source));
-    for path in paths {
-        remove_path(&mut rest, &path.0);
-    }
-    rest
+    let id = ["_id".to_owned()];
+    let paths: Vec<&[String]> = std::iter::once(&id[..])
+        .chain(m.columns.iter().map(|c| &c.source.0[..]))
+        .chain(m.children.iter().map(|c| &c.source.0[..]))
+        .collect();
+    without_paths(doc, &paths)
 }
 
-fn remove_path(d: &mut Document, path: &[String]) {
-    match path {
-        [] => {}
-        [last] => {
-            d.remove(last);
-        }
-        [first, rest @ ..] => {
-            if let Some(Bson::Document(sub)) = d.get_mut(first) {
-                let had_fields = !sub.is_empty();
-                remove_path(sub, rest);
-                if had_fields && sub.is_empty() {
-                    d.remove(first);
+/// Copies `d` minus `paths` (each a field path relative to `d`). Built by skipping rather than
+/// by cloning everything and removing: only kept values are copied.
+pub(super) fn without_paths(d: &Document, paths: &[&[String]]) -> Document {
+    let mut out = Document::new();
+    for (key, value) in d {
+        let mut whole = false;
+        let mut deeper: Vec<&[String]> = Vec::new();
+        for p in paths {
+            match p.split_first() {
+                Some((first, rest)) if first == key => {
+                    if rest.is_empty() {
+                        whole = true;
+                    } else {
+                        deeper.push(rest);
+                    }
                 }
+                _ => {}
+            }
+        }
+        if whole {
+            continue;
+        }
+        match value {
+            Bson::Document(sub) if !deeper.is_empty() => {
+                let rest = without_paths(sub, &deeper);
+                // A sub-document emptied by the removal goes; one that was empty already stays.
+                if !rest.is_empty() || sub.is_empty() {
+                    out.insert(key.clone(), Bson::Document(rest));
+                }
+            }
+            _ => {
+                out.insert(key.clone(), value.clone());
             }
         }
     }
+    out
 }
 
 fn document_to_json_checked(d: &Document) -> Result<Value, String> {

@@ -269,3 +269,68 @@ proptest! {
         prop_assert_eq!(as_double.is_ok(), (i as f64) as i128 == i128::from(i));
     }
 }
+
+/// The obvious definition of `extra_props`' removal, kept to check the one that skips instead
+/// of cloning: clone everything, remove each path, drop sub-documents the removal emptied.
+fn removed_by_cloning(d: &bson::Document, paths: &[Vec<String>]) -> bson::Document {
+    fn remove(d: &mut bson::Document, path: &[String]) {
+        match path {
+            [] => {}
+            [last] => {
+                d.remove(last);
+            }
+            [first, rest @ ..] => {
+                if let Some(Bson::Document(sub)) = d.get_mut(first) {
+                    let had_fields = !sub.is_empty();
+                    remove(sub, rest);
+                    if had_fields && sub.is_empty() {
+                        d.remove(first);
+                    }
+                }
+            }
+        }
+    }
+    let mut out = d.clone();
+    for p in paths {
+        remove(&mut out, p);
+    }
+    out
+}
+
+/// Nested documents over a three-letter key alphabet, so random paths often hit something.
+fn nested() -> impl Strategy<Value = bson::Document> {
+    let key = proptest::sample::select(vec!["a", "b", "c"]);
+    let leaf = prop_oneof![
+        Just(Bson::Int32(1)),
+        Just(Bson::Null),
+        Just(Bson::Array(vec![]))
+    ];
+    let tree = leaf.prop_recursive(3, 24, 3, move |inner| {
+        proptest::collection::vec((key.clone(), inner), 0..3).prop_map(|fields| {
+            Bson::Document(fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+        })
+    });
+    proptest::collection::vec((proptest::sample::select(vec!["a", "b", "c"]), tree), 0..4)
+        .prop_map(|fields| fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+}
+
+proptest! {
+    #[test]
+    fn unmapped_fields_are_the_document_minus_the_mapped_paths(
+        d in nested(),
+        paths in proptest::collection::vec(
+            proptest::collection::vec(proptest::sample::select(vec!["a", "b", "c"]), 1..4),
+            0..4,
+        ),
+    ) {
+        let paths: Vec<Vec<String>> = paths
+            .into_iter()
+            .map(|p| p.into_iter().map(str::to_owned).collect())
+            .collect();
+        let slices: Vec<&[String]> = paths.iter().map(Vec::as_slice).collect();
+        prop_assert_eq!(
+            super::convert::without_paths(&d, &slices),
+            removed_by_cloning(&d, &paths)
+        );
+    }
+}
