@@ -18,6 +18,11 @@ use mongo_sim::{SimHandle, SimOptions};
 use mongodb::options::CursorType;
 use mongodb::Client;
 
+/// The allocator the `mongo-sim` binary uses (see its main.rs), so the bench
+/// measures what a test or demo run of the binary gets.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn one_kb_doc(i: i64) -> Document {
     doc! {
         "_id": i,

@@ -2,6 +2,12 @@
 
 use clap::Parser;
 
+/// mimalloc instead of glibc malloc: the simulator allocates and frees
+/// millions of small BSON nodes per second, and glibc spent a third of the
+/// CPU in `malloc`/`free`/`malloc_consolidate` (see BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// An in-memory MongoDB 7 replica-set primary (set `rs0`) for tests and demos.
 #[derive(Parser, Debug)]
 #[command(name = "mongo-sim", version)]
