@@ -15,6 +15,12 @@
 //! `dropIndexes` and `collMod` only with `showExpandedEvents`. No-ops,
 //! `fromMigrate` entries and internal namespaces give nothing.
 //!
+//! Each event is assembled once, field by field, into either a `Document`
+//! ([`events_from_oplog_entry`]) or its BSON bytes
+//! ([`encoded_events_from_oplog_entry`], what change streams without user
+//! stages or images return): the bytes borrow `fullDocument` and the
+//! document key from the entry instead of cloning them.
+//!
 //! Nuances of the real server not reproduced: a transaction split over
 //! several `partialTxn` applyOps entries (and prepared transactions'
 //! `commitTransaction`) is only unwound from a single complete entry;
@@ -24,10 +30,13 @@
 //! and described from their `$set`/`$unset`; views and timeseries `create`
 //! events and `nsType` (8.1+) are not produced.
 
+use std::borrow::Cow;
+
 use bson::{Bson, DateTime, Document, Timestamp};
 
 use crate::diff::update_description;
-use crate::token::{encode, ResumeToken, TokenKind};
+use crate::store::{approx_size, approx_value};
+use crate::token::{encode, encode_data, ResumeToken, TokenKind};
 
 /// The `$changeStream` options that shape events.
 #[derive(Debug, Clone)]
@@ -58,15 +67,18 @@ struct Origin<'a> {
     txn: Option<(&'a Bson, &'a Bson)>,
 }
 
-/// The parts of one event, assembled in the server's field order by [`assemble`].
+/// The parts of one event, assembled in the server's field order by
+/// [`assemble`]; the big ones borrow from the oplog entry, so an event
+/// encoded straight to BSON ([`encoded_events_from_oplog_entry`]) copies
+/// `fullDocument` once, into the reply bytes.
 #[derive(Default)]
-struct Parts {
+struct Parts<'a> {
     operation_type: &'static str,
-    uuid: Option<Bson>,
+    uuid: Option<Cow<'a, Bson>>,
     ns: Option<Document>,
     to: Option<Document>,
-    full_document: Option<Bson>,
-    document_key: Option<Document>,
+    full_document: Option<Cow<'a, Bson>>,
+    document_key: Option<Cow<'a, Document>>,
     operation_description: Option<Document>,
     update_description: Option<Document>,
     state_before_change: Option<Document>,
@@ -80,11 +92,75 @@ pub fn events_from_oplog_entry(
     lookup: &dyn Fn(&str, &Bson) -> Option<Document>,
     opts: &EventOptions,
 ) -> Vec<Document> {
+    let mut events = Vec::new();
+    for_each_event(entry, lookup, opts, &mut |origin, parts| {
+        let mut sink = DocSink(Document::new());
+        assemble(origin, parts, opts, &mut sink);
+        events.push(sink.0);
+    });
+    events
+}
+
+/// One change event already encoded as BSON, with what a stream checks
+/// before returning it.
+#[derive(Debug)]
+pub struct EncodedEvent {
+    /// The event's BSON bytes, identical to encoding its `Document`.
+    pub bytes: Vec<u8>,
+    /// `store::approx_size` of the event's `Document`, for batch limits.
+    pub approx_size: usize,
+    /// `_id._data`, the resume token.
+    pub token: String,
+    pub operation_type: &'static str,
+    /// The event's `ns` (`{db, coll}`), when it has one.
+    pub ns: Option<Document>,
+}
+
+/// What [`events_from_oplog_entry`] returns, encoded straight to BSON
+/// without building (and cloning `fullDocument` into) a `Document` per
+/// event; `None` when some value needs the `bson` crate's encoder (the
+/// caller then uses [`events_from_oplog_entry`]).
+pub fn encoded_events_from_oplog_entry(
+    entry: &Document,
+    lookup: &dyn Fn(&str, &Bson) -> Option<Document>,
+    opts: &EventOptions,
+) -> Option<Vec<EncodedEvent>> {
+    let mut events = Vec::new();
+    let mut ok = true;
+    for_each_event(entry, lookup, opts, &mut |origin, parts| {
+        if !ok {
+            return;
+        }
+        let operation_type = parts.operation_type;
+        let mut sink = RawSink::default();
+        sink.open();
+        assemble(origin, parts, opts, &mut sink);
+        match sink.finish() {
+            Some((bytes, approx_size, token, ns)) => events.push(EncodedEvent {
+                bytes,
+                approx_size,
+                token,
+                operation_type,
+                ns,
+            }),
+            None => ok = false,
+        }
+    });
+    ok.then_some(events)
+}
+
+/// Calls `emit` with the parts of every event of `entry`, in order.
+fn for_each_event<'a>(
+    entry: &'a Document,
+    lookup: &dyn Fn(&str, &Bson) -> Option<Document>,
+    opts: &EventOptions,
+    emit: &mut dyn FnMut(&Origin<'a>, Parts<'a>),
+) {
     if entry.get_bool("fromMigrate").unwrap_or(false) {
-        return Vec::new();
+        return;
     }
     let Ok(ts) = entry.get_timestamp("ts") else {
-        return Vec::new();
+        return;
     };
     let wall = entry
         .get_datetime("wall")
@@ -99,35 +175,36 @@ pub fn events_from_oplog_entry(
     let is_apply_ops = entry.get_str("op") == Ok("c")
         && matches!(entry.get_document("o"), Ok(o) if o.contains_key("applyOps"));
     if is_apply_ops {
-        return unwind_apply_ops(entry, origin, lookup, opts);
+        unwind_apply_ops(entry, origin, lookup, opts, emit);
+        return;
     }
-    one_operation(entry, lookup, opts)
-        .map(|p| vec![assemble(&origin, p, opts)])
-        .unwrap_or_default()
+    if let Some(p) = one_operation(entry, lookup, opts) {
+        emit(&origin, p);
+    }
 }
 
-fn unwind_apply_ops(
-    entry: &Document,
-    origin: Origin,
+fn unwind_apply_ops<'a>(
+    entry: &'a Document,
+    origin: Origin<'a>,
     lookup: &dyn Fn(&str, &Bson) -> Option<Document>,
     opts: &EventOptions,
-) -> Vec<Document> {
+    emit: &mut dyn FnMut(&Origin<'a>, Parts<'a>),
+) {
     // The server emits a multi-entry transaction at its last entry; partial
     // entries produce nothing on their own.
     if entry.get_bool("partialTxn").unwrap_or(false) || entry.get_bool("prepare").unwrap_or(false) {
-        return Vec::new();
+        return;
     }
     let Ok(ops) = entry
         .get_document("o")
         .and_then(|o| o.get_array("applyOps"))
     else {
-        return Vec::new();
+        return;
     };
     let txn = match (entry.get("txnNumber"), entry.get("lsid")) {
         (Some(n), Some(l)) => Some((n, l)),
         _ => None,
     };
-    let mut events = Vec::new();
     for (idx, op) in ops.iter().enumerate() {
         let Bson::Document(op) = op else { continue };
         let inner = Origin {
@@ -137,10 +214,9 @@ fn unwind_apply_ops(
             txn,
         };
         if let Some(parts) = one_operation(op, lookup, opts) {
-            events.push(assemble(&inner, parts, opts));
+            emit(&inner, parts);
         }
     }
-    events
 }
 
 fn split_ns(ns: &str) -> (&str, &str) {
@@ -169,15 +245,16 @@ fn without(doc: &Document, keys: &[&str]) -> Document {
 }
 
 /// The event parts for one CRUD or command operation, or `None` if it has no event.
-fn one_operation(
-    op: &Document,
+fn one_operation<'a>(
+    op: &'a Document,
     lookup: &dyn Fn(&str, &Bson) -> Option<Document>,
     opts: &EventOptions,
-) -> Option<Parts> {
+) -> Option<Parts<'a>> {
     let ns = op.get_str("ns").ok()?;
     let (db, coll) = split_ns(ns);
-    let o = op.get_document("o").ok()?;
-    let uuid = op.get("ui").cloned();
+    let o_value = op.get("o")?;
+    let o = o_value.as_document()?;
+    let uuid = op.get("ui").map(Cow::Borrowed);
     let expanded = opts.show_expanded_events;
     let mut parts = Parts {
         uuid,
@@ -188,31 +265,32 @@ fn one_operation(
         "i" => {
             parts.operation_type = "insert";
             parts.document_key = Some(match op.get_document("o2") {
-                Ok(k) => k.clone(),
-                Err(_) => id_key(o.get("_id")),
+                Ok(k) => Cow::Borrowed(k),
+                Err(_) => Cow::Owned(id_key(o.get("_id"))),
             });
-            parts.full_document = Some(Bson::Document(o.clone()));
+            parts.full_document = Some(Cow::Borrowed(o_value));
         }
         "d" => {
             parts.operation_type = "delete";
-            parts.document_key = Some(o.clone());
+            parts.document_key = Some(Cow::Borrowed(o));
             parts.before_change = true;
         }
         "u" => {
             let key = match op.get_document("o2") {
-                Ok(k) => k.clone(),
-                Err(_) => id_key(o.get("_id")),
+                Ok(k) => Cow::Borrowed(k),
+                Err(_) => Cow::Owned(id_key(o.get("_id"))),
             };
             parts.before_change = true;
             if o.contains_key("_id") {
                 parts.operation_type = "replace";
-                parts.full_document = Some(Bson::Document(o.clone()));
+                parts.full_document = Some(Cow::Borrowed(o_value));
             } else {
                 parts.operation_type = "update";
                 parts.update_description = Some(describe_update(o, expanded)?);
                 if opts.full_document != "default" {
                     let found = key.get("_id").and_then(|id| lookup(ns, id));
-                    parts.full_document = Some(found.map(Bson::Document).unwrap_or(Bson::Null));
+                    parts.full_document =
+                        Some(Cow::Owned(found.map(Bson::Document).unwrap_or(Bson::Null)));
                 }
             }
             parts.document_key = Some(key);
@@ -262,7 +340,7 @@ fn describe_update(o: &Document, expanded: bool) -> Option<Document> {
 fn command(
     o: &Document,
     db: &str,
-    parts: &mut Parts,
+    parts: &mut Parts<'_>,
     o2: Option<&Document>,
     expanded: bool,
 ) -> Option<()> {
@@ -350,63 +428,156 @@ fn command(
     Some(())
 }
 
-fn assemble(origin: &Origin, parts: Parts, opts: &EventOptions) -> Document {
-    let expanded = opts.show_expanded_events;
-    let mut ev = Document::new();
-    if let Some(to) = parts.to.clone() {
-        ev.insert("to", to);
+/// Receives an event's fields in the server's order, building a `Document`
+/// ([`DocSink`]) or BSON bytes ([`RawSink`]); both get the same calls, so
+/// the two forms cannot disagree.
+trait EventSink {
+    /// `_id: {_data: <token>}`.
+    fn token(&mut self, data: String);
+    fn value(&mut self, key: &'static str, value: Cow<'_, Bson>);
+    fn document(&mut self, key: &'static str, value: Cow<'_, Document>);
+}
+
+struct DocSink(Document);
+
+impl EventSink for DocSink {
+    fn token(&mut self, data: String) {
+        let mut id = Document::new();
+        id.insert("_data", data);
+        self.0.insert("_id", id);
     }
-    if let Some((txn_number, lsid)) = origin.txn {
-        ev.insert("txnNumber", txn_number.clone());
-        ev.insert("lsid", lsid.clone());
+
+    fn value(&mut self, key: &'static str, value: Cow<'_, Bson>) {
+        self.0.insert(key, value.into_owned());
     }
-    // The key is lent to the token and taken back for `documentKey`, not cloned.
-    let token = ResumeToken {
-        ts: origin.ts,
-        txn_op_index: origin.txn_op_index,
-        kind: TokenKind::Event,
-        from_invalidate: false,
-        document_key: parts.document_key.map(Bson::Document),
-    };
-    ev.insert("_id", encode(&token));
-    let document_key = match token.document_key {
-        Some(Bson::Document(key)) => Some(key),
-        _ => None,
-    };
-    ev.insert("operationType", parts.operation_type);
-    ev.insert("clusterTime", origin.ts);
-    if expanded {
-        if let Some(uuid) = parts.uuid {
-            ev.insert("collectionUUID", uuid);
+
+    fn document(&mut self, key: &'static str, value: Cow<'_, Document>) {
+        self.0.insert(key, value.into_owned());
+    }
+}
+
+/// Writes the event as BSON, tracking `store::approx_size` of the
+/// `Document` it stands for; `failed` once a value needs `bson`'s encoder.
+#[derive(Default)]
+struct RawSink {
+    out: Vec<u8>,
+    approx: usize,
+    token: String,
+    /// The `ns` written, kept for the stream's scope check.
+    ns: Option<Document>,
+    failed: bool,
+}
+
+impl RawSink {
+    fn open(&mut self) {
+        self.out.reserve(256);
+        self.out.extend_from_slice(&[0u8; 4]);
+        self.approx = 5;
+    }
+
+    /// The bytes, approximate size, token and `ns`.
+    fn finish(mut self) -> Option<(Vec<u8>, usize, String, Option<Document>)> {
+        if self.failed {
+            return None;
+        }
+        self.out.push(0);
+        let len = i32::try_from(self.out.len()).ok()?;
+        self.out[..4].copy_from_slice(&len.to_le_bytes());
+        Some((self.out, self.approx, self.token, self.ns))
+    }
+}
+
+impl EventSink for RawSink {
+    fn token(&mut self, data: String) {
+        // `_id: {_data: data}` as `approx_size` and the encoder see it.
+        self.approx += "_id".len() + 2 + ("_data".len() + 2 + data.len() + 5) + 5;
+        let Ok(str_len) = i32::try_from(data.len() + 1) else {
+            self.failed = true;
+            return;
+        };
+        let doc_len = 4 + 1 + "_data".len() + 1 + 4 + data.len() + 1 + 1;
+        self.out.push(0x03);
+        self.out.extend_from_slice(b"_id\0");
+        self.out.extend_from_slice(&(doc_len as i32).to_le_bytes());
+        self.out.push(0x02);
+        self.out.extend_from_slice(b"_data\0");
+        self.out.extend_from_slice(&str_len.to_le_bytes());
+        self.out.extend_from_slice(data.as_bytes());
+        self.out.extend_from_slice(&[0, 0]);
+        self.token = data;
+    }
+
+    fn value(&mut self, key: &'static str, value: Cow<'_, Bson>) {
+        self.approx += key.len() + 2 + approx_value(&value);
+        if crate::wire::encode_element(&mut self.out, key, &value).is_none() {
+            self.failed = true;
         }
     }
-    ev.insert("wallTime", origin.wall);
+
+    fn document(&mut self, key: &'static str, value: Cow<'_, Document>) {
+        self.approx += key.len() + 2 + approx_size(&value);
+        if crate::wire::encode_element_doc(&mut self.out, key, &value).is_none() {
+            self.failed = true;
+        }
+        if key == "ns" {
+            self.ns = Some(value.into_owned());
+        }
+    }
+}
+
+fn assemble(origin: &Origin, parts: Parts<'_>, opts: &EventOptions, ev: &mut dyn EventSink) {
+    let expanded = opts.show_expanded_events;
+    if let Some(to) = parts.to {
+        ev.document("to", Cow::Owned(to));
+    }
+    if let Some((txn_number, lsid)) = origin.txn {
+        ev.value("txnNumber", Cow::Borrowed(txn_number));
+        ev.value("lsid", Cow::Borrowed(lsid));
+    }
+    let data = encode_data(
+        origin.ts,
+        origin.txn_op_index,
+        TokenKind::Event,
+        false,
+        parts.document_key.as_deref(),
+    );
+    ev.token(data);
+    ev.value(
+        "operationType",
+        Cow::Owned(Bson::String(parts.operation_type.to_string())),
+    );
+    ev.value("clusterTime", Cow::Owned(Bson::Timestamp(origin.ts)));
+    if expanded {
+        if let Some(uuid) = parts.uuid {
+            ev.value("collectionUUID", uuid);
+        }
+    }
+    ev.value("wallTime", Cow::Owned(Bson::DateTime(origin.wall)));
     if let Some(full) = parts.full_document {
-        ev.insert("fullDocument", full);
+        ev.value("fullDocument", full);
     }
     if let Some(ns) = parts.ns {
-        ev.insert("ns", ns);
+        ev.document("ns", Cow::Owned(ns));
     }
-    if let Some(key) = document_key {
-        ev.insert("documentKey", key);
+    if let Some(key) = parts.document_key {
+        ev.document("documentKey", key);
     }
     if expanded {
         if let Some(desc) = parts.operation_description {
-            ev.insert("operationDescription", desc);
+            ev.document("operationDescription", Cow::Owned(desc));
         }
     }
     if let Some(desc) = parts.update_description {
-        ev.insert("updateDescription", desc);
+        ev.document("updateDescription", Cow::Owned(desc));
     }
     if expanded {
         if let Some(before) = parts.state_before_change {
-            ev.insert("stateBeforeChange", before);
+            ev.document("stateBeforeChange", Cow::Owned(before));
         }
     }
     if parts.before_change && opts.full_document_before_change != "off" {
-        ev.insert("fullDocumentBeforeChange", Bson::Null);
+        ev.value("fullDocumentBeforeChange", Cow::Owned(Bson::Null));
     }
-    ev
 }
 
 /// The `invalidate` event that closes a collection stream after `drop` or
@@ -464,6 +635,125 @@ mod tests {
 
     fn keys(d: &Document) -> Vec<&str> {
         d.keys().map(String::as_str).collect()
+    }
+
+    #[test]
+    fn encoded_events_are_the_documents_bytes() {
+        let lookup = |_: &str, id: &Bson| Some(doc! {"_id": id.clone(), "x": 1.5, "y": [1, "a"]});
+        let mut txn = entry(
+            "c",
+            "admin.$cmd",
+            doc! {"applyOps": [
+                {"op": "i", "ns": "shop.a", "ui": uuid(), "o": {"_id": 1}, "o2": {"_id": 1}},
+                {"op": "u", "ns": "shop.b", "ui": uuid(), "o": {"$v": 2, "diff": {"u": {"n": 2}}}, "o2": {"_id": "k"}},
+                {"op": "d", "ns": "shop.a", "ui": uuid(), "o": {"_id": 1}},
+            ]},
+            None,
+        );
+        txn.insert("lsid", doc! {"id": uuid(), "uid": Binary { subtype: BinarySubtype::Generic, bytes: vec![1; 32] }});
+        txn.insert("txnNumber", 3i64);
+        let entries = vec![
+            entry(
+                "i",
+                "shop.orders",
+                doc! {"_id": 7, "s": "é", "n": null, "d": {"a": [1, 2.5]}},
+                Some(doc! {"_id": 7}),
+            ),
+            entry(
+                "i",
+                "shop.orders",
+                doc! {"_id": bson::oid::ObjectId::new()},
+                None,
+            ),
+            entry(
+                "u",
+                "shop.orders",
+                doc! {"$v": 2, "diff": {"u": {"a": 1}, "d": {"b": false}}},
+                Some(doc! {"_id": 7}),
+            ),
+            entry(
+                "u",
+                "shop.orders",
+                doc! {"$set": {"a": 1}, "$unset": {"b": true}},
+                Some(doc! {"_id": 7}),
+            ),
+            entry(
+                "u",
+                "shop.orders",
+                doc! {"_id": 7, "a": 2},
+                Some(doc! {"_id": 7}),
+            ),
+            entry("d", "shop.orders", doc! {"_id": "x"}, None),
+            entry(
+                "i",
+                "shop.orders",
+                doc! {"_id": 1, "r": bson::Regex { pattern: "a".into(), options: "i".into() }},
+                None,
+            ),
+            entry("c", "shop.$cmd", doc! {"drop": "orders"}, None),
+            entry(
+                "c",
+                "shop.$cmd",
+                doc! {"renameCollection": "shop.a", "to": "shop.b", "stayTemp": false},
+                None,
+            ),
+            entry("c", "shop.$cmd", doc! {"dropDatabase": 1}, None),
+            entry(
+                "c",
+                "shop.$cmd",
+                doc! {"create": "c", "idIndex": {"v": 2, "key": {"_id": 1}, "name": "_id_"}},
+                None,
+            ),
+            entry(
+                "c",
+                "shop.$cmd",
+                doc! {"createIndexes": "c", "v": 2, "key": {"a": 1}, "name": "a_1"},
+                None,
+            ),
+            entry(
+                "c",
+                "shop.$cmd",
+                doc! {"collMod": "c", "validationLevel": "off"},
+                Some(doc! {"collectionOptions_old": {"x": 1}}),
+            ),
+            txn,
+        ];
+        let mut all = Vec::new();
+        for fd in ["default", "updateLookup"] {
+            for fdbc in ["off", "whenAvailable"] {
+                for expanded in [false, true] {
+                    all.push(EventOptions {
+                        full_document: fd.into(),
+                        full_document_before_change: fdbc.into(),
+                        show_expanded_events: expanded,
+                    });
+                }
+            }
+        }
+        let mut checked = 0;
+        for e in &entries {
+            for opts in &all {
+                let docs = events_from_oplog_entry(e, &lookup, opts);
+                let Some(encoded) = encoded_events_from_oplog_entry(e, &lookup, opts) else {
+                    // Only the regex document is left to the `bson` crate.
+                    assert!(e.get_document("o").unwrap().contains_key("r"));
+                    continue;
+                };
+                assert_eq!(docs.len(), encoded.len());
+                for (d, enc) in docs.iter().zip(&encoded) {
+                    assert_eq!(enc.bytes, bson::to_vec(d).unwrap());
+                    assert_eq!(enc.approx_size, approx_size(d));
+                    assert_eq!(
+                        enc.token,
+                        d.get_document("_id").unwrap().get_str("_data").unwrap()
+                    );
+                    assert_eq!(enc.operation_type, d.get_str("operationType").unwrap());
+                    assert_eq!(enc.ns.as_ref(), d.get_document("ns").ok());
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 80, "{checked}");
     }
 
     #[test]

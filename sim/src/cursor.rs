@@ -1,11 +1,18 @@
 //! Open cursors: materialised query results, oplog tails and change streams,
 //! keyed by their Int64 id. A `getMore` checks a cursor out of the table while
 //! it works on it, so no lock is held while it waits for new data.
+//!
+//! Also owns [`BatchDoc`]: oplog-tail and change-stream batches are handed
+//! to the reply encoder as shared oplog entries or pre-encoded events instead
+//! of `Document` copies, because cloning (and then freeing) every entry and
+//! event was most of what those cursors cost.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use bson::{Bson, Document};
 
+use crate::oplog::OplogEntry;
 use crate::store::approx_size;
 use crate::stream::StreamCursor;
 use crate::tail::TailCursor;
@@ -97,6 +104,42 @@ pub fn cursor_reply(
     let mut reply = Document::new();
     reply.insert("cursor", cursor);
     reply
+}
+
+/// One document of a cursor batch that is encoded straight into the reply
+/// (see [`cursor_reply_shared`]); the bytes are those of the `Document` it
+/// stands for.
+#[derive(Debug)]
+pub enum BatchDoc {
+    Owned(Document),
+    /// An oplog entry, encoded from the oplog's own copy.
+    Entry(Arc<OplogEntry>),
+    /// A document already encoded as BSON (a change event).
+    Raw(Vec<u8>),
+}
+
+impl BatchDoc {
+    /// The document itself, for the rare reply the direct encoder leaves to
+    /// the `bson` crate.
+    pub fn to_document(&self) -> Result<Document, bson::de::Error> {
+        match self {
+            BatchDoc::Owned(d) => Ok(d.clone()),
+            BatchDoc::Entry(e) => Ok(e.doc.clone()),
+            BatchDoc::Raw(bytes) => bson::from_slice(bytes),
+        }
+    }
+}
+
+/// Like [`cursor_reply`], but the batch travels next to the reply: the
+/// returned document holds an empty `firstBatch`/`nextBatch` array that the
+/// wire encoder fills from `batch` (`Req::batch`).
+pub fn cursor_reply_shared(
+    first: bool,
+    id: i64,
+    ns: &str,
+    extra: Option<(&str, Bson)>,
+) -> Document {
+    cursor_reply(first, Vec::new(), id, ns, extra)
 }
 
 /// Reads a `batchSize` (absent = `None`).

@@ -143,14 +143,15 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>) -> Result<(), WireError> 
                 else {
                     return Err(WireError::Malformed("not an OP_MSG".into()));
                 };
-                let reply = match execute(&shared, &mut conn, command).await {
-                    Outcome::Reply(r) => r,
+                let (reply, batch) = match execute(&shared, &mut conn, command).await {
+                    Outcome::Reply(r, batch) => (r, batch),
                     Outcome::CloseConnection => return Ok(()),
                 };
                 if more_to_come {
                     continue; // the client expects no reply
                 }
-                wire::write_op_msg(&mut out, next_request_id, frame.request_id, &reply)
+                let batch = batch.as_deref();
+                wire::write_op_msg(&mut out, next_request_id, frame.request_id, &reply, batch)
                     .map_err(|e| WireError::Malformed(format!("cannot encode reply: {e}")))?;
             }
             wire::OP_QUERY => {

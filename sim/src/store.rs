@@ -168,7 +168,8 @@ pub fn approx_size(doc: &Document) -> usize {
         + 5
 }
 
-fn approx_value(v: &Bson) -> usize {
+/// `approx_size` of one value.
+pub fn approx_value(v: &Bson) -> usize {
     match v {
         Bson::Document(d) => approx_size(d),
         Bson::Array(a) => a.iter().map(|x| approx_value(x) + 4).sum::<usize>() + 5,

@@ -2,6 +2,9 @@
 //! startAtOperationTime / now), which oplog entries and events belong to its
 //! scope, user stages after `$changeStream`, invalidation, and the
 //! `postBatchResumeToken` high-water mark that advances while idle.
+//! Without user stages or images, events are queued as encoded BSON
+//! (`change_event::encoded_events_from_oplog_entry`) and spliced into the
+//! reply as they are.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -11,7 +14,10 @@ use bson::{Bson, Document, Timestamp};
 
 use crate::aggregate::apply_event_stages;
 use crate::bson_order::OrderedBson;
-use crate::change_event::{events_from_oplog_entry, invalidate_event, EventOptions};
+use crate::change_event::{
+    encoded_events_from_oplog_entry, events_from_oplog_entry, invalidate_event, EventOptions,
+};
+use crate::cursor::BatchDoc;
 use crate::error::CommandError;
 use crate::oplog::{cmp_ts, ts_after, Images, Oplog, OplogEntry};
 use crate::state::Shared;
@@ -52,7 +58,12 @@ impl Scope {
     }
 
     fn event_in_scope(&self, event: &Document) -> bool {
-        let Ok(ns) = event.get_document("ns") else {
+        self.ns_in_scope(event.get_document("ns").ok())
+    }
+
+    /// Whether an event with this `ns` belongs to the stream.
+    fn ns_in_scope(&self, ns: Option<&Document>) -> bool {
+        let Some(ns) = ns else {
             return false;
         };
         let db = ns.get_str("db").unwrap_or("");
@@ -69,7 +80,10 @@ impl Scope {
 
     /// Whether `event` ends this stream with an `invalidate`.
     fn invalidates(&self, event: &Document) -> bool {
-        let op = event.get_str("operationType").unwrap_or("");
+        self.invalidated_by(event.get_str("operationType").unwrap_or(""))
+    }
+
+    fn invalidated_by(&self, op: &str) -> bool {
         match self {
             Scope::Collection { .. } => matches!(op, "drop" | "rename"),
             Scope::Database { .. } => op == "dropDatabase",
@@ -85,8 +99,11 @@ pub struct StreamCursor {
     stages: Vec<Document>,
     /// Events at or before this token are skipped (a resumed stream).
     skip_through: Option<String>,
-    /// Events built but not yet returned, with their approximate sizes.
-    pending: VecDeque<(Document, usize)>,
+    /// Events built but not yet returned, with their approximate sizes
+    /// (`store::approx_size` of the event document) and resume tokens.
+    pending: VecDeque<(BatchDoc, usize, Token)>,
+    /// The resume token of the last event the latest batch returned.
+    last_returned: Option<Document>,
     /// Sum of the sizes in `pending`: generation stops near one full reply.
     pending_bytes: usize,
     /// High-water timestamp: every event before it has been examined.
@@ -199,6 +216,7 @@ impl StreamCursor {
             stages,
             skip_through: None,
             pending: VecDeque::new(),
+            last_returned: None,
             pending_bytes: 0,
             hw_ts: ts_after(oplog.last_ts()),
             invalidated: false,
@@ -246,17 +264,26 @@ impl StreamCursor {
         self.invalidated && self.pending.is_empty()
     }
 
-    /// The resume token clients cache after this batch.
-    pub fn post_batch_token(&self, last_returned: Option<&Document>) -> Document {
-        match (self.pending.is_empty(), last_returned) {
-            (false, Some(ev)) => ev.get_document("_id").cloned().unwrap_or_default(),
+    /// The resume token clients cache after the latest batch.
+    pub fn post_batch_token(&self) -> Document {
+        match (self.pending.is_empty(), &self.last_returned) {
+            (false, Some(id)) => id.clone(),
             _ => {
-                if let Some(ev) = last_returned.filter(|_| self.invalidated) {
-                    return ev.get_document("_id").cloned().unwrap_or_default();
+                if let Some(id) = self.last_returned.as_ref().filter(|_| self.invalidated) {
+                    return id.clone();
                 }
                 hw_token(self.hw_ts)
             }
         }
+    }
+
+    /// Whether events can be encoded straight to BSON: no user stages to run
+    /// on them and no images to add.
+    fn encodes_directly(&self) -> bool {
+        let wants = |mode: &str| matches!(mode, "whenAvailable" | "required");
+        self.stages.is_empty()
+            && !wants(&self.opts.full_document)
+            && !wants(&self.opts.full_document_before_change)
     }
 
     /// Turns entries into events until `want` events are pending or the end
@@ -306,6 +333,39 @@ impl StreamCursor {
                     }
                     Assembled::Single => (&entry.doc, entry.images.as_slice()),
                 };
+                if self.encodes_directly() {
+                    if let Some(events) = encoded_events_from_oplog_entry(doc, &lookup, &self.opts)
+                    {
+                        for ev in events {
+                            if !self.scope.ns_in_scope(ev.ns.as_ref()) {
+                                continue;
+                            }
+                            if let Some(skip) = &self.skip_through {
+                                if ev.token.as_str() <= skip.as_str() {
+                                    continue;
+                                }
+                                self.skip_through = None;
+                            }
+                            let token = Token::Data(ev.token);
+                            let inval = self
+                                .scope
+                                .invalidated_by(ev.operation_type)
+                                .then(|| self.invalidate_for(&token.to_id(), entry));
+                            self.pending_bytes += ev.approx_size;
+                            self.pending.push_back((
+                                BatchDoc::Raw(ev.bytes),
+                                ev.approx_size,
+                                token,
+                            ));
+                            if let Some(inval) = inval {
+                                if self.end_with(inval?) {
+                                    return Ok(());
+                                }
+                            }
+                        }
+                        continue;
+                    }
+                }
                 let events = events_from_oplog_entry(doc, &lookup, &self.opts);
                 for event in events {
                     if !self.scope.event_in_scope(&event) {
@@ -319,17 +379,13 @@ impl StreamCursor {
                         self.skip_through = None;
                     }
                     let invalidates = self.scope.invalidates(&event);
-                    let inval = invalidates.then(|| self.invalidate_for(&event, entry));
+                    let inval = invalidates.then(|| {
+                        let id = event.get_document("_id").cloned().unwrap_or_default();
+                        self.invalidate_for(&id, entry)
+                    });
                     self.push_event(event)?;
                     if let Some(inval) = inval {
-                        let inval = inval?;
-                        let passes = match &self.skip_through {
-                            Some(skip) => token_data(&inval).is_some_and(|d| d > skip.as_str()),
-                            None => true,
-                        };
-                        if passes {
-                            self.enqueue(inval);
-                            self.invalidated = true;
+                        if self.end_with(inval?) {
                             return Ok(());
                         }
                     }
@@ -398,13 +454,23 @@ impl StreamCursor {
         Ok(event)
     }
 
-    fn invalidate_for(
-        &self,
-        event: &Document,
-        entry: &OplogEntry,
-    ) -> Result<Document, CommandError> {
-        let id = event.get_document("_id").cloned().unwrap_or_default();
-        let after = token::decode(&id).map_err(CommandError::from)?;
+    /// Queues the `invalidate` event that ends the stream, unless a resume
+    /// token skips it; whether it was queued.
+    fn end_with(&mut self, inval: Document) -> bool {
+        let passes = match &self.skip_through {
+            Some(skip) => token_data(&inval).is_some_and(|d| d > skip.as_str()),
+            None => true,
+        };
+        if passes {
+            self.enqueue(inval);
+            self.invalidated = true;
+        }
+        passes
+    }
+
+    /// The `invalidate` event after the event whose `_id` is `id`.
+    fn invalidate_for(&self, id: &Document, entry: &OplogEntry) -> Result<Document, CommandError> {
+        let after = token::decode(id).map_err(CommandError::from)?;
         let wall = entry
             .doc
             .get_datetime("wall")
@@ -439,13 +505,15 @@ impl StreamCursor {
     fn enqueue(&mut self, event: Document) {
         let size = approx_size(&event);
         self.pending_bytes += size;
-        self.pending.push_back((event, size));
+        self.pending
+            .push_back((BatchDoc::Owned(event), size, Token::InEvent));
     }
 
-    fn take(&mut self, batch_size: usize) -> Vec<Document> {
+    fn take(&mut self, batch_size: usize) -> Vec<BatchDoc> {
         let mut out = Vec::with_capacity(self.pending.len().min(batch_size));
         let mut bytes = 0;
-        while let Some((_, size)) = self.pending.front() {
+        let mut last = None;
+        while let Some((_, size, _)) = self.pending.front() {
             let size = *size;
             if out.len() >= batch_size {
                 break;
@@ -454,11 +522,19 @@ impl StreamCursor {
                 break;
             }
             bytes += size;
-            if let Some((ev, _)) = self.pending.pop_front() {
+            if let Some((ev, _, token)) = self.pending.pop_front() {
                 self.pending_bytes -= size;
                 out.push(ev);
+                last = Some(token);
             }
         }
+        self.last_returned = match (last, out.last()) {
+            (Some(Token::Data(data)), _) => Some(Token::Data(data).to_id()),
+            (Some(Token::InEvent), Some(BatchDoc::Owned(ev))) => {
+                Some(ev.get_document("_id").cloned().unwrap_or_default())
+            }
+            _ => None,
+        };
         out
     }
 
@@ -467,7 +543,7 @@ impl StreamCursor {
         &mut self,
         shared: &Shared,
         batch_size: usize,
-    ) -> Result<Vec<Document>, CommandError> {
+    ) -> Result<Vec<BatchDoc>, CommandError> {
         if batch_size > 0 {
             self.fill(shared, batch_size)?;
         }
@@ -480,7 +556,7 @@ impl StreamCursor {
         shared: &Shared,
         batch_size: usize,
         max_wait: Duration,
-    ) -> Result<Vec<Document>, CommandError> {
+    ) -> Result<Vec<BatchDoc>, CommandError> {
         let want = if batch_size == 0 {
             usize::MAX
         } else {
@@ -496,9 +572,31 @@ impl StreamCursor {
             }
             match tokio::time::timeout_at(deadline, rx.changed()).await {
                 Ok(Ok(())) => continue,
-                _ => return Ok(Vec::new()),
+                _ => {
+                    self.last_returned = None;
+                    return Ok(Vec::new());
+                }
             }
         }
+    }
+}
+
+/// Where a pending event's resume token is.
+enum Token {
+    /// `_data` of an event encoded straight to BSON.
+    Data(String),
+    /// The `_id` of the pending `Document` itself.
+    InEvent,
+}
+
+impl Token {
+    /// `{_data: ...}`, the event's `_id` (only for `Data`).
+    fn to_id(&self) -> Document {
+        let mut id = Document::new();
+        if let Token::Data(data) = self {
+            id.insert("_data", data.clone());
+        }
+        id
     }
 }
 

@@ -2,12 +2,11 @@
 //! tailable/awaitData cursors that follow the oplog by sequence number and
 //! fail with 136 CappedPositionLost once their position was truncated away.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use bson::{Bson, Document, Timestamp};
 
-use crate::cursor::MAX_BATCH_BYTES;
+use crate::cursor::{BatchDoc, MAX_BATCH_BYTES};
 use crate::error::CommandError;
 use crate::oplog::Oplog;
 use crate::query::{project, sort_documents, Filter};
@@ -118,13 +117,14 @@ impl TailCursor {
         })
     }
 
-    /// Collects up to `batch_size` matching entries (0 = only the byte cap).
+    /// Collects up to `batch_size` matching entries (0 = only the byte cap);
+    /// without a projection they are the oplog's shared entries, not copies.
     pub fn collect(
         &mut self,
         oplog: &Oplog,
         batch_size: usize,
         first: bool,
-    ) -> Result<Vec<Document>, CommandError> {
+    ) -> Result<Vec<BatchDoc>, CommandError> {
         if !first && self.next_seq <= oplog.first_seq() && self.next_seq > 1 {
             // The entry we returned last has been truncated: we cannot know
             // what came between it and the oldest entry still present.
@@ -138,30 +138,35 @@ impl TailCursor {
                 ),
             ));
         }
-        let mut out = VecDeque::new();
+        let mut out = Vec::new();
         let mut bytes = 0;
         loop {
             let chunk = oplog.entries_from(self.next_seq, SCAN_CHUNK);
             if chunk.is_empty() {
                 break;
             }
-            for e in &chunk {
+            for e in chunk {
                 self.next_seq = e.seq + 1;
                 if !self.filter.matches(&e.doc) {
                     continue;
                 }
-                let doc = match &self.projection {
-                    Some(p) => project(&e.doc, p)?,
-                    None => e.doc.clone(),
-                };
-                bytes += approx_size(&doc);
-                out.push_back(doc);
+                match &self.projection {
+                    Some(p) => {
+                        let doc = project(&e.doc, p)?;
+                        bytes += approx_size(&doc);
+                        out.push(BatchDoc::Owned(doc));
+                    }
+                    None => {
+                        bytes += approx_size(&e.doc);
+                        out.push(BatchDoc::Entry(e));
+                    }
+                }
                 if (batch_size > 0 && out.len() >= batch_size) || bytes >= MAX_BATCH_BYTES {
-                    return Ok(out.into());
+                    return Ok(out);
                 }
             }
         }
-        Ok(out.into())
+        Ok(out)
     }
 
     /// A getMore: returns what is there, or with awaitData waits up to
@@ -171,7 +176,7 @@ impl TailCursor {
         shared: &Shared,
         batch_size: usize,
         max_wait: Duration,
-    ) -> Result<Vec<Document>, CommandError> {
+    ) -> Result<Vec<BatchDoc>, CommandError> {
         let deadline = tokio::time::Instant::now() + max_wait;
         let mut rx = shared.subscribe();
         loop {

@@ -75,23 +75,12 @@ const TYPE_EVENT: u64 = 128;
 
 /// Encodes a token as the `_id` of an event / a `postBatchResumeToken`.
 pub fn encode(token: &ResumeToken) -> Document {
-    let mut out = vec![CT_TIMESTAMP];
-    out.extend_from_slice(&token.ts.time.to_be_bytes());
-    out.extend_from_slice(&token.ts.increment.to_be_bytes());
-    put_uint(&mut out, VERSION);
-    put_uint(
-        &mut out,
-        match token.kind {
-            TokenKind::Event => TYPE_EVENT,
-            TokenKind::HighWater => TYPE_HIGH_WATER,
-        },
+    let mut out = token_prefix(
+        token.ts,
+        token.txn_op_index,
+        token.kind,
+        token.from_invalidate,
     );
-    put_uint(&mut out, u64::from(token.txn_op_index));
-    out.push(if token.from_invalidate {
-        CT_TRUE
-    } else {
-        CT_FALSE
-    });
     if let Some(key) = &token.document_key {
         put_value(&mut out, key);
     }
@@ -99,6 +88,54 @@ pub fn encode(token: &ResumeToken) -> Document {
     let mut d = Document::new();
     d.insert("_data", hex_upper(&out));
     d
+}
+
+/// The `_data` string [`encode`] gives for these fields and a
+/// `{_id: ...}`-style document key, without building a `ResumeToken`.
+pub fn encode_data(
+    ts: Timestamp,
+    txn_op_index: u32,
+    kind: TokenKind,
+    from_invalidate: bool,
+    document_key: Option<&Document>,
+) -> String {
+    let mut out = token_prefix(ts, txn_op_index, kind, from_invalidate);
+    if let Some(key) = document_key {
+        put_document(&mut out, key);
+    }
+    out.push(CT_END);
+    hex_upper(&out)
+}
+
+fn token_prefix(
+    ts: Timestamp,
+    txn_op_index: u32,
+    kind: TokenKind,
+    from_invalidate: bool,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    out.push(CT_TIMESTAMP);
+    out.extend_from_slice(&ts.time.to_be_bytes());
+    out.extend_from_slice(&ts.increment.to_be_bytes());
+    put_uint(&mut out, VERSION);
+    put_uint(
+        &mut out,
+        match kind {
+            TokenKind::Event => TYPE_EVENT,
+            TokenKind::HighWater => TYPE_HIGH_WATER,
+        },
+    );
+    put_uint(&mut out, u64::from(txn_op_index));
+    out.push(if from_invalidate { CT_TRUE } else { CT_FALSE });
+    out
+}
+
+fn put_document(out: &mut Vec<u8>, d: &Document) {
+    out.push(CT_OBJECT);
+    for (k, val) in d {
+        put_element(out, k, val);
+    }
+    out.push(0);
 }
 
 /// Decodes `{_data: "82..."}`; anything malformed is 260 InvalidResumeToken.
@@ -245,13 +282,7 @@ fn put_value(out: &mut Vec<u8>, v: &Bson) {
             out.push(CT_STRING);
             put_cstring(out, s);
         }
-        Bson::Document(d) => {
-            out.push(CT_OBJECT);
-            for (k, val) in d {
-                put_element(out, k, val);
-            }
-            out.push(0);
-        }
+        Bson::Document(d) => put_document(out, d),
         Bson::Array(items) => {
             out.push(CT_ARRAY);
             for item in items {

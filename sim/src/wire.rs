@@ -14,6 +14,8 @@ use bson::spec::BinarySubtype;
 use bson::{Bson, Document};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use crate::cursor::BatchDoc;
+
 /// Largest message a client may send; larger frames are refused (and the
 /// connection closed) so per-connection memory stays bounded.
 pub const MAX_MESSAGE_SIZE_BYTES: usize = 48_000_000;
@@ -212,18 +214,24 @@ fn read_document(bytes: &[u8]) -> Result<(Document, usize), WireError> {
     Ok((doc, len as usize))
 }
 
-/// Appends an OP_MSG reply (one kind-0 section) answering `response_to`.
+/// Appends an OP_MSG reply (one kind-0 section) answering `response_to`;
+/// `batch`, when given, is written as the reply's (empty) `cursor.firstBatch`
+/// or `cursor.nextBatch` array.
 pub fn write_op_msg(
     out: &mut Vec<u8>,
     request_id: i32,
     response_to: i32,
     reply: &Document,
+    batch: Option<&[BatchDoc]>,
 ) -> Result<(), bson::ser::Error> {
     let start = out.len();
     out.extend_from_slice(&[0u8; 16]);
     out.extend_from_slice(&0u32.to_le_bytes());
     out.push(0);
-    write_document(out, reply)?;
+    match batch {
+        None => write_document(out, reply)?,
+        Some(batch) => write_with_batch(out, reply, batch)?,
+    }
     finish_header(out, start, request_id, response_to, OP_MSG);
     Ok(())
 }
@@ -259,6 +267,106 @@ fn write_document(out: &mut Vec<u8>, doc: &Document) -> Result<(), bson::ser::Er
     Ok(())
 }
 
+/// Appends a cursor reply whose batch array is filled from `batch`; bytes as
+/// if the batch's documents were in the array.
+fn write_with_batch(
+    out: &mut Vec<u8>,
+    reply: &Document,
+    batch: &[BatchDoc],
+) -> Result<(), bson::ser::Error> {
+    let start = out.len();
+    if encode_with_batch(out, reply, batch).is_some() {
+        return Ok(());
+    }
+    // A rare type somewhere: let `bson` write the whole, batch included.
+    out.truncate(start);
+    use serde::ser::Error as _;
+    let mut whole = reply.clone();
+    let docs = batch
+        .iter()
+        .map(|d| d.to_document().map(Bson::Document))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bson::ser::Error::custom(format!("undecodable batch document: {e}")))?;
+    if let Ok(cursor) = whole.get_document_mut("cursor") {
+        for key in ["firstBatch", "nextBatch"] {
+            if cursor.contains_key(key) {
+                cursor.insert(key, docs);
+                break;
+            }
+        }
+    }
+    whole.to_writer(&mut *out)
+}
+
+fn encode_with_batch(out: &mut Vec<u8>, reply: &Document, batch: &[BatchDoc]) -> Option<()> {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; 4]);
+    for (key, value) in reply {
+        match value {
+            Bson::Document(cursor) if key == "cursor" => {
+                out.push(0x03);
+                out.extend_from_slice(key.as_bytes());
+                out.push(0);
+                encode_cursor(out, cursor, batch)?;
+            }
+            _ => encode_element(out, key, value)?,
+        }
+    }
+    finish_length(out, start)
+}
+
+fn encode_cursor(out: &mut Vec<u8>, cursor: &Document, batch: &[BatchDoc]) -> Option<()> {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; 4]);
+    for (key, value) in cursor {
+        if key == "firstBatch" || key == "nextBatch" {
+            out.push(0x04);
+            out.extend_from_slice(key.as_bytes());
+            out.push(0);
+            encode_batch(out, batch)?;
+        } else {
+            encode_element(out, key, value)?;
+        }
+    }
+    finish_length(out, start)
+}
+
+fn encode_batch(out: &mut Vec<u8>, batch: &[BatchDoc]) -> Option<()> {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; 4]);
+    let mut key = itoa_buf();
+    for (i, item) in batch.iter().enumerate() {
+        out.push(0x03);
+        out.extend_from_slice(index_key(&mut key, i));
+        out.push(0);
+        match item {
+            BatchDoc::Owned(d) => encode_document(out, d)?,
+            BatchDoc::Entry(e) => encode_document(out, &e.doc)?,
+            BatchDoc::Raw(bytes) => out.extend_from_slice(bytes),
+        }
+    }
+    finish_length(out, start)
+}
+
+/// Scratch space for an array index written as a decimal key.
+fn itoa_buf() -> [u8; 20] {
+    [0u8; 20]
+}
+
+/// `i` in decimal, the key of array element `i`.
+fn index_key(buf: &mut [u8; 20], mut i: usize) -> &[u8] {
+    let mut pos = buf.len();
+    loop {
+        pos -= 1;
+        buf[pos] = b'0' + (i % 10) as u8;
+        i /= 10;
+        if i == 0 {
+            break;
+        }
+    }
+    &buf[pos..]
+}
+
 /// Appends `doc` as BSON, byte-for-byte what `bson` produces. `None` (with
 /// `out` partly written) for what it does not handle: keys containing NUL,
 /// which `bson` refuses, and the rare types (regex, code, symbol, decimal,
@@ -275,12 +383,10 @@ pub fn encode_document(out: &mut Vec<u8>, doc: &Document) -> Option<()> {
 fn encode_array(out: &mut Vec<u8>, items: &[Bson]) -> Option<()> {
     let start = out.len();
     out.extend_from_slice(&[0u8; 4]);
-    let mut key = String::new();
+    let mut buf = itoa_buf();
     for (i, value) in items.iter().enumerate() {
-        key.clear();
-        use std::fmt::Write;
-        write!(key, "{i}").ok()?;
-        encode_element(out, &key, value)?;
+        let key = std::str::from_utf8(index_key(&mut buf, i)).ok()?;
+        encode_element(out, key, value)?;
     }
     finish_length(out, start)
 }
@@ -292,7 +398,19 @@ fn finish_length(out: &mut Vec<u8>, start: usize) -> Option<()> {
     Some(())
 }
 
-fn encode_element(out: &mut Vec<u8>, key: &str, value: &Bson) -> Option<()> {
+/// Appends the element `key: doc` (type 3) as [`encode_element`] would.
+pub(crate) fn encode_element_doc(out: &mut Vec<u8>, key: &str, doc: &Document) -> Option<()> {
+    if key.as_bytes().contains(&0) {
+        return None;
+    }
+    out.push(0x03);
+    out.extend_from_slice(key.as_bytes());
+    out.push(0);
+    encode_document(out, doc)
+}
+
+/// Appends one element (type byte, key, value); `None` like [`encode_document`].
+pub(crate) fn encode_element(out: &mut Vec<u8>, key: &str, value: &Bson) -> Option<()> {
     if key.as_bytes().contains(&0) {
         return None;
     }
@@ -439,9 +557,48 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_beside_the_reply_encodes_like_the_batch_inside_it() {
+        use crate::oplog::{Oplog, OplogOp};
+        let mut oplog = Oplog::new(10);
+        let entry = oplog.append(
+            OplogOp {
+                op: "i",
+                ns: "d.c".into(),
+                ui: Some(bson::Uuid::new()),
+                o: doc! {"_id": 1, "s": "x"},
+                o2: Some(doc! {"_id": 1}),
+                images: None,
+            },
+            None,
+        );
+        let raw = bson::to_vec(&doc! {"ev": 2i64}).unwrap();
+        let regex = doc! {"r": bson::Regex { pattern: "a".into(), options: "".into() }};
+        for owned in [doc! {"plain": 1}, regex] {
+            let mut items: Vec<BatchDoc> = (0..11).map(|_| BatchDoc::Raw(raw.clone())).collect();
+            items.push(BatchDoc::Entry(entry.clone()));
+            items.push(BatchDoc::Owned(owned));
+            let docs: Vec<Bson> = items
+                .iter()
+                .map(|d| Bson::Document(d.to_document().unwrap()))
+                .collect();
+            for key in ["firstBatch", "nextBatch"] {
+                let shell = doc! {"cursor": {key: [], "id": 5i64, "ns": "d.c"}, "ok": 1.0};
+                let mut whole = shell.clone();
+                whole
+                    .get_document_mut("cursor")
+                    .unwrap()
+                    .insert(key, docs.clone());
+                let mut out = Vec::new();
+                write_with_batch(&mut out, &shell, &items).unwrap();
+                assert_eq!(out, bson::to_vec(&whole).unwrap());
+            }
+        }
+    }
+
+    #[test]
     fn reply_header_counts_the_whole_message() {
         let mut out = Vec::new();
-        write_op_msg(&mut out, 7, 3, &doc! {"ok": 1.0}).unwrap();
+        write_op_msg(&mut out, 7, 3, &doc! {"ok": 1.0}, None).unwrap();
         assert_eq!(le_i32(&out[0..4]) as usize, out.len());
         assert_eq!(le_i32(&out[8..12]), 3);
         assert_eq!(le_i32(&out[12..16]), OP_MSG);

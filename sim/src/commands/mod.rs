@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use bson::{Bson, Document};
 
+use crate::cursor::BatchDoc;
 use crate::error::CommandError;
 use crate::state::{cluster_time_doc, lock, Shared};
 use crate::writes::{LiveSink, LiveTarget, RetryInfo, Target, TxnTarget};
@@ -43,10 +44,14 @@ pub struct Req<'a> {
     pub is_change_stream: bool,
     /// The lsid `id` bytes of an open transaction this command runs in.
     pub txn: Option<Vec<u8>>,
+    /// A cursor batch that travels beside the reply document (whose batch
+    /// array is left empty) so the wire encoder writes it without copies.
+    pub batch: Option<Vec<BatchDoc>>,
 }
 
 pub enum Outcome {
-    Reply(Document),
+    /// The reply, and the batch that belongs in its `cursor` (see `Req::batch`).
+    Reply(Document, Option<Vec<BatchDoc>>),
     CloseConnection,
 }
 
@@ -183,6 +188,7 @@ pub async fn execute(shared: &Arc<Shared>, conn: &mut Conn, cmd: Document) -> Ou
         db,
         is_change_stream: false,
         txn: None,
+        batch: None,
     };
     let result = match fail_point(&req, conn).await {
         Err(Some(e)) => Err(e),
@@ -198,6 +204,12 @@ pub async fn execute(shared: &Arc<Shared>, conn: &mut Conn, cmd: Document) -> Ou
         Err(e) => Err(e),
     };
     let ts = shared.cluster_time();
+    // A failed command's reply is the error alone.
+    let batch = if result.is_ok() {
+        req.batch.take()
+    } else {
+        None
+    };
     let mut reply = match result {
         Ok(mut body) => {
             if !body.contains_key("ok") {
@@ -212,7 +224,7 @@ pub async fn execute(shared: &Arc<Shared>, conn: &mut Conn, cmd: Document) -> Ou
     };
     reply.insert("$clusterTime", cluster_time_doc(ts));
     reply.insert("operationTime", ts);
-    Outcome::Reply(reply)
+    Outcome::Reply(reply, batch)
 }
 
 /// Applies `failCommand`. `Err(None)` means drop the connection.

@@ -9,7 +9,7 @@ use bson::{doc, Bson, Document};
 
 use super::{as_i64, truthy, CmdResult, Req};
 use crate::aggregate::{apply_event_stages, run_stages};
-use crate::cursor::{batch_size, cursor_reply, take_batch, CursorKind};
+use crate::cursor::{batch_size, cursor_reply, cursor_reply_shared, take_batch, CursorKind};
 use crate::error::CommandError;
 use crate::query::{project, sort_documents, Filter};
 use crate::state::lock;
@@ -34,7 +34,7 @@ fn register(req: &Req<'_>, ns: String, rest: VecDeque<Document>, single_batch: b
     lock(&req.shared.cursors).insert(ns, CursorKind::Docs(rest))
 }
 
-pub fn find(req: &Req<'_>) -> CmdResult {
+pub fn find(req: &mut Req<'_>) -> CmdResult {
     let coll = req.coll()?;
     let ns = format!("{}.{coll}", req.db);
     let filter = req.doc_arg("filter")?.cloned().unwrap_or_default();
@@ -72,7 +72,8 @@ pub fn find(req: &Req<'_>) -> CmdResult {
         } else {
             lock(&req.shared.cursors).insert(ns.clone(), CursorKind::Tail(Box::new(tail)))
         };
-        return Ok(cursor_reply(true, batch, id, &ns, None));
+        req.batch = Some(batch);
+        return Ok(cursor_reply_shared(true, id, &ns, None));
     }
     let mut docs: Vec<Document> = if is_oplog(req, &coll) {
         let st = req.shared.state();
@@ -173,6 +174,9 @@ pub async fn get_more(req: &mut Req<'_>) -> Result<Option<Document>, CommandErro
         }
     }
     let ns = cursor.ns.clone();
+    // Set for oplog tails and change streams, whose entries and events go
+    // to the encoder uncopied.
+    let mut shared_batch = None;
     let (batch, alive, extra) = match &mut cursor.kind {
         CursorKind::Docs(docs) => {
             let batch = take_batch(docs, requested);
@@ -180,16 +184,20 @@ pub async fn get_more(req: &mut Req<'_>) -> Result<Option<Document>, CommandErro
             (batch, alive, None)
         }
         CursorKind::Tail(tail) => match tail.get_more(req.shared, requested, max_wait).await {
-            Ok(batch) => (batch, true, None),
+            Ok(batch) => {
+                shared_batch = Some(batch);
+                (Vec::new(), true, None)
+            }
             Err(e) => return Err(e),
         },
         CursorKind::Stream(stream) => {
             match stream.get_more(req.shared, requested, max_wait).await {
                 Ok(batch) => {
-                    let pbrt = stream.post_batch_token(batch.last());
+                    shared_batch = Some(batch);
+                    let pbrt = stream.post_batch_token();
                     let alive = !stream.is_invalidated();
                     (
-                        batch,
+                        Vec::new(),
                         alive,
                         Some(("postBatchResumeToken", Bson::Document(pbrt))),
                     )
@@ -205,7 +213,13 @@ pub async fn get_more(req: &mut Req<'_>) -> Result<Option<Document>, CommandErro
     } else {
         0
     };
-    Ok(Some(cursor_reply(false, batch, reply_id, &ns, extra)))
+    match shared_batch {
+        Some(shared) => {
+            req.batch = Some(shared);
+            Ok(Some(cursor_reply_shared(false, reply_id, &ns, extra)))
+        }
+        None => Ok(Some(cursor_reply(false, batch, reply_id, &ns, extra))),
+    }
 }
 
 pub fn kill_cursors(req: &Req<'_>) -> CmdResult {
@@ -323,7 +337,8 @@ pub fn aggregate(req: &mut Req<'_>) -> CmdResult {
     }
     if let Some(Bson::Document(cs)) = stages.first().and_then(|s| s.get("$changeStream")) {
         req.is_change_stream = true;
-        return change_stream(req, cs.clone(), stages[1..].to_vec(), requested);
+        let cs = cs.clone();
+        return change_stream(req, cs, stages[1..].to_vec(), requested);
     }
     let docs = match req.cmd.get("aggregate") {
         Some(Bson::String(coll)) => {
@@ -362,7 +377,7 @@ pub fn aggregate(req: &mut Req<'_>) -> CmdResult {
 }
 
 fn change_stream(
-    req: &Req<'_>,
+    req: &mut Req<'_>,
     stage: Document,
     user_stages: Vec<Document>,
     requested: Option<usize>,
@@ -418,15 +433,15 @@ fn change_stream(
         StreamCursor::open(&st.oplog, scope, spec, user_stages)?
     };
     let batch = cursor.first_batch(req.shared, requested.unwrap_or(DEFAULT_FIRST_BATCH))?;
-    let pbrt = cursor.post_batch_token(batch.last());
+    let pbrt = cursor.post_batch_token();
     let id = if cursor.is_invalidated() {
         0
     } else {
         lock(&req.shared.cursors).insert(ns.clone(), CursorKind::Stream(Box::new(cursor)))
     };
-    Ok(cursor_reply(
+    req.batch = Some(batch);
+    Ok(cursor_reply_shared(
         true,
-        batch,
         id,
         &ns,
         Some(("postBatchResumeToken", Bson::Document(pbrt))),
