@@ -420,7 +420,7 @@ fn cmp_magnitude(ca: u128, ea: i32, cb: u128, eb: i32) -> Ordering {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use bson::{doc, oid::ObjectId, Binary, Timestamp};
     use proptest::prelude::*;
