@@ -52,6 +52,11 @@ use tributary::mapping::value::Row;
 use tributary::position::{ts_cmp, Position};
 use tributary::sink::postgres::ddl::{self, qualified, quote_ident};
 
+/// The allocator the `tributary` and `mongo-sim` binaries use, so the in-process simulator serves
+/// documents as fast as the binary would and the COPY baseline pays the same allocator as the sync.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The seed `mongo-sim --seed-demo` uses (sim/src/demo.rs): the baseline converts the same
 /// documents the simulator serves.
 const DEMO_SEED: u64 = 42;
