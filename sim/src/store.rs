@@ -1,17 +1,66 @@
 //! In-memory storage: databases of collections of documents ordered by `_id`,
 //! plus the namespace rules (which names are valid, which are internal).
+//!
+//! A live insert stores no copy of its document: [`StoredDoc::Inserted`]
+//! points at the `o` of the oplog entry that inserted it, so bulk inserts
+//! keep one copy instead of two (the second deep clone and its memory were
+//! a large part of what an insert cost).
 
 use std::collections::BTreeMap;
+use std::ops::Deref;
+use std::sync::{Arc, LazyLock};
 
 use bson::{doc, Bson, Document};
 
 use crate::bson_order::OrderedBson;
 use crate::error::CommandError;
+use crate::oplog::OplogEntry;
+
+/// A stored document: its own copy, or the `o` of the insert's oplog entry.
+#[derive(Debug, Clone)]
+pub enum StoredDoc {
+    Own(Document),
+    /// An `op: "i"` entry whose `o` is the document (shared, never changed).
+    Inserted(Arc<OplogEntry>),
+}
+
+/// What an `Inserted` without an `o` document would read as; never the case
+/// (`Oplog::append` writes `o` as given), but `Deref` must return something.
+static NO_DOCUMENT: LazyLock<Document> = LazyLock::new(Document::new);
+
+impl Deref for StoredDoc {
+    type Target = Document;
+
+    fn deref(&self) -> &Document {
+        match self {
+            StoredDoc::Own(d) => d,
+            StoredDoc::Inserted(entry) => match entry.doc.get("o") {
+                Some(Bson::Document(d)) => d,
+                _ => &NO_DOCUMENT,
+            },
+        }
+    }
+}
+
+impl From<Document> for StoredDoc {
+    fn from(d: Document) -> Self {
+        StoredDoc::Own(d)
+    }
+}
+
+impl StoredDoc {
+    pub fn into_document(self) -> Document {
+        match self {
+            StoredDoc::Own(d) => d,
+            StoredDoc::Inserted(_) => Document::clone(&self),
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Collection {
     pub uuid: bson::Uuid,
-    pub docs: BTreeMap<OrderedBson, Document>,
+    pub docs: BTreeMap<OrderedBson, StoredDoc>,
     /// The `create` options (capped, changeStreamPreAndPostImages, ...).
     pub options: Document,
     /// Index specs as listIndexes reports them; only `_id` is enforced.

@@ -296,7 +296,7 @@ impl StreamCursor {
                 .get(db, coll)?
                 .docs
                 .get(&OrderedBson(id.clone()))
-                .cloned()
+                .map(|d| Document::clone(d))
         };
         while !self.invalidated
             && self.pending.len() < want

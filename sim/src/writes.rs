@@ -4,15 +4,16 @@
 //! buffered until commit).
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use bson::{doc, oid::ObjectId, Bson, Document};
 
 use crate::bson_order::OrderedBson;
 use crate::diff::update_oplog_object;
 use crate::error::CommandError;
-use crate::oplog::{Images, Oplog, OplogOp};
+use crate::oplog::{Images, Oplog, OplogEntry, OplogOp};
 use crate::query::{sort_documents, Filter};
-use crate::store::{check_collection_name, Catalog, Collection, DuplicateKey};
+use crate::store::{check_collection_name, Catalog, Collection, DuplicateKey, StoredDoc};
 use crate::update::{self, UpdateSpec};
 
 /// One failed statement, reported in `writeErrors` (or as a command error
@@ -77,6 +78,14 @@ pub trait OpSink {
     /// `post` is the full document after an update (needed to replay a
     /// buffered transaction); it never reaches the oplog itself.
     fn log(&mut self, op: OplogOp, post: Option<Document>);
+
+    /// Logs an insert and returns what the collection stores for it: a
+    /// copy here, the logged entry itself where the log is the live oplog.
+    fn log_insert(&mut self, op: OplogOp) -> StoredDoc {
+        let stored = StoredDoc::Own(op.o.clone());
+        self.log(op, None);
+        stored
+    }
 
     /// Claims a document for writing; fails with 112 WriteConflict when
     /// another open transaction already wrote it.
@@ -171,9 +180,18 @@ pub struct RetryInfo {
 
 impl OpSink for LiveSink<'_> {
     fn log(&mut self, op: OplogOp, _post: Option<Document>) {
+        self.append(op);
+    }
+
+    fn log_insert(&mut self, op: OplogOp) -> StoredDoc {
+        StoredDoc::Inserted(self.append(op))
+    }
+}
+
+impl LiveSink<'_> {
+    fn append(&mut self, op: OplogOp) -> Arc<OplogEntry> {
         let Some(r) = &mut self.retry else {
-            self.oplog.append(op, None);
-            return;
+            return self.oplog.append(op, None);
         };
         let prev = r.prev_ts.unwrap_or(bson::Timestamp {
             time: 0,
@@ -188,6 +206,7 @@ impl OpSink for LiveSink<'_> {
         let entry = self.oplog.append(op, Some(extra));
         r.next_stmt_id += 1;
         r.prev_ts = Some(entry.ts);
+        entry
     }
 }
 
@@ -357,18 +376,15 @@ pub fn insert_one(
     }
     let ns = format!("{db}.{coll}");
     sink.claim(&ns, &id)?;
-    c.docs.insert(key, doc.clone());
-    sink.log(
-        OplogOp {
-            op: "i",
-            ns,
-            ui: Some(c.uuid),
-            o: doc,
-            o2: Some(doc! {"_id": id}),
-            images: None,
-        },
-        None,
-    );
+    let stored = sink.log_insert(OplogOp {
+        op: "i",
+        ns,
+        ui: Some(c.uuid),
+        o: doc,
+        o2: Some(doc! {"_id": id}),
+        images: None,
+    });
+    c.docs.insert(key, stored);
     Ok(())
 }
 
@@ -414,7 +430,7 @@ pub fn matching_keys(c: &Collection, filter: &Filter, limit: usize) -> Vec<Order
 pub fn matching_docs(c: &Collection, filter: &Filter) -> Vec<Document> {
     matching_keys(c, filter, 0)
         .into_iter()
-        .filter_map(|k| c.docs.get(&k).cloned())
+        .filter_map(|k| c.docs.get(&k).map(|d| Document::clone(d)))
         .collect()
 }
 
@@ -465,7 +481,7 @@ pub fn update(
         out.matched += 1;
         let post = update::apply(st.spec, pre)?;
         let o = update_oplog_object(st.spec, pre, &post);
-        out.pre = Some(pre.clone());
+        out.pre = Some(Document::clone(pre));
         out.post = Some(post.clone());
         let Some(o) = o else {
             continue;
@@ -476,7 +492,7 @@ pub fn update(
         sink.claim(&ns, &key.0)?;
         out.modified += 1;
         let id = key.0.clone();
-        c.docs.insert(key, post.clone());
+        c.docs.insert(key, StoredDoc::Own(post.clone()));
         sink.log(
             OplogOp {
                 op: "u",
@@ -574,7 +590,7 @@ pub fn delete(
     let ns = format!("{db}.{coll}");
     for key in keys {
         sink.claim(&ns, &key.0)?;
-        if let Some(doc) = c.docs.remove(&key) {
+        if let Some(doc) = c.docs.remove(&key).map(StoredDoc::into_document) {
             out.deleted += 1;
             let images = c.images_enabled().then(|| {
                 Box::new(Images {
@@ -638,11 +654,12 @@ pub fn replay(catalog: &mut Catalog, ops: &[(OplogOp, Option<Document>)], txn_co
         match op.op {
             "i" => {
                 let id = op.o.get("_id").cloned().unwrap_or(Bson::Null);
-                c.docs.insert(OrderedBson(id), op.o.clone());
+                c.docs.insert(OrderedBson(id), StoredDoc::Own(op.o.clone()));
             }
             "u" => {
                 if let (Some(post), Some(id)) = (post, op.o2.as_ref().and_then(|o| o.get("_id"))) {
-                    c.docs.insert(OrderedBson(id.clone()), post.clone());
+                    c.docs
+                        .insert(OrderedBson(id.clone()), StoredDoc::Own(post.clone()));
                 }
             }
             "d" => {
@@ -672,7 +689,7 @@ mod tests {
         ];
         for id in ids {
             c.docs
-                .insert(OrderedBson(id.clone()), doc! {"_id": id, "x": 1});
+                .insert(OrderedBson(id.clone()), doc! {"_id": id, "x": 1}.into());
         }
         let in_filter = doc! {"_id": {"$in": [2.0, "a", 1i64, 9, 1, 3.5, "b"]}};
         let fast = Filter::parse(&in_filter).unwrap();

@@ -358,7 +358,7 @@ pub fn aggregate(req: &mut Req<'_>) -> CmdResult {
             } else {
                 req.with_target(|t| {
                     t.read(&req.db, &coll)
-                        .map(|c| c.docs.values().cloned().collect())
+                        .map(|c| c.docs.values().map(|d| Document::clone(d)).collect())
                         .unwrap_or_default()
                 })?
             }
