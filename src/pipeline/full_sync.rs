@@ -2,7 +2,8 @@
 //!
 //! Per collection: phase `snapshot` (stored), documents read (by up to four `_id`-range
 //! readers, in no particular order) and converted, written in chunks through the sink's COPY
-//! path, then phase `streaming` with the document count. Reading the next chunk overlaps writing the current one.
+//! path, then phase `streaming` with the document count. A task reads and converts the next
+//! chunk while the current one is written.
 //!
 //! Where the chunks go depends on the load (`Load`):
 //! - `tributary full-sync --mode replace`: into fresh shadow tables (`sink::postgres::swap`),
@@ -28,9 +29,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bson::Bson;
+use bson::{Bson, Document};
 use futures::FutureExt;
 use mongodb::Client;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use super::normalize::FatalConversion;
 use super::sync::{connect, record_position, state_client, SyncError};
@@ -39,12 +42,13 @@ use crate::event::Namespace;
 use crate::lease::LeaseFlag;
 use crate::mapping::convert::convert_document;
 use crate::mapping::json::to_json;
-use crate::mapping::model::{MappingSet, OnError};
+use crate::mapping::model::{CollectionMapping, MappingSet, OnError};
 use crate::metrics::Metrics;
 use crate::sink::postgres::state::{self, CollectionState, Phase};
 use crate::sink::postgres::{swap, PostgresSink};
-use crate::sink::{Batch, Change, DeadLetter, Sink};
+use crate::sink::{Batch, Change, DeadLetter, DocumentRows, Sink};
 use crate::source::snapshot::SnapshotReader;
+use crate::source::SourceError;
 
 /// What to do with rows already in the tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -281,16 +285,19 @@ where
         Load::Upsert => {}
     }
     let swapping = matches!(load, Load::Swap { .. });
-    let mut reader = SnapshotReader::new(
+    // Reading and converting run in their own task, one chunk ahead: the next chunk is
+    // converted while this one is written (converting in the writer's loop left Postgres idle
+    // during every conversion).
+    let reader = SnapshotReader::new(
         client.clone(),
         Namespace::new(&mapping.database, &mapping.collection),
         chunk,
     );
+    let mut prepared = spawn_prepare(reader, Arc::new(mapping.clone()), namespace.clone());
     let mut documents = 0u64;
     let mut dead = 0u64;
-    let mut next = reader.next_chunk().await?;
     let mut last_log = Instant::now();
-    while let Some(docs) = next {
+    while let Some(item) = prepared.next().await? {
         if shutdown.clone().now_or_never().is_some() {
             tracing::info!(namespace = %namespace, documents, "Full sync interrupted by shutdown; it restarts next time.");
             if swapping {
@@ -301,45 +308,16 @@ where
             }
             return Ok(None);
         }
-        let mut rows = Vec::with_capacity(docs.len());
-        let mut letters = Vec::new();
-        for doc in &docs {
-            match convert_document(mapping, doc) {
-                Ok(c) => rows.push(c.rows),
-                Err(e) => {
-                    let key = doc
-                        .get("_id")
-                        .map(to_json)
-                        .unwrap_or(serde_json::Value::Null);
-                    if e.fatal || mapping.on_error == OnError::Fail {
-                        return Err(SyncError::Conversion(FatalConversion {
-                            namespace: namespace.clone(),
-                            key: key.to_string(),
-                            reason: e.to_string(),
-                        }));
-                    }
-                    letters.push(DeadLetter {
-                        namespace: namespace.clone(),
-                        document_key: key,
-                        document: to_json(&Bson::Document(doc.clone())),
-                        error: e.to_string(),
-                        cluster_time: None,
-                    });
-                }
-            }
+        let PreparedChunk {
+            rows,
+            letters,
+            documents: count,
+        } = item;
+        if swapping {
+            swap::copy_rows_into(sink, collection, rows).await?;
+        } else {
+            sink.copy_rows(collection, rows).await?;
         }
-        let count = docs.len() as u64;
-        drop(docs);
-        // Read the next chunk while this one is written.
-        let write = async {
-            if swapping {
-                swap::copy_rows_into(sink, collection, rows).await
-            } else {
-                sink.copy_rows(collection, rows).await
-            }
-        };
-        let (read, written) = tokio::join!(reader.next_chunk(), write);
-        written?;
         if !letters.is_empty() {
             dead += letters.len() as u64;
             sink.apply(Batch {
@@ -358,7 +336,6 @@ where
             tracing::info!(namespace = %namespace, documents, "Full sync in progress.");
             last_log = Instant::now();
         }
-        next = read?;
     }
     let done = CollectionState {
         namespace: namespace.clone(),
@@ -381,4 +358,111 @@ where
         dead_letters: dead,
         elapsed,
     }))
+}
+
+/// One chunk of a collection, converted: its rows and its dead letters.
+struct PreparedChunk {
+    rows: Vec<DocumentRows>,
+    letters: Vec<DeadLetter>,
+    documents: u64,
+}
+
+/// The read-and-convert task of one collection's copy and the one-slot channel it fills.
+/// Dropping it stops the task (and with it the range readers).
+struct Prepare {
+    rx: mpsc::Receiver<Result<PreparedChunk, SyncError>>,
+    task: Option<JoinHandle<()>>,
+}
+
+fn spawn_prepare(
+    mut reader: SnapshotReader,
+    mapping: Arc<CollectionMapping>,
+    namespace: String,
+) -> Prepare {
+    let (tx, rx) = mpsc::channel(1);
+    let task = tokio::spawn(async move {
+        loop {
+            let item = match reader.next_chunk().await {
+                Ok(Some(docs)) => convert_chunk(&mapping, &namespace, docs),
+                Ok(None) => return,
+                Err(e) => Err(e.into()),
+            };
+            let failed = item.is_err();
+            if tx.send(item).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    Prepare {
+        rx,
+        task: Some(task),
+    }
+}
+
+impl Prepare {
+    /// The next converted chunk; `None` once the collection is exhausted.
+    async fn next(&mut self) -> Result<Option<PreparedChunk>, SyncError> {
+        if let Some(item) = self.rx.recv().await {
+            return item.map(Some);
+        }
+        // The task dropped its sender: it finished, unless it panicked.
+        match self.task.take() {
+            Some(task) => match task.await {
+                Ok(()) => Ok(None),
+                Err(e) => Err(SyncError::Source(SourceError::Fatal(format!(
+                    "the full-sync reader task failed: {e}"
+                )))),
+            },
+            None => Ok(None),
+        }
+    }
+}
+
+impl Drop for Prepare {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// Converts one chunk; a document that cannot be converted becomes a dead letter, or stops the
+/// copy under `on_error: fail`.
+fn convert_chunk(
+    mapping: &CollectionMapping,
+    namespace: &str,
+    docs: Vec<Document>,
+) -> Result<PreparedChunk, SyncError> {
+    let mut rows = Vec::with_capacity(docs.len());
+    let mut letters = Vec::new();
+    for doc in &docs {
+        match convert_document(mapping, doc) {
+            Ok(c) => rows.push(c.rows),
+            Err(e) => {
+                let key = doc
+                    .get("_id")
+                    .map(to_json)
+                    .unwrap_or(serde_json::Value::Null);
+                if e.fatal || mapping.on_error == OnError::Fail {
+                    return Err(SyncError::Conversion(FatalConversion {
+                        namespace: namespace.to_owned(),
+                        key: key.to_string(),
+                        reason: e.to_string(),
+                    }));
+                }
+                letters.push(DeadLetter {
+                    namespace: namespace.to_owned(),
+                    document_key: key,
+                    document: to_json(&Bson::Document(doc.clone())),
+                    error: e.to_string(),
+                    cluster_time: None,
+                });
+            }
+        }
+    }
+    Ok(PreparedChunk {
+        rows,
+        letters,
+        documents: docs.len() as u64,
+    })
 }
