@@ -103,6 +103,9 @@ impl OplogSource {
             .find(doc! {"ts": {"$gte": resume}})
             .cursor_type(CursorType::TailableAwait)
             .max_await_time(MAX_AWAIT)
+            // Replies of one call's worth of entries instead of 16 MB ones: the driver decodes
+            // each reply whole (twice, with the command monitoring that counts retries).
+            .batch_size(MAX_ENTRIES as u32)
             .await?;
         // The first entry must be the resume point itself; anything else means it rolled off.
         let first = match cursor.next().await {
