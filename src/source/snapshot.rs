@@ -20,10 +20,9 @@
 //! while it is being updated) with the driver's batch size equal to the chunk size. A transient
 //! error reopens that range after the last `_id` it returned, using per-bracket lower bounds so
 //! that documents of later type brackets are not skipped. Chunks of different ranges
-//! interleave (the copy does not depend on order); the readers read pieces of one chunk size
-//! divided by their number into a one-slot channel, so memory does not grow with the reader
-//! count, and `next_chunk` gathers the pieces into whole chunks; dropping the reader stops its
-//! tasks.
+//! interleave (the copy does not depend on order); the readers split one chunk size between them
+//! and share a one-slot channel, so memory does not grow with the reader count; dropping the
+//! reader stops its tasks.
 
 use std::cmp::Ordering;
 
@@ -64,8 +63,6 @@ pub struct SnapshotReader {
     /// Ranges in use once reading started (for tests and logs).
     ranges: Option<usize>,
     state: State,
-    /// A piece that did not fit into the last chunk; it starts the next one.
-    carry: Option<Vec<Document>>,
 }
 
 impl SnapshotReader {
@@ -77,7 +74,6 @@ impl SnapshotReader {
             readers: DEFAULT_READERS,
             ranges: None,
             state: State::NotStarted,
-            carry: None,
         }
     }
 
@@ -150,10 +146,10 @@ impl SnapshotReader {
         let ranges = self.plan().await;
         self.ranges = Some(ranges.len());
         tracing::debug!(namespace = %self.namespace, ranges = ranges.len(), "Full sync reads the collection in ranges.");
-        // The readers share one chunk's worth of documents: each holds a piece it is filling,
+        // The readers share one chunk's worth of documents: each holds a chunk it is filling,
         // one blocked in `send` and the driver's buffered batch, so full-size chunks per reader
         // multiplied memory by the reader count (355 MiB peak RSS at four readers).
-        let per_reader = (self.chunk / ranges.len()).max(1);
+        let per_reader = self.chunk.div_ceil(ranges.len()).max(1);
         let (tx, rx) = mpsc::channel(1);
         let mut tasks = JoinSet::new();
         for range in ranges {
@@ -188,8 +184,6 @@ impl SnapshotReader {
     }
 
     /// The next chunk of up to `chunk` documents; `None` when the collection is exhausted.
-    /// The readers' smaller pieces are gathered into chunks of (nearly) `chunk` documents,
-    /// because the caller commits once per chunk and a commit costs a WAL flush.
     pub async fn next_chunk(&mut self) -> Result<Option<Vec<Document>>, SourceError> {
         if matches!(self.state, State::NotStarted) {
             self.start().await;
@@ -197,43 +191,27 @@ impl SnapshotReader {
         let State::Running { rx, tasks } = &mut self.state else {
             return Ok(None);
         };
-        let mut docs = self.carry.take().unwrap_or_default();
-        loop {
-            match rx.recv().await {
-                Some(Ok(mut piece)) => {
-                    if docs.is_empty() {
-                        docs = piece;
-                    } else if docs.len() + piece.len() > self.chunk {
-                        self.carry = Some(piece);
-                        return Ok(Some(docs));
-                    } else {
-                        docs.append(&mut piece);
-                    }
-                    if docs.len() >= self.chunk {
-                        return Ok(Some(docs));
+        match rx.recv().await {
+            Some(Ok(docs)) => Ok(Some(docs)),
+            Some(Err(e)) => {
+                self.state = State::Done;
+                Err(e)
+            }
+            None => {
+                // Every reader dropped its sender: finished, unless one of them panicked.
+                let mut failure = None;
+                while let Some(joined) = tasks.join_next().await {
+                    if let Err(e) = joined {
+                        failure = Some(SourceError::Fatal(format!(
+                            "a full-sync range reader of {} failed: {e}",
+                            self.namespace
+                        )));
                     }
                 }
-                Some(Err(e)) => {
-                    self.state = State::Done;
-                    return Err(e);
-                }
-                None if !docs.is_empty() => return Ok(Some(docs)),
-                None => {
-                    // Every reader dropped its sender: finished, unless one of them panicked.
-                    let mut failure = None;
-                    while let Some(joined) = tasks.join_next().await {
-                        if let Err(e) = joined {
-                            failure = Some(SourceError::Fatal(format!(
-                                "a full-sync range reader of {} failed: {e}",
-                                self.namespace
-                            )));
-                        }
-                    }
-                    self.state = State::Done;
-                    return match failure {
-                        Some(e) => Err(e),
-                        None => Ok(None),
-                    };
+                self.state = State::Done;
+                match failure {
+                    Some(e) => Err(e),
+                    None => Ok(None),
                 }
             }
         }
