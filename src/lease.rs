@@ -378,9 +378,9 @@ where
         if stopping || lease.check().await {
             return result;
         }
-        // A refused commit was counted where it was refused.
-        let counted = matches!(result, Err(SyncError::Sink(SinkError::LeaseLost { .. })));
-        if let (Some(m), false) = (metrics, counted) {
+        // Counted here only, whether a commit was refused for it (streaming or copying) or the
+        // keep-alive noticed first.
+        if let Some(m) = metrics {
             m.errors_total.with_label_values(&[LEASE_LOST_KIND]).inc();
         }
         match &result {

@@ -318,7 +318,10 @@ async fn write_batches<S: Sink>(
                     tokio::time::sleep(delay).await;
                 }
                 Err(e) => {
-                    if let Some(m) = &config.metrics {
+                    // A lost lock is counted by `lease::sync_exclusively`, which handles it.
+                    if let (Some(m), false) =
+                        (&config.metrics, matches!(e, SinkError::LeaseLost { .. }))
+                    {
                         m.errors_total.with_label_values(&[e.kind()]).inc();
                     }
                     return Err(e);
