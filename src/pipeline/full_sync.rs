@@ -372,6 +372,7 @@ struct PreparedChunk {
 struct Prepare {
     rx: mpsc::Receiver<Result<PreparedChunk, SyncError>>,
     task: Option<JoinHandle<()>>,
+    namespace: String,
 }
 
 fn spawn_prepare(
@@ -380,6 +381,7 @@ fn spawn_prepare(
     namespace: String,
 ) -> Prepare {
     let (tx, rx) = mpsc::channel(1);
+    let name = namespace.clone();
     let task = tokio::spawn(async move {
         loop {
             let item = match reader.next_chunk().await {
@@ -396,6 +398,7 @@ fn spawn_prepare(
     Prepare {
         rx,
         task: Some(task),
+        namespace: name,
     }
 }
 
@@ -410,7 +413,9 @@ impl Prepare {
             Some(task) => match task.await {
                 Ok(()) => Ok(None),
                 Err(e) => Err(SyncError::Source(SourceError::Fatal(format!(
-                    "the full-sync reader task failed: {e}"
+                    "the full-sync reader of {} stopped unexpectedly ({e}); run the command \
+                     again: the copy of this collection starts over",
+                    self.namespace
                 )))),
             },
             None => Ok(None),
