@@ -460,18 +460,33 @@ fn encode_cursor(out: &mut Vec<u8>, cursor: &Document, batch: &[BatchDoc]) -> Op
 }
 
 fn encode_batch(out: &mut Vec<u8>, batch: &[BatchDoc]) -> Option<()> {
-    let start = out.len();
-    out.extend_from_slice(&[0u8; 4]);
-    let mut key = itoa_buf();
-    for (i, item) in batch.iter().enumerate() {
+    encode_list(out, batch, |out, key, item| {
         out.push(0x03);
-        out.extend_from_slice(index_key(&mut key, i));
+        out.extend_from_slice(key.as_bytes());
         out.push(0);
         match item {
-            BatchDoc::Owned(d) => encode_document(out, d)?,
-            BatchDoc::Entry(e) => encode_document(out, &e.doc)?,
-            BatchDoc::Raw(bytes) => out.extend_from_slice(bytes),
+            BatchDoc::Owned(d) => encode_document(out, d),
+            BatchDoc::Entry(e) => encode_document(out, &e.doc),
+            BatchDoc::Raw(bytes) => {
+                out.extend_from_slice(bytes);
+                Some(())
+            }
         }
+    })
+}
+
+/// A BSON array of `items`: `element` writes one item under its decimal index key.
+fn encode_list<T>(
+    out: &mut Vec<u8>,
+    items: &[T],
+    mut element: impl FnMut(&mut Vec<u8>, &str, &T) -> Option<()>,
+) -> Option<()> {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; 4]);
+    let mut buf = itoa_buf();
+    for (i, item) in items.iter().enumerate() {
+        let key = std::str::from_utf8(index_key(&mut buf, i)).ok()?;
+        element(out, key, item)?;
     }
     finish_length(out, start)
 }
@@ -509,14 +524,9 @@ pub fn encode_document(out: &mut Vec<u8>, doc: &Document) -> Option<()> {
 }
 
 fn encode_array(out: &mut Vec<u8>, items: &[Bson]) -> Option<()> {
-    let start = out.len();
-    out.extend_from_slice(&[0u8; 4]);
-    let mut buf = itoa_buf();
-    for (i, value) in items.iter().enumerate() {
-        let key = std::str::from_utf8(index_key(&mut buf, i)).ok()?;
-        encode_element(out, key, value)?;
-    }
-    finish_length(out, start)
+    encode_list(out, items, |out, key, value| {
+        encode_element(out, key, value)
+    })
 }
 
 fn finish_length(out: &mut Vec<u8>, start: usize) -> Option<()> {
