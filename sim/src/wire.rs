@@ -512,8 +512,8 @@ fn index_key(buf: &mut [u8; 20], mut i: usize) -> &[u8] {
 
 /// Appends `doc` as BSON, byte-for-byte what `bson` produces. `None` (with
 /// `out` partly written) for what it does not handle: keys containing NUL,
-/// which `bson` refuses, and the rare types (regex, code, symbol, decimal,
-/// old binary...), which are left to `bson`.
+/// which `bson` refuses, and the rare types (regex, code, symbol, old
+/// binary...), which are left to `bson`.
 pub fn encode_document(out: &mut Vec<u8>, doc: &Document) -> Option<()> {
     let start = out.len();
     out.extend_from_slice(&[0u8; 4]);
@@ -609,6 +609,10 @@ pub(crate) fn encode_element(out: &mut Vec<u8>, key: &str, value: &Bson) -> Opti
             out.extend_from_slice(&v.to_le_bytes());
             0x12
         }
+        Bson::Decimal128(d) => {
+            out.extend_from_slice(&d.bytes());
+            0x13
+        }
         Bson::MinKey => 0xFF,
         Bson::MaxKey => 0x7F,
         _ => return None,
@@ -673,6 +677,7 @@ mod tests {
             "uuid": bson::Uuid::new(),
             "bin": Binary { subtype: BinarySubtype::Generic, bytes: vec![1, 2, 3] },
             "min": Bson::MinKey, "max": Bson::MaxKey,
+            "dec": Bson::Decimal128("-12.34".parse().unwrap()),
             "nested": {"a": [1, "x", {"b": []}, [[]]], "": {}},
         };
         let mut out = vec![9u8];
