@@ -13,6 +13,7 @@ use std::sync::Arc;
 use bson::{Bson, Document};
 
 use crate::oplog::OplogEntry;
+use crate::query::Fields;
 use crate::scan::ScanCursor;
 use crate::store::approx_size;
 use crate::stream::StreamCursor;
@@ -127,7 +128,7 @@ impl BatchDoc {
     pub fn to_document(&self) -> Result<Document, bson::de::Error> {
         match self {
             BatchDoc::Owned(d) => Ok(d.clone()),
-            BatchDoc::Entry(e) => Ok(e.doc.clone()),
+            BatchDoc::Entry(e) => Ok(e.to_document().into_owned()),
             BatchDoc::Raw(bytes) => bson::from_slice(bytes),
         }
     }

@@ -138,7 +138,7 @@ impl Filter {
         }
     }
 
-    pub fn matches(&self, doc: &Document) -> bool {
+    pub fn matches(&self, doc: &(impl Fields + ?Sized)) -> bool {
         eval_expr(&self.root, doc)
     }
 
@@ -212,7 +212,7 @@ fn array_conditions<'a>(expr: &'a Expr, array_path: &str, out: &mut Vec<(&'a str
 
 // ---- evaluation ----
 
-fn eval_expr(expr: &Expr, doc: &Document) -> bool {
+fn eval_expr<F: Fields + ?Sized>(expr: &Expr, doc: &F) -> bool {
     match expr {
         Expr::And(subs) => subs.iter().all(|e| eval_expr(e, doc)),
         Expr::Or(subs) => subs.iter().any(|e| eval_expr(e, doc)),
@@ -220,7 +220,7 @@ fn eval_expr(expr: &Expr, doc: &Document) -> bool {
         Expr::Const(b) => *b,
         // An expression that fails on this document (e.g. `$divide` by zero)
         // does not match it; the server would fail the whole query instead.
-        Expr::Aggregate(e) => crate::aggregate::eval_expression(e, doc)
+        Expr::Aggregate(e) => crate::aggregate::eval_expression(e, &doc.to_document())
             .ok()
             .flatten()
             .is_some_and(|v| truthy(&v)),
@@ -233,11 +233,15 @@ fn eval_expr(expr: &Expr, doc: &Document) -> bool {
     }
 }
 
-fn collect_from_doc<'a>(doc: &'a Document, parts: &[&str], out: &mut Vec<Option<&'a Bson>>) {
+fn collect_from_doc<'a, F: Fields + ?Sized>(
+    doc: &'a F,
+    parts: &[&str],
+    out: &mut Vec<Option<&'a Bson>>,
+) {
     let Some((first, rest)) = parts.split_first() else {
         return;
     };
-    match doc.get(*first) {
+    match doc.field(first) {
         Some(child) => collect_path(child, rest, out),
         None => out.push(None),
     }
@@ -370,6 +374,71 @@ fn compare_op(op: CmpOp, value: &Bson, target: &Bson) -> bool {
 }
 
 // ---- paths ----
+
+/// Top-level field access to something document-shaped: a `Document`, or
+/// an oplog entry that keeps its fields in a plain list (building a
+/// `Document` per entry was most of what an insert cost).
+pub trait Fields {
+    fn field(&self, key: &str) -> Option<&Bson>;
+
+    /// The whole thing as a `Document`, for the rare reader that needs one.
+    fn to_document(&self) -> std::borrow::Cow<'_, Document>;
+
+    fn str_field(&self, key: &str) -> Option<&str> {
+        match self.field(key)? {
+            Bson::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn doc_field(&self, key: &str) -> Option<&Document> {
+        match self.field(key)? {
+            Bson::Document(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    fn bool_field(&self, key: &str) -> Option<bool> {
+        match self.field(key)? {
+            Bson::Boolean(b) => Some(*b),
+            _ => None,
+        }
+    }
+
+    fn ts_field(&self, key: &str) -> Option<bson::Timestamp> {
+        match self.field(key)? {
+            Bson::Timestamp(ts) => Some(*ts),
+            _ => None,
+        }
+    }
+
+    fn date_field(&self, key: &str) -> Option<bson::DateTime> {
+        match self.field(key)? {
+            Bson::DateTime(d) => Some(*d),
+            _ => None,
+        }
+    }
+}
+
+impl<T: Fields + ?Sized> Fields for &T {
+    fn field(&self, key: &str) -> Option<&Bson> {
+        (**self).field(key)
+    }
+
+    fn to_document(&self) -> std::borrow::Cow<'_, Document> {
+        (**self).to_document()
+    }
+}
+
+impl Fields for Document {
+    fn field(&self, key: &str) -> Option<&Bson> {
+        self.get(key)
+    }
+
+    fn to_document(&self) -> std::borrow::Cow<'_, Document> {
+        std::borrow::Cow::Borrowed(self)
+    }
+}
 
 /// The value at a dotted path, following sub-documents and numeric array
 /// indexes only (no array fan-out): the lookup `update` and sorting need.

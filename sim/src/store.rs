@@ -15,6 +15,7 @@ use bson::{doc, Bson, Document};
 use crate::bson_order::OrderedBson;
 use crate::error::CommandError;
 use crate::oplog::OplogEntry;
+use crate::query::Fields;
 
 /// A stored document: its own copy, or the `o` of the insert's oplog entry.
 #[derive(Debug, Clone)]
@@ -34,11 +35,18 @@ impl Deref for StoredDoc {
     fn deref(&self) -> &Document {
         match self {
             StoredDoc::Own(d) => d,
-            StoredDoc::Inserted(entry) => match entry.doc.get("o") {
-                Some(Bson::Document(d)) => d,
-                _ => &NO_DOCUMENT,
-            },
+            StoredDoc::Inserted(entry) => entry.doc_field("o").unwrap_or(&NO_DOCUMENT),
         }
+    }
+}
+
+impl Fields for StoredDoc {
+    fn field(&self, key: &str) -> Option<&Bson> {
+        self.deref().get(key)
+    }
+
+    fn to_document(&self) -> std::borrow::Cow<'_, Document> {
+        std::borrow::Cow::Borrowed(self.deref())
     }
 }
 

@@ -466,7 +466,7 @@ fn encode_batch(out: &mut Vec<u8>, batch: &[BatchDoc]) -> Option<()> {
         out.push(0);
         match item {
             BatchDoc::Owned(d) => encode_document(out, d),
-            BatchDoc::Entry(e) => encode_document(out, &e.doc),
+            BatchDoc::Entry(e) => encode_fields(out, e.fields()),
             BatchDoc::Raw(bytes) => {
                 out.extend_from_slice(bytes);
                 Some(())
@@ -515,9 +515,17 @@ fn index_key(buf: &mut [u8; 20], mut i: usize) -> &[u8] {
 /// which `bson` refuses, and the rare types (regex, code, symbol, old
 /// binary...), which are left to `bson`.
 pub fn encode_document(out: &mut Vec<u8>, doc: &Document) -> Option<()> {
+    encode_fields(out, doc.iter().map(|(k, v)| (k.as_str(), v)))
+}
+
+/// [`encode_document`] of a document given as its fields in order.
+pub(crate) fn encode_fields<'a>(
+    out: &mut Vec<u8>,
+    fields: impl Iterator<Item = (&'a str, &'a Bson)>,
+) -> Option<()> {
     let start = out.len();
     out.extend_from_slice(&[0u8; 4]);
-    for (key, value) in doc {
+    for (key, value) in fields {
         encode_element(out, key, value)?;
     }
     finish_length(out, start)
