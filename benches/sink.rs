@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tributary::config::SynchronousCommit;
 use tributary::mapping::model::{
     CollectionMapping, ColumnMapping, FieldPath, MappingSet, OnError, PgType,
 };
@@ -126,6 +127,55 @@ fn batch(from: usize, to: usize, version: u32) -> Batch {
     }
 }
 
+/// Applies every row into an empty `table`, then every row again as an update; returns both
+/// times. `mode` is the sink's `postgres.synchronous_commit`.
+async fn measure_sink(
+    db: &pg::TestDb,
+    table: &str,
+    mode: SynchronousCommit,
+    rows: usize,
+    batch_rows: usize,
+) -> (Duration, Duration) {
+    let mut sink = PostgresSink::connect(
+        &db.url,
+        2,
+        "public",
+        "tributary",
+        "bench",
+        Arc::new(mapping(table)),
+    )
+    .await
+    .expect("connect");
+    sink.set_synchronous_commit(mode);
+    sink.ensure_schema().await.expect("ensure_schema");
+    checkpoint_server(&db.client).await;
+    let insert_time = apply_all(&mut sink, rows, batch_rows, 1).await;
+    eprintln!(
+        "{table} ({}): apply into empty table: {insert_time:?}",
+        mode.as_str()
+    );
+    checkpoint_server(&db.client).await;
+    let update_time = apply_all(&mut sink, rows, batch_rows, 2).await;
+    eprintln!(
+        "{table} ({}): apply over existing rows: {update_time:?}",
+        mode.as_str()
+    );
+    let count: i64 = db
+        .client
+        .query_one(
+            &format!("SELECT count(*) FROM {table} WHERE name LIKE '% v2'"),
+            &[],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(
+        count as usize, rows,
+        "every row must hold its second version"
+    );
+    (insert_time, update_time)
+}
+
 async fn apply_all(
     sink: &mut PostgresSink,
     rows: usize,
@@ -138,7 +188,7 @@ async fn apply_all(
         let to = (from + batch_rows).min(rows);
         let b = batch(from, to, version);
         let started = Instant::now();
-        sink.apply(b).await.expect("apply");
+        sink.apply(&b).await.expect("apply");
         spent += started.elapsed();
         from = to;
     }
@@ -241,37 +291,22 @@ async fn main() {
     };
     eprintln!("sink bench: {rows} rows, batches of {batch_rows}, {server}");
 
-    let mut sink = PostgresSink::connect(
-        &db.url,
-        2,
-        "public",
-        "tributary",
-        "bench",
-        Arc::new(mapping("bench_sink")),
+    let (insert_time, update_time) = measure_sink(
+        &db,
+        "bench_sink",
+        SynchronousCommit::default(),
+        rows,
+        batch_rows,
     )
-    .await
-    .expect("connect");
-    sink.ensure_schema().await.expect("ensure_schema");
-    checkpoint_server(&db.client).await;
-    let insert_time = apply_all(&mut sink, rows, batch_rows, 1).await;
-    eprintln!("apply into empty table: {insert_time:?}");
-    checkpoint_server(&db.client).await;
-    let update_time = apply_all(&mut sink, rows, batch_rows, 2).await;
-    eprintln!("apply over existing rows: {update_time:?}");
-
-    let count: i64 = db
-        .client
-        .query_one(
-            "SELECT count(*) FROM bench_sink WHERE name LIKE '% v2'",
-            &[],
-        )
-        .await
-        .expect("count")
-        .get(0);
-    assert_eq!(
-        count as usize, rows,
-        "every row must hold its second version"
-    );
+    .await;
+    let (durable_insert, durable_update) = measure_sink(
+        &db,
+        "bench_durable",
+        SynchronousCommit::On,
+        rows,
+        batch_rows,
+    )
+    .await;
 
     // Peak RSS of the sink phases, before the baseline materialises all its rows.
     let hwm_mib = vm_hwm_kib() as f64 / 1024.0;
@@ -300,6 +335,16 @@ async fn main() {
             "`PostgresSink::apply` over the same keys (all updates)",
             update_time,
             Some(0.4),
+        ),
+        (
+            "the same into an empty table with `synchronous_commit = \"on\"`",
+            durable_insert,
+            None,
+        ),
+        (
+            "the same, all updates, with `synchronous_commit = \"on\"`",
+            durable_update,
+            None,
         ),
     ];
     let mut table =

@@ -36,6 +36,34 @@ impl fmt::Display for SourceKind {
     }
 }
 
+/// How the sink's transactions commit (`postgres.synchronous_commit`): Postgres's own
+/// `synchronous_commit` values, set with `SET LOCAL` in every batch and full-sync transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SynchronousCommit {
+    /// `COMMIT` returns before the WAL reaches disk (the default, see `docs/operations.md`,
+    /// "Durability"): a Postgres crash can take back the last ~0.6 s of batches, but only
+    /// together with their checkpoint, so the stream replays them from MongoDB.
+    #[default]
+    Off,
+    Local,
+    RemoteWrite,
+    On,
+    RemoteApply,
+}
+
+impl SynchronousCommit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SynchronousCommit::Off => "off",
+            SynchronousCommit::Local => "local",
+            SynchronousCommit::RemoteWrite => "remote_write",
+            SynchronousCommit::On => "on",
+            SynchronousCommit::RemoteApply => "remote_apply",
+        }
+    }
+}
+
 /// The whole config file.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -79,6 +107,10 @@ pub struct PostgresConfig {
     /// time per stream; the rest serve full-sync copies, verify and status.
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,
+    /// `synchronous_commit` for the sink's own transactions (batches with their checkpoint,
+    /// full-sync copies). Default `off`; `on` makes every commit wait for its WAL flush.
+    #[serde(default)]
+    pub synchronous_commit: SynchronousCommit,
 }
 
 /// `[sync]`: the stream and its batching.

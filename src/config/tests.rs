@@ -23,6 +23,7 @@ fn defaults_match_the_spec() {
     assert_eq!(c.mongo.source, SourceKind::ChangeStream);
     assert_eq!(c.postgres.schema, "public");
     assert_eq!(c.postgres.pool_size, 8);
+    assert_eq!(c.postgres.synchronous_commit, SynchronousCommit::Off);
     assert_eq!(c.sync.name, "default");
     assert_eq!(c.sync.batch_max_rows, 5000);
     assert_eq!(c.sync.batch_max_wait_ms, 100);
@@ -87,6 +88,29 @@ fn unknown_key_is_named_with_its_position() {
     let msg = err.to_string();
     assert!(msg.starts_with("cfg.toml:9:1: "), "{msg}");
     assert!(msg.contains("batch_size"), "{msg}");
+}
+
+#[test]
+fn synchronous_commit_takes_postgres_values_only() {
+    let on = MINIMAL.replace(
+        "[sync]\n",
+        "synchronous_commit = \"remote_apply\"\n[sync]\n",
+    );
+    let c = Config::from_str_at(&on, Path::new("c.toml")).unwrap();
+    assert_eq!(
+        c.postgres.synchronous_commit,
+        SynchronousCommit::RemoteApply
+    );
+    assert_eq!(c.postgres.synchronous_commit.as_str(), "remote_apply");
+    let bad = MINIMAL.replace("[sync]\n", "synchronous_commit = \"sometimes\"\n[sync]\n");
+    let msg = Config::from_str_at(&bad, Path::new("c.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(msg.starts_with("c.toml:8:"), "{msg}");
+    assert!(
+        msg.contains("sometimes") && msg.contains("remote_write"),
+        "{msg}"
+    );
 }
 
 #[test]

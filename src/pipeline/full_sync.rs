@@ -118,7 +118,7 @@ pub async fn full_sync(
     };
     if existing.is_none() {
         let position = record_position(&client, config, &mappings).await?;
-        sink.apply(Batch {
+        sink.apply(&Batch {
             checkpoint: Some(position.to_checkpoint(&config.sync.name)),
             ..Batch::default()
         })
@@ -275,7 +275,7 @@ where
     tracing::info!(namespace = %namespace, "Full sync of the collection started.");
     match load {
         Load::TruncateThenCopy => {
-            sink.apply(Batch {
+            sink.apply(&Batch {
                 changes: vec![Change::Truncate { collection }],
                 ..Batch::default()
             })
@@ -320,7 +320,7 @@ where
         }
         if !letters.is_empty() {
             dead += letters.len() as u64;
-            sink.apply(Batch {
+            sink.apply(&Batch {
                 dead_letters: letters,
                 ..Batch::default()
             })

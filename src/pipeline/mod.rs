@@ -305,7 +305,7 @@ async fn write_batches<S: Sink>(
         let started = Instant::now();
         let mut backoff = backon::BackoffBuilder::build(sink_backoff());
         loop {
-            match sink.apply(p.batch.clone()).await {
+            match sink.apply(&p.batch).await {
                 Ok(()) => break,
                 Err(e) if e.is_retryable() => {
                     if let Some(m) = &config.metrics {
@@ -355,6 +355,9 @@ async fn write_batches<S: Sink>(
             waited_ms = p.first_read_at.elapsed().as_millis() as u64,
             "Committed a batch."
         );
+        // Freeing a batch's rows takes real time; the other core can do it meanwhile.
+        let batch = p.batch;
+        tokio::task::spawn_blocking(move || drop(batch));
     }
     Ok(committed)
 }

@@ -130,7 +130,7 @@ pub(crate) async fn connect_counting(
         options.command_event_handler = Some(crate::source::count_command_failures(m.clone()));
     }
     let client = Client::with_options(options).map_err(bad_uri)?;
-    let sink = PostgresSink::connect(
+    let mut sink = PostgresSink::connect(
         &config.postgres.uri,
         config.postgres.pool_size,
         &config.postgres.schema,
@@ -139,6 +139,7 @@ pub(crate) async fn connect_counting(
         mappings.clone(),
     )
     .await?;
+    sink.set_synchronous_commit(config.postgres.synchronous_commit);
     sink.ensure_schema().await?;
     Ok((client, sink))
 }
@@ -213,6 +214,7 @@ async fn sync_inner(
             let pg = state_client(&sink).await?;
             state::read_checkpoint(&**pg, &state_schema, &stream).await?
         };
+        sink.expect_checkpoint(checkpoint.as_ref());
         let position = match checkpoint {
             Some(cp) if !start_over => {
                 let p = Position::from_checkpoint(&cp)?;
@@ -227,7 +229,7 @@ async fn sync_inner(
             }
             _ => {
                 let p = record_position(&client, config, &mappings).await?;
-                sink.apply(Batch {
+                sink.apply(&Batch {
                     checkpoint: Some(p.to_checkpoint(&stream)),
                     ..Batch::default()
                 })
@@ -310,6 +312,10 @@ async fn sync_inner(
                 for c in collections {
                     set_phase(&sink, &mappings, c, Phase::Pending).await?;
                 }
+            }
+            Err(PipelineError::Sink(e @ SinkError::CheckpointRewound { .. })) => {
+                // Counted by the writer; the loop re-reads the checkpoint and replays from it.
+                tracing::warn!(error = %e, "Postgres took back recent commits; streaming again from the stored checkpoint.");
             }
             Err(PipelineError::Source(SourceError::HistoryLost { code, message }))
                 if config.sync.resync_on_history_lost =>

@@ -122,7 +122,7 @@ impl MemorySink {
 }
 
 impl Sink for MemorySink {
-    async fn apply(&mut self, batch: Batch) -> Result<(), SinkError> {
+    async fn apply(&mut self, batch: &Batch) -> Result<(), SinkError> {
         let mut r = self.0.lock().unwrap();
         if r.fatal {
             return Err(SinkError::InvalidBatch("refused".into()));
@@ -134,7 +134,7 @@ impl Sink for MemorySink {
                 retryable: true,
             });
         }
-        r.batches.push(batch);
+        r.batches.push(batch.clone());
         Ok(())
     }
 }

@@ -53,7 +53,17 @@ pub enum SinkError {
     /// so this one must not commit. Not retryable here: `sync` stands by and takes it again.
     #[error("the lock of stream {stream:?} was lost (its lock connection to Postgres ended), so this batch was not committed")]
     LeaseLost { stream: String },
+
+    /// The stored checkpoint is not the one this sink committed last: Postgres took back
+    /// recent commits (a crash while batches commit with `synchronous_commit = off`), so the
+    /// stream must resume from the stored checkpoint rather than carry on from memory. Not
+    /// retryable here: `sync` re-reads the checkpoint and replays from it.
+    #[error("the stored checkpoint of stream {stream:?} is older than the last one committed (Postgres lost its most recent commits, e.g. in a crash); resuming from the stored checkpoint")]
+    CheckpointRewound { stream: String },
 }
+
+/// `tributary_errors_total{kind}` of a checkpoint found older than the last commit.
+pub const CHECKPOINT_REWOUND_KIND: &str = "checkpoint_rewound";
 
 /// `tributary_errors_total{kind}` of a lost stream lock: a refused commit, or the lock
 /// connection found dead by its keep-alive.
@@ -77,7 +87,8 @@ impl SinkError {
             SinkError::InvalidUri { .. }
             | SinkError::InvalidBatch(_)
             | SinkError::Value { .. }
-            | SinkError::LeaseLost { .. } => false,
+            | SinkError::LeaseLost { .. }
+            | SinkError::CheckpointRewound { .. } => false,
             SinkError::Connect { source, .. } => match source {
                 // A server that answers but refuses the login (bad password, unknown database)
                 // will refuse it again.
@@ -92,12 +103,14 @@ impl SinkError {
     /// The short class of this error for `tributary_errors_total{kind}` (see
     /// `docs/operations.md`): `postgres_connection`, `postgres_shutdown`,
     /// `postgres_serialization`, `postgres_deadlock`, `postgres_busy`, `postgres_pool`,
-    /// `postgres_value`, `postgres_config`, `lease_lost`, or `postgres_fatal`.
+    /// `postgres_value`, `postgres_config`, `lease_lost`, `checkpoint_rewound`, or
+    /// `postgres_fatal`.
     pub fn kind(&self) -> &'static str {
         match self {
             SinkError::InvalidUri { .. } => "postgres_config",
             SinkError::InvalidBatch(_) | SinkError::Value { .. } => "postgres_value",
             SinkError::LeaseLost { .. } => LEASE_LOST_KIND,
+            SinkError::CheckpointRewound { .. } => CHECKPOINT_REWOUND_KIND,
             SinkError::Pool { .. } => "postgres_pool",
             SinkError::Connect { .. } | SinkError::Postgres { .. } => match self.code() {
                 Some(c) if c.starts_with("08") => "postgres_connection",

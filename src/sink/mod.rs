@@ -21,6 +21,10 @@ pub use error::SinkError;
 ///   restarted) either all of the batch and its checkpoint are visible, or none of it is and the
 ///   previous checkpoint still stands. There is no window where rows are committed but the
 ///   position is not, or the reverse.
+/// - **Commits a server crash takes back** (batches may commit asynchronously, see
+///   `postgres.synchronous_commit`) go with their checkpoints, newest first. The next batch
+///   with a checkpoint then fails with `SinkError::CheckpointRewound` instead of building on
+///   them, and the caller replays from the stored checkpoint.
 /// - **What a crash mid-batch means.** Nothing: the open transaction is rolled back by Postgres.
 ///   The caller learns of it as an `Err` (usually `is_retryable()`), and whoever restarts reads
 ///   the last committed checkpoint and replays from there.
@@ -37,8 +41,9 @@ pub use error::SinkError;
 ///   whether applying the same batch again may succeed (lost connection, server shutdown,
 ///   serialization failure, deadlock) or not (constraint or type errors: stop and report).
 pub trait Sink: Send {
-    /// Applies one batch atomically, with its checkpoint; see the trait documentation.
-    fn apply(&mut self, batch: Batch) -> impl Future<Output = Result<(), SinkError>> + Send;
+    /// Applies one batch atomically, with its checkpoint; see the trait documentation. The batch
+    /// is borrowed so that a retry applies the same batch again without copying it.
+    fn apply(&mut self, batch: &Batch) -> impl Future<Output = Result<(), SinkError>> + Send;
 }
 
 /// Rows produced from one document: the parent row, then for each `ChildMapping` (same order as

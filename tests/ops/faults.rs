@@ -150,6 +150,76 @@ async fn oplog_survives_injected_faults() {
     survives_faults(SourceKind::Oplog).await;
 }
 
+/// A Postgres crash takes back the last batches (they commit with `synchronous_commit = off`,
+/// the default) together with their checkpoints. The stream notices, either at its next batch
+/// (`checkpoint_rewound`) or because the crash also ended its lock connection (`lease_lost`),
+/// streams again from the stored checkpoint, and loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replays_what_a_postgres_crash_took_back() {
+    let w = World::new(SourceKind::ChangeStream, 50).await;
+    let cluster = Cluster::start();
+    {
+        // Keep asynchronous commits in the WAL buffers for 10 s: the crash takes the last ones back.
+        let pg = crate::support::postgres::connect(&cluster.url).await;
+        pg.batch_execute("ALTER SYSTEM SET wal_writer_delay = '10s'")
+            .await
+            .unwrap();
+        pg.batch_execute("SELECT pg_reload_conf()").await.unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tributary.toml");
+    std::fs::write(
+        &path,
+        config_text(&w, &cluster.url, "test", "public", "change_stream", 50),
+    )
+    .unwrap();
+    let config = Config::load(&path).unwrap();
+    let run = Running::start(&config, w.mappings.clone(), 30).await;
+    let applied = |url: String, id: &'static str| async move {
+        let Ok((c, conn)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await else {
+            return false;
+        };
+        tokio::spawn(conn);
+        c.query("SELECT 1 FROM public.orders WHERE id = $1", &[&id])
+            .await
+            .is_ok_and(|r| !r.is_empty())
+    };
+    write_some(&w, "before").await;
+    let url = cluster.url.clone();
+    wait_until(60, "the first rows", || applied(url.clone(), "before-9")).await;
+    // Batches committed just now are visible but only in the WAL buffers: crash.
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.restart("immediate");
+        cluster
+    })
+    .await
+    .unwrap();
+    write_some(&w, "after").await;
+    let url = cluster.url.clone();
+    wait_until(120, "the stream to continue after the crash", || {
+        applied(url.clone(), "after-9")
+    })
+    .await;
+
+    let pg = crate::support::postgres::connect(&cluster.url).await;
+    assert_eq!(
+        rows_in(&pg, "public").await,
+        w.expected().await,
+        "tables differ after the crash"
+    );
+    assert!(
+        run.counter(ERRORS_TOTAL, "kind=\"checkpoint_rewound\"")
+            + run.counter(ERRORS_TOTAL, "kind=\"lease_lost\"")
+            > 0.0,
+        "the crash was not noticed: {}",
+        run.metrics.render()
+    );
+    run.stop().await;
+    drop(pg);
+    drop(cluster);
+    w.stop().await;
+}
+
 /// A throwaway Postgres cluster of this test's own, so it can be restarted.
 struct Cluster {
     dir: tempfile::TempDir,
@@ -173,9 +243,9 @@ impl Cluster {
         Cluster { dir, url }
     }
 
-    /// `pg_ctl restart -m fast`: every session is terminated, the server comes back on the
-    /// same port.
-    fn restart(&self) {
+    /// `pg_ctl restart -m MODE` (`fast`: every session is terminated and the WAL flushed;
+    /// `immediate`: a crash, recovered at the start), back on the same port.
+    fn restart(&self, mode: &str) {
         let pg = self.dir.path().join("pg");
         let port = std::fs::read_to_string(pg.join("port")).unwrap();
         let bindir = String::from_utf8(
@@ -206,7 +276,7 @@ impl Cluster {
         let out = cmd
             .arg("-D")
             .arg(&data)
-            .args(["-m", "fast", "-w", "-l"])
+            .args(["-m", mode, "-w", "-l"])
             .arg(pg.join("postgres.log"))
             .args(["-o", &opts, "restart"])
             .output()
@@ -288,7 +358,7 @@ async fn survives_a_postgres_restart_mid_stream() {
         })
     };
     let restart = tokio::task::spawn_blocking(move || {
-        cluster.restart();
+        cluster.restart("fast");
         cluster
     });
     let cluster = restart.await.unwrap();

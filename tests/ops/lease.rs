@@ -35,7 +35,7 @@ async fn a_sink_without_its_lease_commits_nothing() {
     .unwrap();
     sink.ensure_schema().await.unwrap();
     sink.set_lease(lease.flag());
-    sink.apply(Batch::default()).await.unwrap();
+    sink.apply(&Batch::default()).await.unwrap();
 
     w.db.client
         .execute("SELECT pg_terminate_backend($1)", &[&lease.backend_pid()])
@@ -53,7 +53,7 @@ async fn a_sink_without_its_lease_commits_nothing() {
         cluster_time: None,
     };
     let r = sink
-        .apply(Batch {
+        .apply(&Batch {
             checkpoint: Some(checkpoint),
             ..Batch::default()
         })

@@ -19,7 +19,7 @@ async fn upsert_update_delete_and_children() {
     let db = fresh_database().await;
     let mut sink = sink_for(&db, orders_mapping()).await;
 
-    sink.apply(batch(
+    sink.apply(&batch(
         vec![order("a", "1.50", "first", 3), order("b", "2", "x", 1)],
         1,
     ))
@@ -35,9 +35,12 @@ async fn upsert_update_delete_and_children() {
     assert_eq!(items(&db).await.len(), 4);
 
     // Update a (fewer children: the old ones must go), delete b (its children too).
-    sink.apply(batch(vec![order("a", "9.99", "second", 1), delete("b")], 2))
-        .await
-        .unwrap();
+    sink.apply(&batch(
+        vec![order("a", "9.99", "second", 1), delete("b")],
+        2,
+    ))
+    .await
+    .unwrap();
     assert_eq!(
         orders(&db).await,
         vec![("a".into(), "9.99".into(), "second".into())]
@@ -50,11 +53,11 @@ async fn upsert_update_delete_and_children() {
 async fn coalescing_keeps_the_last_change_per_key() {
     let db = fresh_database().await;
     let mut sink = sink_for(&db, orders_mapping()).await;
-    sink.apply(batch(vec![order("kept", "1", "old", 1)], 1))
+    sink.apply(&batch(vec![order("kept", "1", "old", 1)], 1))
         .await
         .unwrap();
 
-    sink.apply(batch(
+    sink.apply(&batch(
         vec![
             order("gone", "1", "v1", 2),
             delete("gone"),
@@ -84,13 +87,13 @@ async fn coalescing_keeps_the_last_change_per_key() {
 async fn truncate_applies_at_its_position() {
     let db = fresh_database().await;
     let mut sink = sink_for(&db, orders_mapping()).await;
-    sink.apply(batch(
+    sink.apply(&batch(
         vec![order("a", "1", "x", 2), order("b", "1", "x", 2)],
         1,
     ))
     .await
     .unwrap();
-    sink.apply(batch(
+    sink.apply(&batch(
         vec![
             order("c", "1", "before", 1),
             Change::Truncate { collection: 0 },
@@ -119,10 +122,10 @@ async fn replaying_a_batch_is_idempotent() {
         ],
         7,
     );
-    sink.apply(b.clone()).await.unwrap();
+    sink.apply(&b).await.unwrap();
     let (o1, i1) = (orders(&db).await, items(&db).await);
-    sink.apply(b.clone()).await.unwrap();
-    sink.apply(b).await.unwrap();
+    sink.apply(&b).await.unwrap();
+    sink.apply(&b).await.unwrap();
     assert_eq!(orders(&db).await, o1);
     assert_eq!(items(&db).await, i1);
     assert_eq!(stored_token(&db).await, Some(serde_json::json!({"n": 7})));
@@ -140,7 +143,7 @@ async fn dead_letters_are_written_with_the_batch() {
         error: "total: string cannot become numeric(12,2)".into(),
         cluster_time: None,
     });
-    sink.apply(b).await.unwrap();
+    sink.apply(&b).await.unwrap();
     let row = db
         .client
         .query_one(
@@ -166,12 +169,12 @@ async fn dead_letters_are_written_with_the_batch() {
 async fn a_failing_batch_leaves_rows_and_checkpoint_untouched() {
     let db = fresh_database().await;
     let mut sink = sink_for(&db, orders_mapping()).await;
-    sink.apply(batch(vec![order("a", "1", "x", 1)], 1))
+    sink.apply(&batch(vec![order("a", "1", "x", 1)], 1))
         .await
         .unwrap();
     // numeric(12,2) overflows: the whole batch, checkpoint included, must roll back.
     let err = sink
-        .apply(batch(
+        .apply(&batch(
             vec![
                 order("b", "2", "y", 1),
                 order("c", "10000000000000", "z", 0),
@@ -186,8 +189,98 @@ async fn a_failing_batch_leaves_rows_and_checkpoint_untouched() {
     assert_eq!(items(&db).await.len(), 1);
     assert_eq!(stored_token(&db).await, Some(serde_json::json!({"n": 1})));
     // The sink recovers for the next batch.
-    sink.apply(batch(vec![order("b", "2", "y", 1)], 3))
+    sink.apply(&batch(vec![order("b", "2", "y", 1)], 3))
         .await
         .unwrap();
     assert_eq!(orders(&db).await.len(), 2);
+}
+
+/// Batches commit with `synchronous_commit` as configured (default `off`): a statement trigger
+/// on the mapped table records the setting inside the sink's own transaction.
+#[tokio::test]
+async fn batches_commit_with_the_configured_synchronous_commit() {
+    let db = fresh_database().await;
+    // The test cluster may run with synchronous_commit=off; make `on` this database's default
+    // so that `off` can only come from the sink.
+    db.client
+        .batch_execute(&format!(
+            "ALTER DATABASE \"{}\" SET synchronous_commit = on",
+            db.name
+        ))
+        .await
+        .unwrap();
+    let mut sink = sink_for(&db, orders_mapping()).await;
+    db.client
+        .batch_execute(
+            "CREATE TABLE commit_modes (n bigserial, mode text);
+             CREATE FUNCTION log_commit_mode() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 INSERT INTO commit_modes (mode) VALUES (current_setting('synchronous_commit'));
+                 RETURN NULL;
+             END $$;
+             CREATE TRIGGER log_commit_mode AFTER INSERT ON orders
+                 FOR EACH STATEMENT EXECUTE FUNCTION log_commit_mode();",
+        )
+        .await
+        .unwrap();
+    sink.apply(&batch(vec![order("a", "1", "x", 0)], 1))
+        .await
+        .unwrap();
+    sink.set_synchronous_commit(tributary::config::SynchronousCommit::On);
+    sink.apply(&batch(vec![order("b", "2", "y", 0)], 2))
+        .await
+        .unwrap();
+    let modes: Vec<String> = db
+        .client
+        .query("SELECT mode FROM commit_modes ORDER BY n", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(modes, ["off", "on"]);
+}
+
+/// A checkpoint only replaces the one this sink committed last: when Postgres has taken that
+/// one back (here: rewritten behind the sink's back), the batch is refused whole.
+#[tokio::test]
+async fn a_checkpoint_older_than_the_last_commit_refuses_the_batch() {
+    let db = fresh_database().await;
+    let mut sink = sink_for(&db, orders_mapping()).await;
+    sink.apply(&batch(vec![order("a", "1", "x", 0)], 1))
+        .await
+        .unwrap();
+    sink.apply(&batch(vec![order("b", "2", "y", 0)], 2))
+        .await
+        .unwrap();
+    // What a crash leaves behind: batch 2 and its checkpoint gone, batch 1 kept.
+    db.client
+        .batch_execute(
+            "DELETE FROM orders WHERE id = 'b';
+             UPDATE tributary.checkpoints SET resume_token = '{\"n\": 1}'",
+        )
+        .await
+        .unwrap();
+    let err = sink
+        .apply(&batch(vec![order("c", "3", "z", 0)], 3))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, tributary::sink::SinkError::CheckpointRewound { .. }),
+        "{err}"
+    );
+    assert!(!err.is_retryable());
+    assert_eq!(err.kind(), "checkpoint_rewound");
+    assert_eq!(orders(&db).await.len(), 1, "the refused batch left rows");
+    assert_eq!(stored_token(&db).await, Some(serde_json::json!({"n": 1})));
+    // Told where the stream really stands, the sink carries on from there.
+    sink.expect_checkpoint(Some(&checkpoint(1)));
+    sink.apply(&batch(
+        vec![order("b", "2", "y", 0), order("c", "3", "z", 0)],
+        3,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(orders(&db).await.len(), 3);
+    assert_eq!(stored_token(&db).await, Some(serde_json::json!({"n": 3})));
 }

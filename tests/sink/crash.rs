@@ -73,7 +73,7 @@ async fn killing_the_writer_mid_batch_never_splits_rows_from_checkpoint() {
 
     // Round 0 unkilled, to learn how long a batch takes here.
     let started = Instant::now();
-    sink.apply(round(0)).await.unwrap();
+    sink.apply(&round(0)).await.unwrap();
     let typical = started.elapsed();
     assert_state_of_round(&db, 0).await;
 
@@ -97,7 +97,7 @@ async fn killing_the_writer_mid_batch_never_splits_rows_from_checkpoint() {
                 .await
                 .unwrap()
         });
-        let result = sink.apply(batch).await;
+        let result = sink.apply(&batch).await;
         killer.await.unwrap();
         match &result {
             Ok(()) => committed += 1,
@@ -120,7 +120,7 @@ async fn killing_the_writer_mid_batch_never_splits_rows_from_checkpoint() {
 
         // A failed round is replayed, as the pipeline would after a crash.
         if at == n - 1 {
-            sink.apply(round(n)).await.unwrap();
+            sink.apply(&round(n)).await.unwrap();
             assert_state_of_round(&db, n).await;
         }
     }

@@ -149,8 +149,8 @@ async fn hostile_identifiers_are_quoted() {
             ..super::checkpoint(1)
         }),
     };
-    sink.apply(batch.clone()).await.unwrap();
-    sink.apply(batch).await.unwrap();
+    sink.apply(&batch).await.unwrap();
+    sink.apply(&batch).await.unwrap();
 
     let row = db
         .client

@@ -268,7 +268,7 @@ impl Harness {
                 },
             });
         }
-        if let Err(e) = self.rt.block_on(self.sink.borrow_mut().apply(batch)) {
+        if let Err(e) = self.rt.block_on(self.sink.borrow_mut().apply(&batch)) {
             return Err(TestCaseError::fail(format!(
                 "Postgres refused values the mapping accepted: {e}\n{values:?}"
             )));

@@ -36,9 +36,9 @@ async fn status_reports_checkpoints_phases_and_dead_letters() {
         dead_letters: vec![letter, other_version],
         checkpoint: Some(cp),
     };
-    sink.apply(batch.clone()).await.unwrap();
+    sink.apply(&batch).await.unwrap();
     // A replayed batch records no version twice.
-    sink.apply(batch).await.unwrap();
+    sink.apply(&batch).await.unwrap();
     let started = chrono::DateTime::from_timestamp(1_600_000_000, 0);
     set_collection_state(
         &db.client,

@@ -184,7 +184,7 @@ async fn every_value_type_round_trips() {
             },
         })
         .collect();
-    sink.apply(Batch {
+    sink.apply(&Batch {
         changes,
         ..Batch::default()
     })
@@ -244,7 +244,7 @@ async fn a_value_of_the_wrong_type_is_refused_not_altered() {
     let mut row = rows().remove(0);
     row[3] = PgValue::Text("not a smallint".into()); // c_int2
     let err = sink
-        .apply(Batch {
+        .apply(&Batch {
             changes: vec![Change::Upsert {
                 collection: 0,
                 key: row[0].clone(),

@@ -14,32 +14,33 @@ use crate::sink::{Change, DocumentRows, SinkError};
 /// What one collection's tables must undergo in this batch, in this order: truncate, delete,
 /// upsert.
 #[derive(Debug, Default, PartialEq)]
-pub struct CollectionPlan {
+pub struct CollectionPlan<'a> {
     pub truncate: bool,
-    pub deletes: Vec<PgValue>,
-    pub upserts: Vec<(PgValue, DocumentRows)>,
+    pub deletes: Vec<&'a PgValue>,
+    pub upserts: Vec<(&'a PgValue, &'a DocumentRows)>,
 }
 
-impl CollectionPlan {
+impl CollectionPlan<'_> {
     pub fn is_empty(&self) -> bool {
         !self.truncate && self.deletes.is_empty() && self.upserts.is_empty()
     }
 }
 
-enum Net {
-    Upsert(PgValue, DocumentRows),
-    Delete(PgValue),
+enum Net<'a> {
+    Upsert(&'a PgValue, &'a DocumentRows),
+    Delete(&'a PgValue),
 }
 
 /// Coalesces `changes` against the tables of each collection (`tables[c]`: parent first, then
 /// children) and checks every row has its table's width, so a malformed batch fails before
-/// anything is sent.
-pub fn plan(
-    changes: Vec<Change>,
+/// anything is sent. The plan borrows the batch, so a batch that must be retried is never copied.
+pub fn plan<'a>(
+    changes: &'a [Change],
     tables: &[Vec<TableDef>],
-) -> Result<Vec<CollectionPlan>, SinkError> {
+) -> Result<Vec<CollectionPlan<'a>>, SinkError> {
     let mut nets: Vec<Vec<Option<Net>>> = tables.iter().map(|_| Vec::new()).collect();
-    let mut index: Vec<HashMap<KeyRepr, usize>> = tables.iter().map(|_| HashMap::new()).collect();
+    let mut index: Vec<HashMap<KeyRepr<'a>, usize>> =
+        tables.iter().map(|_| HashMap::new()).collect();
     let mut truncate = vec![false; tables.len()];
 
     let check = |c: usize| {
@@ -55,24 +56,24 @@ pub fn plan(
     for change in changes {
         let (c, key, net) = match change {
             Change::Truncate { collection } => {
-                let c = check(collection)?;
+                let c = check(*collection)?;
                 truncate[c] = true;
                 nets[c].clear();
                 index[c].clear();
                 continue;
             }
             Change::Delete { collection, key } => {
-                let c = check(collection)?;
-                (c, key_repr(&key), Net::Delete(key))
+                let c = check(*collection)?;
+                (c, key_repr(key), Net::Delete(key))
             }
             Change::Upsert {
                 collection,
                 key,
                 rows,
             } => {
-                let c = check(collection)?;
-                check_rows(&tables[c], &rows)?;
-                (c, key_repr(&key), Net::Upsert(key, rows))
+                let c = check(*collection)?;
+                check_rows(&tables[c], rows)?;
+                (c, key_repr(key), Net::Upsert(key, rows))
             }
         };
         match index[c].get(&key) {
@@ -140,16 +141,16 @@ fn check_rows(tables: &[TableDef], rows: &DocumentRows) -> Result<(), SinkError>
 /// Identity of a key as Postgres compares it: `1.50` and `1.5` are one numeric key, `-0.0` and
 /// `0.0` one float key. Everything else compares by value.
 #[derive(Debug, PartialEq, Eq, Hash)]
-enum KeyRepr {
-    Text(String),
+enum KeyRepr<'a> {
+    Text(&'a str),
     Int(i64),
     Other(String),
 }
 
-fn key_repr(key: &PgValue) -> KeyRepr {
+fn key_repr(key: &PgValue) -> KeyRepr<'_> {
     // Text and integer keys (nearly all keys) skip the formatting below.
     match key {
-        PgValue::Text(s) => return KeyRepr::Text(s.clone()),
+        PgValue::Text(s) => return KeyRepr::Text(s),
         PgValue::Int2(i) => return KeyRepr::Int(i64::from(*i)),
         PgValue::Int4(i) => return KeyRepr::Int(i64::from(*i)),
         PgValue::Int8(i) => return KeyRepr::Int(*i),
@@ -209,12 +210,9 @@ mod tests {
 
     #[test]
     fn last_change_per_key_wins() {
-        let p = plan(
-            vec![up("a", 1), del("a"), del("b"), up("b", 2), up("b", 3)],
-            &tables(),
-        )
-        .unwrap();
-        assert_eq!(p[0].deletes, vec![PgValue::Text("a".into())]);
+        let changes = [up("a", 1), del("a"), del("b"), up("b", 2), up("b", 3)];
+        let p = plan(&changes, &tables()).unwrap();
+        assert_eq!(p[0].deletes, vec![&PgValue::Text("a".into())]);
         assert_eq!(p[0].upserts.len(), 1);
         assert_eq!(p[0].upserts[0].1.parent[1], PgValue::Int4(3));
         assert!(!p[0].truncate);
@@ -222,15 +220,12 @@ mod tests {
 
     #[test]
     fn truncate_discards_earlier_changes_only() {
-        let p = plan(
-            vec![up("a", 1), Change::Truncate { collection: 0 }, up("b", 2)],
-            &tables(),
-        )
-        .unwrap();
+        let changes = [up("a", 1), Change::Truncate { collection: 0 }, up("b", 2)];
+        let p = plan(&changes, &tables()).unwrap();
         assert!(p[0].truncate);
         assert!(p[0].deletes.is_empty());
         assert_eq!(p[0].upserts.len(), 1);
-        assert_eq!(p[0].upserts[0].0, PgValue::Text("b".into()));
+        assert_eq!(p[0].upserts[0].0, &PgValue::Text("b".into()));
     }
 
     #[test]
@@ -243,8 +238,8 @@ mod tests {
                 children: vec![],
             },
         };
-        assert!(plan(vec![wrong_width], &tables()).is_err());
-        assert!(plan(vec![Change::Truncate { collection: 7 }], &tables()).is_err());
+        assert!(plan(&[wrong_width], &tables()).is_err());
+        assert!(plan(&[Change::Truncate { collection: 7 }], &tables()).is_err());
     }
 
     #[test]

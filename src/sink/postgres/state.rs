@@ -98,6 +98,16 @@ pub fn checkpoint_upsert_sql(state_schema: &str) -> String {
     )
 }
 
+/// Moves the stream's checkpoint from `$5` (the resume token the writer committed last) to the
+/// new one; no row is updated when the stored token is another one.
+pub fn checkpoint_advance_sql(state_schema: &str) -> String {
+    format!(
+        "UPDATE {} SET source = $2, resume_token = $3, cluster_time = $4, updated_at = now() \
+         WHERE stream = $1 AND resume_token = $5",
+        qualified(state_schema, "checkpoints")
+    )
+}
+
 /// Upserts the stream's checkpoint. Call it inside the transaction that writes the rows it
 /// covers: that is the whole durability argument.
 pub async fn write_checkpoint(

@@ -115,7 +115,7 @@ pub async fn copy_rows_into(
 ) -> Result<u64, SinkError> {
     let shadows = shadow_defs(&live_defs(sink, collection)?);
     let key_index = shadows[0].primary_key[0];
-    let changes = rows
+    let changes: Vec<Change> = rows
         .into_iter()
         .map(|rows| Change::Upsert {
             collection: 0,
@@ -123,8 +123,8 @@ pub async fn copy_rows_into(
             rows,
         })
         .collect();
-    let plans = plan::plan(changes, std::slice::from_ref(&shadows))?;
-    let docs: Vec<DocumentRows> = plans
+    let plans = plan::plan(&changes, std::slice::from_ref(&shadows))?;
+    let docs: Vec<&DocumentRows> = plans
         .into_iter()
         .flat_map(|p| p.upserts)
         .map(|(_, rows)| rows)
