@@ -32,11 +32,11 @@
 
 use std::borrow::Cow;
 
-use bson::{Bson, DateTime, Document, Timestamp};
+use bson::{Bson, DateTime, Document, RawDocument, Timestamp};
 
 use crate::diff::update_description;
 use crate::query::Fields;
-use crate::store::{approx_size, approx_value};
+use crate::store::{approx_size, approx_size_raw, approx_value, decode_raw};
 use crate::token::{encode, encode_data, ResumeToken, TokenKind};
 
 /// The `$changeStream` options that shape events.
@@ -79,6 +79,8 @@ struct Parts<'a> {
     ns: Option<Document>,
     to: Option<Document>,
     full_document: Option<Cow<'a, Bson>>,
+    /// An insert's `fullDocument` kept as BSON by the oplog.
+    full_document_raw: Option<&'a RawDocument>,
     document_key: Option<Cow<'a, Document>>,
     operation_description: Option<Document>,
     update_description: Option<Document>,
@@ -251,6 +253,28 @@ fn one_operation<'a>(
 ) -> Option<Parts<'a>> {
     let ns = op.str_field("ns")?;
     let (db, coll) = split_ns(ns);
+    if let Some(raw) = op.raw_doc_field("o") {
+        // Only inserts keep their `o` as bytes.
+        if op.str_field("op")? != "i" || is_internal(db, coll) {
+            return None;
+        }
+        let id = raw
+            .get("_id")
+            .ok()
+            .flatten()
+            .and_then(|v| Bson::try_from(v).ok());
+        return Some(Parts {
+            operation_type: "insert",
+            uuid: op.field("ui").map(Cow::Borrowed),
+            document_key: Some(match op.doc_field("o2") {
+                Some(k) => Cow::Borrowed(k),
+                None => Cow::Owned(id_key(id.as_ref())),
+            }),
+            full_document_raw: Some(raw),
+            ns: Some(ns_doc(db, Some(coll))),
+            ..Parts::default()
+        });
+    }
     let o_value = op.field("o")?;
     let o = o_value.as_document()?;
     let uuid = op.field("ui").map(Cow::Borrowed);
@@ -435,6 +459,7 @@ trait EventSink {
     fn token(&mut self, data: String);
     fn value(&mut self, key: &'static str, value: Cow<'_, Bson>);
     fn document(&mut self, key: &'static str, value: Cow<'_, Document>);
+    fn raw_document(&mut self, key: &'static str, value: &RawDocument);
 }
 
 struct DocSink(Document);
@@ -452,6 +477,10 @@ impl EventSink for DocSink {
 
     fn document(&mut self, key: &'static str, value: Cow<'_, Document>) {
         self.0.insert(key, value.into_owned());
+    }
+
+    fn raw_document(&mut self, key: &'static str, value: &RawDocument) {
+        self.0.insert(key, decode_raw(value));
     }
 }
 
@@ -522,6 +551,14 @@ impl EventSink for RawSink {
             self.ns = Some(value.into_owned());
         }
     }
+
+    fn raw_document(&mut self, key: &'static str, value: &RawDocument) {
+        self.approx += key.len() + 2 + approx_size_raw(value);
+        self.out.push(0x03);
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.push(0);
+        self.out.extend_from_slice(value.as_bytes());
+    }
 }
 
 fn assemble(origin: &Origin, parts: Parts<'_>, opts: &EventOptions, ev: &mut dyn EventSink) {
@@ -552,7 +589,9 @@ fn assemble(origin: &Origin, parts: Parts<'_>, opts: &EventOptions, ev: &mut dyn
         }
     }
     ev.value("wallTime", Cow::Owned(Bson::DateTime(origin.wall)));
-    if let Some(full) = parts.full_document {
+    if let Some(raw) = parts.full_document_raw {
+        ev.raw_document("fullDocument", raw);
+    } else if let Some(full) = parts.full_document {
         ev.value("fullDocument", full);
     }
     if let Some(ns) = parts.ns {

@@ -142,6 +142,12 @@ impl Filter {
         eval_expr(&self.root, doc)
     }
 
+    /// Whether the filter may look at top-level field `key` (`$expr` may
+    /// look at anything).
+    pub fn mentions(&self, key: &str) -> bool {
+        expr_mentions(&self.root, key)
+    }
+
     /// The `_id` value for filters of the exact shape `{_id: v}` or
     /// `{_id: {$eq: v}}`, so the store can look the document up by key.
     pub fn id_equality(&self) -> Option<&Bson> {
@@ -207,6 +213,17 @@ fn array_conditions<'a>(expr: &'a Expr, array_path: &str, out: &mut Vec<(&'a str
             }
         }
         _ => {}
+    }
+}
+
+fn expr_mentions(expr: &Expr, key: &str) -> bool {
+    match expr {
+        Expr::And(subs) | Expr::Or(subs) | Expr::Nor(subs) => {
+            subs.iter().any(|e| expr_mentions(e, key))
+        }
+        Expr::Const(_) => false,
+        Expr::Aggregate(_) => true,
+        Expr::Path(path, _) => path.split('.').next() == Some(key),
     }
 }
 
@@ -381,6 +398,11 @@ fn compare_op(op: CmpOp, value: &Bson, target: &Bson) -> bool {
 pub trait Fields {
     fn field(&self, key: &str) -> Option<&Bson>;
 
+    /// A sub-document kept as BSON bytes, which `field` does not return.
+    fn raw_doc_field(&self, _key: &str) -> Option<&bson::RawDocument> {
+        None
+    }
+
     /// The whole thing as a `Document`, for the rare reader that needs one.
     fn to_document(&self) -> std::borrow::Cow<'_, Document>;
 
@@ -423,6 +445,10 @@ pub trait Fields {
 impl<T: Fields + ?Sized> Fields for &T {
     fn field(&self, key: &str) -> Option<&Bson> {
         (**self).field(key)
+    }
+
+    fn raw_doc_field(&self, key: &str) -> Option<&bson::RawDocument> {
+        (**self).raw_doc_field(key)
     }
 
     fn to_document(&self) -> std::borrow::Cow<'_, Document> {

@@ -17,8 +17,8 @@ use bson::{Bson, Document};
 use crate::bson_order::{type_bracket, OrderedBson};
 use crate::cursor::{BatchDoc, MAX_BATCH_BYTES};
 use crate::error::CommandError;
-use crate::query::{project, Filter};
-use crate::store::{approx_size, Catalog, Collection};
+use crate::query::{project, Fields, Filter};
+use crate::store::{approx_size, approx_size_raw, Catalog, Collection};
 
 pub struct ScanCursor {
     db: String,
@@ -177,8 +177,9 @@ impl ScanCursor {
         let mut bytes = 0;
         let mut more = false;
         let mut last: Option<&OrderedBson> = None;
-        for (key, doc) in coll.docs.range((self.from.clone(), self.to.clone())) {
-            if !self.filter.matches(doc) {
+        for (key, stored) in coll.docs.range((self.from.clone(), self.to.clone())) {
+            // The filter is about `_id` only (see `id_range`): the key is enough.
+            if !self.filter.matches(&IdOnly(&key.0)) {
                 continue;
             }
             if self.skip > 0 {
@@ -189,12 +190,18 @@ impl ScanCursor {
             if self.remaining == Some(0) {
                 break;
             }
-            let projected = match &self.projection {
-                Some(p) => Some(project(doc, p)?),
-                None => None,
+            let (item, size) = match (&self.projection, stored.raw()) {
+                (Some(p), _) => {
+                    let shown = project(&stored.doc(), p)?;
+                    let size = approx_size(&shown);
+                    (BatchDoc::Owned(shown), size)
+                }
+                (None, Some(raw)) => (BatchDoc::Raw(raw.as_bytes().to_vec()), approx_size_raw(raw)),
+                (None, None) => {
+                    let doc = stored.doc();
+                    (encoded(&doc), approx_size(&doc))
+                }
             };
-            let shown: &Document = projected.as_ref().unwrap_or(&**doc);
-            let size = approx_size(shown);
             if (batch_size > 0 && out.len() >= batch_size)
                 || (!out.is_empty() && bytes + size > MAX_BATCH_BYTES)
             {
@@ -202,10 +209,7 @@ impl ScanCursor {
                 break;
             }
             bytes += size;
-            out.push(match projected {
-                Some(p) => BatchDoc::Owned(p),
-                None => encoded(doc),
-            });
+            out.push(item);
             last = Some(key);
             if let Some(r) = &mut self.remaining {
                 *r -= 1;
@@ -215,6 +219,21 @@ impl ScanCursor {
             self.from = Bound::Excluded(key.clone());
         }
         Ok((out, more))
+    }
+}
+
+/// A document seen only through its `_id`.
+struct IdOnly<'a>(&'a Bson);
+
+impl Fields for IdOnly<'_> {
+    fn field(&self, key: &str) -> Option<&Bson> {
+        (key == "_id").then_some(self.0)
+    }
+
+    fn to_document(&self) -> std::borrow::Cow<'_, Document> {
+        let mut d = Document::new();
+        d.insert("_id", self.0.clone());
+        std::borrow::Cow::Owned(d)
     }
 }
 

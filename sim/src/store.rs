@@ -6,11 +6,11 @@
 //! keep one copy instead of two (the second deep clone and its memory were
 //! a large part of what an insert cost).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::ops::Deref;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
-use bson::{doc, Bson, Document};
+use bson::{doc, Bson, Document, RawBsonRef, RawDocument};
 
 use crate::bson_order::OrderedBson;
 use crate::error::CommandError;
@@ -25,31 +25,6 @@ pub enum StoredDoc {
     Inserted(Arc<OplogEntry>),
 }
 
-/// What an `Inserted` without an `o` document would read as; never the case
-/// (`Oplog::append` writes `o` as given), but `Deref` must return something.
-static NO_DOCUMENT: LazyLock<Document> = LazyLock::new(Document::new);
-
-impl Deref for StoredDoc {
-    type Target = Document;
-
-    fn deref(&self) -> &Document {
-        match self {
-            StoredDoc::Own(d) => d,
-            StoredDoc::Inserted(entry) => entry.doc_field("o").unwrap_or(&NO_DOCUMENT),
-        }
-    }
-}
-
-impl Fields for StoredDoc {
-    fn field(&self, key: &str) -> Option<&Bson> {
-        self.deref().get(key)
-    }
-
-    fn to_document(&self) -> std::borrow::Cow<'_, Document> {
-        std::borrow::Cow::Borrowed(self.deref())
-    }
-}
-
 impl From<Document> for StoredDoc {
     fn from(d: Document) -> Self {
         StoredDoc::Own(d)
@@ -57,11 +32,64 @@ impl From<Document> for StoredDoc {
 }
 
 impl StoredDoc {
+    /// The document; decoded when it is kept as BSON.
+    pub fn doc(&self) -> Cow<'_, Document> {
+        match self {
+            StoredDoc::Own(d) => Cow::Borrowed(d),
+            StoredDoc::Inserted(entry) => match entry.raw_o() {
+                Some(raw) => Cow::Owned(decode_raw(raw)),
+                None => entry.doc_field("o").map(Cow::Borrowed).unwrap_or_default(),
+            },
+        }
+    }
+
+    /// The document's BSON, when that is how it is kept.
+    pub fn raw(&self) -> Option<&RawDocument> {
+        match self {
+            StoredDoc::Own(_) => None,
+            StoredDoc::Inserted(entry) => entry.raw_o(),
+        }
+    }
+
     pub fn into_document(self) -> Document {
         match self {
             StoredDoc::Own(d) => d,
-            StoredDoc::Inserted(_) => Document::clone(&self),
+            StoredDoc::Inserted(_) => self.doc().into_owned(),
         }
+    }
+}
+
+/// A document the simulator encoded itself; the bytes are valid BSON, so
+/// decoding cannot fail (an empty document stands in if it ever did).
+pub fn decode_raw(raw: &RawDocument) -> Document {
+    Document::try_from(raw).unwrap_or_default()
+}
+
+/// [`approx_size`] of the `Document` that `raw` encodes.
+pub fn approx_size_raw(raw: &RawDocument) -> usize {
+    raw.iter()
+        .map(|el| match el {
+            Ok((k, v)) => k.len() + 2 + approx_value_raw(v),
+            Err(_) => 0,
+        })
+        .sum::<usize>()
+        + 5
+}
+
+fn approx_value_raw(v: RawBsonRef<'_>) -> usize {
+    match v {
+        RawBsonRef::Document(d) => approx_size_raw(d),
+        RawBsonRef::Array(a) => {
+            a.into_iter()
+                .map(|x| x.map_or(0, |x| approx_value_raw(x) + 4))
+                .sum::<usize>()
+                + 5
+        }
+        RawBsonRef::String(s) => s.len() + 5,
+        RawBsonRef::Binary(b) => b.bytes.len() + 5,
+        RawBsonRef::ObjectId(_) => 12,
+        RawBsonRef::Int32(_) => 4,
+        _ => 8,
     }
 }
 
@@ -187,7 +215,7 @@ impl Collection {
             };
             let clash = self.docs.iter().any(|(id, other)| {
                 self_id.is_none_or(|s| !crate::bson_order::compare(s, &id.0).is_eq())
-                    && index_key(other, pattern, sparse).is_some_and(|k| same_key(&k, &key))
+                    && index_key(&other.doc(), pattern, sparse).is_some_and(|k| same_key(&k, &key))
             });
             if clash {
                 return Some(DuplicateKey {
@@ -204,7 +232,7 @@ impl Collection {
     pub fn duplicate_for_new_index(&self, pattern: &Document, sparse: bool) -> Option<Document> {
         let mut seen: Vec<Document> = Vec::new();
         for doc in self.docs.values() {
-            let Some(key) = index_key(doc, pattern, sparse) else {
+            let Some(key) = index_key(&doc.doc(), pattern, sparse) else {
                 continue;
             };
             if seen.iter().any(|k| same_key(k, &key)) {

@@ -297,7 +297,7 @@ impl StreamCursor {
                 .get(db, coll)?
                 .docs
                 .get(&OrderedBson(id.clone()))
-                .map(|d| Document::clone(d))
+                .map(|d| d.doc().into_owned())
         };
         while !self.invalidated
             && self.pending.len() < want

@@ -59,7 +59,7 @@ pub fn find_all(oplog: &Oplog, spec: &FindSpec<'_>) -> Result<Vec<Document>, Com
     let entries = oplog.entries_from(0, usize::MAX);
     let mut matched = entries
         .iter()
-        .filter(|e| filter.matches(e.as_ref()))
+        .filter(|e| e.matches(&filter))
         .map(|e| e.to_document().into_owned());
     let mut docs: Vec<Document> = if other_sort.is_some() {
         matched.collect()
@@ -70,10 +70,8 @@ pub fn find_all(oplog: &Oplog, spec: &FindSpec<'_>) -> Result<Vec<Document>, Com
             spec.limit
         };
         if reverse {
-            let all: Vec<&Arc<OplogEntry>> = entries
-                .iter()
-                .filter(|e| filter.matches(e.as_ref()))
-                .collect();
+            let all: Vec<&Arc<OplogEntry>> =
+                entries.iter().filter(|e| e.matches(&filter)).collect();
             all.into_iter()
                 .rev()
                 .skip(spec.skip)
@@ -149,7 +147,7 @@ impl TailCursor {
             }
             for e in chunk {
                 self.next_seq = e.seq + 1;
-                if !self.filter.matches(e.as_ref()) {
+                if !e.matches(&self.filter) {
                     continue;
                 }
                 match &self.projection {

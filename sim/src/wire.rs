@@ -15,6 +15,7 @@ use bson::{Bson, Document};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::cursor::BatchDoc;
+use crate::oplog::OplogEntry;
 
 /// Largest message a client may send; larger frames are refused (and the
 /// connection closed) so per-connection memory stays bounded.
@@ -466,7 +467,7 @@ fn encode_batch(out: &mut Vec<u8>, batch: &[BatchDoc]) -> Option<()> {
         out.push(0);
         match item {
             BatchDoc::Owned(d) => encode_document(out, d),
-            BatchDoc::Entry(e) => encode_fields(out, e.fields()),
+            BatchDoc::Entry(e) => encode_entry(out, e),
             BatchDoc::Raw(bytes) => {
                 out.extend_from_slice(bytes);
                 Some(())
@@ -516,6 +517,22 @@ fn index_key(buf: &mut [u8; 20], mut i: usize) -> &[u8] {
 /// binary...), which are left to `bson`.
 pub fn encode_document(out: &mut Vec<u8>, doc: &Document) -> Option<()> {
     encode_fields(out, doc.iter().map(|(k, v)| (k.as_str(), v)))
+}
+
+/// An oplog entry, its `o` spliced in from the entry's BSON when it has it.
+fn encode_entry(out: &mut Vec<u8>, e: &OplogEntry) -> Option<()> {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; 4]);
+    for (key, value) in e.fields() {
+        match (key, e.raw_o()) {
+            ("o", Some(raw)) => {
+                out.extend_from_slice(b"\x03o\0");
+                out.extend_from_slice(raw.as_bytes());
+            }
+            _ => encode_element(out, key, value)?,
+        }
+    }
+    finish_length(out, start)
 }
 
 /// [`encode_document`] of a document given as its fields in order.

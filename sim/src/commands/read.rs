@@ -290,7 +290,11 @@ pub fn count(req: &Req<'_>) -> CmdResult {
     let limit = super::ddl::usize_arg(req, "limit")?;
     let total = req.with_target(|t| match t.read(&req.db, &coll) {
         Some(c) if query.is_empty() => c.docs.len(),
-        Some(c) => c.docs.values().filter(|d| filter.matches(d)).count(),
+        Some(c) => c
+            .docs
+            .values()
+            .filter(|d| filter.matches(d.doc().as_ref()))
+            .count(),
         None => 0,
     })?;
     let mut n = total.saturating_sub(skip);
@@ -394,7 +398,7 @@ pub fn aggregate(req: &mut Req<'_>) -> CmdResult {
             } else {
                 req.with_target(|t| {
                     t.read(&req.db, &coll)
-                        .map(|c| c.docs.values().map(|d| Document::clone(d)).collect())
+                        .map(|c| c.docs.values().map(|d| d.doc().into_owned()).collect())
                         .unwrap_or_default()
                 })?
             }
