@@ -36,7 +36,7 @@ use bson::{Bson, DateTime, Document, RawDocument, Timestamp};
 
 use crate::diff::update_description;
 use crate::query::Fields;
-use crate::store::{approx_size, approx_size_raw, approx_value, decode_raw};
+use crate::store::{approx_size, approx_value, decode_raw};
 use crate::token::{encode, encode_data, ResumeToken, TokenKind};
 
 /// The `$changeStream` options that shape events.
@@ -80,7 +80,7 @@ struct Parts<'a> {
     to: Option<Document>,
     full_document: Option<Cow<'a, Bson>>,
     /// An insert's `fullDocument` kept as BSON by the oplog.
-    full_document_raw: Option<&'a RawDocument>,
+    full_document_raw: Option<(&'a RawDocument, usize)>,
     document_key: Option<Cow<'a, Document>>,
     operation_description: Option<Document>,
     update_description: Option<Document>,
@@ -253,7 +253,7 @@ fn one_operation<'a>(
 ) -> Option<Parts<'a>> {
     let ns = op.str_field("ns")?;
     let (db, coll) = split_ns(ns);
-    if let Some(raw) = op.raw_doc_field("o") {
+    if let Some((raw, approx)) = op.raw_doc_field("o") {
         // Only inserts keep their `o` as bytes.
         if op.str_field("op")? != "i" || is_internal(db, coll) {
             return None;
@@ -270,7 +270,7 @@ fn one_operation<'a>(
                 Some(k) => Cow::Borrowed(k),
                 None => Cow::Owned(id_key(id.as_ref())),
             }),
-            full_document_raw: Some(raw),
+            full_document_raw: Some((raw, approx)),
             ns: Some(ns_doc(db, Some(coll))),
             ..Parts::default()
         });
@@ -459,7 +459,8 @@ trait EventSink {
     fn token(&mut self, data: String);
     fn value(&mut self, key: &'static str, value: Cow<'_, Bson>);
     fn document(&mut self, key: &'static str, value: Cow<'_, Document>);
-    fn raw_document(&mut self, key: &'static str, value: &RawDocument);
+    /// A document kept as BSON, with its `store::approx_size`.
+    fn raw_document(&mut self, key: &'static str, value: &RawDocument, approx: usize);
 }
 
 struct DocSink(Document);
@@ -479,7 +480,7 @@ impl EventSink for DocSink {
         self.0.insert(key, value.into_owned());
     }
 
-    fn raw_document(&mut self, key: &'static str, value: &RawDocument) {
+    fn raw_document(&mut self, key: &'static str, value: &RawDocument, _approx: usize) {
         self.0.insert(key, decode_raw(value));
     }
 }
@@ -552,8 +553,8 @@ impl EventSink for RawSink {
         }
     }
 
-    fn raw_document(&mut self, key: &'static str, value: &RawDocument) {
-        self.approx += key.len() + 2 + approx_size_raw(value);
+    fn raw_document(&mut self, key: &'static str, value: &RawDocument, approx: usize) {
+        self.approx += key.len() + 2 + approx;
         self.out.push(0x03);
         self.out.extend_from_slice(key.as_bytes());
         self.out.push(0);
@@ -589,8 +590,8 @@ fn assemble(origin: &Origin, parts: Parts<'_>, opts: &EventOptions, ev: &mut dyn
         }
     }
     ev.value("wallTime", Cow::Owned(Bson::DateTime(origin.wall)));
-    if let Some(raw) = parts.full_document_raw {
-        ev.raw_document("fullDocument", raw);
+    if let Some((raw, approx)) = parts.full_document_raw {
+        ev.raw_document("fullDocument", raw, approx);
     } else if let Some(full) = parts.full_document {
         ev.value("fullDocument", full);
     }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use bson::{doc, Bson, Document, RawDocument, RawDocumentBuf, Timestamp};
 
 use crate::query::{Fields, Filter};
-use crate::store::{approx_size_raw, approx_value, decode_raw};
+use crate::store::{approx_value, decode_raw};
 
 /// The election term this single-member set pretends to be in.
 pub const TERM: i64 = 1;
@@ -36,6 +36,9 @@ pub struct OplogEntry {
     /// a seventh of the memory of a `Document` and are copied straight into
     /// replies, change events and tails.
     raw_o: Option<RawDocumentBuf>,
+    /// `store::approx_size` of `raw_o`'s document, computed once from the
+    /// `Document` (walking the bytes means parsing them again).
+    raw_o_approx: usize,
     /// Images by `txnOpIndex` (index 0 for a plain entry).
     pub images: Vec<Option<Box<Images>>>,
 }
@@ -52,6 +55,11 @@ impl OplogEntry {
         self.raw_o.as_deref()
     }
 
+    /// `store::approx_size` of the document [`OplogEntry::raw_o`] encodes.
+    pub fn raw_o_approx(&self) -> usize {
+        self.raw_o_approx
+    }
+
     /// `store::approx_size` of the entry as a `Document`.
     pub fn approx_size(&self) -> usize {
         self.fields
@@ -60,7 +68,7 @@ impl OplogEntry {
                 k.len()
                     + 2
                     + match (k.as_ref(), &self.raw_o) {
-                        ("o", Some(raw)) => approx_size_raw(raw),
+                        ("o", Some(_)) => self.raw_o_approx,
                         _ => approx_value(v),
                     }
             })
@@ -85,8 +93,9 @@ impl Fields for OplogEntry {
         self.fields.iter().find(|(k, _)| k == key).map(|(_, v)| v)
     }
 
-    fn raw_doc_field(&self, key: &str) -> Option<&RawDocument> {
-        (key == "o").then_some(self.raw_o()).flatten()
+    fn raw_doc_field(&self, key: &str) -> Option<(&RawDocument, usize)> {
+        let raw = self.raw_o().filter(|_| key == "o")?;
+        Some((raw, self.raw_o_approx))
     }
 
     fn to_document(&self) -> Cow<'_, Document> {
@@ -232,10 +241,9 @@ impl Oplog {
         if let Some(ui) = op.ui {
             fields.push((Cow::Borrowed("ui"), Bson::from(ui)));
         }
-        let raw_o = if op.op == "i" {
-            encode_raw(&op.o)
-        } else {
-            None
+        let (raw_o, raw_o_approx) = match op.op {
+            "i" => (encode_raw(&op.o), crate::store::approx_size(&op.o)),
+            _ => (None, 0),
         };
         if raw_o.is_some() {
             fields.push((Cow::Borrowed("o"), Bson::Null));
@@ -262,6 +270,7 @@ impl Oplog {
             ns: op.ns,
             fields,
             raw_o,
+            raw_o_approx,
             images,
         });
         self.next_seq += 1;

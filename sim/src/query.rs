@@ -399,7 +399,8 @@ pub trait Fields {
     fn field(&self, key: &str) -> Option<&Bson>;
 
     /// A sub-document kept as BSON bytes, which `field` does not return.
-    fn raw_doc_field(&self, _key: &str) -> Option<&bson::RawDocument> {
+    /// With `store::approx_size` of the document it encodes.
+    fn raw_doc_field(&self, _key: &str) -> Option<(&bson::RawDocument, usize)> {
         None
     }
 
@@ -447,7 +448,7 @@ impl<T: Fields + ?Sized> Fields for &T {
         (**self).field(key)
     }
 
-    fn raw_doc_field(&self, key: &str) -> Option<&bson::RawDocument> {
+    fn raw_doc_field(&self, key: &str) -> Option<(&bson::RawDocument, usize)> {
         (**self).raw_doc_field(key)
     }
 

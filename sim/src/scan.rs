@@ -18,7 +18,7 @@ use crate::bson_order::{type_bracket, OrderedBson};
 use crate::cursor::{BatchDoc, MAX_BATCH_BYTES};
 use crate::error::CommandError;
 use crate::query::{project, Fields, Filter};
-use crate::store::{approx_size, approx_size_raw, Catalog, Collection};
+use crate::store::{approx_size, Catalog, Collection};
 
 pub struct ScanCursor {
     db: String,
@@ -196,7 +196,7 @@ impl ScanCursor {
                     let size = approx_size(&shown);
                     (BatchDoc::Owned(shown), size)
                 }
-                (None, Some(raw)) => (BatchDoc::Raw(raw.as_bytes().to_vec()), approx_size_raw(raw)),
+                (None, Some((raw, approx))) => (BatchDoc::Raw(raw.as_bytes().to_vec()), approx),
                 (None, None) => {
                     let doc = stored.doc();
                     (encoded(&doc), approx_size(&doc))

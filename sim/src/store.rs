@@ -11,7 +11,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use bson::{doc, Bson, Document, RawBsonRef, RawDocument};
+use bson::{doc, Bson, Document, RawDocument};
 
 use crate::bson_order::OrderedBson;
 use crate::error::CommandError;
@@ -44,11 +44,12 @@ impl StoredDoc {
         }
     }
 
-    /// The document's BSON, when that is how it is kept.
-    pub fn raw(&self) -> Option<&RawDocument> {
+    /// The document's BSON, when that is how it is kept, with
+    /// [`approx_size`] of the document.
+    pub fn raw(&self) -> Option<(&RawDocument, usize)> {
         match self {
             StoredDoc::Own(_) => None,
-            StoredDoc::Inserted(entry) => entry.raw_o(),
+            StoredDoc::Inserted(entry) => Some((entry.raw_o()?, entry.raw_o_approx())),
         }
     }
 
@@ -64,34 +65,6 @@ impl StoredDoc {
 /// decoding cannot fail (an empty document stands in if it ever did).
 pub fn decode_raw(raw: &RawDocument) -> Document {
     Document::try_from(raw).unwrap_or_default()
-}
-
-/// [`approx_size`] of the `Document` that `raw` encodes.
-pub fn approx_size_raw(raw: &RawDocument) -> usize {
-    raw.iter()
-        .map(|el| match el {
-            Ok((k, v)) => k.len() + 2 + approx_value_raw(v),
-            Err(_) => 0,
-        })
-        .sum::<usize>()
-        + 5
-}
-
-fn approx_value_raw(v: RawBsonRef<'_>) -> usize {
-    match v {
-        RawBsonRef::Document(d) => approx_size_raw(d),
-        RawBsonRef::Array(a) => {
-            a.into_iter()
-                .map(|x| x.map_or(0, |x| approx_value_raw(x) + 4))
-                .sum::<usize>()
-                + 5
-        }
-        RawBsonRef::String(s) => s.len() + 5,
-        RawBsonRef::Binary(b) => b.bytes.len() + 5,
-        RawBsonRef::ObjectId(_) => 12,
-        RawBsonRef::Int32(_) => 4,
-        _ => 8,
-    }
 }
 
 #[derive(Debug, Clone)]
