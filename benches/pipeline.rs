@@ -899,11 +899,13 @@ async fn full_sync(
     )
 }
 
-/// mongo-sim keeps about 15 KB per seeded order and its `find` clones the whole result, so a
-/// full sync of N orders needs ~30 KB × N in this process. On a machine without that much
-/// available memory the run is scaled down (loudly, and the section says so) rather than
-/// pushing a shared machine into the OOM killer.
+/// mongo-sim keeps about 3.5 KB per seeded order (its customers and products included: each
+/// document once, as BSON in its oplog entry) and its `find` reads batch by batch; the
+/// baseline holds every row encoded for COPY, about as much again. 10 KB × N leaves room. On a
+/// machine without that much available memory the run is scaled down (loudly, and the section
+/// says so) rather than pushing a shared machine into the OOM killer.
 fn affordable_orders(asked: usize) -> usize {
+    const KIB_PER_ORDER: usize = 10;
     let available_kib = std::fs::read_to_string("/proc/meminfo").ok().and_then(|s| {
         s.lines()
             .find(|l| l.starts_with("MemAvailable:"))
@@ -914,13 +916,13 @@ fn affordable_orders(asked: usize) -> usize {
     };
     // Keep 4 GiB for everything else on the machine.
     let budget_kib = available_kib.saturating_sub(4 * 1024 * 1024);
-    let affordable = budget_kib / 30 / 10_000 * 10_000;
+    let affordable = budget_kib / KIB_PER_ORDER / 10_000 * 10_000;
     if asked <= affordable || env_set("PIPELINE_BENCH_FORCE").is_some() {
         return asked;
     }
     eprintln!(
         "(a) WARNING: {asked} orders need ~{} GiB in mongo-sim but {} GiB are available; running {affordable} orders instead (PIPELINE_BENCH_FORCE=1 overrides)",
-        asked * 30 / 1024 / 1024,
+        asked * KIB_PER_ORDER / 1024 / 1024,
         available_kib / 1024 / 1024
     );
     affordable.max(10_000)

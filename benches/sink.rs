@@ -230,6 +230,13 @@ fn vm_hwm_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// Resets VmHWM to the current RSS (`clear_refs` 5, Linux 4.0+).
+fn reset_vm_hwm() {
+    if let Err(e) = std::fs::write("/proc/self/clear_refs", "5") {
+        eprintln!("cannot reset the peak RSS ({e}); it includes the baseline's rows");
+    }
+}
+
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
@@ -291,6 +298,17 @@ async fn main() {
     };
     eprintln!("sink bench: {rows} rows, batches of {batch_rows}, {server}");
 
+    // Baseline first: plain binary COPY into an empty table with the same definition, on a
+    // server no earlier phase has left with dead rows to vacuum or WAL to checkpoint.
+    for stmt in ddl::schema_ddl(&mapping("bench_copy"), "public", "tributary") {
+        db.client.batch_execute(&stmt).await.expect("ddl");
+    }
+    checkpoint_server(&db.client).await;
+    let copy_time = plain_copy(&db.url, "bench_copy", rows).await;
+    eprintln!("plain COPY: {copy_time:?}");
+    // Peak RSS below is the sink phases': forget the baseline's prepared rows.
+    reset_vm_hwm();
+
     let (insert_time, update_time) = measure_sink(
         &db,
         "bench_sink",
@@ -308,16 +326,7 @@ async fn main() {
     )
     .await;
 
-    // Peak RSS of the sink phases, before the baseline materialises all its rows.
     let hwm_mib = vm_hwm_kib() as f64 / 1024.0;
-
-    // Baseline: plain binary COPY into an empty table with the same definition.
-    for stmt in ddl::schema_ddl(&mapping("bench_copy"), "public", "tributary") {
-        db.client.batch_execute(&stmt).await.expect("ddl");
-    }
-    checkpoint_server(&db.client).await;
-    let copy_time = plain_copy(&db.url, "bench_copy", rows).await;
-    eprintln!("plain COPY: {copy_time:?}");
     let rate = |d: Duration| rows as f64 / d.as_secs_f64();
     let copy_rate = rate(copy_time);
     let lines = [
