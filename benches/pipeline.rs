@@ -39,18 +39,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bson::{doc, Bson, DateTime, Document, Timestamp};
-use bytes::{BufMut, BytesMut};
-use futures::SinkExt;
 use mongodb::{Client as MongoClient, Database};
-use postgres_types::{IsNull, ToSql, Type};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio_postgres::{Client as PgClient, NoTls};
 use tributary::mapping::convert::convert_document;
 use tributary::mapping::model::MappingSet;
-use tributary::mapping::value::Row;
 use tributary::position::{ts_cmp, Position};
 use tributary::sink::postgres::ddl::{self, qualified, quote_ident};
+
+#[path = "support/copy_data.rs"]
+mod copy_data;
+use copy_data::CopyData;
 
 /// The allocator the `tributary` and `mongo-sim` binaries use, so the in-process simulator serves
 /// documents as fast as the binary would and the COPY baseline pays the same allocator as the sync.
@@ -899,13 +899,15 @@ async fn full_sync(
     )
 }
 
-/// mongo-sim keeps about 3.5 KB per seeded order (its customers and products included: each
-/// document once, as BSON in its oplog entry) and its `find` reads batch by batch; the
-/// baseline holds every row encoded for COPY, about as much again. 10 KB × N leaves room. On a
-/// machine without that much available memory the run is scaled down (loudly, and the section
-/// says so) rather than pushing a shared machine into the OOM killer.
+/// mongo-sim keeps about 3.5 KB per seeded order (its customers and products included) and
+/// reads batch by batch, but this process also holds the baseline's documents, rows and COPY
+/// encoding, and the full sync's reads: 1,000,000 and 770,000 orders both reached 23.7 GB
+/// before the OOM killer stopped the run (2026-12-02; why is not known yet), 640,000 fitted
+/// the day before, so 30 KB × N is budgeted. On a machine without that much
+/// available memory the run is scaled down (loudly, and the section says so) rather than
+/// pushing a shared machine into the OOM killer.
 fn affordable_orders(asked: usize) -> usize {
-    const KIB_PER_ORDER: usize = 10;
+    const KIB_PER_ORDER: usize = 30;
     let available_kib = std::fs::read_to_string("/proc/meminfo").ok().and_then(|s| {
         s.lines()
             .find(|l| l.starts_with("MemAvailable:"))
@@ -926,69 +928,6 @@ fn affordable_orders(asked: usize) -> usize {
         available_kib / 1024 / 1024
     );
     affordable.max(10_000)
-}
-
-/// One table's rows as binary COPY data, in 256 KiB chunks (a lean client: the server, not
-/// message hand-offs, sets the pace).
-struct CopyData {
-    types: Vec<Type>,
-    chunks: Vec<bytes::Bytes>,
-    buf: BytesMut,
-}
-
-impl CopyData {
-    const CHUNK: usize = 256 * 1024;
-
-    fn new(types: Vec<Type>) -> CopyData {
-        let mut buf = BytesMut::with_capacity(Self::CHUNK + 64 * 1024);
-        buf.put_slice(b"PGCOPY\n\xff\r\n\0");
-        buf.put_i32(0); // flags
-        buf.put_i32(0); // header extension length
-        CopyData {
-            types,
-            chunks: Vec::new(),
-            buf,
-        }
-    }
-
-    fn push(&mut self, row: &Row) {
-        let width = i16::try_from(self.types.len()).expect("fewer than 32768 columns");
-        self.buf.put_i16(width);
-        for (value, ty) in row.iter().zip(&self.types) {
-            let at = self.buf.len();
-            self.buf.put_i32(0);
-            match value
-                .to_sql(ty, &mut self.buf)
-                .expect("a converted value encodes")
-            {
-                IsNull::Yes => self.buf[at..at + 4].copy_from_slice(&(-1i32).to_be_bytes()),
-                IsNull::No => {
-                    let n = i32::try_from(self.buf.len() - at - 4).expect("value under 2 GiB");
-                    self.buf[at..at + 4].copy_from_slice(&n.to_be_bytes());
-                }
-            }
-        }
-        if self.buf.len() >= Self::CHUNK {
-            self.chunks.push(self.buf.split().freeze());
-        }
-    }
-
-    /// Sends everything in one `COPY` on `pg`, in one transaction.
-    async fn copy(mut self, pg: &PgClient, sql: &str) {
-        self.buf.put_i16(-1); // trailer
-        self.chunks.push(self.buf.split().freeze());
-        pg.batch_execute("BEGIN").await.expect("BEGIN");
-        let sink = pg
-            .copy_in::<_, bytes::Bytes>(sql)
-            .await
-            .expect("COPY failed to start");
-        let mut sink = std::pin::pin!(sink);
-        for chunk in self.chunks {
-            sink.send(chunk).await.expect("COPY send failed");
-        }
-        sink.as_mut().finish().await.expect("COPY failed");
-        pg.batch_execute("COMMIT").await.expect("COMMIT");
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -109,6 +109,21 @@ fn id_range(filter: &Document) -> Option<(Bound<OrderedBson>, Bound<OrderedBson>
     Some((from, to))
 }
 
+/// Whether `filter` reads no field but `_id`: its top-level keys are `_id`, or `$and`/`$or`/
+/// `$nor` of such filters.
+fn only_id(filter: &Document) -> bool {
+    filter.iter().all(|(key, value)| match key.as_str() {
+        "_id" => true,
+        "$and" | "$or" | "$nor" => match value {
+            Bson::Array(clauses) => clauses
+                .iter()
+                .all(|c| matches!(c, Bson::Document(d) if only_id(d))),
+            _ => false,
+        },
+        _ => false,
+    })
+}
+
 /// Whether `sort` leaves documents in `_id` order: absent, empty or `{_id: 1}`.
 fn sorted_by_id(sort: Option<&Document>) -> bool {
     let Some(sort) = sort else { return true };
@@ -128,7 +143,11 @@ impl ScanCursor {
         if !sorted_by_id(spec.sort) {
             return Ok(None);
         }
-        let Some((from, to)) = id_range(spec.filter) else {
+        let Some((from, to)) = id_range(spec.filter).or_else(|| {
+            // Any other filter on `_id` alone (the `$or` of type brackets a full-sync reader
+            // sends for its first and last range) is still decided by the key: walk them all.
+            only_id(spec.filter).then_some((Bound::Unbounded, Bound::Unbounded))
+        }) else {
             return Ok(None);
         };
         Ok(Some(Self {
@@ -302,6 +321,36 @@ mod tests {
     }
 
     #[test]
+    fn other_filters_on_id_alone_scan_and_match_by_key() {
+        let cat = catalog([
+            Bson::Int32(1),
+            Bson::Int32(5),
+            Bson::String("a".into()),
+            Bson::String("q".into()),
+        ]);
+        // What a full-sync reader sends for its first range: below "b" in every bracket.
+        let f = doc! {"$or": [{"_id": {"$lt": "b"}}, {"_id": {"$gte": f64::NEG_INFINITY}}]};
+        let mut s = ScanCursor::open(&cat, &spec(&f, None)).unwrap().unwrap();
+        let (b, more) = s.next_batch(&cat, 0).unwrap();
+        assert_eq!(
+            ids(&b),
+            [Bson::Int32(1), Bson::Int32(5), Bson::String("a".into())]
+        );
+        assert!(!more);
+        for (f, expected) in [
+            (doc! {"_id": 5}, vec![Bson::Int32(5)]),
+            (
+                doc! {"_id": {"$in": [1, "q"]}},
+                vec![Bson::Int32(1), Bson::String("q".into())],
+            ),
+            (doc! {"_id": {"$gte": 1, "$lt": "z"}}, vec![]),
+        ] {
+            let mut s = ScanCursor::open(&cat, &spec(&f, None)).unwrap().unwrap();
+            assert_eq!(ids(&s.next_batch(&cat, 0).unwrap().0), expected, "{f}");
+        }
+    }
+
+    #[test]
     fn range_operators_stay_within_the_type_bracket() {
         let cat = catalog([Bson::Int32(1), Bson::Int32(5), Bson::String("a".into())]);
         let f = doc! {"_id": {"$gte": 2}};
@@ -350,10 +399,7 @@ mod tests {
         let cat = catalog([Bson::Int32(1)]);
         for (f, sort) in [
             (doc! {"x": 1}, None),
-            (doc! {"_id": 1}, None),
-            (doc! {"_id": {"$in": [1]}}, None),
-            (doc! {"_id": {"$gte": 1, "$lt": "z"}}, None),
-            (doc! {"_id": {"$gte": Bson::Null}}, None),
+            (doc! {"$or": [{"_id": 1}, {"x": 1}]}, None),
             (doc! {}, Some(doc! {"_id": -1})),
             (doc! {}, Some(doc! {"x": 1})),
         ] {
