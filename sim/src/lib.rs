@@ -7,8 +7,7 @@
 //! - `state`: storage + oplog behind one lock, cursors, sessions, fail points.
 //! - `writes`: the write engine over live storage or a transaction's copy.
 //! - `store`, `oplog`: collections and the capped `local.oplog.rs`.
-//! - `tail`, `stream`, `scan`, `cursor`: oplog tail cursors, change streams,
-//!   batch-at-a-time collection scans, cursor table.
+//! - `tail`, `stream`, `cursor`: oplog tail cursors, change streams, cursor table.
 //! - `failpoint`, `error`, `demo`: fail points, command errors, `--seed-demo`.
 //! - Pure modules (no I/O): `bson_order`, `query`, `update`, `diff`, `token`,
 //!   `change_event`, `aggregate`, `seed`.
@@ -27,7 +26,6 @@ mod demo;
 mod error;
 mod failpoint;
 mod oplog;
-mod scan;
 mod server;
 mod state;
 mod store;

@@ -2,15 +2,14 @@
 //! tailable/awaitData cursors that follow the oplog by sequence number and
 //! fail with 136 CappedPositionLost once their position was truncated away.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bson::{Bson, Document, Timestamp};
 
 use crate::cursor::{BatchDoc, MAX_BATCH_BYTES};
 use crate::error::CommandError;
-use crate::oplog::{Oplog, OplogEntry};
-use crate::query::{project, sort_documents, Fields, Filter};
+use crate::oplog::Oplog;
+use crate::query::{project, sort_documents, Filter};
 use crate::state::Shared;
 use crate::store::approx_size;
 
@@ -57,12 +56,9 @@ pub fn find_all(oplog: &Oplog, spec: &FindSpec<'_>) -> Result<Vec<Document>, Com
         .sort
         .filter(|s| !s.contains_key("$natural") && !s.is_empty());
     let entries = oplog.entries_from(0, usize::MAX);
-    let mut matched = entries
-        .iter()
-        .filter(|e| e.matches(&filter))
-        .map(|e| e.to_document().into_owned());
+    let mut matched = entries.iter().map(|e| &e.doc).filter(|d| filter.matches(d));
     let mut docs: Vec<Document> = if other_sort.is_some() {
-        matched.collect()
+        matched.cloned().collect()
     } else {
         let limit = if spec.limit == 0 {
             usize::MAX
@@ -70,16 +66,20 @@ pub fn find_all(oplog: &Oplog, spec: &FindSpec<'_>) -> Result<Vec<Document>, Com
             spec.limit
         };
         if reverse {
-            let all: Vec<&Arc<OplogEntry>> =
-                entries.iter().filter(|e| e.matches(&filter)).collect();
+            let all: Vec<&Document> = matched.collect();
             all.into_iter()
                 .rev()
                 .skip(spec.skip)
                 .take(limit)
-                .map(|e| e.to_document().into_owned())
+                .cloned()
                 .collect()
         } else {
-            matched.by_ref().skip(spec.skip).take(limit).collect()
+            matched
+                .by_ref()
+                .skip(spec.skip)
+                .take(limit)
+                .cloned()
+                .collect()
         }
     };
     if let Some(sort) = other_sort {
@@ -147,17 +147,17 @@ impl TailCursor {
             }
             for e in chunk {
                 self.next_seq = e.seq + 1;
-                if !e.matches(&self.filter) {
+                if !self.filter.matches(&e.doc) {
                     continue;
                 }
                 match &self.projection {
                     Some(p) => {
-                        let doc = project(&e.to_document(), p)?;
+                        let doc = project(&e.doc, p)?;
                         bytes += approx_size(&doc);
                         out.push(BatchDoc::Owned(doc));
                     }
                     None => {
-                        bytes += e.approx_size();
+                        bytes += approx_size(&e.doc);
                         out.push(BatchDoc::Entry(e));
                     }
                 }

@@ -166,27 +166,10 @@ async fn replays_what_a_postgres_crash_took_back() {
             .unwrap();
         pg.batch_execute("SELECT pg_reload_conf()").await.unwrap();
     }
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tributary.toml");
-    std::fs::write(
-        &path,
-        config_text(&w, &cluster.url, "test", "public", "change_stream", 50),
-    )
-    .unwrap();
-    let config = Config::load(&path).unwrap();
+    let config = cluster.config(&w);
     let run = Running::start(&config, w.mappings.clone(), 30).await;
-    let applied = |url: String, id: &'static str| async move {
-        let Ok((c, conn)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await else {
-            return false;
-        };
-        tokio::spawn(conn);
-        c.query("SELECT 1 FROM public.orders WHERE id = $1", &[&id])
-            .await
-            .is_ok_and(|r| !r.is_empty())
-    };
     write_some(&w, "before").await;
-    let url = cluster.url.clone();
-    wait_until(60, "the first rows", || applied(url.clone(), "before-9")).await;
+    wait_until(60, "the first rows", || cluster.has_order("before-9")).await;
     // Batches committed just now are visible but only in the WAL buffers: crash.
     let cluster = tokio::task::spawn_blocking(move || {
         cluster.restart("immediate");
@@ -195,9 +178,8 @@ async fn replays_what_a_postgres_crash_took_back() {
     .await
     .unwrap();
     write_some(&w, "after").await;
-    let url = cluster.url.clone();
     wait_until(120, "the stream to continue after the crash", || {
-        applied(url.clone(), "after-9")
+        cluster.has_order("after-9")
     })
     .await;
 
@@ -227,6 +209,28 @@ struct Cluster {
 }
 
 impl Cluster {
+    /// A `change_stream` config for `w` writing into this cluster (kept in its folder).
+    fn config(&self, w: &World) -> Config {
+        let path = self.dir.path().join("tributary.toml");
+        std::fs::write(
+            &path,
+            config_text(w, &self.url, "test", "public", "change_stream", 50),
+        )
+        .unwrap();
+        Config::load(&path).unwrap()
+    }
+
+    /// Whether `public.orders` holds the row `id` (false while the server is down).
+    async fn has_order(&self, id: &str) -> bool {
+        let Ok((c, conn)) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls).await else {
+            return false;
+        };
+        tokio::spawn(conn);
+        c.query("SELECT 1 FROM public.orders WHERE id = $1", &[&id])
+            .await
+            .is_ok_and(|r| !r.is_empty())
+    }
+
     fn start() -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let out = Command::new(script())
@@ -313,36 +317,12 @@ fn is_root() -> bool {
 async fn survives_a_postgres_restart_mid_stream() {
     let w = World::new(SourceKind::ChangeStream, 50).await;
     let cluster = Cluster::start();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tributary.toml");
-    std::fs::write(
-        &path,
-        config_text(&w, &cluster.url, "test", "public", "change_stream", 50),
-    )
-    .unwrap();
-    let config = Config::load(&path).unwrap();
+    let config = cluster.config(&w);
     let pg = crate::support::postgres::connect(&cluster.url).await;
 
     write_some(&w, "before").await;
     let run = Running::start(&config, w.mappings.clone(), 30).await;
-    let cluster_url = cluster.url.clone();
-    let applied = |id: &'static str| {
-        let url = cluster_url.clone();
-        move || {
-            let url = url.clone();
-            async move {
-                let Ok((c, conn)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await
-                else {
-                    return false;
-                };
-                tokio::spawn(conn);
-                c.query("SELECT 1 FROM public.orders WHERE id = $1", &[&id])
-                    .await
-                    .is_ok_and(|r| !r.is_empty())
-            }
-        }
-    };
-    wait_until(60, "the first rows", applied("before-9")).await;
+    wait_until(60, "the first rows", || cluster.has_order("before-9")).await;
 
     // Writes keep coming while the server restarts.
     let writer = {
@@ -368,11 +348,9 @@ async fn survives_a_postgres_restart_mid_stream() {
         .insert_one(doc! {"_id": "~after-restart", "qty": 1})
         .await
         .unwrap();
-    wait_until(
-        120,
-        "the stream to continue after the restart",
-        applied("~after-restart"),
-    )
+    wait_until(120, "the stream to continue after the restart", || {
+        cluster.has_order("~after-restart")
+    })
     .await;
 
     let pg = crate::support::postgres::connect(&cluster.url).await;
