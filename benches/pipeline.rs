@@ -899,13 +899,12 @@ async fn full_sync(
     )
 }
 
-/// mongo-sim keeps about 3.5 KB per seeded order (its customers and products included) and
-/// reads batch by batch, but this process also holds the baseline's documents, rows and COPY
-/// encoding, and the full sync's reads: 1,000,000 and 770,000 orders both reached 23.7 GB
-/// before the OOM killer stopped the run (2026-12-02; why is not known yet), 640,000 fitted
-/// the day before, so 30 KB × N is budgeted. On a machine without that much
-/// available memory the run is scaled down (loudly, and the section says so) rather than
-/// pushing a shared machine into the OOM killer.
+/// mongo-sim keeps ~9 KB per seeded order and its `find` clones each range's result, and this
+/// process also holds the baseline's documents, rows and COPY encoding: 1,000,000 and 770,000
+/// orders both reached 23.7 GB before the OOM killer stopped the run (2026-12-02), 640,000
+/// fitted, so 30 KB × N is budgeted. On a machine without that much available memory the run
+/// is scaled down (loudly, and the section says so) rather than pushing a shared machine into
+/// the OOM killer.
 fn affordable_orders(asked: usize) -> usize {
     const KIB_PER_ORDER: usize = 30;
     let available_kib = std::fs::read_to_string("/proc/meminfo").ok().and_then(|s| {
