@@ -32,10 +32,11 @@
 
 use std::borrow::Cow;
 
-use bson::{Bson, DateTime, Document, Timestamp};
+use bson::{Bson, DateTime, Document, RawDocument, Timestamp};
 
 use crate::diff::update_description;
-use crate::store::{approx_size, approx_value};
+use crate::query::Fields;
+use crate::store::{approx_size, approx_value, decode_raw};
 use crate::token::{encode, encode_data, ResumeToken, TokenKind};
 
 /// The `$changeStream` options that shape events.
@@ -78,6 +79,8 @@ struct Parts<'a> {
     ns: Option<Document>,
     to: Option<Document>,
     full_document: Option<Cow<'a, Bson>>,
+    /// An insert's `fullDocument` kept as BSON by the oplog.
+    full_document_raw: Option<(&'a RawDocument, usize)>,
     document_key: Option<Cow<'a, Document>>,
     operation_description: Option<Document>,
     update_description: Option<Document>,
@@ -88,7 +91,7 @@ struct Parts<'a> {
 /// Change events for one oplog entry; `lookup(ns, _id)` returns the current
 /// document for `fullDocument: updateLookup`.
 pub fn events_from_oplog_entry(
-    entry: &Document,
+    entry: &dyn Fields,
     lookup: &dyn Fn(&str, &Bson) -> Option<Document>,
     opts: &EventOptions,
 ) -> Vec<Document> {
@@ -121,7 +124,7 @@ pub struct EncodedEvent {
 /// event; `None` when some value needs the `bson` crate's encoder (the
 /// caller then uses [`events_from_oplog_entry`]).
 pub fn encoded_events_from_oplog_entry(
-    entry: &Document,
+    entry: &dyn Fields,
     lookup: &dyn Fn(&str, &Bson) -> Option<Document>,
     opts: &EventOptions,
 ) -> Option<Vec<EncodedEvent>> {
@@ -151,29 +154,28 @@ pub fn encoded_events_from_oplog_entry(
 
 /// Calls `emit` with the parts of every event of `entry`, in order.
 fn for_each_event<'a>(
-    entry: &'a Document,
+    entry: &'a dyn Fields,
     lookup: &dyn Fn(&str, &Bson) -> Option<Document>,
     opts: &EventOptions,
     emit: &mut dyn FnMut(&Origin<'a>, Parts<'a>),
 ) {
-    if entry.get_bool("fromMigrate").unwrap_or(false) {
+    if entry.bool_field("fromMigrate").unwrap_or(false) {
         return;
     }
-    let Ok(ts) = entry.get_timestamp("ts") else {
+    let Some(ts) = entry.ts_field("ts") else {
         return;
     };
     let wall = entry
-        .get_datetime("wall")
-        .copied()
-        .unwrap_or_else(|_| DateTime::from_millis(i64::from(ts.time) * 1000));
+        .date_field("wall")
+        .unwrap_or_else(|| DateTime::from_millis(i64::from(ts.time) * 1000));
     let origin = Origin {
         ts,
         wall,
         txn_op_index: 0,
         txn: None,
     };
-    let is_apply_ops = entry.get_str("op") == Ok("c")
-        && matches!(entry.get_document("o"), Ok(o) if o.contains_key("applyOps"));
+    let is_apply_ops = entry.str_field("op") == Some("c")
+        && matches!(entry.doc_field("o"), Some(o) if o.contains_key("applyOps"));
     if is_apply_ops {
         unwind_apply_ops(entry, origin, lookup, opts, emit);
         return;
@@ -184,7 +186,7 @@ fn for_each_event<'a>(
 }
 
 fn unwind_apply_ops<'a>(
-    entry: &'a Document,
+    entry: &'a dyn Fields,
     origin: Origin<'a>,
     lookup: &dyn Fn(&str, &Bson) -> Option<Document>,
     opts: &EventOptions,
@@ -192,16 +194,15 @@ fn unwind_apply_ops<'a>(
 ) {
     // The server emits a multi-entry transaction at its last entry; partial
     // entries produce nothing on their own.
-    if entry.get_bool("partialTxn").unwrap_or(false) || entry.get_bool("prepare").unwrap_or(false) {
+    if entry.bool_field("partialTxn").unwrap_or(false)
+        || entry.bool_field("prepare").unwrap_or(false)
+    {
         return;
     }
-    let Ok(ops) = entry
-        .get_document("o")
-        .and_then(|o| o.get_array("applyOps"))
-    else {
+    let Some(Ok(ops)) = entry.doc_field("o").map(|o| o.get_array("applyOps")) else {
         return;
     };
-    let txn = match (entry.get("txnNumber"), entry.get("lsid")) {
+    let txn = match (entry.field("txnNumber"), entry.field("lsid")) {
         (Some(n), Some(l)) => Some((n, l)),
         _ => None,
     };
@@ -246,27 +247,49 @@ fn without(doc: &Document, keys: &[&str]) -> Document {
 
 /// The event parts for one CRUD or command operation, or `None` if it has no event.
 fn one_operation<'a>(
-    op: &'a Document,
+    op: &'a dyn Fields,
     lookup: &dyn Fn(&str, &Bson) -> Option<Document>,
     opts: &EventOptions,
 ) -> Option<Parts<'a>> {
-    let ns = op.get_str("ns").ok()?;
+    let ns = op.str_field("ns")?;
     let (db, coll) = split_ns(ns);
-    let o_value = op.get("o")?;
+    if let Some((raw, approx)) = op.raw_doc_field("o") {
+        // Only inserts keep their `o` as bytes.
+        if op.str_field("op")? != "i" || is_internal(db, coll) {
+            return None;
+        }
+        let id = raw
+            .get("_id")
+            .ok()
+            .flatten()
+            .and_then(|v| Bson::try_from(v).ok());
+        return Some(Parts {
+            operation_type: "insert",
+            uuid: op.field("ui").map(Cow::Borrowed),
+            document_key: Some(match op.doc_field("o2") {
+                Some(k) => Cow::Borrowed(k),
+                None => Cow::Owned(id_key(id.as_ref())),
+            }),
+            full_document_raw: Some((raw, approx)),
+            ns: Some(ns_doc(db, Some(coll))),
+            ..Parts::default()
+        });
+    }
+    let o_value = op.field("o")?;
     let o = o_value.as_document()?;
-    let uuid = op.get("ui").map(Cow::Borrowed);
+    let uuid = op.field("ui").map(Cow::Borrowed);
     let expanded = opts.show_expanded_events;
     let mut parts = Parts {
         uuid,
         ..Parts::default()
     };
-    match op.get_str("op").ok()? {
+    match op.str_field("op")? {
         "i" | "u" | "d" if is_internal(db, coll) => return None,
         "i" => {
             parts.operation_type = "insert";
-            parts.document_key = Some(match op.get_document("o2") {
-                Ok(k) => Cow::Borrowed(k),
-                Err(_) => Cow::Owned(id_key(o.get("_id"))),
+            parts.document_key = Some(match op.doc_field("o2") {
+                Some(k) => Cow::Borrowed(k),
+                None => Cow::Owned(id_key(o.get("_id"))),
             });
             parts.full_document = Some(Cow::Borrowed(o_value));
         }
@@ -276,9 +299,9 @@ fn one_operation<'a>(
             parts.before_change = true;
         }
         "u" => {
-            let key = match op.get_document("o2") {
-                Ok(k) => Cow::Borrowed(k),
-                Err(_) => Cow::Owned(id_key(o.get("_id"))),
+            let key = match op.doc_field("o2") {
+                Some(k) => Cow::Borrowed(k),
+                None => Cow::Owned(id_key(o.get("_id"))),
             };
             parts.before_change = true;
             if o.contains_key("_id") {
@@ -295,7 +318,7 @@ fn one_operation<'a>(
             }
             parts.document_key = Some(key);
         }
-        "c" => command(o, db, &mut parts, op.get_document("o2").ok(), expanded)?,
+        "c" => command(o, db, &mut parts, op.doc_field("o2"), expanded)?,
         _ => return None,
     }
     if parts.ns.is_none() && parts.operation_type != "dropDatabase" {
@@ -436,6 +459,8 @@ trait EventSink {
     fn token(&mut self, data: String);
     fn value(&mut self, key: &'static str, value: Cow<'_, Bson>);
     fn document(&mut self, key: &'static str, value: Cow<'_, Document>);
+    /// A document kept as BSON, with its `store::approx_size`.
+    fn raw_document(&mut self, key: &'static str, value: &RawDocument, approx: usize);
 }
 
 struct DocSink(Document);
@@ -453,6 +478,10 @@ impl EventSink for DocSink {
 
     fn document(&mut self, key: &'static str, value: Cow<'_, Document>) {
         self.0.insert(key, value.into_owned());
+    }
+
+    fn raw_document(&mut self, key: &'static str, value: &RawDocument, _approx: usize) {
+        self.0.insert(key, decode_raw(value));
     }
 }
 
@@ -523,6 +552,14 @@ impl EventSink for RawSink {
             self.ns = Some(value.into_owned());
         }
     }
+
+    fn raw_document(&mut self, key: &'static str, value: &RawDocument, approx: usize) {
+        self.approx += key.len() + 2 + approx;
+        self.out.push(0x03);
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.push(0);
+        self.out.extend_from_slice(value.as_bytes());
+    }
 }
 
 fn assemble(origin: &Origin, parts: Parts<'_>, opts: &EventOptions, ev: &mut dyn EventSink) {
@@ -553,7 +590,9 @@ fn assemble(origin: &Origin, parts: Parts<'_>, opts: &EventOptions, ev: &mut dyn
         }
     }
     ev.value("wallTime", Cow::Owned(Bson::DateTime(origin.wall)));
-    if let Some(full) = parts.full_document {
+    if let Some((raw, approx)) = parts.full_document_raw {
+        ev.raw_document("fullDocument", raw, approx);
+    } else if let Some(full) = parts.full_document {
         ev.value("fullDocument", full);
     }
     if let Some(ns) = parts.ns {

@@ -1,5 +1,5 @@
-//! Open cursors: materialised query results, oplog tails and change streams,
-//! keyed by their Int64 id. A `getMore` checks a cursor out of the table while
+//! Open cursors: materialised query results, `_id`-ordered collection scans,
+//! oplog tails and change streams, keyed by their Int64 id. A `getMore` checks a cursor out of the table while
 //! it works on it, so no lock is held while it waits for new data.
 //!
 //! Also owns [`BatchDoc`]: oplog-tail and change-stream batches are handed
@@ -13,6 +13,8 @@ use std::sync::Arc;
 use bson::{Bson, Document};
 
 use crate::oplog::OplogEntry;
+use crate::query::Fields;
+use crate::scan::ScanCursor;
 use crate::store::approx_size;
 use crate::stream::StreamCursor;
 use crate::tail::TailCursor;
@@ -22,6 +24,8 @@ pub const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024 - 64 * 1024;
 
 pub enum CursorKind {
     Docs(VecDeque<Document>),
+    /// A collection read in `_id` order one batch at a time.
+    Scan(Box<ScanCursor>),
     Tail(Box<TailCursor>),
     Stream(Box<StreamCursor>),
 }
@@ -124,7 +128,7 @@ impl BatchDoc {
     pub fn to_document(&self) -> Result<Document, bson::de::Error> {
         match self {
             BatchDoc::Owned(d) => Ok(d.clone()),
-            BatchDoc::Entry(e) => Ok(e.doc.clone()),
+            BatchDoc::Entry(e) => Ok(e.to_document().into_owned()),
             BatchDoc::Raw(bytes) => bson::from_slice(bytes),
         }
     }

@@ -7,7 +7,8 @@
 //! - `state`: storage + oplog behind one lock, cursors, sessions, fail points.
 //! - `writes`: the write engine over live storage or a transaction's copy.
 //! - `store`, `oplog`: collections and the capped `local.oplog.rs`.
-//! - `tail`, `stream`, `cursor`: oplog tail cursors, change streams, cursor table.
+//! - `tail`, `stream`, `scan`, `cursor`: oplog tail cursors, change streams,
+//!   batch-at-a-time collection scans, cursor table.
 //! - `failpoint`, `error`, `demo`: fail points, command errors, `--seed-demo`.
 //! - Pure modules (no I/O): `bson_order`, `query`, `update`, `diff`, `token`,
 //!   `change_event`, `aggregate`, `seed`.
@@ -26,6 +27,7 @@ mod demo;
 mod error;
 mod failpoint;
 mod oplog;
+mod scan;
 mod server;
 mod state;
 mod store;

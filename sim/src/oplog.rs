@@ -5,24 +5,113 @@
 //! cursors remember a position as an integer and find it again in O(1) even
 //! after the front of the oplog was truncated.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use bson::{doc, Bson, Document, Timestamp};
+use bson::{doc, Bson, Document, RawDocument, RawDocumentBuf, Timestamp};
+
+use crate::query::{Fields, Filter};
+use crate::store::{approx_value, decode_raw};
 
 /// The election term this single-member set pretends to be in.
 pub const TERM: i64 = 1;
 
 /// One oplog entry, shared between the oplog, tail cursors and change streams.
+///
+/// Its fields are a plain list in the server's order, not a `Document`:
+/// building a ~13-key `IndexMap` (owned keys, growth, rehashing, moving
+/// `stmtId` and `prevOpTime` to their places) was over half of an insert.
+/// Readers go through [`Fields`]; the few that need a real `Document`
+/// (projections, `find` on the oplog, transaction reassembly) build one.
 #[derive(Debug)]
 pub struct OplogEntry {
     pub seq: u64,
     pub ts: Timestamp,
-    /// The entry's `ns`, kept outside `doc` so streams can skip entries cheaply.
+    /// The entry's `ns`, kept apart so streams can skip entries cheaply.
     pub ns: String,
-    pub doc: Document,
+    fields: Vec<(Cow<'static, str>, Bson)>,
+    /// An insert's `o` as BSON bytes (its slot in `fields` holds `Null`):
+    /// the collection stores no other copy of the document, and bytes cost
+    /// a seventh of the memory of a `Document` and are copied straight into
+    /// replies, change events and tails.
+    raw_o: Option<RawDocumentBuf>,
+    /// `store::approx_size` of `raw_o`'s document, computed once from the
+    /// `Document` (walking the bytes means parsing them again).
+    raw_o_approx: usize,
     /// Images by `txnOpIndex` (index 0 for a plain entry).
     pub images: Vec<Option<Box<Images>>>,
+}
+
+impl OplogEntry {
+    /// The fields in order, as they are encoded; an insert's `o` is `Null`
+    /// here and its bytes are [`OplogEntry::raw_o`].
+    pub fn fields(&self) -> impl Iterator<Item = (&str, &Bson)> {
+        self.fields.iter().map(|(k, v)| (k.as_ref(), v))
+    }
+
+    /// An insert's document, as BSON.
+    pub fn raw_o(&self) -> Option<&RawDocument> {
+        self.raw_o.as_deref()
+    }
+
+    /// `store::approx_size` of the document [`OplogEntry::raw_o`] encodes.
+    pub fn raw_o_approx(&self) -> usize {
+        self.raw_o_approx
+    }
+
+    /// `store::approx_size` of the entry as a `Document`.
+    pub fn approx_size(&self) -> usize {
+        self.fields
+            .iter()
+            .map(|(k, v)| {
+                k.len()
+                    + 2
+                    + match (k.as_ref(), &self.raw_o) {
+                        ("o", Some(_)) => self.raw_o_approx,
+                        _ => approx_value(v),
+                    }
+            })
+            .sum::<usize>()
+            + 5
+    }
+
+    /// Whether `filter` matches the entry (as its `Document` would).
+    pub fn matches(&self, filter: &Filter) -> bool {
+        if self.raw_o.is_some() && filter.mentions("o") {
+            return filter.matches(self.to_document().as_ref());
+        }
+        filter.matches(self)
+    }
+}
+
+impl Fields for OplogEntry {
+    fn field(&self, key: &str) -> Option<&Bson> {
+        if key == "o" && self.raw_o.is_some() {
+            return None;
+        }
+        self.fields.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    fn raw_doc_field(&self, key: &str) -> Option<(&RawDocument, usize)> {
+        let raw = self.raw_o().filter(|_| key == "o")?;
+        Some((raw, self.raw_o_approx))
+    }
+
+    fn to_document(&self) -> Cow<'_, Document> {
+        Cow::Owned(
+            self.fields
+                .iter()
+                .map(|(k, v)| {
+                    let v = match (k.as_ref(), &self.raw_o) {
+                        ("o", Some(raw)) => Bson::Document(decode_raw(raw)),
+                        _ => v.clone(),
+                    };
+                    (k.to_string(), v)
+                })
+                .collect(),
+        )
+    }
 }
 
 /// What a write wants logged; the oplog adds `ts`, `t`, `v` and `wall`.
@@ -82,9 +171,16 @@ impl Oplog {
         };
         // A real primary's oplog starts with this no-op, so it is never empty
         // and every reply has a clusterTime.
-        oplog.append_raw(
-            doc! {"op": "n", "ns": "", "o": {"msg": "initiating set"}},
-            String::new(),
+        oplog.append_with_images(
+            OplogOp {
+                op: "n",
+                ns: String::new(),
+                ui: None,
+                o: doc! {"msg": "initiating set"},
+                o2: None,
+                images: None,
+            },
+            None,
             Vec::new(),
         );
         oplog
@@ -113,8 +209,8 @@ impl Oplog {
 
     /// Appends an entry built from `op`, plus `extra` fields (lsid, txnNumber...)
     /// placed before `op` like the server does.
-    pub fn append(&mut self, op: OplogOp, extra: Option<Document>) -> Arc<OplogEntry> {
-        let images = vec![op.images.clone()];
+    pub fn append(&mut self, mut op: OplogOp, extra: Option<Document>) -> Arc<OplogEntry> {
+        let images = vec![op.images.take()];
         self.append_with_images(op, extra, images)
     }
 
@@ -125,43 +221,56 @@ impl Oplog {
         extra: Option<Document>,
         images: Vec<Option<Box<Images>>>,
     ) -> Arc<OplogEntry> {
-        let mut d = extra.unwrap_or_default();
-        d.insert("op", op.op);
-        d.insert("ns", op.ns.clone());
+        // mongod's order: session fields, the operation, `stmtId`, the
+        // optime, then `prevOpTime`.
+        let mut stmt_id = None;
+        let mut prev_op_time = None;
+        let mut fields: Vec<(Cow<'static, str>, Bson)> =
+            Vec::with_capacity(9 + extra.as_ref().map_or(0, Document::len));
+        for (k, v) in extra.into_iter().flatten() {
+            match k.as_str() {
+                "stmtId" => stmt_id = Some(v),
+                "prevOpTime" => prev_op_time = Some(v),
+                "lsid" => fields.push((Cow::Borrowed("lsid"), v)),
+                "txnNumber" => fields.push((Cow::Borrowed("txnNumber"), v)),
+                _ => fields.push((Cow::Owned(k), v)),
+            }
+        }
+        fields.push((Cow::Borrowed("op"), Bson::String(op.op.to_string())));
+        fields.push((Cow::Borrowed("ns"), Bson::String(op.ns.clone())));
         if let Some(ui) = op.ui {
-            d.insert("ui", ui);
+            fields.push((Cow::Borrowed("ui"), Bson::from(ui)));
         }
-        d.insert("o", op.o);
+        let (raw_o, raw_o_approx) = match op.op {
+            "i" => (encode_raw(&op.o), crate::store::approx_size(&op.o)),
+            _ => (None, 0),
+        };
+        if raw_o.is_some() {
+            fields.push((Cow::Borrowed("o"), Bson::Null));
+        } else {
+            fields.push((Cow::Borrowed("o"), Bson::Document(op.o)));
+        }
         if let Some(o2) = op.o2 {
-            d.insert("o2", o2);
+            fields.push((Cow::Borrowed("o2"), Bson::Document(o2)));
         }
-        // A retryable write's stmtId follows the operation, as in mongod.
-        if let Some(stmt) = d.remove("stmtId") {
-            d.insert("stmtId", stmt);
+        if let Some(stmt) = stmt_id {
+            fields.push((Cow::Borrowed("stmtId"), stmt));
         }
-        self.append_raw(d, op.ns, images)
-    }
-
-    fn append_raw(
-        &mut self,
-        mut d: Document,
-        ns: String,
-        images: Vec<Option<Box<Images>>>,
-    ) -> Arc<OplogEntry> {
         let ts = self.next_ts();
-        d.insert("ts", ts);
-        d.insert("t", TERM);
-        d.insert("v", 2i64);
-        d.insert("wall", bson::DateTime::now());
-        let prev = d.remove("prevOpTime");
-        if let Some(prev) = prev {
-            d.insert("prevOpTime", prev);
+        fields.push((Cow::Borrowed("ts"), Bson::Timestamp(ts)));
+        fields.push((Cow::Borrowed("t"), Bson::Int64(TERM)));
+        fields.push((Cow::Borrowed("v"), Bson::Int64(2)));
+        fields.push((Cow::Borrowed("wall"), Bson::DateTime(bson::DateTime::now())));
+        if let Some(prev) = prev_op_time {
+            fields.push((Cow::Borrowed("prevOpTime"), prev));
         }
         let entry = Arc::new(OplogEntry {
             seq: self.next_seq,
             ts,
-            ns,
-            doc: d,
+            ns: op.ns,
+            fields,
+            raw_o,
+            raw_o_approx,
             images,
         });
         self.next_seq += 1;
@@ -213,6 +322,17 @@ impl Oplog {
     }
 }
 
+/// `doc` as BSON bytes, or `None` when it cannot be encoded (a key with a
+/// NUL, which the insert path rejects before it gets here).
+fn encode_raw(doc: &Document) -> Option<RawDocumentBuf> {
+    let mut bytes = Vec::with_capacity(crate::store::approx_size(doc));
+    if crate::wire::encode_document(&mut bytes, doc).is_none() {
+        bytes.clear();
+        doc.to_writer(&mut bytes).ok()?;
+    }
+    RawDocumentBuf::from_bytes(bytes).ok()
+}
+
 pub fn cmp_ts(a: Timestamp, b: Timestamp) -> std::cmp::Ordering {
     (a.time, a.increment).cmp(&(b.time, b.increment))
 }
@@ -254,7 +374,87 @@ mod tests {
         assert_eq!(log.first_seq(), 4);
         let got = log.entries_from(5, 10);
         assert_eq!(got.len(), 2);
-        assert_eq!(got[0].doc.get_document("o").unwrap().get_i32("_id"), Ok(3));
+        assert_eq!(got[0].raw_o().unwrap().get_i32("_id").ok(), Some(3));
+    }
+
+    /// The order and values `Oplog::append` used to produce by building a
+    /// `Document` and moving `stmtId` and `prevOpTime` into place.
+    #[test]
+    fn fields_are_in_the_servers_order() {
+        let mut log = Oplog::new(10);
+        let mut op = insert(7);
+        op.ui = Some(bson::Uuid::new());
+        op.o2 = Some(doc! {"_id": 7});
+        let extra = doc! {
+            "lsid": {"id": 1}, "txnNumber": 3i64, "stmtId": 0,
+            "prevOpTime": {"ts": Timestamp { time: 0, increment: 0 }, "t": -1i64},
+        };
+        let e = log.append(op, Some(extra));
+        let keys: Vec<&str> = e.fields().map(|(k, _)| k).collect();
+        assert_eq!(
+            keys,
+            [
+                "lsid",
+                "txnNumber",
+                "op",
+                "ns",
+                "ui",
+                "o",
+                "o2",
+                "stmtId",
+                "ts",
+                "t",
+                "v",
+                "wall",
+                "prevOpTime"
+            ]
+        );
+        let d = e.to_document();
+        assert_eq!(e.approx_size(), crate::store::approx_size(&d));
+        assert_eq!(d.get_str("op"), Ok("i"));
+        assert_eq!(d.get_timestamp("ts"), Ok(e.ts));
+        let first = log.entries_from(0, 1);
+        let keys: Vec<&str> = first[0].fields().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["op", "ns", "o", "ts", "t", "v", "wall"]);
+    }
+
+    #[test]
+    fn an_insert_keeps_its_document_as_bson_and_reads_like_a_document() {
+        use crate::change_event::{
+            encoded_events_from_oplog_entry, events_from_oplog_entry, EventOptions,
+        };
+        let mut log = Oplog::new(10);
+        let mut op = insert(7);
+        op.o = doc! {
+            "_id": 7, "s": "x", "a": [1, {"b": 2.5}],
+            "d": Bson::Decimal128("1.10".parse().unwrap()),
+        };
+        let e = log.append(op.clone(), None);
+        assert!(e.raw_o().is_some());
+        let d = e.to_document();
+        assert_eq!(d.get_document("o").unwrap(), &op.o);
+        assert_eq!(e.approx_size(), crate::store::approx_size(&d));
+        for (filter, want) in [
+            (doc! {"o.a.b": 2.5}, true),
+            (doc! {"o.s": "y"}, false),
+            (doc! {"o": {"$exists": true}}, true),
+            (doc! {"ns": "d.c", "op": "i"}, true),
+        ] {
+            let f = Filter::parse(&filter).unwrap();
+            assert_eq!(e.matches(&f), want, "{filter}");
+            assert_eq!(f.matches(d.as_ref()), want, "{filter}");
+        }
+        let opts = EventOptions::default();
+        let no_lookup = |_: &str, _: &Bson| None;
+        let from_entry = events_from_oplog_entry(e.as_ref(), &no_lookup, &opts);
+        let from_doc = events_from_oplog_entry(d.as_ref(), &no_lookup, &opts);
+        assert_eq!(from_entry, from_doc);
+        let encoded = encoded_events_from_oplog_entry(e.as_ref(), &no_lookup, &opts).unwrap();
+        assert_eq!(encoded[0].bytes, bson::to_vec(&from_doc[0]).unwrap());
+        assert_eq!(
+            encoded[0].approx_size,
+            crate::store::approx_size(&from_doc[0])
+        );
     }
 
     #[test]

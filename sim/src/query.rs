@@ -138,8 +138,14 @@ impl Filter {
         }
     }
 
-    pub fn matches(&self, doc: &Document) -> bool {
+    pub fn matches(&self, doc: &(impl Fields + ?Sized)) -> bool {
         eval_expr(&self.root, doc)
+    }
+
+    /// Whether the filter may look at top-level field `key` (`$expr` may
+    /// look at anything).
+    pub fn mentions(&self, key: &str) -> bool {
+        expr_mentions(&self.root, key)
     }
 
     /// The `_id` value for filters of the exact shape `{_id: v}` or
@@ -210,9 +216,20 @@ fn array_conditions<'a>(expr: &'a Expr, array_path: &str, out: &mut Vec<(&'a str
     }
 }
 
+fn expr_mentions(expr: &Expr, key: &str) -> bool {
+    match expr {
+        Expr::And(subs) | Expr::Or(subs) | Expr::Nor(subs) => {
+            subs.iter().any(|e| expr_mentions(e, key))
+        }
+        Expr::Const(_) => false,
+        Expr::Aggregate(_) => true,
+        Expr::Path(path, _) => path.split('.').next() == Some(key),
+    }
+}
+
 // ---- evaluation ----
 
-fn eval_expr(expr: &Expr, doc: &Document) -> bool {
+fn eval_expr<F: Fields + ?Sized>(expr: &Expr, doc: &F) -> bool {
     match expr {
         Expr::And(subs) => subs.iter().all(|e| eval_expr(e, doc)),
         Expr::Or(subs) => subs.iter().any(|e| eval_expr(e, doc)),
@@ -220,7 +237,7 @@ fn eval_expr(expr: &Expr, doc: &Document) -> bool {
         Expr::Const(b) => *b,
         // An expression that fails on this document (e.g. `$divide` by zero)
         // does not match it; the server would fail the whole query instead.
-        Expr::Aggregate(e) => crate::aggregate::eval_expression(e, doc)
+        Expr::Aggregate(e) => crate::aggregate::eval_expression(e, &doc.to_document())
             .ok()
             .flatten()
             .is_some_and(|v| truthy(&v)),
@@ -233,11 +250,15 @@ fn eval_expr(expr: &Expr, doc: &Document) -> bool {
     }
 }
 
-fn collect_from_doc<'a>(doc: &'a Document, parts: &[&str], out: &mut Vec<Option<&'a Bson>>) {
+fn collect_from_doc<'a, F: Fields + ?Sized>(
+    doc: &'a F,
+    parts: &[&str],
+    out: &mut Vec<Option<&'a Bson>>,
+) {
     let Some((first, rest)) = parts.split_first() else {
         return;
     };
-    match doc.get(*first) {
+    match doc.field(first) {
         Some(child) => collect_path(child, rest, out),
         None => out.push(None),
     }
@@ -370,6 +391,81 @@ fn compare_op(op: CmpOp, value: &Bson, target: &Bson) -> bool {
 }
 
 // ---- paths ----
+
+/// Top-level field access to something document-shaped: a `Document`, or
+/// an oplog entry that keeps its fields in a plain list (building a
+/// `Document` per entry was most of what an insert cost).
+pub trait Fields {
+    fn field(&self, key: &str) -> Option<&Bson>;
+
+    /// A sub-document kept as BSON bytes, which `field` does not return.
+    /// With `store::approx_size` of the document it encodes.
+    fn raw_doc_field(&self, _key: &str) -> Option<(&bson::RawDocument, usize)> {
+        None
+    }
+
+    /// The whole thing as a `Document`, for the rare reader that needs one.
+    fn to_document(&self) -> std::borrow::Cow<'_, Document>;
+
+    fn str_field(&self, key: &str) -> Option<&str> {
+        match self.field(key)? {
+            Bson::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn doc_field(&self, key: &str) -> Option<&Document> {
+        match self.field(key)? {
+            Bson::Document(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    fn bool_field(&self, key: &str) -> Option<bool> {
+        match self.field(key)? {
+            Bson::Boolean(b) => Some(*b),
+            _ => None,
+        }
+    }
+
+    fn ts_field(&self, key: &str) -> Option<bson::Timestamp> {
+        match self.field(key)? {
+            Bson::Timestamp(ts) => Some(*ts),
+            _ => None,
+        }
+    }
+
+    fn date_field(&self, key: &str) -> Option<bson::DateTime> {
+        match self.field(key)? {
+            Bson::DateTime(d) => Some(*d),
+            _ => None,
+        }
+    }
+}
+
+impl<T: Fields + ?Sized> Fields for &T {
+    fn field(&self, key: &str) -> Option<&Bson> {
+        (**self).field(key)
+    }
+
+    fn raw_doc_field(&self, key: &str) -> Option<(&bson::RawDocument, usize)> {
+        (**self).raw_doc_field(key)
+    }
+
+    fn to_document(&self) -> std::borrow::Cow<'_, Document> {
+        (**self).to_document()
+    }
+}
+
+impl Fields for Document {
+    fn field(&self, key: &str) -> Option<&Bson> {
+        self.get(key)
+    }
+
+    fn to_document(&self) -> std::borrow::Cow<'_, Document> {
+        std::borrow::Cow::Borrowed(self)
+    }
+}
 
 /// The value at a dotted path, following sub-documents and numeric array
 /// indexes only (no array fan-out): the lookup `update` and sorting need.

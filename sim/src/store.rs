@@ -2,19 +2,21 @@
 //! plus the namespace rules (which names are valid, which are internal).
 //!
 //! A live insert stores no copy of its document: [`StoredDoc::Inserted`]
-//! points at the `o` of the oplog entry that inserted it, so bulk inserts
-//! keep one copy instead of two (the second deep clone and its memory were
-//! a large part of what an insert cost).
+//! points at the `o` of the oplog entry that inserted it, which keeps it as
+//! BSON bytes (a 400-byte demo order took ~5 KB as a `Document`). Readers
+//! that need a `Document` decode it; `_id`-ordered scans copy the bytes.
+//! Updated documents are stored as their own `Document`.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::ops::Deref;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
-use bson::{doc, Bson, Document};
+use bson::{doc, Bson, Document, RawDocument};
 
 use crate::bson_order::OrderedBson;
 use crate::error::CommandError;
 use crate::oplog::OplogEntry;
+use crate::query::Fields;
 
 /// A stored document: its own copy, or the `o` of the insert's oplog entry.
 #[derive(Debug, Clone)]
@@ -24,24 +26,6 @@ pub enum StoredDoc {
     Inserted(Arc<OplogEntry>),
 }
 
-/// What an `Inserted` without an `o` document would read as; never the case
-/// (`Oplog::append` writes `o` as given), but `Deref` must return something.
-static NO_DOCUMENT: LazyLock<Document> = LazyLock::new(Document::new);
-
-impl Deref for StoredDoc {
-    type Target = Document;
-
-    fn deref(&self) -> &Document {
-        match self {
-            StoredDoc::Own(d) => d,
-            StoredDoc::Inserted(entry) => match entry.doc.get("o") {
-                Some(Bson::Document(d)) => d,
-                _ => &NO_DOCUMENT,
-            },
-        }
-    }
-}
-
 impl From<Document> for StoredDoc {
     fn from(d: Document) -> Self {
         StoredDoc::Own(d)
@@ -49,12 +33,38 @@ impl From<Document> for StoredDoc {
 }
 
 impl StoredDoc {
+    /// The document; decoded when it is kept as BSON.
+    pub fn doc(&self) -> Cow<'_, Document> {
+        match self {
+            StoredDoc::Own(d) => Cow::Borrowed(d),
+            StoredDoc::Inserted(entry) => match entry.raw_o() {
+                Some(raw) => Cow::Owned(decode_raw(raw)),
+                None => entry.doc_field("o").map(Cow::Borrowed).unwrap_or_default(),
+            },
+        }
+    }
+
+    /// The document's BSON, when that is how it is kept, with
+    /// [`approx_size`] of the document.
+    pub fn raw(&self) -> Option<(&RawDocument, usize)> {
+        match self {
+            StoredDoc::Own(_) => None,
+            StoredDoc::Inserted(entry) => Some((entry.raw_o()?, entry.raw_o_approx())),
+        }
+    }
+
     pub fn into_document(self) -> Document {
         match self {
             StoredDoc::Own(d) => d,
-            StoredDoc::Inserted(_) => Document::clone(&self),
+            StoredDoc::Inserted(_) => self.doc().into_owned(),
         }
     }
+}
+
+/// A document the simulator encoded itself; the bytes are valid BSON, so
+/// decoding cannot fail (an empty document stands in if it ever did).
+pub fn decode_raw(raw: &RawDocument) -> Document {
+    Document::try_from(raw).unwrap_or_default()
 }
 
 #[derive(Debug, Clone)]
@@ -179,7 +189,7 @@ impl Collection {
             };
             let clash = self.docs.iter().any(|(id, other)| {
                 self_id.is_none_or(|s| !crate::bson_order::compare(s, &id.0).is_eq())
-                    && index_key(other, pattern, sparse).is_some_and(|k| same_key(&k, &key))
+                    && index_key(&other.doc(), pattern, sparse).is_some_and(|k| same_key(&k, &key))
             });
             if clash {
                 return Some(DuplicateKey {
@@ -196,7 +206,7 @@ impl Collection {
     pub fn duplicate_for_new_index(&self, pattern: &Document, sparse: bool) -> Option<Document> {
         let mut seen: Vec<Document> = Vec::new();
         for doc in self.docs.values() {
-            let Some(key) = index_key(doc, pattern, sparse) else {
+            let Some(key) = index_key(&doc.doc(), pattern, sparse) else {
                 continue;
             };
             if seen.iter().any(|k| same_key(k, &key)) {

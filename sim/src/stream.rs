@@ -20,6 +20,7 @@ use crate::change_event::{
 use crate::cursor::BatchDoc;
 use crate::error::CommandError;
 use crate::oplog::{cmp_ts, ts_after, Images, Oplog, OplogEntry};
+use crate::query::Fields;
 use crate::state::Shared;
 use crate::store::approx_size;
 use crate::token::{self, ResumeToken, TokenKind};
@@ -296,7 +297,7 @@ impl StreamCursor {
                 .get(db, coll)?
                 .docs
                 .get(&OrderedBson(id.clone()))
-                .map(|d| Document::clone(d))
+                .map(|d| d.doc().into_owned())
         };
         while !self.invalidated
             && self.pending.len() < want
@@ -329,9 +330,9 @@ impl StreamCursor {
                     Assembled::Partial => continue,
                     Assembled::Whole(doc, images) => {
                         whole = (doc, images);
-                        (&whole.0, whole.1.as_slice())
+                        (&whole.0 as &dyn Fields, whole.1.as_slice())
                     }
-                    Assembled::Single => (&entry.doc, entry.images.as_slice()),
+                    Assembled::Single => (entry.as_ref() as &dyn Fields, entry.images.as_slice()),
                 };
                 if self.encodes_directly() {
                     if let Some(events) = encoded_events_from_oplog_entry(doc, &lookup, &self.opts)
@@ -471,11 +472,7 @@ impl StreamCursor {
     /// The `invalidate` event after the event whose `_id` is `id`.
     fn invalidate_for(&self, id: &Document, entry: &OplogEntry) -> Result<Document, CommandError> {
         let after = token::decode(id).map_err(CommandError::from)?;
-        let wall = entry
-            .doc
-            .get_datetime("wall")
-            .copied()
-            .unwrap_or_else(|_| bson::DateTime::now());
+        let wall = entry.date_field("wall").unwrap_or_else(bson::DateTime::now);
         Ok(invalidate_event(&after, entry.ts, wall))
     }
 
@@ -617,7 +614,7 @@ fn is_zero_ts(ts: Timestamp) -> bool {
 /// `prevOpTime`; the server emits all its events at the last entry, so the
 /// chain is walked back and its operations joined in order.
 fn reassemble_transaction(shared: &Shared, entry: &OplogEntry) -> Result<Assembled, CommandError> {
-    let Ok(o) = entry.doc.get_document("o") else {
+    let Some(o) = entry.doc_field("o") else {
         return Ok(Assembled::Single);
     };
     if !o.contains_key("applyOps") {
@@ -626,13 +623,12 @@ fn reassemble_transaction(shared: &Shared, entry: &OplogEntry) -> Result<Assembl
     if o.get_bool("partialTxn").unwrap_or(false) {
         return Ok(Assembled::Partial);
     }
-    let prev_ts = |d: &Document| {
-        d.get_document("prevOpTime")
-            .ok()
+    let prev_ts = |e: &OplogEntry| {
+        e.doc_field("prevOpTime")
             .and_then(|p| p.get_timestamp("ts").ok())
             .filter(|ts| !is_zero_ts(*ts))
     };
-    let Some(mut prev) = prev_ts(&entry.doc) else {
+    let Some(mut prev) = prev_ts(entry) else {
         return Ok(Assembled::Single);
     };
     let mut parts: Vec<Arc<OplogEntry>> = Vec::new();
@@ -643,7 +639,7 @@ fn reassemble_transaction(shared: &Shared, entry: &OplogEntry) -> Result<Assembl
             let Some(e) = st.oplog.entries_from(seq, 1).pop().filter(|e| e.ts == prev) else {
                 return Err(history_lost());
             };
-            let next = prev_ts(&e.doc);
+            let next = prev_ts(&e);
             parts.push(e);
             match next {
                 Some(ts) => prev = ts,
@@ -659,16 +655,12 @@ fn reassemble_transaction(shared: &Shared, entry: &OplogEntry) -> Result<Assembl
         .map(|a| a.as_ref())
         .chain(std::iter::once(entry))
     {
-        if let Ok(arr) = e
-            .doc
-            .get_document("o")
-            .and_then(|o| o.get_array("applyOps"))
-        {
+        if let Some(Ok(arr)) = e.doc_field("o").map(|o| o.get_array("applyOps")) {
             ops.extend(arr.iter().cloned());
         }
         images.extend(e.images.iter().cloned());
     }
-    let mut doc = entry.doc.clone();
+    let mut doc = entry.to_document().into_owned();
     doc.insert("o", bson::doc! {"applyOps": ops});
     Ok(Assembled::Whole(doc, images))
 }

@@ -2,14 +2,15 @@
 //! tailable/awaitData cursors that follow the oplog by sequence number and
 //! fail with 136 CappedPositionLost once their position was truncated away.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bson::{Bson, Document, Timestamp};
 
 use crate::cursor::{BatchDoc, MAX_BATCH_BYTES};
 use crate::error::CommandError;
-use crate::oplog::Oplog;
-use crate::query::{project, sort_documents, Filter};
+use crate::oplog::{Oplog, OplogEntry};
+use crate::query::{project, sort_documents, Fields, Filter};
 use crate::state::Shared;
 use crate::store::approx_size;
 
@@ -56,9 +57,12 @@ pub fn find_all(oplog: &Oplog, spec: &FindSpec<'_>) -> Result<Vec<Document>, Com
         .sort
         .filter(|s| !s.contains_key("$natural") && !s.is_empty());
     let entries = oplog.entries_from(0, usize::MAX);
-    let mut matched = entries.iter().map(|e| &e.doc).filter(|d| filter.matches(d));
+    let mut matched = entries
+        .iter()
+        .filter(|e| e.matches(&filter))
+        .map(|e| e.to_document().into_owned());
     let mut docs: Vec<Document> = if other_sort.is_some() {
-        matched.cloned().collect()
+        matched.collect()
     } else {
         let limit = if spec.limit == 0 {
             usize::MAX
@@ -66,20 +70,16 @@ pub fn find_all(oplog: &Oplog, spec: &FindSpec<'_>) -> Result<Vec<Document>, Com
             spec.limit
         };
         if reverse {
-            let all: Vec<&Document> = matched.collect();
+            let all: Vec<&Arc<OplogEntry>> =
+                entries.iter().filter(|e| e.matches(&filter)).collect();
             all.into_iter()
                 .rev()
                 .skip(spec.skip)
                 .take(limit)
-                .cloned()
+                .map(|e| e.to_document().into_owned())
                 .collect()
         } else {
-            matched
-                .by_ref()
-                .skip(spec.skip)
-                .take(limit)
-                .cloned()
-                .collect()
+            matched.by_ref().skip(spec.skip).take(limit).collect()
         }
     };
     if let Some(sort) = other_sort {
@@ -147,17 +147,17 @@ impl TailCursor {
             }
             for e in chunk {
                 self.next_seq = e.seq + 1;
-                if !self.filter.matches(&e.doc) {
+                if !e.matches(&self.filter) {
                     continue;
                 }
                 match &self.projection {
                     Some(p) => {
-                        let doc = project(&e.doc, p)?;
+                        let doc = project(&e.to_document(), p)?;
                         bytes += approx_size(&doc);
                         out.push(BatchDoc::Owned(doc));
                     }
                     None => {
-                        bytes += approx_size(&e.doc);
+                        bytes += e.approx_size();
                         out.push(BatchDoc::Entry(e));
                     }
                 }

@@ -15,6 +15,7 @@ use bson::{Bson, Document};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::cursor::BatchDoc;
+use crate::oplog::OplogEntry;
 
 /// Largest message a client may send; larger frames are refused (and the
 /// connection closed) so per-connection memory stays bounded.
@@ -466,7 +467,7 @@ fn encode_batch(out: &mut Vec<u8>, batch: &[BatchDoc]) -> Option<()> {
         out.push(0);
         match item {
             BatchDoc::Owned(d) => encode_document(out, d),
-            BatchDoc::Entry(e) => encode_document(out, &e.doc),
+            BatchDoc::Entry(e) => encode_entry(out, e),
             BatchDoc::Raw(bytes) => {
                 out.extend_from_slice(bytes);
                 Some(())
@@ -512,12 +513,36 @@ fn index_key(buf: &mut [u8; 20], mut i: usize) -> &[u8] {
 
 /// Appends `doc` as BSON, byte-for-byte what `bson` produces. `None` (with
 /// `out` partly written) for what it does not handle: keys containing NUL,
-/// which `bson` refuses, and the rare types (regex, code, symbol, decimal,
-/// old binary...), which are left to `bson`.
+/// which `bson` refuses, and the rare types (regex, code, symbol, old
+/// binary...), which are left to `bson`.
 pub fn encode_document(out: &mut Vec<u8>, doc: &Document) -> Option<()> {
+    encode_fields(out, doc.iter().map(|(k, v)| (k.as_str(), v)))
+}
+
+/// An oplog entry, its `o` spliced in from the entry's BSON when it has it.
+fn encode_entry(out: &mut Vec<u8>, e: &OplogEntry) -> Option<()> {
     let start = out.len();
     out.extend_from_slice(&[0u8; 4]);
-    for (key, value) in doc {
+    for (key, value) in e.fields() {
+        match (key, e.raw_o()) {
+            ("o", Some(raw)) => {
+                out.extend_from_slice(b"\x03o\0");
+                out.extend_from_slice(raw.as_bytes());
+            }
+            _ => encode_element(out, key, value)?,
+        }
+    }
+    finish_length(out, start)
+}
+
+/// [`encode_document`] of a document given as its fields in order.
+pub(crate) fn encode_fields<'a>(
+    out: &mut Vec<u8>,
+    fields: impl Iterator<Item = (&'a str, &'a Bson)>,
+) -> Option<()> {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; 4]);
+    for (key, value) in fields {
         encode_element(out, key, value)?;
     }
     finish_length(out, start)
@@ -609,6 +634,10 @@ pub(crate) fn encode_element(out: &mut Vec<u8>, key: &str, value: &Bson) -> Opti
             out.extend_from_slice(&v.to_le_bytes());
             0x12
         }
+        Bson::Decimal128(d) => {
+            out.extend_from_slice(&d.bytes());
+            0x13
+        }
         Bson::MinKey => 0xFF,
         Bson::MaxKey => 0x7F,
         _ => return None,
@@ -673,6 +702,7 @@ mod tests {
             "uuid": bson::Uuid::new(),
             "bin": Binary { subtype: BinarySubtype::Generic, bytes: vec![1, 2, 3] },
             "min": Bson::MinKey, "max": Bson::MaxKey,
+            "dec": Bson::Decimal128("-12.34".parse().unwrap()),
             "nested": {"a": [1, "x", {"b": []}, [[]]], "": {}},
         };
         let mut out = vec![9u8];

@@ -393,7 +393,7 @@ pub fn matching_keys(c: &Collection, filter: &Filter, limit: usize) -> Vec<Order
     if let Some(id) = filter.id_equality() {
         let key = OrderedBson(id.clone());
         return match c.docs.get(&key) {
-            Some(d) if filter.matches(d) => vec![key],
+            Some(d) if filter.matches(d.doc().as_ref()) => vec![key],
             _ => Vec::new(),
         };
     }
@@ -404,7 +404,7 @@ pub fn matching_keys(c: &Collection, filter: &Filter, limit: usize) -> Vec<Order
         let mut keys: Vec<OrderedBson> = ids
             .iter()
             .filter_map(|id| c.docs.get_key_value(&OrderedBson(id.clone())))
-            .filter(|(_, d)| filter.matches(d))
+            .filter(|(_, d)| filter.matches(d.doc().as_ref()))
             .map(|(k, _)| k.clone())
             .collect();
         keys.sort();
@@ -417,7 +417,7 @@ pub fn matching_keys(c: &Collection, filter: &Filter, limit: usize) -> Vec<Order
     let it = c
         .docs
         .iter()
-        .filter(|(_, d)| filter.matches(d))
+        .filter(|(_, d)| filter.matches(d.doc().as_ref()))
         .map(|(k, _)| k.clone());
     if limit == 0 {
         it.collect()
@@ -430,7 +430,7 @@ pub fn matching_keys(c: &Collection, filter: &Filter, limit: usize) -> Vec<Order
 pub fn matching_docs(c: &Collection, filter: &Filter) -> Vec<Document> {
     matching_keys(c, filter, 0)
         .into_iter()
-        .filter_map(|k| c.docs.get(&k).map(|d| Document::clone(d)))
+        .filter_map(|k| c.docs.get(&k).map(|d| d.doc().into_owned()))
         .collect()
 }
 
@@ -478,10 +478,11 @@ pub fn update(
         let Some(pre) = c.docs.get(&key) else {
             continue;
         };
+        let pre = pre.doc();
         out.matched += 1;
-        let post = update::apply(st.spec, pre)?;
-        let o = update_oplog_object(st.spec, pre, &post);
-        out.pre = Some(Document::clone(pre));
+        let post = update::apply(st.spec, &pre)?;
+        let o = update_oplog_object(st.spec, &pre, &post);
+        out.pre = Some(pre.clone().into_owned());
         out.post = Some(post.clone());
         let Some(o) = o else {
             continue;

@@ -19,7 +19,7 @@ use tributary::mapping::model::{CollectionMapping, MappingSet};
 use tributary::mapping::value::{PgValue, Row};
 use tributary::pipeline::sync::{sync, SyncOptions};
 
-use crate::support::fresh_database;
+use crate::support::{fresh_database, wait_until};
 
 fn mapping(database: &str) -> String {
     format!(
@@ -282,7 +282,14 @@ async fn equivalence(source: SourceKind, seed: u64) {
         history.record(&orders, &touched).await;
     }
 
-    // A marker written last: once its row is in Postgres, everything before it was applied.
+    // A marker written last: once its row is in Postgres, everything before it was applied;
+    // but only when it came through the stream, so it is written after the initial copy (a
+    // copy can read it before the stream replays the writes made during the copy).
+    let copied = "SELECT count(*) > 0 AND bool_and(phase = 'streaming') FROM tributary.collections";
+    wait_until(60, "the initial copy", || async {
+        matches!(pg.client.query_one(copied, &[]).await, Ok(r) if r.get::<_, Option<bool>>(0) == Some(true))
+    })
+    .await;
     orders
         .insert_one(doc! {"_id": "~marker", "qty": 0})
         .await

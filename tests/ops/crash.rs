@@ -13,7 +13,7 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
 use tributary::config::SourceKind;
 
-use super::{sync_point_in, wait_until, ConfigFile, Daemon};
+use super::{wait_until, ConfigFile, Daemon};
 use crate::stream::{order, World};
 
 const SEEDED: usize = 3000;
@@ -180,7 +180,7 @@ async fn sigkilled_binary_restarts_without_loss_or_doubling() {
     );
 
     let daemon = Daemon::spawn(&cfg.path, cfg.dir.path().join("final.log"));
-    sync_point_in(&w, "public", "after-crashes").await;
+    w.sync_point_in("public", "after-crashes").await;
     // Each refused insert is one dead letter, however many times its batch was replayed.
     let rows = w
         .db
@@ -213,7 +213,7 @@ async fn sigkilled_binary_restarts_without_loss_or_doubling() {
         .delete_many(doc! {"_id": {"$in": &bad}})
         .await
         .unwrap();
-    sync_point_in(&w, "public", "end").await;
+    w.sync_point_in("public", "end").await;
     w.assert_equal().await;
     let code = daemon.terminate().await;
     assert_eq!(code, Some(0), "SIGTERM is a clean stop");

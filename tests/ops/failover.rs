@@ -8,7 +8,7 @@ use bson::doc;
 use tokio::sync::watch;
 use tributary::config::SourceKind;
 
-use super::{holder_pid, sync_point_in, wait_until, ConfigFile, Daemon};
+use super::{holder_pid, wait_until, ConfigFile, Daemon};
 use crate::stream::{order, World};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,7 +63,7 @@ async fn standby_takes_over_after_the_writer_is_killed() {
             let _ = tokio::time::timeout(Duration::from_millis(5), stop_rx.changed()).await;
         }
     });
-    sync_point_in(&w, "public", "first-writes").await;
+    w.sync_point_in("public", "first-writes").await;
     first.kill().await;
     let killed_at = tokio::time::Instant::now();
     wait_until(30, "a new holder", || async {
@@ -76,7 +76,7 @@ async fn standby_takes_over_after_the_writer_is_killed() {
     assert!(took < Duration::from_secs(10), "take-over took {took:?}");
     stop_tx.send(true).unwrap();
     workload.await.unwrap();
-    sync_point_in(&w, "public", "after-takeover").await;
+    w.sync_point_in("public", "after-takeover").await;
     w.assert_equal().await;
 
     let new_pid = holder_pid(&w.db.client, "test").await.unwrap();

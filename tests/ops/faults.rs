@@ -9,7 +9,7 @@ use bson::{doc, Bson, Document};
 use tributary::config::{Config, SourceKind};
 use tributary::metrics::ERRORS_TOTAL;
 
-use super::{config_text, fail_point, rows_in, sync_point_in, wait_until, Running};
+use super::{config_text, fail_point, rows_in, wait_until, Running};
 use crate::stream::{order, World};
 
 /// One fault: the fail point's `data`, and the `kind` label it must be counted under.
@@ -79,13 +79,13 @@ async fn survives_faults(kind: SourceKind) {
     let w = World::new(kind, 50).await;
     write_some(&w, "before").await;
     let run = Running::start(&w.config, w.mappings.clone(), 30).await;
-    sync_point_in(&w, "public", "start").await;
+    w.sync_point_in("public", "start").await;
 
     for (n, fault) in faults(kind).into_iter().enumerate() {
         let before = run.counter(ERRORS_TOTAL, &format!("kind=\"{}\"", fault.kind));
         fail_point(&w.mongo, Bson::Document(doc! {"times": 2}), fault.data).await;
         write_some(&w, &format!("f{n}")).await;
-        sync_point_in(&w, "public", &format!("after-{n}")).await;
+        w.sync_point_in("public", &format!("after-{n}")).await;
         w.assert_equal().await;
         let after = run.counter(ERRORS_TOTAL, &format!("kind=\"{}\"", fault.kind));
         assert!(
@@ -130,7 +130,7 @@ async fn survives_faults(kind: SourceKind) {
     assert_eq!(killed, 1, "exactly the blocked writer session is killed");
     locker.batch_execute("COMMIT").await.unwrap();
     write_some(&w, "terminated").await;
-    sync_point_in(&w, "public", "after-terminate").await;
+    w.sync_point_in("public", "after-terminate").await;
     w.assert_equal().await;
     assert!(
         run.counter(ERRORS_TOTAL, "kind=\"postgres_") > before,

@@ -7,7 +7,7 @@ use tributary::lease::Lease;
 use tributary::sink::postgres::PostgresSink;
 use tributary::sink::{Batch, Sink, SinkError};
 
-use super::{holder_pid, sync_point_in, wait_until, Running};
+use super::{holder_pid, wait_until, Running};
 use crate::stream::{order, World};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,7 +74,7 @@ async fn sync_stands_by_after_losing_its_lock_and_takes_it_again() {
     let w = World::new(SourceKind::ChangeStream, 100).await;
     let run = Running::start(&w.config, w.mappings.clone(), 30).await;
     w.orders().insert_one(order("a", 1, &["x"])).await.unwrap();
-    sync_point_in(&w, "public", "first").await;
+    w.sync_point_in("public", "first").await;
     let first = holder_pid(&w.db.client, "test").await.expect("a holder");
     w.db.client
         .execute("SELECT pg_terminate_backend($1)", &[&first])
@@ -96,7 +96,7 @@ async fn sync_stands_by_after_losing_its_lock_and_takes_it_again() {
             .is_some_and(|p| p != first)
     })
     .await;
-    sync_point_in(&w, "public", "after").await;
+    w.sync_point_in("public", "after").await;
     w.assert_equal().await;
     run.stop().await;
     w.stop().await;

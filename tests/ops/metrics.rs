@@ -6,7 +6,7 @@ use bson::doc;
 use tributary::config::SourceKind;
 use tributary::metrics::{self, ALL};
 
-use super::{fail_point, sync_point_in, wait_until, Running};
+use super::{fail_point, wait_until, Running};
 use crate::stream::{order, World};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -54,7 +54,7 @@ async fn every_metric_is_served_and_lag_and_readiness_follow_the_stream() {
         .await
         .unwrap();
 
-    sync_point_in(&w, "public", "streaming").await;
+    w.sync_point_in("public", "streaming").await;
     wait_until(30, "/readyz 200 once streaming and caught up", || async {
         run.get("/readyz").await.0 == 200
     })
@@ -77,7 +77,7 @@ async fn every_metric_is_served_and_lag_and_readiness_follow_the_stream() {
         .await
         .unwrap();
     w.orders().delete_one(doc! {"_id": "pre02"}).await.unwrap();
-    sync_point_in(&w, "public", "labels").await;
+    w.sync_point_in("public", "labels").await;
 
     let (status, text) = run.get("/metrics").await;
     assert_eq!(status, 200);
@@ -170,7 +170,7 @@ async fn every_metric_is_served_and_lag_and_readiness_follow_the_stream() {
         .delete_many(doc! {"_id": {"$in": ["bad-pre", "bad-stream"]}})
         .await
         .unwrap();
-    sync_point_in(&w, "public", "end").await;
+    w.sync_point_in("public", "end").await;
     w.assert_equal().await;
     run.stop().await;
     w.stop().await;

@@ -26,6 +26,7 @@ use tributary::metrics::Metrics;
 use tributary::pipeline::sync::{sync, SyncError, SyncOptions};
 
 use crate::stream::World;
+pub use crate::support::wait_until;
 
 /// Parent rows `(id, qty, name)` and child rows `(order_id, idx, sku)`, sorted.
 pub type Rows = (
@@ -111,22 +112,6 @@ pub fn sample_sum(text: &str, name: &str, label: &str) -> f64 {
         .sum()
 }
 
-/// Polls `cond` every 20 ms until it holds; panics with `what` after `secs`.
-pub async fn wait_until<F, Fut>(secs: u64, what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    while !cond().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {secs} s waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Sets the `failCommand` fail point through the real driver, exactly as against MongoDB.
 pub async fn fail_point(mongo: &mongodb::Client, mode: bson::Bson, data: Document) {
     mongo
@@ -161,21 +146,6 @@ pub async fn rows_in(client: &Client, schema: &str) -> Rows {
     parents.sort();
     children.sort();
     (parents, children)
-}
-
-/// Waits until a marker document written now is in `schema.orders`: everything written before
-/// it has then been applied by the stream writing that schema.
-pub async fn sync_point_in(w: &World, schema: &str, name: &str) {
-    let id = format!("~marker-{name}");
-    w.orders()
-        .insert_one(doc! {"_id": &id, "qty": 0})
-        .await
-        .unwrap();
-    let sql = format!("SELECT 1 FROM \"{schema}\".orders WHERE id = $1");
-    wait_until(60, &format!("marker {name} in {schema}.orders"), || async {
-        matches!(w.db.client.query(&sql, &[&id]).await, Ok(r) if !r.is_empty())
-    })
-    .await;
 }
 
 /// A config file for the `tributary` binary, next to its stderr logs.

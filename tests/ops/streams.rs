@@ -4,7 +4,7 @@
 use bson::doc;
 use tributary::config::SourceKind;
 
-use super::{holder_pid, rows_in, sync_point_in, ConfigFile, Running};
+use super::{holder_pid, rows_in, ConfigFile, Running};
 use crate::stream::{order, World};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -36,8 +36,8 @@ async fn two_streams_on_one_database_do_not_interfere() {
             .unwrap();
     }
     w.orders().delete_one(doc! {"_id": "a03"}).await.unwrap();
-    sync_point_in(&w, "s1", "both").await;
-    sync_point_in(&w, "s2", "both2").await;
+    w.sync_point_in("s1", "both").await;
+    w.sync_point_in("s2", "both2").await;
     let expected = w.expected().await;
     assert_eq!(rows_in(&w.db.client, "s1").await, expected, "stream one");
     assert_eq!(rows_in(&w.db.client, "s2").await, expected, "stream two");
@@ -72,7 +72,7 @@ async fn two_streams_on_one_database_do_not_interfere() {
         .insert_one(order("late", 1, &["z"]))
         .await
         .unwrap();
-    sync_point_in(&w, "s2", "after-one-stopped").await;
+    w.sync_point_in("s2", "after-one-stopped").await;
     assert!(rows_in(&w.db.client, "s1")
         .await
         .0

@@ -22,7 +22,7 @@ use tributary::config::{Config, SourceKind};
 use tributary::mapping::model::MappingSet;
 use tributary::pipeline::sync::{sync, SyncError, SyncOptions};
 
-use crate::support::{fresh_database, TestDb};
+use crate::support::{fresh_database, wait_until, TestDb};
 
 const MAPPING: &str = r#"
 database: shop
@@ -127,27 +127,28 @@ listen = ""
     /// Inserts a marker document and waits until its row is in Postgres: everything written
     /// to MongoDB before it has then been applied (order is preserved, batches are atomic).
     pub async fn sync_point(&self, name: &str) {
+        self.sync_point_in("public", name).await;
+    }
+
+    /// `sync_point` for the stream writing `schema.orders`. It first waits until no copy of
+    /// `shop.orders` is running: a marker written during a copy can reach Postgres through the
+    /// copy, before the stream has replayed the changes made while copying.
+    pub async fn sync_point_in(&self, schema: &str, name: &str) {
+        let copied = "SELECT count(*) > 0 AND bool_and(phase = 'streaming') FROM tributary.collections WHERE namespace = 'shop.orders'";
+        wait_until(60, &format!("the copy of shop.orders before marker {name}"), || async {
+            matches!(self.db.client.query_one(copied, &[]).await, Ok(r) if r.get::<_, Option<bool>>(0) == Some(true))
+        })
+        .await;
+        let id = format!("~marker-{name}");
         self.orders()
-            .insert_one(doc! {"_id": format!("~marker-{name}"), "qty": 0})
+            .insert_one(doc! {"_id": &id, "qty": 0})
             .await
             .unwrap();
-        let id = format!("~marker-{name}");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let rows = self
-                .db
-                .client
-                .query("SELECT 1 FROM public.orders WHERE id = $1", &[&id])
-                .await;
-            if matches!(rows, Ok(r) if !r.is_empty()) {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "marker {name} never reached Postgres"
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        let sql = format!("SELECT 1 FROM \"{schema}\".orders WHERE id = $1");
+        wait_until(60, &format!("marker {name} in {schema}.orders"), || async {
+            matches!(self.db.client.query(&sql, &[&id]).await, Ok(r) if !r.is_empty())
+        })
+        .await;
     }
 
     /// The mapping applied to every document in MongoDB: `(id, qty, name)` parent rows and

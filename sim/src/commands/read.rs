@@ -12,6 +12,7 @@ use crate::aggregate::{apply_event_stages, run_stages};
 use crate::cursor::{batch_size, cursor_reply, cursor_reply_shared, take_batch, CursorKind};
 use crate::error::CommandError;
 use crate::query::{project, sort_documents, Filter};
+use crate::scan::{ScanCursor, ScanSpec};
 use crate::state::lock;
 use crate::stream::{misplaced_stage, Scope, StreamCursor, StreamSpec};
 use crate::tail::{find_all, FindSpec, TailCursor};
@@ -74,6 +75,36 @@ pub fn find(req: &mut Req<'_>) -> CmdResult {
         };
         req.batch = Some(batch);
         return Ok(cursor_reply_shared(true, id, &ns, None));
+    }
+    if !is_oplog(req, &coll) && req.txn.is_none() {
+        let spec = ScanSpec {
+            db: &req.db,
+            coll: &coll,
+            filter: &filter,
+            sort: sort.as_ref(),
+            projection: projection.as_ref(),
+            skip: skip as usize,
+            limit,
+        };
+        let opened = {
+            let st = req.shared.state();
+            match ScanCursor::open(&st.catalog, &spec)? {
+                Some(mut scan) => {
+                    let (batch, more) = scan.next_batch(&st.catalog, first_size)?;
+                    Some((scan, batch, more))
+                }
+                None => None,
+            }
+        };
+        if let Some((scan, batch, more)) = opened {
+            let id = if more && !single_batch {
+                lock(&req.shared.cursors).insert(ns.clone(), CursorKind::Scan(Box::new(scan)))
+            } else {
+                0
+            };
+            req.batch = Some(batch);
+            return Ok(cursor_reply_shared(true, id, &ns, None));
+        }
     }
     let mut docs: Vec<Document> = if is_oplog(req, &coll) {
         let st = req.shared.state();
@@ -183,6 +214,11 @@ pub async fn get_more(req: &mut Req<'_>) -> Result<Option<Document>, CommandErro
             let alive = !docs.is_empty();
             (batch, alive, None)
         }
+        CursorKind::Scan(scan) => {
+            let (batch, more) = scan.next_batch(&req.shared.state().catalog, requested)?;
+            shared_batch = Some(batch);
+            (Vec::new(), more, None)
+        }
         CursorKind::Tail(tail) => match tail.get_more(req.shared, requested, max_wait).await {
             Ok(batch) => {
                 shared_batch = Some(batch);
@@ -254,7 +290,11 @@ pub fn count(req: &Req<'_>) -> CmdResult {
     let limit = super::ddl::usize_arg(req, "limit")?;
     let total = req.with_target(|t| match t.read(&req.db, &coll) {
         Some(c) if query.is_empty() => c.docs.len(),
-        Some(c) => c.docs.values().filter(|d| filter.matches(d)).count(),
+        Some(c) => c
+            .docs
+            .values()
+            .filter(|d| filter.matches(d.doc().as_ref()))
+            .count(),
         None => 0,
     })?;
     let mut n = total.saturating_sub(skip);
@@ -358,7 +398,7 @@ pub fn aggregate(req: &mut Req<'_>) -> CmdResult {
             } else {
                 req.with_target(|t| {
                     t.read(&req.db, &coll)
-                        .map(|c| c.docs.values().map(|d| Document::clone(d)).collect())
+                        .map(|c| c.docs.values().map(|d| d.doc().into_owned()).collect())
                         .unwrap_or_default()
                 })?
             }
