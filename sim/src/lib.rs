@@ -2,7 +2,8 @@
 //!
 //! Layout (data flows top to bottom):
 //! - `server`: TCP listener, one task per connection, `SimOptions`/`SimHandle`.
-//! - `wire`: OP_MSG / OP_QUERY framing, OP_MSG / OP_REPLY encoding.
+//! - `wire`: OP_MSG / OP_QUERY framing, OP_MSG / OP_REPLY encoding;
+//!   `wire::canonical` spots inserted documents that can be kept as sent.
 //! - `commands`: dispatch plus one file per command family.
 //! - `state`: storage + oplog behind one lock, cursors, sessions, fail points.
 //! - `writes`: the write engine over live storage or a transaction's copy.

@@ -13,6 +13,7 @@ use bson::{doc, Bson, Document, RawDocument, RawDocumentBuf, Timestamp};
 
 use crate::query::{Fields, Filter};
 use crate::store::{approx_value, decode_raw};
+use crate::wire::RawInsert;
 
 /// The election term this single-member set pretends to be in.
 pub const TERM: i64 = 1;
@@ -150,6 +151,21 @@ impl OplogOp {
     }
 }
 
+/// An entry's fields other than `o` and the ones the oplog adds.
+struct EntryHead {
+    op: &'static str,
+    ns: String,
+    ui: Option<bson::Uuid>,
+    o2: Option<Document>,
+}
+
+/// An entry's `o`: an insert's document as BSON and its `approx_size`, or
+/// anything else as a `Document`.
+enum EntryO {
+    Raw(RawDocumentBuf, usize),
+    Doc(Document),
+}
+
 pub struct Oplog {
     entries: VecDeque<Arc<OplogEntry>>,
     /// `seq` of the next entry to be appended.
@@ -221,6 +237,56 @@ impl Oplog {
         extra: Option<Document>,
         images: Vec<Option<Box<Images>>>,
     ) -> Arc<OplogEntry> {
+        let o = match op.op {
+            "i" => match encode_raw(&op.o) {
+                Some(raw) => EntryO::Raw(raw, crate::store::approx_size(&op.o)),
+                None => EntryO::Doc(op.o),
+            },
+            _ => EntryO::Doc(op.o),
+        };
+        let head = EntryHead {
+            op: op.op,
+            ns: op.ns,
+            ui: op.ui,
+            o2: op.o2,
+        };
+        self.push(head, o, extra, images)
+    }
+
+    /// Logs what `append` logs for an insert of `raw`'s document into `ns`
+    /// (`ui`), without decoding it: its bytes become the entry's `o`.
+    pub fn append_raw_insert(
+        &mut self,
+        ns: String,
+        ui: bson::Uuid,
+        id: Bson,
+        raw: RawInsert<'_>,
+        extra: Option<Document>,
+    ) -> Arc<OplogEntry> {
+        let head = EntryHead {
+            op: "i",
+            ns,
+            ui: Some(ui),
+            o2: Some(doc! {"_id": id}),
+        };
+        let o = match RawDocumentBuf::from_bytes(raw.bytes.to_vec()) {
+            Ok(bytes) => EntryO::Raw(bytes, raw.approx),
+            // Not reached: `RawInsert` bytes are a whole valid document.
+            Err(_) => match encode_raw(&raw.to_document()) {
+                Some(bytes) => EntryO::Raw(bytes, raw.approx),
+                None => EntryO::Doc(raw.to_document()),
+            },
+        };
+        self.push(head, o, extra, vec![None])
+    }
+
+    fn push(
+        &mut self,
+        head: EntryHead,
+        o: EntryO,
+        extra: Option<Document>,
+        images: Vec<Option<Box<Images>>>,
+    ) -> Arc<OplogEntry> {
         // mongod's order: session fields, the operation, `stmtId`, the
         // optime, then `prevOpTime`.
         let mut stmt_id = None;
@@ -236,21 +302,22 @@ impl Oplog {
                 _ => fields.push((Cow::Owned(k), v)),
             }
         }
-        fields.push((Cow::Borrowed("op"), Bson::String(op.op.to_string())));
-        fields.push((Cow::Borrowed("ns"), Bson::String(op.ns.clone())));
-        if let Some(ui) = op.ui {
+        fields.push((Cow::Borrowed("op"), Bson::String(head.op.to_string())));
+        fields.push((Cow::Borrowed("ns"), Bson::String(head.ns.clone())));
+        if let Some(ui) = head.ui {
             fields.push((Cow::Borrowed("ui"), Bson::from(ui)));
         }
-        let (raw_o, raw_o_approx) = match op.op {
-            "i" => (encode_raw(&op.o), crate::store::approx_size(&op.o)),
-            _ => (None, 0),
+        let (raw_o, raw_o_approx) = match o {
+            EntryO::Raw(raw, approx) => {
+                fields.push((Cow::Borrowed("o"), Bson::Null));
+                (Some(raw), approx)
+            }
+            EntryO::Doc(o) => {
+                fields.push((Cow::Borrowed("o"), Bson::Document(o)));
+                (None, 0)
+            }
         };
-        if raw_o.is_some() {
-            fields.push((Cow::Borrowed("o"), Bson::Null));
-        } else {
-            fields.push((Cow::Borrowed("o"), Bson::Document(op.o)));
-        }
-        if let Some(o2) = op.o2 {
+        if let Some(o2) = head.o2 {
             fields.push((Cow::Borrowed("o2"), Bson::Document(o2)));
         }
         if let Some(stmt) = stmt_id {
@@ -267,7 +334,7 @@ impl Oplog {
         let entry = Arc::new(OplogEntry {
             seq: self.next_seq,
             ts,
-            ns: op.ns,
+            ns: head.ns,
             fields,
             raw_o,
             raw_o_approx,

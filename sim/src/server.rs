@@ -138,12 +138,13 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>) -> Result<(), WireError> 
             wire::OP_MSG => {
                 let Request::Msg {
                     command,
+                    documents,
                     more_to_come,
                 } = wire::decode_op_msg(&body)?
                 else {
                     return Err(WireError::Malformed("not an OP_MSG".into()));
                 };
-                let (reply, batch) = match execute(&shared, &mut conn, command).await {
+                let (reply, batch) = match execute(&shared, &mut conn, command, documents).await {
                     Outcome::Reply(r, batch) => (r, batch),
                     Outcome::CloseConnection => return Ok(()),
                 };

@@ -202,6 +202,14 @@ impl Collection {
         None
     }
 
+    /// Whether a unique index other than `_id_` exists (inserts then need
+    /// the decoded document, see `unique_violation`).
+    pub fn has_unique_secondary(&self) -> bool {
+        self.indexes
+            .iter()
+            .any(|ix| ix.get_bool("unique").unwrap_or(false) && ix.get_str("name") != Ok("_id_"))
+    }
+
     /// The first duplicate a new unique index over existing documents would hit.
     pub fn duplicate_for_new_index(&self, pattern: &Document, sparse: bool) -> Option<Document> {
         let mut seen: Vec<Document> = Vec::new();

@@ -17,6 +17,10 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use crate::cursor::BatchDoc;
 use crate::oplog::OplogEntry;
 
+mod canonical;
+
+pub use canonical::RawInsert;
+
 /// Largest message a client may send; larger frames are refused (and the
 /// connection closed) so per-connection memory stays bounded.
 pub const MAX_MESSAGE_SIZE_BYTES: usize = 48_000_000;
@@ -54,16 +58,27 @@ pub struct Frame {
     pub op_code: i32,
 }
 
-/// A decoded request.
+/// A decoded request; it borrows the frame's body.
 #[derive(Debug)]
-pub enum Request {
-    /// OP_MSG: the kind-0 body with every kind-1 sequence folded in as an array.
+pub enum Request<'a> {
+    /// OP_MSG: the kind-0 body with every kind-1 sequence folded in as an
+    /// array, except an insert's `documents` sequence, which is `documents`.
     Msg {
         command: Document,
+        documents: Option<Vec<InsertDoc<'a>>>,
         more_to_come: bool,
     },
     /// Legacy OP_QUERY; only hello/isMaster against `*.$cmd` is answered.
     Query { collection: String, query: Document },
+}
+
+/// One document of an insert's `documents` sequence.
+#[derive(Debug)]
+pub enum InsertDoc<'a> {
+    /// Bytes the insert can store as they are (see [`canonical`]).
+    Raw(RawInsert<'a>),
+    /// Anything else, decoded.
+    Decoded(Document),
 }
 
 /// Reads one frame, its body into `body`. `Ok(None)` means the peer closed
@@ -103,7 +118,7 @@ fn malformed(what: impl Into<String>) -> WireError {
 }
 
 /// Decodes an OP_MSG body (everything after the 16-byte header).
-pub fn decode_op_msg(body: &[u8]) -> Result<Request, WireError> {
+pub fn decode_op_msg(body: &[u8]) -> Result<Request<'_>, WireError> {
     if body.len() < 5 {
         return Err(malformed("OP_MSG shorter than flags plus one section"));
     }
@@ -123,7 +138,9 @@ pub fn decode_op_msg(body: &[u8]) -> Result<Request, WireError> {
     }
     let mut pos = 4;
     let mut command: Option<Document> = None;
-    let mut sequences: Vec<(String, Vec<bson::Bson>)> = Vec::new();
+    // Documents stay slices until the command is known: only an insert
+    // keeps them as bytes.
+    let mut sequences: Vec<(&str, Vec<&[u8]>)> = Vec::new();
     while pos < end {
         let kind = body[pos];
         pos += 1;
@@ -151,14 +168,13 @@ pub fn decode_op_msg(body: &[u8]) -> Result<Request, WireError> {
                     .position(|b| *b == 0)
                     .ok_or_else(|| malformed("document sequence identifier not terminated"))?;
                 let ident = std::str::from_utf8(&body[p..p + nul])
-                    .map_err(|_| malformed("document sequence identifier is not UTF-8"))?
-                    .to_string();
+                    .map_err(|_| malformed("document sequence identifier is not UTF-8"))?;
                 p += nul + 1;
                 let mut docs = Vec::new();
                 while p < seq_end {
-                    let (doc, used) = read_document(&body[p..seq_end])?;
-                    docs.push(bson::Bson::Document(doc));
-                    p += used;
+                    let bytes = document_bytes(&body[p..seq_end])?;
+                    docs.push(bytes);
+                    p += bytes.len();
                 }
                 sequences.push((ident, docs));
                 pos = seq_end;
@@ -171,17 +187,37 @@ pub fn decode_op_msg(body: &[u8]) -> Result<Request, WireError> {
         }
     }
     let mut command = command.ok_or_else(|| malformed("OP_MSG without a kind-0 section"))?;
+    let keeps_raw = command.keys().next().map(String::as_str) == Some("insert")
+        && !command.contains_key("documents");
+    let mut documents = None;
     for (ident, docs) in sequences {
+        if keeps_raw && ident == "documents" {
+            let docs = docs
+                .into_iter()
+                .map(|bytes| match canonical::raw_insert(bytes) {
+                    Some(raw) => Ok(InsertDoc::Raw(raw)),
+                    None => Ok(InsertDoc::Decoded(decode_whole(bytes)?)),
+                });
+            // A later sequence of the same name replaces an earlier one,
+            // as when folding.
+            documents = Some(docs.collect::<Result<Vec<_>, WireError>>()?);
+            continue;
+        }
+        let docs = docs
+            .into_iter()
+            .map(|bytes| decode_whole(bytes).map(Bson::Document))
+            .collect::<Result<Vec<_>, WireError>>()?;
         command.insert(ident, docs);
     }
     Ok(Request::Msg {
         command,
+        documents,
         more_to_come: flags & MORE_TO_COME != 0,
     })
 }
 
 /// Decodes an OP_QUERY body: flags, collection cstring, skip, limit, query.
-pub fn decode_op_query(body: &[u8]) -> Result<Request, WireError> {
+pub fn decode_op_query(body: &[u8]) -> Result<Request<'_>, WireError> {
     if body.len() < 4 {
         return Err(malformed("OP_QUERY too short"));
     }
@@ -203,6 +239,12 @@ pub fn decode_op_query(body: &[u8]) -> Result<Request, WireError> {
 
 /// Reads one BSON document from the front of `bytes`, returning it and its length.
 fn read_document(bytes: &[u8]) -> Result<(Document, usize), WireError> {
+    let bytes = document_bytes(bytes)?;
+    Ok((decode_whole(bytes)?, bytes.len()))
+}
+
+/// The BSON document at the front of `bytes`, by its length prefix.
+fn document_bytes(bytes: &[u8]) -> Result<&[u8], WireError> {
     if bytes.len() < 5 {
         return Err(malformed("truncated BSON document"));
     }
@@ -210,13 +252,17 @@ fn read_document(bytes: &[u8]) -> Result<(Document, usize), WireError> {
     if len < 5 || len as usize > bytes.len() {
         return Err(malformed("BSON document length out of range"));
     }
-    let bytes = &bytes[..len as usize];
-    let doc = match decode_document(bytes, 0) {
-        Some(doc) => doc,
-        None => bson::from_slice::<Document>(bytes)
-            .map_err(|e| malformed(format!("invalid BSON: {e}")))?,
-    };
-    Ok((doc, len as usize))
+    Ok(&bytes[..len as usize])
+}
+
+/// Decodes `bytes`, exactly one document.
+fn decode_whole(bytes: &[u8]) -> Result<Document, WireError> {
+    match decode_document(bytes, 0) {
+        Some(doc) => Ok(doc),
+        None => {
+            bson::from_slice::<Document>(bytes).map_err(|e| malformed(format!("invalid BSON: {e}")))
+        }
+    }
 }
 
 /// Nesting deeper than this is left to `bson`.
@@ -665,24 +711,77 @@ mod tests {
         body
     }
 
-    #[test]
-    fn kind1_sequences_fold_into_the_command() {
+    /// An OP_MSG body: `command`, then one `ident` sequence of `docs`.
+    fn with_sequence(command: &Document, ident: &str, docs: &[Document]) -> Vec<u8> {
         let mut sections = vec![0u8];
-        doc! {"insert": "c", "$db": "d"}
-            .to_writer(&mut sections)
-            .unwrap();
+        command.to_writer(&mut sections).unwrap();
         let mut seq = Vec::new();
-        seq.extend_from_slice(b"documents\0");
-        doc! {"_id": 1}.to_writer(&mut seq).unwrap();
-        doc! {"_id": 2}.to_writer(&mut seq).unwrap();
+        seq.extend_from_slice(ident.as_bytes());
+        seq.push(0);
+        for d in docs {
+            d.to_writer(&mut seq).unwrap();
+        }
         sections.push(1);
         sections.extend_from_slice(&((seq.len() + 4) as i32).to_le_bytes());
         sections.extend_from_slice(&seq);
-        let Request::Msg { command, .. } = decode_op_msg(&msg_body(&sections)).unwrap() else {
+        msg_body(&sections)
+    }
+
+    #[test]
+    fn kind1_sequences_fold_into_the_command() {
+        let body = with_sequence(
+            &doc! {"update": "c", "$db": "d"},
+            "updates",
+            &[doc! {"q": {}, "u": {}}, doc! {"q": {"_id": 2}, "u": {}}],
+        );
+        let Request::Msg {
+            command, documents, ..
+        } = decode_op_msg(&body).unwrap()
+        else {
+            panic!("expected OP_MSG");
+        };
+        assert_eq!(command.get_array("updates").unwrap().len(), 2);
+        assert_eq!(command.get_str("update").unwrap(), "c");
+        assert!(documents.is_none());
+    }
+
+    #[test]
+    fn an_inserts_documents_stay_bytes_where_they_can() {
+        let docs = [doc! {"_id": 1, "a": "x"}, doc! {"a": 1, "_id": 2}];
+        let body = with_sequence(&doc! {"insert": "c", "$db": "d"}, "documents", &docs);
+        let Request::Msg {
+            command, documents, ..
+        } = decode_op_msg(&body).unwrap()
+        else {
+            panic!("expected OP_MSG");
+        };
+        assert!(!command.contains_key("documents"));
+        match &documents.unwrap()[..] {
+            [InsertDoc::Raw(raw), InsertDoc::Decoded(d)] => {
+                assert_eq!(raw.bytes, bson::to_vec(&docs[0]).unwrap());
+                assert_eq!(d, &docs[1]);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // A sequence beside a `documents` field replaces it, as before.
+        let body = with_sequence(
+            &doc! {"insert": "c", "documents": [], "$db": "d"},
+            "documents",
+            &docs,
+        );
+        let Request::Msg {
+            command, documents, ..
+        } = decode_op_msg(&body).unwrap()
+        else {
             panic!("expected OP_MSG");
         };
         assert_eq!(command.get_array("documents").unwrap().len(), 2);
-        assert_eq!(command.get_str("insert").unwrap(), "c");
+        assert!(documents.is_none());
+        // Bad BSON in the sequence still fails the whole message.
+        let mut bad = with_sequence(&doc! {"insert": "c", "$db": "d"}, "documents", &docs);
+        let last = bad.len() - 1;
+        bad[last] = 0x55;
+        assert!(decode_op_msg(&bad).is_err());
     }
 
     #[test]

@@ -15,6 +15,7 @@ use crate::oplog::{Images, Oplog, OplogEntry, OplogOp};
 use crate::query::{sort_documents, Filter};
 use crate::store::{check_collection_name, Catalog, Collection, DuplicateKey, StoredDoc};
 use crate::update::{self, UpdateSpec};
+use crate::wire::RawInsert;
 
 /// One failed statement, reported in `writeErrors` (or as a command error
 /// for findAndModify).
@@ -85,6 +86,18 @@ pub trait OpSink {
         let stored = StoredDoc::Own(op.o.clone());
         self.log(op, None);
         stored
+    }
+
+    /// `log_insert` of `raw`'s document into `ns` (`ui`); only the live
+    /// oplog keeps the bytes without decoding them.
+    fn log_raw_insert(
+        &mut self,
+        ns: String,
+        ui: bson::Uuid,
+        id: Bson,
+        raw: RawInsert<'_>,
+    ) -> StoredDoc {
+        self.log_insert(insert_op(ns, ui, id, raw.to_document()))
     }
 
     /// Claims a document for writing; fails with 112 WriteConflict when
@@ -186,12 +199,33 @@ impl OpSink for LiveSink<'_> {
     fn log_insert(&mut self, op: OplogOp) -> StoredDoc {
         StoredDoc::Inserted(self.append(op))
     }
+
+    fn log_raw_insert(
+        &mut self,
+        ns: String,
+        ui: bson::Uuid,
+        id: Bson,
+        raw: RawInsert<'_>,
+    ) -> StoredDoc {
+        StoredDoc::Inserted(
+            self.append_with(|oplog, extra| oplog.append_raw_insert(ns, ui, id, raw, extra)),
+        )
+    }
 }
 
 impl LiveSink<'_> {
     fn append(&mut self, op: OplogOp) -> Arc<OplogEntry> {
+        self.append_with(|oplog, extra| oplog.append(op, extra))
+    }
+
+    /// Runs `append` with the session fields of a retryable write, if any,
+    /// and advances its statement id and `prevOpTime` chain.
+    fn append_with(
+        &mut self,
+        append: impl FnOnce(&mut Oplog, Option<Document>) -> Arc<OplogEntry>,
+    ) -> Arc<OplogEntry> {
         let Some(r) = &mut self.retry else {
-            return self.oplog.append(op, None);
+            return append(self.oplog, None);
         };
         let prev = r.prev_ts.unwrap_or(bson::Timestamp {
             time: 0,
@@ -203,7 +237,7 @@ impl LiveSink<'_> {
             "stmtId": r.next_stmt_id,
             "prevOpTime": {"ts": prev, "t": if r.prev_ts.is_some() { crate::oplog::TERM } else { -1 }},
         };
-        let entry = self.oplog.append(op, Some(extra));
+        let entry = append(self.oplog, Some(extra));
         r.next_stmt_id += 1;
         r.prev_ts = Some(entry.ts);
         entry
@@ -363,29 +397,72 @@ pub fn insert_one(
         )
         .into());
     }
+    let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
+    insert_new(t, db, coll, id, NewDoc::Decoded(doc))
+}
+
+/// `insert_one` of a document kept as the bytes the client sent (`_id`
+/// first and not an array, see `wire::RawInsert`): the same checks, oplog
+/// entry and stored document, without decoding it.
+pub fn insert_raw(
+    t: &mut dyn Target,
+    db: &str,
+    coll: &str,
+    raw: RawInsert<'_>,
+) -> Result<(), WriteError> {
+    // Unique secondary indexes are checked against the decoded document.
+    if t.read(db, coll)
+        .is_some_and(Collection::has_unique_secondary)
+    {
+        return insert_one(t, db, coll, raw.to_document());
+    }
+    insert_new(t, db, coll, raw.id(), NewDoc::Raw(raw))
+}
+
+/// A document to insert, `_id` first.
+enum NewDoc<'a> {
+    Decoded(Document),
+    Raw(RawInsert<'a>),
+}
+
+fn insert_new(
+    t: &mut dyn Target,
+    db: &str,
+    coll: &str,
+    id: Bson,
+    doc: NewDoc<'_>,
+) -> Result<(), WriteError> {
     let Some((c, sink)) = t.write(db, coll, true)? else {
         return Err(CommandError::namespace_not_found("collection vanished").into());
     };
-    let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
     let key = OrderedBson(id.clone());
     if c.docs.contains_key(&key) {
         return Err(WriteError::duplicate(db, coll, DuplicateKey::on_id(&id)));
     }
-    if let Some(dup) = c.unique_violation(&doc, None) {
-        return Err(WriteError::duplicate(db, coll, dup));
+    if let NewDoc::Decoded(doc) = &doc {
+        if let Some(dup) = c.unique_violation(doc, None) {
+            return Err(WriteError::duplicate(db, coll, dup));
+        }
     }
     let ns = format!("{db}.{coll}");
     sink.claim(&ns, &id)?;
-    let stored = sink.log_insert(OplogOp {
+    let stored = match doc {
+        NewDoc::Decoded(doc) => sink.log_insert(insert_op(ns, c.uuid, id, doc)),
+        NewDoc::Raw(raw) => sink.log_raw_insert(ns, c.uuid, id, raw),
+    };
+    c.docs.insert(key, stored);
+    Ok(())
+}
+
+fn insert_op(ns: String, ui: bson::Uuid, id: Bson, doc: Document) -> OplogOp {
+    OplogOp {
         op: "i",
         ns,
-        ui: Some(c.uuid),
+        ui: Some(ui),
         o: doc,
         o2: Some(doc! {"_id": id}),
         images: None,
-    });
-    c.docs.insert(key, stored);
-    Ok(())
+    }
 }
 
 /// Keys of documents matching `filter`, in `_id` order, up to `limit` (0 = all).

@@ -20,6 +20,7 @@ use bson::{Bson, Document};
 use crate::cursor::BatchDoc;
 use crate::error::CommandError;
 use crate::state::{cluster_time_doc, lock, Shared};
+use crate::wire::InsertDoc;
 use crate::writes::{LiveSink, LiveTarget, RetryInfo, Target, TxnTarget};
 
 pub use admin::hello_reply;
@@ -47,6 +48,9 @@ pub struct Req<'a> {
     /// A cursor batch that travels beside the reply document (whose batch
     /// array is left empty) so the wire encoder writes it without copies.
     pub batch: Option<Vec<BatchDoc>>,
+    /// An insert's `documents` sequence, when it came as one (`cmd` then
+    /// has no `documents`): borrowed from the request frame.
+    pub documents: Option<Vec<InsertDoc<'a>>>,
 }
 
 pub enum Outcome {
@@ -177,8 +181,14 @@ pub fn truthy(v: Option<&Bson>) -> bool {
     }
 }
 
-/// Runs one command and builds the full reply.
-pub async fn execute(shared: &Arc<Shared>, conn: &mut Conn, cmd: Document) -> Outcome {
+/// Runs one command and builds the full reply; `documents` is an insert's
+/// document sequence, kept apart from `cmd` (see `wire::Request::Msg`).
+pub async fn execute<'a>(
+    shared: &'a Arc<Shared>,
+    conn: &mut Conn,
+    cmd: Document,
+    documents: Option<Vec<InsertDoc<'a>>>,
+) -> Outcome {
     let name = cmd.keys().next().cloned().unwrap_or_default();
     let db = cmd.get_str("$db").unwrap_or("admin").to_string();
     let mut req = Req {
@@ -189,6 +199,7 @@ pub async fn execute(shared: &Arc<Shared>, conn: &mut Conn, cmd: Document) -> Ou
         is_change_stream: false,
         txn: None,
         batch: None,
+        documents,
     };
     let result = match fail_point(&req, conn).await {
         Err(Some(e)) => Err(e),

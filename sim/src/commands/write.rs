@@ -6,6 +6,7 @@ use bson::{doc, Bson, Document};
 use super::{truthy, CmdResult, Req};
 use crate::error::CommandError;
 use crate::update::UpdateSpec;
+use crate::wire::InsertDoc;
 use crate::writes::{self, UpdateStatement, WriteError};
 
 fn statements(req: &Req<'_>, field: &str) -> Result<Vec<Document>, CommandError> {
@@ -62,14 +63,24 @@ fn finish(req: &Req<'_>, mut reply: Document, errors: Vec<Document>) -> CmdResul
 
 pub fn insert(req: &mut Req<'_>) -> CmdResult {
     let coll = req.coll()?;
-    // Taken out of the command rather than cloned: bulk inserts are hot.
-    let docs = match req.cmd.remove("documents") {
-        Some(Bson::Array(docs)) => docs,
-        _ => {
-            return Err(CommandError::failed_to_parse(
-                "'documents' must be an array",
-            ))
-        }
+    // Taken out of the request rather than cloned: bulk inserts are hot.
+    // `None` stands for an entry that is not an object.
+    let docs: Vec<Option<InsertDoc<'_>>> = match req.documents.take() {
+        Some(docs) => docs.into_iter().map(Some).collect(),
+        None => match req.cmd.remove("documents") {
+            Some(Bson::Array(docs)) => docs
+                .into_iter()
+                .map(|d| match d {
+                    Bson::Document(d) => Some(InsertDoc::Decoded(d)),
+                    _ => None,
+                })
+                .collect(),
+            _ => {
+                return Err(CommandError::failed_to_parse(
+                    "'documents' must be an array",
+                ))
+            }
+        },
     };
     let req = &*req;
     let ordered = ordered(req);
@@ -77,17 +88,14 @@ pub fn insert(req: &mut Req<'_>) -> CmdResult {
         let mut n = 0i32;
         let mut errors = Vec::new();
         for (i, d) in docs.into_iter().enumerate() {
-            let Bson::Document(d) = d else {
-                errors.push(
-                    WriteError::from(CommandError::type_mismatch("document must be an object"))
-                        .to_document(i),
-                );
-                if ordered {
-                    break;
-                }
-                continue;
+            let inserted = match d {
+                Some(InsertDoc::Raw(raw)) => writes::insert_raw(t, &req.db, &coll, raw),
+                Some(InsertDoc::Decoded(d)) => writes::insert_one(t, &req.db, &coll, d),
+                None => Err(WriteError::from(CommandError::type_mismatch(
+                    "document must be an object",
+                ))),
             };
-            match writes::insert_one(t, &req.db, &coll, d) {
+            match inserted {
                 Ok(()) => n += 1,
                 Err(e) => {
                     errors.push(e.to_document(i));

@@ -1,6 +1,6 @@
 //! CRUD, cursors and write errors through the driver.
 
-use bson::{doc, Document};
+use bson::{doc, Document, RawDocumentBuf};
 use futures::TryStreamExt;
 use mongodb::error::{ErrorKind, WriteFailure};
 
@@ -98,6 +98,118 @@ async fn duplicate_key_is_a_write_error_11000() {
         }
         ref other => panic!("unexpected error {other:?}"),
     }
+    s.stop().await;
+}
+
+/// insertMany sends its documents as an OP_MSG sequence, which the server
+/// keeps as bytes; a `documents` array in the command body is decoded. Both
+/// must store, log and refuse exactly alike.
+#[tokio::test]
+async fn sequence_inserts_match_inserts_of_a_documents_array() {
+    let s = sim().await;
+    let db = s.client.database("d");
+    for coll in ["seq", "body"] {
+        db.run_command(doc! {
+            "createIndexes": coll,
+            "indexes": [{"key": {"email": 1}, "name": "email_1", "unique": true}],
+        })
+        .await
+        .unwrap();
+    }
+    db.run_command(doc! {"create": "plain"}).await.unwrap();
+    let docs = vec![
+        doc! {"_id": 1, "email": "a", "nested": {"x": [1, 2.5, "s"]}},
+        doc! {"email": "b", "_id": 2},
+        doc! {"_id": 1, "email": "c"},
+        doc! {"_id": 3, "email": "a"},
+        doc! {"_id": {"k": 4}, "dup": 1, "d": bson::Decimal128::from_bytes([1; 16])},
+    ];
+    let seq_err = db
+        .collection::<Document>("seq")
+        .insert_many(docs.clone())
+        .ordered(false)
+        .await
+        .unwrap_err();
+    let ErrorKind::InsertMany(seq_err) = *seq_err.kind else {
+        panic!("unexpected error {seq_err:?}");
+    };
+    let body = db
+        .run_command(doc! {"insert": "body", "documents": docs.clone(), "ordered": false})
+        .await
+        .unwrap();
+    let seq_errors: Vec<Document> = seq_err
+        .write_errors
+        .unwrap()
+        .into_iter()
+        .map(|e| {
+            let errmsg = e.message.replace("d.seq", "d.body");
+            doc! {"index": e.index as i32, "code": e.code, "errmsg": errmsg}
+        })
+        .collect();
+    // (The full reply bytes are compared in wire.rs.)
+    let body_errors: Vec<Document> = body
+        .get_array("writeErrors")
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let e = e.as_document().unwrap();
+            let (index, code) = (e.get_i32("index").unwrap(), e.get_i32("code").unwrap());
+            doc! {"index": index, "code": code, "errmsg": e.get_str("errmsg").unwrap()}
+        })
+        .collect();
+    assert_eq!(seq_errors, body_errors);
+    assert_eq!(body.get_i32("n"), Ok(3));
+    // Without secondary indexes (the path that never decodes).
+    let plain = db.collection::<Document>("plain");
+    plain.insert_many(docs[..2].to_vec()).await.unwrap();
+    let again = plain.insert_many(docs[..1].to_vec()).await.unwrap_err();
+    let ErrorKind::InsertMany(again) = *again.kind else {
+        panic!("unexpected error {again:?}");
+    };
+    let e = &again.write_errors.unwrap()[0];
+    assert_eq!((e.index, e.code), (0, 11000));
+    assert_eq!(
+        e.message,
+        "E11000 duplicate key error collection: d.plain index: _id_ dup key: { \"_id\": 1 }"
+    );
+    // The oplog and the stored documents are the same, byte for byte.
+    let oplog = s
+        .client
+        .database("local")
+        .collection::<RawDocumentBuf>("oplog.rs");
+    let mut logged = std::collections::HashMap::new();
+    for ns in ["d.seq", "d.body"] {
+        let entries: Vec<RawDocumentBuf> = oplog
+            .find(doc! {"ns": ns, "op": "i"})
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        let o: Vec<Vec<u8>> = entries
+            .iter()
+            .map(|e| e.get_document("o").unwrap().as_bytes().to_vec())
+            .collect();
+        let stored: Vec<Vec<u8>> = db
+            .collection::<RawDocumentBuf>(&ns[2..])
+            .find(doc! {})
+            .await
+            .unwrap()
+            .try_collect::<Vec<_>>()
+            .await
+            .unwrap()
+            .iter()
+            .map(|d| d.as_bytes().to_vec())
+            .collect();
+        let mut sorted = o.clone();
+        sorted.sort();
+        let mut stored_sorted = stored;
+        stored_sorted.sort();
+        assert_eq!(sorted, stored_sorted);
+        logged.insert(ns, o);
+    }
+    assert_eq!(logged["d.seq"].len(), 3);
+    assert_eq!(logged["d.seq"], logged["d.body"]);
     s.stop().await;
 }
 

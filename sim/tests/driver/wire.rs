@@ -38,6 +38,90 @@ async fn read_reply(sock: &mut TcpStream) -> (i32, i32, Document) {
     (response_to, op, doc)
 }
 
+/// An OP_MSG: `command`, then (when given) one document sequence.
+fn op_msg(request_id: i32, command: &Document, sequence: Option<(&str, &[Document])>) -> Vec<u8> {
+    let mut body = 0u32.to_le_bytes().to_vec();
+    body.push(0);
+    command.to_writer(&mut body).unwrap();
+    if let Some((ident, docs)) = sequence {
+        let mut seq = ident.as_bytes().to_vec();
+        seq.push(0);
+        for d in docs {
+            d.to_writer(&mut seq).unwrap();
+        }
+        body.push(1);
+        body.extend_from_slice(&((seq.len() + 4) as i32).to_le_bytes());
+        body.extend_from_slice(&seq);
+    }
+    let mut msg = Vec::new();
+    msg.extend_from_slice(&((body.len() + 16) as i32).to_le_bytes());
+    msg.extend_from_slice(&request_id.to_le_bytes());
+    msg.extend_from_slice(&0i32.to_le_bytes());
+    msg.extend_from_slice(&2013i32.to_le_bytes());
+    msg.extend_from_slice(&body);
+    msg
+}
+
+/// An OP_MSG reply's bytes, without `$clusterTime` and `operationTime`
+/// (which move on with every write).
+async fn read_msg_reply(sock: &mut TcpStream) -> Vec<u8> {
+    let mut header = [0u8; 16];
+    sock.read_exact(&mut header).await.unwrap();
+    let len = i32::from_le_bytes(header[0..4].try_into().unwrap()) as usize;
+    let mut body = vec![0u8; len - 16];
+    sock.read_exact(&mut body).await.unwrap();
+    let mut doc = Document::from_reader(&body[5..]).unwrap();
+    doc.remove("$clusterTime");
+    doc.remove("operationTime");
+    bson::to_vec(&doc).unwrap()
+}
+
+/// The documents of an insert in a sequence are kept as the bytes sent;
+/// the reply, write errors included, is what the same documents in the
+/// command body (decoded) get.
+#[tokio::test]
+async fn insert_sequences_and_document_arrays_get_the_same_replies() {
+    let s = sim().await;
+    let mut sock = TcpStream::connect(s.handle.addr()).await.unwrap();
+    let docs = [
+        doc! {"_id": 1, "email": "a"},
+        doc! {"email": "b", "_id": 2},
+        doc! {"_id": 1, "email": "c"},
+        doc! {"_id": 3, "email": "a"},
+        doc! {"_id": [5]},
+        doc! {"_id": 6, "x": {"y": [1.5, null]}},
+    ];
+    let mut replies = Vec::new();
+    for (coll, unique) in [("s", false), ("b", false), ("su", true), ("bu", true)] {
+        if unique {
+            let index = doc! {"key": {"email": 1}, "name": "email_1", "unique": true};
+            let create = doc! {"createIndexes": coll, "indexes": [index], "$db": "d"};
+            sock.write_all(&op_msg(1, &create, None)).await.unwrap();
+            read_msg_reply(&mut sock).await;
+        }
+        for ordered in [false, true] {
+            let name = format!("{coll}{ordered}");
+            let mut cmd = doc! {"insert": name.as_str(), "ordered": ordered, "$db": "d"};
+            let msg = if coll.starts_with('s') {
+                op_msg(2, &cmd, Some(("documents", &docs)))
+            } else {
+                cmd.insert("documents", docs.to_vec());
+                op_msg(2, &cmd, None)
+            };
+            sock.write_all(&msg).await.unwrap();
+            let reply = read_msg_reply(&mut sock).await;
+            replies.push(String::from_utf8_lossy(&reply).replace(&name, "C"));
+        }
+    }
+    assert_eq!(replies[0], replies[2]);
+    assert_eq!(replies[1], replies[3]);
+    assert_eq!(replies[4], replies[6]);
+    assert_eq!(replies[5], replies[7]);
+    assert!(replies[4].contains("keyPattern"), "{}", replies[4]);
+    assert!(replies[0].contains("InvalidIdField") || replies[0].contains("array"));
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn legacy_op_query_is_master_gets_an_op_reply() {
     let s = sim().await;
