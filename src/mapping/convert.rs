@@ -3,17 +3,18 @@
 //! [`convert_value`] holds every conversion rule (the table is in `docs/mappings.md`): a
 //! value either arrives in Postgres unchanged (the same number, the same instant, the same
 //! bytes) or is refused with a reason; nothing is rounded, truncated or reinterpreted.
-//! [`convert_document`] walks the mapping's paths, applies `on_error`, builds `extra_props`
-//! and the child rows.
+//! [`convert_document`] (and [`convert_raw_document`], for BSON bytes) walks the mapping's
+//! paths, applies `on_error`, builds `extra_props` and the child rows.
 
 use bson::spec::BinarySubtype;
-use bson::{Bson, Document};
+use bson::{Bson, Document, RawBsonRef, RawDocument};
 use serde_json::Value;
 
 use super::decimal::Dec;
 use super::json::{date_text, to_json, uuid_bytes};
 use super::model::{CollectionMapping, FieldPath, OnError, PgType};
 use super::value::{PgValue, Row};
+use super::view::{DocRef, ValueRef};
 use crate::sink::DocumentRows;
 
 /// A document converted to the rows of its tables.
@@ -444,28 +445,43 @@ fn is_canonical_uuid(s: &str) -> bool {
 
 /// Reads `path` in `doc`. `Ok(None)` when a field on the way is missing or null; `Err` when
 /// the path runs into an array (arrays are reached only through child tables) or a scalar.
-pub fn lookup<'a>(doc: &'a Document, path: &FieldPath) -> Result<Option<&'a Bson>, String> {
+fn lookup<'a>(doc: DocRef<'a>, path: &FieldPath) -> Result<Option<ValueRef<'a>>, String> {
     let Some((last, parents)) = path.0.split_last() else {
         return Err("the empty path addresses no field".to_owned());
     };
     let mut cur = doc;
     for (i, seg) in parents.iter().enumerate() {
-        match cur.get(seg) {
-            None | Some(Bson::Null | Bson::Undefined) => return Ok(None),
-            Some(Bson::Document(d)) => cur = d,
-            Some(other) => {
-                let prefix = path.0[..=i].join(".");
-                return Err(match other {
-                    Bson::Array(_) => format!(
-                        "`{prefix}` is an array; a path cannot go into an array (map its \
-                         elements with a child table)"
-                    ),
-                    _ => format!("`{prefix}` is {}, not a document", kind(other)),
-                });
-            }
+        match cur.get(seg)? {
+            None => return Ok(None),
+            Some(v) if v.is_null() => return Ok(None),
+            Some(v) => match v.as_document() {
+                Some(d) => cur = d,
+                None => {
+                    let prefix = path.0[..=i].join(".");
+                    return Err(if v.as_array().is_some() {
+                        format!(
+                            "`{prefix}` is an array; a path cannot go into an array (map its \
+                             elements with a child table)"
+                        )
+                    } else {
+                        format!("`{prefix}` is {}, not a document", kind(&*v.to_bson()?))
+                    });
+                }
+            },
         }
     }
-    Ok(cur.get(last))
+    cur.get(last)
+}
+
+/// [`convert_value`] of a looked-up value. A string still in BSON bytes goes into a text
+/// column without the owned `Bson` in between (text columns are most columns).
+fn convert_found(v: ValueRef<'_>, ty: &PgType) -> Result<PgValue, String> {
+    match (v, ty) {
+        (ValueRef::Raw(RawBsonRef::String(s)), PgType::Text) if !s.contains('\0') => {
+            Ok(PgValue::Text(s.to_owned()))
+        }
+        _ => convert_value(&*v.to_bson()?, ty),
+    }
 }
 
 /// What to do with a failed value under the mapping's policy.
@@ -496,10 +512,11 @@ impl Policy<'_> {
     fn value(
         &mut self,
         where_: impl FnOnce() -> (String, String),
-        found: Result<Option<&Bson>, String>,
+        found: Result<Option<ValueRef<'_>>, String>,
         ty: &PgType,
     ) -> Result<PgValue, ConvertError> {
-        match found.and_then(|v| v.map_or(Ok(PgValue::Null), |v| convert_value(v, ty))) {
+        let converted = found.and_then(|v| v.map_or(Ok(PgValue::Null), |v| convert_found(v, ty)));
+        match converted {
             Ok(value) => Ok(value),
             Err(reason) => {
                 let (column, path) = where_();
@@ -529,13 +546,30 @@ pub fn convert_key(m: &CollectionMapping, id: &Bson) -> Result<PgValue, ConvertE
 
 /// Converts a whole document to its parent row, child rows and key.
 pub fn convert_document(m: &CollectionMapping, doc: &Document) -> Result<Converted, ConvertError> {
-    let id = doc.get("_id").ok_or_else(|| ConvertError {
+    convert_view(m, DocRef::Parsed(doc))
+}
+
+/// [`convert_document`] of a document still in BSON bytes, as the full sync reads them.
+pub fn convert_raw_document(
+    m: &CollectionMapping,
+    doc: &RawDocument,
+) -> Result<Converted, ConvertError> {
+    convert_view(m, DocRef::Raw(doc))
+}
+
+fn convert_view(m: &CollectionMapping, doc: DocRef<'_>) -> Result<Converted, ConvertError> {
+    let key_error = |reason: String| ConvertError {
         column: m.key_column().name.clone(),
         path: "_id".to_owned(),
-        reason: "the document has no _id".to_owned(),
+        reason,
         fatal: m.on_error == OnError::Fail,
-    })?;
-    let key = convert_key(m, id)?;
+    };
+    let id = doc
+        .get("_id")
+        .and_then(|id| id.ok_or_else(|| "the document has no _id".to_owned()))
+        .and_then(|id| id.to_bson())
+        .map_err(key_error)?;
+    let key = convert_key(m, &id)?;
     let mut nulled = Vec::new();
     let mut policy = Policy {
         on_error: m.on_error,
@@ -555,7 +589,7 @@ pub fn convert_document(m: &CollectionMapping, doc: &Document) -> Result<Convert
         }
     }
     if let Some(extra) = &m.extra_props {
-        let rest = document_to_json_checked(&extra_props(m, doc));
+        let rest = extra_props_of(m, doc).and_then(|rest| document_to_json_checked(&rest));
         parent.push(match rest {
             Ok(json) => PgValue::Json(json),
             Err(reason) => policy.fail(extra, "(unmapped fields)", reason)?,
@@ -565,10 +599,22 @@ pub fn convert_document(m: &CollectionMapping, doc: &Document) -> Result<Convert
     for child in &m.children {
         let mut rows = Vec::new();
         let source = child.source.to_string();
-        match lookup(doc, &child.source) {
-            Ok(None | Some(Bson::Null | Bson::Undefined)) => {}
-            Ok(Some(Bson::Array(items))) => {
-                for (idx, item) in items.iter().enumerate() {
+        let items = lookup(doc, &child.source).and_then(|found| match found {
+            None => Ok(None),
+            Some(v) if v.is_null() => Ok(None),
+            Some(v) => match v.as_array() {
+                Some(items) => items.map(Some),
+                None => Err(format!(
+                    "{} is not an array, so it has no elements for child table `{}`",
+                    kind(&*v.to_bson()?),
+                    child.table
+                )),
+            },
+        });
+        match items {
+            Ok(None) => {}
+            Ok(Some(items)) => {
+                for (idx, item) in items.into_iter().enumerate() {
                     let idx = i32::try_from(idx).unwrap_or(i32::MAX);
                     let mut row: Row = Vec::with_capacity(child.columns.len() + 2);
                     row.push(key.clone());
@@ -589,14 +635,6 @@ pub fn convert_document(m: &CollectionMapping, doc: &Document) -> Result<Convert
                     rows.push(row);
                 }
             }
-            Ok(Some(other)) => {
-                let reason = format!(
-                    "{} is not an array, so it has no elements for child table `{}`",
-                    kind(other),
-                    child.table
-                );
-                policy.fail(&child.table, &source, reason)?;
-            }
             Err(reason) => {
                 policy.fail(&child.table, &source, reason)?;
             }
@@ -613,19 +651,21 @@ pub fn convert_document(m: &CollectionMapping, doc: &Document) -> Result<Convert
 /// A child column's value inside one array element: the element itself for `.`, else a field
 /// of the element (which must then be a document).
 fn element_field<'a>(
-    item: &'a Bson,
+    item: ValueRef<'a>,
     path: &FieldPath,
     idx: i32,
-) -> Result<Option<&'a Bson>, String> {
+) -> Result<Option<ValueRef<'a>>, String> {
     if path.0.is_empty() {
         return Ok(Some(item));
     }
-    match item {
-        Bson::Document(d) => lookup(d, path),
-        Bson::Null | Bson::Undefined => Ok(None),
-        other => Err(format!(
+    if item.is_null() {
+        return Ok(None);
+    }
+    match item.as_document() {
+        Some(d) => lookup(d, path),
+        None => Err(format!(
             "element {idx} is {}, not a document with field `{path}` (use `source: .` for scalar elements)",
-            kind(other)
+            kind(&*item.to_bson()?)
         )),
     }
 }
@@ -633,19 +673,29 @@ fn element_field<'a>(
 /// The document minus `_id` and every path a column or child reads; sub-documents left empty
 /// by a removal are removed too (ones that were empty already stay).
 pub fn extra_props(m: &CollectionMapping, doc: &Document) -> Document {
+    // A parsed document has no malformed bytes to report.
+    extra_props_of(m, DocRef::Parsed(doc)).unwrap_or_default()
+}
+
+fn extra_props_of(m: &CollectionMapping, doc: DocRef<'_>) -> Result<Document, String> {
     let id = ["_id".to_owned()];
     let paths: Vec<&[String]> = std::iter::once(&id[..])
         .chain(m.columns.iter().map(|c| &c.source.0[..]))
         .chain(m.children.iter().map(|c| &c.source.0[..]))
         .collect();
-    without_paths(doc, &paths)
+    without_paths_of(doc, &paths)
 }
 
 /// Copies `d` minus `paths` (each a field path relative to `d`). Built by skipping rather than
 /// by cloning everything and removing: only kept values are copied.
+#[cfg(test)]
 pub(super) fn without_paths(d: &Document, paths: &[&[String]]) -> Document {
+    without_paths_of(DocRef::Parsed(d), paths).unwrap_or_default()
+}
+
+fn without_paths_of(d: DocRef<'_>, paths: &[&[String]]) -> Result<Document, String> {
     let mut out = Document::new();
-    for (key, value) in d {
+    for (key, value) in d.fields()? {
         let mut whole = false;
         let mut deeper: Vec<&[String]> = Vec::new();
         for p in paths {
@@ -663,20 +713,20 @@ pub(super) fn without_paths(d: &Document, paths: &[&[String]]) -> Document {
         if whole {
             continue;
         }
-        match value {
-            Bson::Document(sub) if !deeper.is_empty() => {
-                let rest = without_paths(sub, &deeper);
+        match value.as_document() {
+            Some(sub) if !deeper.is_empty() => {
+                let rest = without_paths_of(sub, &deeper)?;
                 // A sub-document emptied by the removal goes; one that was empty already stays.
                 if !rest.is_empty() || sub.is_empty() {
-                    out.insert(key.clone(), Bson::Document(rest));
+                    out.insert(key, Bson::Document(rest));
                 }
             }
             _ => {
-                out.insert(key.clone(), value.clone());
+                out.insert(key, value.to_bson()?.into_owned());
             }
         }
     }
-    out
+    Ok(out)
 }
 
 fn document_to_json_checked(d: &Document) -> Result<Value, String> {

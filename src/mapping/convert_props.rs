@@ -334,3 +334,62 @@ proptest! {
         );
     }
 }
+
+/// A mapping reading `paths` as integer columns (so documents and arrays on the way are
+/// refused), a child table over `c` and `extra_props`.
+fn mapping_of(
+    paths: &[Vec<String>],
+    on_error: super::model::OnError,
+) -> super::model::CollectionMapping {
+    use super::model::{ChildMapping, CollectionMapping, ColumnMapping, FieldPath};
+    let column = |name: String, path: &str, pg_type: PgType| ColumnMapping {
+        name,
+        source: FieldPath::parse(path),
+        pg_type,
+    };
+    let mut columns = vec![column("id".into(), "_id", PgType::Integer)];
+    for (i, p) in paths.iter().enumerate() {
+        columns.push(column(format!("c{i}"), &p.join("."), PgType::Integer));
+    }
+    CollectionMapping {
+        database: "d".into(),
+        collection: "c".into(),
+        table: "t".into(),
+        columns,
+        extra_props: Some("extra".into()),
+        on_error,
+        children: vec![ChildMapping {
+            table: "t_c".into(),
+            source: FieldPath::parse("c"),
+            parent_key: "t_id".into(),
+            columns: vec![column("a".into(), "a", PgType::Jsonb)],
+        }],
+    }
+}
+
+proptest! {
+    #[test]
+    fn bson_bytes_convert_like_the_parsed_document(
+        d in nested(),
+        paths in proptest::collection::vec(
+            proptest::collection::vec(proptest::sample::select(vec!["a", "b", "c"]), 1..4),
+            0..4,
+        ),
+        null_on_error in any::<bool>(),
+    ) {
+        use super::model::OnError;
+        let paths: Vec<Vec<String>> = paths
+            .into_iter()
+            .map(|p| p.into_iter().map(str::to_owned).collect())
+            .collect();
+        let on_error = if null_on_error { OnError::Null } else { OnError::DeadLetter };
+        let m = mapping_of(&paths, on_error);
+        let mut d = d;
+        d.insert("_id", 1);
+        let raw = bson::RawDocumentBuf::from_document(&d).unwrap();
+        prop_assert_eq!(
+            super::convert::convert_raw_document(&m, &raw),
+            super::convert::convert_document(&m, &d)
+        );
+    }
+}

@@ -8,11 +8,28 @@ use bson::spec::BinarySubtype;
 use bson::{bson, doc, Binary, Bson, DateTime, Decimal128, Document};
 use serde_json::json;
 
-use super::convert::{convert_document, convert_key, convert_value, extra_props};
+use super::convert::{
+    convert_document, convert_key, convert_raw_document, convert_value, extra_props, ConvertError,
+    Converted,
+};
 use super::load::load_str;
 use super::model::{CollectionMapping, OnError, PgType};
 use super::types::parse_type;
 use super::value::PgValue;
+
+/// `convert_document`, checked against `convert_raw_document` of the same document's bytes:
+/// the full sync converts bytes, streaming converts parsed documents, and both must agree on
+/// every row and every refusal.
+fn convert_both(m: &CollectionMapping, d: &Document) -> Result<Converted, ConvertError> {
+    let parsed = convert_document(m, d);
+    let raw = bson::RawDocumentBuf::from_document(d).unwrap();
+    assert_eq!(
+        convert_raw_document(m, &raw),
+        parsed,
+        "raw and parsed differ for {d}"
+    );
+    parsed
+}
 
 fn ty(text: &str) -> PgType {
     parse_type(text).unwrap()
@@ -303,7 +320,7 @@ fn order() -> Document {
 #[test]
 fn spec_example_document_becomes_rows() {
     let m = shop();
-    let c = convert_document(&m, &order()).unwrap();
+    let c = convert_both(&m, &order()).unwrap();
     assert_eq!(c.key, PgValue::Text("o1".into()));
     assert!(c.nulled.is_empty());
     assert_eq!(
@@ -350,18 +367,18 @@ fn extra_props_drops_emptied_sub_documents_and_is_empty_object_at_least() {
     d.remove("notes");
     d.remove("meta");
     assert_eq!(extra_props(&m, &d), Document::new());
-    let c = convert_document(&m, &d).unwrap();
+    let c = convert_both(&m, &d).unwrap();
     assert_eq!(c.rows.parent.last(), Some(&PgValue::Json(json!({}))));
 }
 
 #[test]
 fn missing_fields_and_arrays_are_null_or_no_rows() {
     let m = shop();
-    let c = convert_document(&m, &doc! { "_id": "o2", "items": null }).unwrap();
+    let c = convert_both(&m, &doc! { "_id": "o2", "items": null }).unwrap();
     assert_eq!(c.rows.parent[1], PgValue::Null);
     assert_eq!(c.rows.parent[5], PgValue::Null);
     assert_eq!(c.rows.children, vec![Vec::<Vec<PgValue>>::new()]);
-    let c = convert_document(&m, &doc! { "_id": "o3", "tags": [], "items": [] }).unwrap();
+    let c = convert_both(&m, &doc! { "_id": "o3", "tags": [], "items": [] }).unwrap();
     assert_eq!(c.rows.parent[5], PgValue::Array(vec![]));
     assert!(c.rows.children[0].is_empty());
 }
@@ -371,7 +388,7 @@ fn on_error_decides_between_dead_letter_null_and_fail() {
     let mut m = shop();
     let mut d = order();
     d.insert("total", dec("12.345"));
-    let e = convert_document(&m, &d).unwrap_err();
+    let e = convert_both(&m, &d).unwrap_err();
     assert_eq!(
         (e.column.as_str(), e.path.as_str(), e.fatal),
         ("total", "total", false)
@@ -382,11 +399,11 @@ fn on_error_decides_between_dead_letter_null_and_fail() {
         .starts_with("column `total` (source `total`): "));
 
     m.on_error = OnError::Fail;
-    assert!(convert_document(&m, &d).unwrap_err().fatal);
+    assert!(convert_both(&m, &d).unwrap_err().fatal);
 
     m.on_error = OnError::Null;
     d.insert("items", doc! { "not": "an array" });
-    let c = convert_document(&m, &d).unwrap();
+    let c = convert_both(&m, &d).unwrap();
     assert_eq!(c.rows.parent[3], PgValue::Null);
     assert_eq!(c.nulled.len(), 2, "{:?}", c.nulled);
     assert!(c.nulled[0].starts_with("total (total): "));
@@ -399,11 +416,11 @@ fn child_column_errors_name_the_element() {
     let m = shop();
     let mut d = order();
     d.insert("items", bson!([{ "sku": "A", "qty": 1.5 }]));
-    let e = convert_document(&m, &d).unwrap_err();
+    let e = convert_both(&m, &d).unwrap_err();
     assert_eq!(e.column, "order_items.qty");
     assert_eq!(e.path, "items.0.qty");
     d.insert("items", bson!(["A"]));
-    let e = convert_document(&m, &d).unwrap_err();
+    let e = convert_both(&m, &d).unwrap_err();
     assert!(e.reason.contains("element 0 is a String"), "{e}");
 }
 
@@ -412,11 +429,11 @@ fn paths_never_go_through_arrays() {
     let m = shop();
     let mut d = order();
     d.insert("customer", bson!([{ "_id": "c" }]));
-    let e = convert_document(&m, &d).unwrap_err();
+    let e = convert_both(&m, &d).unwrap_err();
     assert_eq!(e.column, "customer_id");
     assert!(e.reason.contains("`customer` is an array"), "{e}");
     d.insert("customer", "just a name");
-    let e = convert_document(&m, &d).unwrap_err();
+    let e = convert_both(&m, &d).unwrap_err();
     assert!(
         e.reason.contains("`customer` is a String, not a document"),
         "{e}"
@@ -430,7 +447,7 @@ fn scalar_array_children_use_dot() {
         .unwrap()
         .collections
         .remove(0);
-    let c = convert_document(&m, &doc! { "_id": 7_i64, "tags": ["a", null] }).unwrap();
+    let c = convert_both(&m, &doc! { "_id": 7_i64, "tags": ["a", null] }).unwrap();
     assert_eq!(c.key, PgValue::Int8(7));
     assert_eq!(
         c.rows.children[0],
@@ -449,7 +466,7 @@ fn scalar_array_children_use_dot() {
 fn keys_are_never_null() {
     let mut m = shop();
     m.on_error = OnError::Null;
-    let e = convert_document(&m, &doc! { "x": 1 }).unwrap_err();
+    let e = convert_both(&m, &doc! { "x": 1 }).unwrap_err();
     assert!(e.reason.contains("no _id") && !e.fatal);
     let e = convert_key(&m, &Bson::Null).unwrap_err();
     assert_eq!(e.path, "_id");
@@ -467,11 +484,11 @@ fn unstorable_extra_props_follow_on_error() {
     let mut m = shop();
     let mut d = order();
     d.insert("notes", "nul\0inside");
-    let e = convert_document(&m, &d).unwrap_err();
+    let e = convert_both(&m, &d).unwrap_err();
     assert_eq!(e.column, "extra");
     assert!(e.reason.contains("NUL"), "{e}");
     m.on_error = OnError::Null;
-    let c = convert_document(&m, &d).unwrap();
+    let c = convert_both(&m, &d).unwrap();
     assert_eq!(c.rows.parent.last(), Some(&PgValue::Null));
     assert_eq!(c.nulled.len(), 1);
     assert!(c.nulled[0].starts_with("extra "), "{:?}", c.nulled);

@@ -9,6 +9,7 @@ pub mod model;
 pub mod types;
 mod validate;
 pub mod value;
+mod view;
 mod yaml;
 
 #[cfg(test)]
@@ -18,5 +19,7 @@ mod convert_tests;
 #[cfg(test)]
 mod load_tests;
 
-pub use convert::{convert_document, convert_key, convert_value, ConvertError, Converted};
+pub use convert::{
+    convert_document, convert_key, convert_raw_document, convert_value, ConvertError, Converted,
+};
 pub use load::{load, MappingError, MappingErrors};

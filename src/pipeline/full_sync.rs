@@ -29,7 +29,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bson::{Bson, Document};
+use bson::{Bson, Document, RawDocumentBuf};
 use futures::FutureExt;
 use mongodb::Client;
 use tokio::sync::mpsc;
@@ -40,7 +40,7 @@ use super::sync::{connect, record_position, state_client, SyncError};
 use crate::config::Config;
 use crate::event::Namespace;
 use crate::lease::LeaseFlag;
-use crate::mapping::convert::convert_document;
+use crate::mapping::convert::convert_raw_document;
 use crate::mapping::json::to_json;
 use crate::mapping::model::{CollectionMapping, MappingSet, OnError};
 use crate::metrics::Metrics;
@@ -436,16 +436,20 @@ impl Drop for Prepare {
 fn convert_chunk(
     mapping: &CollectionMapping,
     namespace: &str,
-    docs: Vec<Document>,
+    docs: Vec<RawDocumentBuf>,
 ) -> Result<PreparedChunk, SyncError> {
     let mut rows = Vec::with_capacity(docs.len());
     let mut letters = Vec::new();
-    for doc in &docs {
-        match convert_document(mapping, doc) {
+    for raw in &docs {
+        match convert_raw_document(mapping, raw) {
             Ok(c) => rows.push(c.rows),
             Err(e) => {
+                // Rare: only now is the document parsed whole, for the dead letter.
+                let doc = Document::try_from(raw.clone());
                 let key = doc
-                    .get("_id")
+                    .as_ref()
+                    .ok()
+                    .and_then(|d| d.get("_id"))
                     .map(to_json)
                     .unwrap_or(serde_json::Value::Null);
                 if e.fatal || mapping.on_error == OnError::Fail {
@@ -458,7 +462,10 @@ fn convert_chunk(
                 letters.push(DeadLetter {
                     namespace: namespace.to_owned(),
                     document_key: key,
-                    document: to_json(&Bson::Document(doc.clone())),
+                    document: match doc {
+                        Ok(d) => to_json(&Bson::Document(d)),
+                        Err(bad) => serde_json::Value::String(format!("(not valid BSON: {bad})")),
+                    },
                     error: e.to_string(),
                     cluster_time: None,
                 });

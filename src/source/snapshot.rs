@@ -27,7 +27,7 @@
 use std::cmp::Ordering;
 
 use bson::spec::BinarySubtype;
-use bson::{doc, oid::ObjectId, Binary, Bson, DateTime, Document, Timestamp};
+use bson::{doc, oid::ObjectId, Binary, Bson, DateTime, Document, RawDocumentBuf, Timestamp};
 use futures::StreamExt;
 use mongodb::{Client, Collection, Cursor};
 use tokio::sync::mpsc;
@@ -43,7 +43,7 @@ pub const DEFAULT_READERS: usize = 4;
 /// (and at least one chunk); smaller collections are read by fewer readers, or one.
 const MIN_RANGE_DOCUMENTS: u64 = 1000;
 
-type ChunkResult = Result<Vec<Document>, SourceError>;
+type ChunkResult = Result<Vec<RawDocumentBuf>, SourceError>;
 
 enum State {
     NotStarted,
@@ -154,7 +154,7 @@ impl SnapshotReader {
         let mut tasks = JoinSet::new();
         for range in ranges {
             let mut reader = RangeReader {
-                collection: self.collection(),
+                collection: self.collection().clone_with_type(),
                 namespace: self.namespace.clone(),
                 chunk: per_reader,
                 range,
@@ -184,7 +184,8 @@ impl SnapshotReader {
     }
 
     /// The next chunk of up to `chunk` documents; `None` when the collection is exhausted.
-    pub async fn next_chunk(&mut self) -> Result<Option<Vec<Document>>, SourceError> {
+    /// Documents stay BSON bytes: the full sync converts them without parsing them whole.
+    pub async fn next_chunk(&mut self) -> Result<Option<Vec<RawDocumentBuf>>, SourceError> {
         if matches!(self.state, State::NotStarted) {
             self.start().await;
         }
@@ -421,13 +422,27 @@ fn compare(a: &Bson, b: &Bson) -> Option<Ordering> {
     }
 }
 
+/// A read document's `_id` (every stored document has one).
+fn raw_id(d: &RawDocumentBuf) -> Result<Bson, mongodb::error::Error> {
+    let invalid = |what: String| {
+        mongodb::error::Error::custom(format!("the server returned a document {what}"))
+    };
+    match d.get("_id") {
+        Ok(Some(id)) => {
+            Bson::try_from(id).map_err(|e| invalid(format!("with an invalid _id: {e}")))
+        }
+        Ok(None) => Err(invalid("without an _id".to_owned())),
+        Err(e) => Err(invalid(format!("that is not valid BSON: {e}"))),
+    }
+}
+
 /// Reads one range in `_id` order, resuming after the last `_id` on transient errors.
 struct RangeReader {
-    collection: Collection<Document>,
+    collection: Collection<RawDocumentBuf>,
     namespace: Namespace,
     chunk: usize,
     range: Range,
-    cursor: Option<Cursor<Document>>,
+    cursor: Option<Cursor<RawDocumentBuf>>,
     /// The last `_id` returned: a reopened read continues after it.
     last_id: Option<Bson>,
     done: bool,
@@ -452,7 +467,7 @@ impl RangeReader {
         Ok(())
     }
 
-    async fn read(&mut self) -> Result<Vec<Document>, mongodb::error::Error> {
+    async fn read(&mut self) -> Result<Vec<RawDocumentBuf>, mongodb::error::Error> {
         if self.cursor.is_none() {
             self.open().await?;
         }
@@ -464,7 +479,7 @@ impl RangeReader {
             match cursor.next().await {
                 Some(d) => {
                     let d = d?;
-                    self.last_id = d.get("_id").cloned();
+                    self.last_id = Some(raw_id(&d)?);
                     docs.push(d);
                 }
                 None => {
@@ -477,7 +492,7 @@ impl RangeReader {
     }
 
     /// The next chunk of this range; `None` when it is exhausted.
-    async fn next_chunk(&mut self) -> Result<Option<Vec<Document>>, SourceError> {
+    async fn next_chunk(&mut self) -> Result<Option<Vec<RawDocumentBuf>>, SourceError> {
         let mut retry = Retry::default();
         loop {
             if self.done {

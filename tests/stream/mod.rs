@@ -144,6 +144,12 @@ listen = ""
             .insert_one(doc! {"_id": &id, "qty": 0})
             .await
             .unwrap();
+        self.wait_for_marker_in(schema, name).await;
+    }
+
+    /// Waits until the marker `sync_point_in` wrote under `name` is in `schema.orders`.
+    pub async fn wait_for_marker_in(&self, schema: &str, name: &str) {
+        let id = format!("~marker-{name}");
         let sql = format!("SELECT 1 FROM \"{schema}\".orders WHERE id = $1");
         wait_until(60, &format!("marker {name} in {schema}.orders"), || async {
             matches!(self.db.client.query(&sql, &[&id]).await, Ok(r) if !r.is_empty())

@@ -40,7 +40,8 @@ async fn assert_exactly_once(reader: &mut SnapshotReader, ids: &[Bson], chunk: u
     while let Some(docs) = reader.next_chunk().await.unwrap() {
         assert!(!docs.is_empty() && docs.len() <= chunk);
         for d in docs {
-            *seen.entry(format!("{:?}", d.get("_id"))).or_default() += 1;
+            let id = Bson::try_from(d.get("_id").unwrap().unwrap()).unwrap();
+            *seen.entry(format!("{:?}", Some(&id))).or_default() += 1;
         }
     }
     let twice: Vec<_> = seen.iter().filter(|(_, &n)| n > 1).collect();
