@@ -127,7 +127,7 @@ pub(crate) async fn connect_counting(
         .await
         .map_err(bad_uri)?;
     if let Some(m) = metrics {
-        options.command_event_handler = Some(crate::source::count_command_failures(m.clone()));
+        options.sdam_event_handler = Some(crate::source::count_driver_failures(m.clone()));
     }
     let client = Client::with_options(options).map_err(bad_uri)?;
     let mut sink = PostgresSink::connect(
@@ -281,7 +281,8 @@ async fn sync_inner(
         pipeline.metrics = opts.metrics.clone();
         let outcome = match config.mongo.source {
             SourceKind::ChangeStream => {
-                let source = ChangeStreamSource::new(client.clone(), &mappings, position)?;
+                let source = ChangeStreamSource::new(client.clone(), &mappings, position)?
+                    .count_errors(opts.metrics.clone());
                 run(
                     source,
                     &mut sink,
@@ -292,7 +293,8 @@ async fn sync_inner(
                 .await
             }
             SourceKind::Oplog => {
-                let source = OplogSource::new(client.clone(), &mappings, position)?;
+                let source = OplogSource::new(client.clone(), &mappings, position)?
+                    .count_errors(opts.metrics.clone());
                 run(
                     source,
                     &mut sink,

@@ -23,8 +23,8 @@ use crate::position::Position;
 /// emit a heartbeat with the post-batch resume token).
 const MAX_AWAIT: Duration = Duration::from_secs(1);
 /// Events per `getMore`. Without it a backlog comes in 16 MB replies, each decoded whole by
-/// the driver (twice: once more for the command monitoring that counts retried failures), which
-/// put a catching-up `sync` at 351 MiB peak RSS; the pipeline reads ahead about as far anyway.
+/// the driver, which put a catching-up `sync` at 351 MiB peak RSS; the pipeline reads ahead
+/// about as far anyway.
 const BATCH_SIZE: u32 = 1000;
 
 /// Reads change events from a deployment-level change stream.
@@ -38,6 +38,8 @@ pub struct ChangeStreamSource {
     start_after: bool,
     /// An event read while completing a transaction that belongs to the next call.
     stash: Option<ChangeEvent>,
+    /// Where retried errors are counted (`Retry::counting`).
+    metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
 }
 
 /// The `$match` stage: events on mapped namespaces, renames onto them, and `dropDatabase`
@@ -98,6 +100,7 @@ impl ChangeStreamSource {
             position,
             start_after: false,
             stash: None,
+            metrics: None,
         })
     }
 
@@ -190,9 +193,20 @@ impl ChangeStreamSource {
     }
 }
 
+impl ChangeStreamSource {
+    /// Count the errors this source retries in `tributary_errors_total{kind}`.
+    pub fn count_errors(
+        mut self,
+        metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
+    ) -> Self {
+        self.metrics = metrics;
+        self
+    }
+}
+
 impl Source for ChangeStreamSource {
     async fn next_batch(&mut self) -> Result<Vec<ChangeEvent>, SourceError> {
-        let mut retry = Retry::default();
+        let mut retry = Retry::counting(self.metrics.clone());
         loop {
             match self.read().await {
                 Ok(events) if events.is_empty() => continue,

@@ -50,6 +50,8 @@ pub struct OplogSource {
     ts: Timestamp,
     /// A transaction split across `partialTxn` entries, held until its last entry.
     partial: Option<PartialTxn>,
+    /// Where retried errors are counted (`Retry::counting`).
+    metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
 }
 
 struct PartialTxn {
@@ -83,6 +85,7 @@ impl OplogSource {
             cursor: None,
             ts,
             partial: None,
+            metrics: None,
         })
     }
 
@@ -394,9 +397,20 @@ fn history_lost(resume: Timestamp, first: Option<Timestamp>) -> mongodb::error::
 #[derive(Debug, Clone)]
 struct HistoryLostMarker(String);
 
+impl OplogSource {
+    /// Count the errors this source retries in `tributary_errors_total{kind}`.
+    pub fn count_errors(
+        mut self,
+        metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
+    ) -> Self {
+        self.metrics = metrics;
+        self
+    }
+}
+
 impl Source for OplogSource {
     async fn next_batch(&mut self) -> Result<Vec<ChangeEvent>, SourceError> {
-        let mut retry = Retry::default();
+        let mut retry = Retry::counting(self.metrics.clone());
         loop {
             match self.read().await {
                 Ok(events) if events.is_empty() => continue,
