@@ -36,6 +36,10 @@ pub struct ScanCursor {
     skip: usize,
     /// Documents the `limit` still allows (`None` = no limit).
     remaining: Option<usize>,
+    /// The sorted, distinct values of `{_id: {$in: [...]}}`: looked up one by one instead
+    /// of walking every key (tributary's oplog source re-reads updated documents this way;
+    /// thousands of keys matched against every stored `_id` cost 360 µs per change).
+    keys: Option<Vec<OrderedBson>>,
 }
 
 /// What a `find` asks for, as far as a scan cares.
@@ -124,6 +128,31 @@ fn only_id(filter: &Document) -> bool {
     })
 }
 
+/// The values of a filter of the exact shape `{_id: {$in: [v, ...]}}` without regular
+/// expressions, sorted and distinct; `None` for any other filter. Each is still checked
+/// against the filter: the lookup only finds the candidates.
+fn id_in(filter: &Document) -> Option<Vec<OrderedBson>> {
+    if filter.len() != 1 {
+        return None;
+    }
+    let Some(Bson::Document(cond)) = filter.get("_id") else {
+        return None;
+    };
+    let Some(Bson::Array(values)) = cond.get("$in").filter(|_| cond.len() == 1) else {
+        return None;
+    };
+    if values
+        .iter()
+        .any(|v| matches!(v, Bson::RegularExpression(_)))
+    {
+        return None;
+    }
+    let mut keys: Vec<OrderedBson> = values.iter().cloned().map(OrderedBson).collect();
+    keys.sort();
+    keys.dedup();
+    Some(keys)
+}
+
 /// Whether `sort` leaves documents in `_id` order: absent, empty or `{_id: 1}`.
 fn sorted_by_id(sort: Option<&Document>) -> bool {
     let Some(sort) = sort else { return true };
@@ -160,6 +189,7 @@ impl ScanCursor {
             projection: spec.projection.filter(|p| !p.is_empty()).cloned(),
             skip: spec.skip,
             remaining: (spec.limit > 0).then_some(spec.limit),
+            keys: id_in(spec.filter),
         }))
     }
 
@@ -196,7 +226,17 @@ impl ScanCursor {
         let mut bytes = 0;
         let mut more = false;
         let mut last: Option<&OrderedBson> = None;
-        for (key, stored) in coll.docs.range((self.from.clone(), self.to.clone())) {
+        let range = (self.from.clone(), self.to.clone());
+        let candidates: Box<dyn Iterator<Item = (&OrderedBson, &crate::store::StoredDoc)>> =
+            match &self.keys {
+                Some(keys) => Box::new(
+                    keys.iter()
+                        .filter(|k| std::ops::RangeBounds::contains(&range, *k))
+                        .filter_map(|k| coll.docs.get_key_value(k)),
+                ),
+                None => Box::new(coll.docs.range(range.clone())),
+            };
+        for (key, stored) in candidates {
             // The filter is about `_id` only (see `id_range`): the key is enough.
             if !self.filter.matches(&IdOnly(&key.0)) {
                 continue;
@@ -318,6 +358,31 @@ mod tests {
         let (b, more) = s.next_batch(&cat, 3).unwrap();
         assert_eq!(ids(&b), [5, 6].map(Bson::Int32));
         assert!(!more);
+    }
+
+    #[test]
+    fn in_on_id_looks_up_each_key_and_pages() {
+        let cat = catalog((0..100).map(Bson::Int32));
+        // Unsorted, repeated, another numeric type for the same value, and a missing key.
+        let f = doc! {"_id": {"$in": [50, 3, Bson::Double(7.0), 3, 500, Bson::Int64(99)]}};
+        let mut s = ScanCursor::open(&cat, &spec(&f, None)).unwrap().unwrap();
+        assert!(s.keys.is_some());
+        let (b, more) = s.next_batch(&cat, 2).unwrap();
+        assert_eq!(ids(&b), [3, 7].map(Bson::Int32));
+        assert!(more);
+        let (b, more) = s.next_batch(&cat, 2).unwrap();
+        assert_eq!(ids(&b), [50, 99].map(Bson::Int32));
+        assert!(!more);
+        // Regular expressions match by pattern, not by key: the walk decides.
+        let f = doc! {"_id": {"$in": [Bson::RegularExpression(bson::Regex {
+            pattern: "^a".into(),
+            options: String::new(),
+        })]}};
+        assert!(ScanCursor::open(&cat, &spec(&f, None))
+            .unwrap()
+            .unwrap()
+            .keys
+            .is_none());
     }
 
     #[test]
