@@ -899,14 +899,14 @@ async fn full_sync(
     )
 }
 
-/// mongo-sim keeps ~9 KB per seeded order and its `find` clones each range's result, and this
-/// process also holds the baseline's documents, rows and COPY encoding: 1,000,000 and 770,000
-/// orders both reached 23.7 GB before the OOM killer stopped the run (2026-12-02), 640,000
-/// fitted, so 30 KB × N is budgeted. On a machine without that much available memory the run
-/// is scaled down (loudly, and the section says so) rather than pushing a shared machine into
-/// the OOM killer.
+/// This process holds mongo-sim's documents (stored as BSON bytes, read batch by batch) and the
+/// baseline's rows and COPY encoding: 1,000,000 orders peaked at 3.4 GB (2026-12-02, session 8;
+/// the simulator of the first day cloned each range's result and OOM-killed the run at 23.7 GB),
+/// so 6 KiB × N is budgeted. On a machine without that much available memory the run is scaled
+/// down (loudly, and the section says so) rather than pushing a shared machine into the OOM
+/// killer.
 fn affordable_orders(asked: usize) -> usize {
-    const KIB_PER_ORDER: usize = 30;
+    const KIB_PER_ORDER: usize = 6;
     let available_kib = std::fs::read_to_string("/proc/meminfo").ok().and_then(|s| {
         s.lines()
             .find(|l| l.starts_with("MemAvailable:"))
