@@ -107,7 +107,7 @@ impl OplogSource {
             .cursor_type(CursorType::TailableAwait)
             .max_await_time(MAX_AWAIT)
             // Replies of one call's worth of entries instead of 16 MB ones: the driver decodes
-            // each reply whole (twice, with the command monitoring that counts retries).
+            // each reply whole.
             .batch_size(MAX_ENTRIES as u32)
             .await?;
         // The first entry must be the resume point itself; anything else means it rolled off.
