@@ -50,8 +50,9 @@ impl PipelineConfig {
             batch_max_wait: Duration::from_millis(batch_max_wait_ms),
             // Read-ahead only needs to keep the batcher fed while a batch is written; each group
             // holds a full document, so a deep queue is what made memory grow with the backlog
-            // (253 MiB at 5,000 groups in the streaming benchmark).
-            queue_capacity: (batch_max_rows / 5).clamp(16, 1_000),
+            // (253 MiB at 5,000 groups in the streaming benchmark; 106 at 1,000 and 88 MiB at
+            // 250, at the same 21k changes/s).
+            queue_capacity: (batch_max_rows / 20).clamp(16, 250),
             metrics: None,
         }
     }
