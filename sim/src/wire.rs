@@ -294,18 +294,24 @@ fn decode_array(bytes: &[u8], depth: usize) -> Option<Vec<Bson>> {
     Some(items)
 }
 
-fn decode_elements(
-    bytes: &[u8],
-    depth: usize,
-    mut put: impl FnMut(&str, Bson) -> Option<()>,
-) -> Option<()> {
+/// Where the elements of the BSON document `bytes` end (its trailing NUL), once its length
+/// prefix, terminator and nesting `depth` check out; `None` otherwise.
+fn document_end(bytes: &[u8], depth: usize) -> Option<usize> {
     if depth > MAX_DECODE_DEPTH || bytes.len() < 5 || bytes.last() != Some(&0) {
         return None;
     }
     if usize::try_from(le_i32(&bytes[..4])).ok()? != bytes.len() {
         return None;
     }
-    let end = bytes.len() - 1;
+    Some(bytes.len() - 1)
+}
+
+fn decode_elements(
+    bytes: &[u8],
+    depth: usize,
+    mut put: impl FnMut(&str, Bson) -> Option<()>,
+) -> Option<()> {
+    let end = document_end(bytes, depth)?;
     let mut pos = 4;
     while pos < end {
         let kind = bytes[pos];

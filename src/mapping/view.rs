@@ -25,7 +25,7 @@ pub enum ValueRef<'a> {
 }
 
 /// The reason given for bytes that are not valid BSON (the driver does not check them all).
-fn malformed(e: bson::raw::Error) -> String {
+fn malformed(e: impl std::fmt::Display) -> String {
     format!("the document is not valid BSON: {e}")
 }
 
@@ -99,9 +99,7 @@ impl<'a> ValueRef<'a> {
     pub fn to_bson(self) -> Result<Cow<'a, Bson>, String> {
         match self {
             ValueRef::Parsed(v) => Ok(Cow::Borrowed(v)),
-            ValueRef::Raw(v) => Bson::try_from(v)
-                .map(Cow::Owned)
-                .map_err(|e| format!("the document is not valid BSON: {e}")),
+            ValueRef::Raw(v) => Bson::try_from(v).map(Cow::Owned).map_err(malformed),
         }
     }
 }

@@ -206,8 +206,8 @@ impl Retry {
 /// Not a command event handler: with one installed the driver copies and parses every reply
 /// into a `Document` for it, which was a fifth of a streaming `sync`'s CPU. Server errors the
 /// driver resumes past without marking the server unknown (a `ResumableChangeStreamError`
-/// label, code 50 on a change stream's `getMore`) are therefore not counted; errors a source
-/// sees itself are (`Retry::after`).
+/// label, code 50 on a change stream's `getMore`) are therefore not counted; errors the
+/// streaming sources retry themselves are (`Retry::counting`).
 pub fn count_driver_failures(
     metrics: std::sync::Arc<crate::metrics::Metrics>,
 ) -> mongodb::event::EventHandler<mongodb::event::sdam::SdamEvent> {

@@ -13,7 +13,7 @@
 
 use bson::Bson;
 
-use super::{decode_elements, index_key, itoa_buf, le_i32, MAX_DECODE_DEPTH};
+use super::{decode_elements, document_end, index_key, itoa_buf, le_i32};
 
 /// A document of an insert's `documents` sequence, kept as its wire bytes.
 #[derive(Debug, Clone, Copy)]
@@ -64,13 +64,7 @@ fn approx_size<'a>(
     array: bool,
     keys: &mut Vec<&'a [u8]>,
 ) -> Option<usize> {
-    if depth > MAX_DECODE_DEPTH || bytes.len() < 5 || bytes.last() != Some(&0) {
-        return None;
-    }
-    if usize::try_from(le_i32(&bytes[..4])).ok()? != bytes.len() {
-        return None;
-    }
-    let end = bytes.len() - 1;
+    let end = document_end(bytes, depth)?;
     let mut pos = 4;
     let level = keys.len();
     let mut buf = itoa_buf();
