@@ -36,46 +36,52 @@ impl Batcher {
         }
     }
 
-    /// The next batch, in source order; `None` once the channel is closed and drained.
-    pub async fn next_batch(&mut self) -> Option<Vec<ChangeEvent>> {
-        let mut events = self.rx.recv().await?;
+    /// The next batch, handed to `take` group by group in source order as each arrives, so the
+    /// caller converts every document as soon as it is read instead of holding a whole batch of
+    /// them. Returns `false` (without calling `take`) once the channel is closed and drained;
+    /// an error from `take` ends the batch there.
+    pub async fn next_batch_with<E>(
+        &mut self,
+        mut take: impl FnMut(EventGroup) -> Result<(), E>,
+    ) -> Result<bool, E> {
+        let Some(first) = self.rx.recv().await else {
+            return Ok(false);
+        };
         let deadline = Instant::now() + self.max_wait;
-        let mut count = rows(&events);
+        let mut count = rows(&first);
+        take(first)?;
         while count < self.max_rows {
             tokio::select! {
                 biased;
                 group = self.rx.recv() => match group {
                     Some(group) => {
                         count += rows(&group);
-                        events.extend(group);
+                        take(group)?;
                     }
                     None => break,
                 },
                 () = sleep_until(deadline) => break,
             }
         }
-        Some(events)
+        Ok(true)
+    }
+
+    /// The next batch, in source order; `None` once the channel is closed and drained.
+    #[cfg(test)]
+    pub async fn next_batch(&mut self) -> Option<Vec<ChangeEvent>> {
+        let mut events = Vec::new();
+        let more = self
+            .next_batch_with(|group| {
+                events.extend(group);
+                Ok::<(), std::convert::Infallible>(())
+            })
+            .await;
+        matches!(more, Ok(true)).then_some(events)
     }
 
     /// Event groups waiting in the queue (for `tributary_queue_depth`).
     pub fn queued(&self) -> usize {
         self.rx.len()
-    }
-
-    /// Takes whatever is already queued without waiting (used to drain on shutdown).
-    pub fn try_next_batch(&mut self) -> Option<Vec<ChangeEvent>> {
-        let mut events = self.rx.try_recv().ok()?;
-        let mut count = rows(&events);
-        while count < self.max_rows {
-            match self.rx.try_recv() {
-                Ok(group) => {
-                    count += rows(&group);
-                    events.extend(group);
-                }
-                Err(_) => break,
-            }
-        }
-        Some(events)
     }
 }
 
@@ -209,6 +215,6 @@ mod tests {
         let start = Instant::now();
         assert_eq!(keys(&b.next_batch().await.unwrap()), vec![0, 1]);
         assert_eq!(start.elapsed(), Duration::ZERO);
-        assert!(b.try_next_batch().is_none());
+        assert!(b.next_batch().await.is_none());
     }
 }

@@ -218,6 +218,8 @@ pub fn group_transactions(events: Vec<ChangeEvent>) -> Vec<EventGroup> {
 }
 
 /// Batches and normalises events; returns collections needing a full sync (rename), if any.
+/// Each group is converted as it arrives and its documents dropped, so a batch being gathered
+/// holds rows, never `batch_max_rows` documents as well.
 async fn batch_events(
     mut batcher: Batcher,
     mappings: &MappingSet,
@@ -225,30 +227,32 @@ async fn batch_events(
     tx: mpsc::Sender<Prepared>,
     stop: watch::Sender<bool>,
 ) -> Result<Vec<usize>, FatalConversion> {
-    while let Some(events) = batcher.next_batch().await {
-        let first_read_at = Instant::now();
-        let mut out = Normalized::default();
-        normalize(mappings, &events, &mut out)?;
+    loop {
+        let mut gathered = Gathered::default();
+        let more = batcher
+            .next_batch_with(|group| gathered.add(mappings, config, group))
+            .await?;
+        if !more {
+            break;
+        }
+        let Gathered {
+            out,
+            position,
+            last_time,
+            caught_up,
+        } = gathered;
         if let Some(m) = &config.metrics {
-            for e in events.iter().filter(|e| e.op != crate::event::Op::Noop) {
-                m.events_total
-                    .with_label_values(&[&e.namespace.to_string(), e.op.label()])
-                    .inc();
-            }
             for d in &out.dead_letters {
                 m.dead_letters_total
                     .with_label_values(&[&d.namespace])
                     .inc();
             }
-        }
-        let position = events.last().map(|e| e.position.clone());
-        if let Some(m) = &config.metrics {
             m.queue_depth
                 .set(i64::try_from(batcher.queued()).unwrap_or(i64::MAX));
         }
         let prepared = Prepared {
-            caught_up: events.iter().all(|e| e.op == crate::event::Op::Noop),
-            last_time: events.last().map(|e| e.cluster_time.time),
+            caught_up,
+            last_time,
             rows: out.changes.len(),
             table_rows: crate::sink::rows_per_table(mappings, &out.changes),
             batch: Batch {
@@ -257,7 +261,7 @@ async fn batch_events(
                 checkpoint: position.as_ref().map(|p| p.to_checkpoint(&config.stream)),
             },
             position,
-            first_read_at,
+            first_read_at: Instant::now(),
         };
         if tx.send(prepared).await.is_err() {
             break;
@@ -268,6 +272,52 @@ async fn batch_events(
         }
     }
     Ok(Vec::new())
+}
+
+/// What a batch keeps of its events while they arrive: their changes, and of the last one its
+/// position and time.
+struct Gathered {
+    out: Normalized,
+    position: Option<Position>,
+    /// Cluster time (seconds) of the last event.
+    last_time: Option<u32>,
+    /// Every event so far was a heartbeat or a position move.
+    caught_up: bool,
+}
+
+impl Default for Gathered {
+    fn default() -> Self {
+        Gathered {
+            out: Normalized::default(),
+            position: None,
+            last_time: None,
+            caught_up: true,
+        }
+    }
+}
+
+impl Gathered {
+    fn add(
+        &mut self,
+        mappings: &MappingSet,
+        config: &PipelineConfig,
+        group: EventGroup,
+    ) -> Result<(), FatalConversion> {
+        normalize(mappings, &group, &mut self.out)?;
+        for e in group.iter().filter(|e| e.op != crate::event::Op::Noop) {
+            self.caught_up = false;
+            if let Some(m) = &config.metrics {
+                m.events_total
+                    .with_label_values(&[&e.namespace.to_string(), e.op.label()])
+                    .inc();
+            }
+        }
+        if let Some(last) = group.into_iter().last() {
+            self.last_time = Some(last.cluster_time.time);
+            self.position = Some(last.position);
+        }
+        Ok(())
+    }
 }
 
 /// Backoff for retryable sink errors: 100 ms doubling to 30 s, with jitter, about five minutes
