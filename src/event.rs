@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use bson::{Bson, Document, Timestamp};
+use bson::{Bson, Document, RawDocumentBuf, Timestamp};
 
 use crate::position::Position;
 
@@ -92,9 +92,10 @@ pub struct ChangeEvent {
     pub namespace: Namespace,
     /// The document's `_id` (insert, update, replace, delete).
     pub key: Option<Bson>,
-    /// The full document after the change, when known. `None` for an update whose document
-    /// is gone by the time it was looked up (a later delete event follows).
-    pub document: Option<Document>,
+    /// The full document after the change, when known, as the BSON bytes the driver received
+    /// (normalisation converts them without building a `Document`). `None` for an update whose
+    /// document is gone by the time it was looked up (a later delete event follows).
+    pub document: Option<RawDocumentBuf>,
     /// Set when the change belongs to a multi-document transaction.
     pub txn: Option<TxnId>,
     pub cluster_time: Timestamp,

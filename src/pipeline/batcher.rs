@@ -101,7 +101,7 @@ mod tests {
             op: Op::Insert,
             namespace: Namespace::new("db", "c"),
             key: Some(bson::Bson::Int32(i as i32)),
-            document: Some(doc! {"_id": i as i32}),
+            document: Some(bson::rawdoc! {"_id": i as i32}),
             txn: txn.map(|n| TxnId {
                 lsid: doc! {"id": 1},
                 txn_number: n,

@@ -13,10 +13,10 @@
 //!   full sync of it (`Normalized::resync`), because the renamed documents never produce
 //!   insert events of their own.
 
-use bson::{Bson, Document};
+use bson::{Bson, Document, RawDocument};
 
 use crate::event::{ChangeEvent, Namespace, Op};
-use crate::mapping::convert::{convert_document, convert_key};
+use crate::mapping::convert::{convert_key, convert_raw_document};
 use crate::mapping::json::to_json;
 use crate::mapping::model::{MappingSet, OnError};
 use crate::position::timestamp_to_utc;
@@ -79,7 +79,7 @@ fn normalize_one(
                 return Ok(());
             };
             let mapping = &mappings.collections[collection];
-            match convert_document(mapping, doc) {
+            match convert_raw_document(mapping, doc) {
                 Ok(converted) => {
                     out.nulled += converted.nulled.len();
                     out.changes.push(Change::Upsert {
@@ -89,7 +89,10 @@ fn normalize_one(
                     });
                 }
                 Err(e) => {
-                    let key = event.key.clone().or_else(|| doc.get("_id").cloned());
+                    let key = event.key.clone().or_else(|| {
+                        let id = doc.get("_id").ok().flatten()?;
+                        Bson::try_from(id.to_raw_bson()).ok()
+                    });
                     refuse(
                         mapping.on_error,
                         e.fatal,
@@ -165,7 +168,7 @@ fn refuse(
     fatal: bool,
     namespace: &Namespace,
     key: Option<Bson>,
-    doc: Option<&Document>,
+    doc: Option<&RawDocument>,
     reason: String,
     cluster_time: Option<chrono::DateTime<chrono::Utc>>,
     out: &mut Normalized,
@@ -183,7 +186,11 @@ fn refuse(
         namespace: namespace.to_string(),
         document_key: key_json,
         document: doc
-            .map(|d| to_json(&Bson::Document(d.clone())))
+            .map(|d| match Document::try_from(d) {
+                Ok(d) => to_json(&Bson::Document(d)),
+                // Bytes the driver accepted but bson cannot read back: keep what can be shown.
+                Err(e) => serde_json::json!({ "$unreadable": e.to_string() }),
+            })
             .unwrap_or(serde_json::Value::Null),
         error: reason,
         cluster_time,

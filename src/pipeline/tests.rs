@@ -53,7 +53,7 @@ fn ev(i: u32, op: Op, coll: &str, id: &str, doc: Option<Document>) -> ChangeEven
         op,
         namespace: Namespace::new("shop", coll),
         key: Some(Bson::String(id.into())),
-        document: doc,
+        document: doc.map(|d| bson::RawDocumentBuf::from_document(&d).unwrap()),
         txn: None,
         cluster_time: Timestamp {
             time: 1000,

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use bson::{doc, Bson, Document, Timestamp};
+use bson::{doc, Bson, Document, RawDocumentBuf, Timestamp};
 use mongodb::change_stream::event::{ChangeStreamEvent, OperationType, ResumeToken};
 use mongodb::change_stream::ChangeStream;
 use mongodb::options::FullDocumentType;
@@ -31,7 +31,9 @@ const BATCH_SIZE: u32 = 1000;
 pub struct ChangeStreamSource {
     client: Client,
     pipeline: Vec<Document>,
-    stream: Option<ChangeStream<ChangeStreamEvent<Document>>>,
+    /// Full documents stay BSON bytes: the driver would otherwise build a `Document` of each
+    /// that normalisation only walks once.
+    stream: Option<ChangeStream<ChangeStreamEvent<RawDocumentBuf>>>,
     /// The position after the last event returned: where a reopen resumes.
     position: Position,
     /// After an `invalidate`, a new stream must `startAfter` instead of `resumeAfter`.
@@ -125,7 +127,7 @@ impl ChangeStreamSource {
             watch.resume_after(token).await?
         };
         self.start_after = false;
-        self.stream = Some(stream);
+        self.stream = Some(stream.with_type());
         Ok(())
     }
 
@@ -233,7 +235,7 @@ enum Converted {
     Invalidate(Document),
 }
 
-fn convert(raw: ChangeStreamEvent<Document>) -> Converted {
+fn convert(raw: ChangeStreamEvent<RawDocumentBuf>) -> Converted {
     let token = token_to_document(&raw.id).unwrap_or_default();
     let position = Position::change_stream(token.clone(), raw.cluster_time);
     let cluster_time = raw
@@ -320,7 +322,7 @@ mod tests {
     use super::*;
 
     /// Decoded from bytes, as the driver does (unknown operation types borrow their name).
-    fn raw(event: Document) -> ChangeStreamEvent<Document> {
+    fn raw(event: Document) -> ChangeStreamEvent<RawDocumentBuf> {
         bson::from_slice(&bson::to_vec(&event).unwrap()).unwrap()
     }
 
@@ -351,7 +353,10 @@ mod tests {
         assert_eq!(e.op, Op::Update);
         assert_eq!(e.namespace, Namespace::new("shop", "orders"));
         assert_eq!(e.key, Some(Bson::from("a")));
-        assert_eq!(e.document, Some(doc! {"_id": "a", "q": 2}));
+        assert_eq!(
+            e.document,
+            Some(RawDocumentBuf::from_document(&doc! {"_id": "a", "q": 2}).unwrap())
+        );
         assert_eq!(e.txn.as_ref().map(|t| t.txn_number), Some(7));
         assert_eq!(e.cluster_time, ct);
         assert_eq!(e.position.cluster_time(), Some(ct));

@@ -24,7 +24,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use bson::{doc, Bson, Document, Timestamp};
+use bson::raw::RawBsonRef;
+use bson::{doc, Bson, Document, RawBson, RawDocument, RawDocumentBuf, Timestamp};
 use futures::{FutureExt, StreamExt};
 use mongodb::options::CursorType;
 use mongodb::{Client, Cursor};
@@ -45,7 +46,9 @@ const MAX_ENTRIES: usize = 1000;
 pub struct OplogSource {
     client: Client,
     mapped: Vec<Namespace>,
-    cursor: Option<Cursor<Document>>,
+    /// Entries stay BSON bytes: most are read for a few fields, and an insert's `o` is passed
+    /// on as it is.
+    cursor: Option<Cursor<RawDocumentBuf>>,
     /// `ts` of the last entry fully handled: where a reopen resumes.
     ts: Timestamp,
     /// A transaction split across `partialTxn` entries, held until its last entry.
@@ -58,7 +61,7 @@ struct PartialTxn {
     id: TxnId,
     /// The position before the first held entry: safe to resume from while it is held.
     before: Timestamp,
-    ops: Vec<Document>,
+    ops: Vec<RawDocumentBuf>,
 }
 
 /// What one oplog entry becomes before updates are re-read.
@@ -102,7 +105,7 @@ impl OplogSource {
         let mut cursor = self
             .client
             .database("local")
-            .collection::<Document>("oplog.rs")
+            .collection::<RawDocumentBuf>("oplog.rs")
             .find(doc! {"ts": {"$gte": resume}})
             .cursor_type(CursorType::TailableAwait)
             .max_await_time(MAX_AWAIT)
@@ -181,7 +184,7 @@ impl OplogSource {
     }
 
     /// Turns one oplog entry into pending events.
-    fn entry(&mut self, entry: &Document, ts: Timestamp, out: &mut Vec<Pending>) {
+    fn entry(&mut self, entry: &RawDocument, ts: Timestamp, out: &mut Vec<Pending>) {
         if entry.get_bool("fromMigrate").unwrap_or(false) {
             return;
         }
@@ -200,7 +203,7 @@ impl OplogSource {
 
     fn crud(
         &self,
-        entry: &Document,
+        entry: &RawDocument,
         ns: &Namespace,
         ts: Timestamp,
         txn: Option<TxnId>,
@@ -210,22 +213,24 @@ impl OplogSource {
         }
         let o = entry.get_document("o").ok()?;
         let (op, key, document, reread) = match entry.get_str("op").ok()? {
-            "i" => (Op::Insert, o.get("_id").cloned(), Some(o.clone()), false),
-            "d" => (Op::Delete, o.get("_id").cloned(), None, false),
+            "i" => (Op::Insert, id_of(o), Some(o.to_raw_document_buf()), false),
+            "d" => (Op::Delete, id_of(o), None, false),
             "u" => {
                 let key = entry
                     .get_document("o2")
                     .ok()
-                    .and_then(|o2| o2.get("_id").cloned())
-                    .or_else(|| o.get("_id").cloned());
-                let is_operator = o.keys().any(|k| k.starts_with('$')) || o.contains_key("diff");
+                    .and_then(id_of)
+                    .or_else(|| id_of(o));
+                let is_operator = o
+                    .iter()
+                    .any(|f| f.is_ok_and(|(k, _)| k.starts_with('$') || k == "diff"));
                 if is_operator {
                     (Op::Update, key, None, true)
                 } else {
-                    let mut full = o.clone();
-                    if !full.contains_key("_id") {
-                        if let Some(id) = &key {
-                            full.insert("_id", id.clone());
+                    let mut full = o.to_raw_document_buf();
+                    if !matches!(o.get("_id"), Ok(Some(_))) {
+                        if let Some(id) = key.clone().and_then(|id| RawBson::try_from(id).ok()) {
+                            full.append("_id", id);
                         }
                     }
                     (Op::Replace, key, Some(full), false)
@@ -247,7 +252,13 @@ impl OplogSource {
         })
     }
 
-    fn command(&mut self, entry: &Document, ns: &Namespace, ts: Timestamp, out: &mut Vec<Pending>) {
+    fn command(
+        &mut self,
+        entry: &RawDocument,
+        ns: &Namespace,
+        ts: Timestamp,
+        out: &mut Vec<Pending>,
+    ) {
         let Ok(o) = entry.get_document("o") else {
             return;
         };
@@ -267,11 +278,12 @@ impl OplogSource {
             let id = TxnId {
                 lsid: entry
                     .get_document("lsid")
-                    .cloned()
-                    .unwrap_or_else(|_| doc! {"applyOps": ts}),
+                    .ok()
+                    .and_then(|l| Document::try_from(l).ok())
+                    .unwrap_or_else(|| doc! {"applyOps": ts}),
                 txn_number: entry.get_i64("txnNumber").unwrap_or(0),
             };
-            let mut all: Vec<Document> = match self.partial.take() {
+            let mut all: Vec<RawDocumentBuf> = match self.partial.take() {
                 Some(p) if p.id == id => p.ops,
                 Some(p) => {
                     // A different transaction's partial entries never completed (aborted):
@@ -281,7 +293,10 @@ impl OplogSource {
                 }
                 None => Vec::new(),
             };
-            all.extend(ops.iter().filter_map(|b| b.as_document().cloned()));
+            all.extend(
+                ops.into_iter()
+                    .filter_map(|b| b.ok()?.as_document().map(RawDocument::to_raw_document_buf)),
+            );
             if o.get_bool("partialTxn").unwrap_or(false)
                 || entry.get_bool("partialTxn").unwrap_or(false)
             {
@@ -318,7 +333,7 @@ impl OplogSource {
             if self.is_mapped(&from) || self.is_mapped(&to) {
                 out.push(ddl(Op::Rename { to }, from));
             }
-        } else if o.contains_key("dropDatabase") && self.is_mapped_db(&ns.db) {
+        } else if matches!(o.get("dropDatabase"), Ok(Some(_))) && self.is_mapped_db(&ns.db) {
             out.push(ddl(Op::DropDatabase, Namespace::new(&ns.db, "")));
         }
     }
@@ -350,16 +365,19 @@ async fn reread(
             }
         }
     }
-    let mut found: HashMap<Namespace, Vec<Document>> = HashMap::new();
+    let mut found: HashMap<Namespace, Vec<(Bson, RawDocumentBuf)>> = HashMap::new();
     for (ns, keys) in wanted {
         let mut cursor = client
             .database(&ns.db)
-            .collection::<Document>(&ns.coll)
+            .collection::<RawDocumentBuf>(&ns.coll)
             .find(doc! {"_id": {"$in": keys}})
             .await?;
         let mut docs = Vec::new();
         while let Some(d) = cursor.next().await {
-            docs.push(d?);
+            let d = d?;
+            if let Some(id) = id_of(&d) {
+                docs.push((id, d));
+            }
         }
         found.insert(ns, docs);
     }
@@ -368,15 +386,21 @@ async fn reread(
         .map(|mut p| {
             if p.reread {
                 p.event.document = p.event.key.as_ref().and_then(|key| {
-                    found
-                        .get(&p.event.namespace)
-                        .and_then(|docs| docs.iter().find(|d| d.get("_id") == Some(key)))
-                        .cloned()
+                    let docs = found.get(&p.event.namespace)?;
+                    let i = docs.iter().position(|(id, _)| id == key)?;
+                    // Several updates of one document in this call: each gets the current version.
+                    Some(docs[i].1.clone())
                 });
             }
             p.event
         })
         .collect())
+}
+
+/// A document's `_id`, as the key events carry.
+fn id_of(doc: &RawDocument) -> Option<Bson> {
+    let id: RawBsonRef<'_> = doc.get("_id").ok()??;
+    Bson::try_from(id.to_raw_bson()).ok()
 }
 
 fn history_lost(resume: Timestamp, first: Option<Timestamp>) -> mongodb::error::Error {
@@ -491,7 +515,7 @@ mod tests {
         let mut out = Vec::new();
         for e in entries {
             let t = e.get_timestamp("ts").unwrap();
-            s.entry(e, t, &mut out);
+            s.entry(&RawDocumentBuf::from_document(e).unwrap(), t, &mut out);
         }
         out
     }
@@ -526,7 +550,11 @@ mod tests {
         assert!(out
             .iter()
             .all(|p| p.event.key == Some(Bson::String("a".into()))));
-        assert_eq!(out[3].event.document, Some(doc! {"_id": "a", "q": 4}));
+        let replaced = out[3].event.document.as_ref().unwrap();
+        assert_eq!(
+            Document::try_from(replaced.as_ref()).unwrap(),
+            doc! {"_id": "a", "q": 4}
+        );
         assert_eq!(out[4].event.position, Position::Oplog { ts: ts(5) });
     }
 
