@@ -559,6 +559,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_replacement_without_id_gets_the_key_of_o2() {
+        let mut s = source().await;
+        let out = handle(
+            &mut s,
+            &[
+                doc! {"op": "u", "ns": "shop.orders", "ts": ts(1), "o2": {"_id": 7}, "o": {"q": 4, "tags": ["a"]}},
+            ],
+        );
+        assert_eq!(out[0].event.op, Op::Replace);
+        assert_eq!(out[0].event.key, Some(Bson::Int32(7)));
+        let replaced = out[0].event.document.as_ref().unwrap();
+        assert_eq!(
+            Document::try_from(replaced.as_ref()).unwrap(),
+            doc! {"q": 4, "tags": ["a"], "_id": 7}
+        );
+    }
+
+    #[tokio::test]
     async fn an_apply_ops_entry_is_one_transaction() {
         let mut s = source().await;
         let out = handle(
