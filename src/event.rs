@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use bson::{Bson, Document, RawDocumentBuf, Timestamp};
+use bson::{Bson, Document, RawDocument, RawDocumentBuf, Timestamp};
 
 use crate::position::Position;
 
@@ -124,6 +124,15 @@ impl ChangeEvent {
             (Some(a), Some(b)) => a == b && self.cluster_time == other.cluster_time,
             _ => false,
         }
+    }
+}
+
+/// A document's `_id` read from its BSON bytes, or why it cannot be.
+pub fn document_id(doc: &RawDocument) -> Result<Bson, String> {
+    match doc.get("_id") {
+        Ok(Some(id)) => Bson::try_from(id).map_err(|e| format!("its _id is not valid BSON: {e}")),
+        Ok(None) => Err("it has no _id".to_owned()),
+        Err(e) => Err(format!("it is not valid BSON: {e}")),
     }
 }
 

@@ -15,7 +15,7 @@
 
 use bson::{Bson, Document, RawDocument};
 
-use crate::event::{ChangeEvent, Namespace, Op};
+use crate::event::{document_id, ChangeEvent, Namespace, Op};
 use crate::mapping::convert::{convert_key, convert_raw_document};
 use crate::mapping::json::to_json;
 use crate::mapping::model::{MappingSet, OnError};
@@ -89,10 +89,7 @@ fn normalize_one(
                     });
                 }
                 Err(e) => {
-                    let key = event.key.clone().or_else(|| {
-                        let id = doc.get("_id").ok().flatten()?;
-                        Bson::try_from(id.to_raw_bson()).ok()
-                    });
+                    let key = event.key.clone().or_else(|| document_id(doc).ok());
                     refuse(
                         mapping.on_error,
                         e.fatal,
@@ -186,14 +183,24 @@ fn refuse(
         namespace: namespace.to_string(),
         document_key: key_json,
         document: doc
-            .map(|d| match Document::try_from(d) {
-                Ok(d) => to_json(&Bson::Document(d)),
-                // Bytes the driver accepted but bson cannot read back: keep what can be shown.
-                Err(e) => serde_json::json!({ "$unreadable": e.to_string() }),
-            })
+            .map(dead_letter_document)
             .unwrap_or(serde_json::Value::Null),
         error: reason,
         cluster_time,
     });
     Ok(())
+}
+
+/// A dead letter's `document`: its JSON, or, for bytes that are not valid BSON (the driver
+/// does not check every element), the bytes themselves in base64 with the reason, so nothing
+/// is lost and the document can be inspected with any BSON tool.
+fn dead_letter_document(doc: &RawDocument) -> serde_json::Value {
+    use base64::Engine as _;
+    match Document::try_from(doc) {
+        Ok(d) => to_json(&Bson::Document(d)),
+        Err(e) => serde_json::json!({
+            "unreadable_bson": e.to_string(),
+            "bson_base64": base64::engine::general_purpose::STANDARD.encode(doc.as_bytes()),
+        }),
+    }
 }

@@ -566,3 +566,39 @@ async fn shutdown_gives_up_after_the_drain_deadline_when_postgres_keeps_failing(
     );
     assert!(sink.batches().is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_document_that_is_not_valid_bson_is_dead_lettered_with_its_bytes() {
+    let mut bytes = bson::to_vec(&doc! {"_id": "bad", "qty": "xy"}).unwrap();
+    // The string length of `qty` ("xy" + NUL = 3) now runs past the document's end.
+    let at = bytes.windows(4).position(|w| w == [3, 0, 0, 0]).unwrap();
+    bytes[at] = 100;
+    let mut bad = ev(1, Op::Insert, "orders", "bad", None);
+    bad.document = Some(bson::RawDocumentBuf::from_bytes(bytes.clone()).unwrap());
+    let (source, drained) = ScriptedSource::new(vec![vec![bad, upsert(2, "ok", 1)]]);
+    let mut sink = MemorySink::default();
+    run(
+        source,
+        &mut sink,
+        mappings(OnError::DeadLetter),
+        &config(100, 10),
+        after(drained),
+    )
+    .await
+    .unwrap();
+    let batch = &sink.batches()[0];
+    assert_eq!(upserted_keys(batch), vec!["ok"]);
+    let dl = &batch.dead_letters[0];
+    assert_eq!(dl.document_key, serde_json::json!("bad"));
+    use base64::Engine as _;
+    assert_eq!(
+        dl.document["bson_base64"],
+        serde_json::json!(base64::engine::general_purpose::STANDARD.encode(&bytes))
+    );
+    assert!(
+        dl.document["unreadable_bson"].is_string(),
+        "{}",
+        dl.document
+    );
+    assert!(dl.error.contains("qty"), "{}", dl.error);
+}

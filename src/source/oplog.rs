@@ -24,14 +24,13 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use bson::raw::RawBsonRef;
 use bson::{doc, Bson, Document, RawBson, RawDocument, RawDocumentBuf, Timestamp};
 use futures::{FutureExt, StreamExt};
 use mongodb::options::CursorType;
 use mongodb::{Client, Cursor};
 
 use super::{mapped_namespaces, source_error, Retry, Source, SourceError};
-use crate::event::{ChangeEvent, Namespace, Op, TxnId};
+use crate::event::{document_id, ChangeEvent, Namespace, Op, TxnId};
 use crate::mapping::model::MappingSet;
 use crate::position::{ts_cmp, Position};
 
@@ -386,10 +385,11 @@ async fn reread(
         .map(|mut p| {
             if p.reread {
                 p.event.document = p.event.key.as_ref().and_then(|key| {
-                    let docs = found.get(&p.event.namespace)?;
-                    let i = docs.iter().position(|(id, _)| id == key)?;
                     // Several updates of one document in this call: each gets the current version.
-                    Some(docs[i].1.clone())
+                    let docs = found.get(&p.event.namespace)?;
+                    docs.iter()
+                        .find(|(id, _)| id == key)
+                        .map(|(_, d)| d.clone())
                 });
             }
             p.event
@@ -399,8 +399,7 @@ async fn reread(
 
 /// A document's `_id`, as the key events carry.
 fn id_of(doc: &RawDocument) -> Option<Bson> {
-    let id: RawBsonRef<'_> = doc.get("_id").ok()??;
-    Bson::try_from(id.to_raw_bson()).ok()
+    document_id(doc).ok()
 }
 
 fn history_lost(resume: Timestamp, first: Option<Timestamp>) -> mongodb::error::Error {

@@ -424,16 +424,9 @@ fn compare(a: &Bson, b: &Bson) -> Option<Ordering> {
 
 /// A read document's `_id` (every stored document has one).
 fn raw_id(d: &RawDocumentBuf) -> Result<Bson, mongodb::error::Error> {
-    let invalid = |what: String| {
-        mongodb::error::Error::custom(format!("the server returned a document {what}"))
-    };
-    match d.get("_id") {
-        Ok(Some(id)) => {
-            Bson::try_from(id).map_err(|e| invalid(format!("with an invalid _id: {e}")))
-        }
-        Ok(None) => Err(invalid("without an _id".to_owned())),
-        Err(e) => Err(invalid(format!("that is not valid BSON: {e}"))),
-    }
+    crate::event::document_id(d).map_err(|why| {
+        mongodb::error::Error::custom(format!("the server returned a document, but {why}"))
+    })
 }
 
 /// Reads one range in `_id` order, resuming after the last `_id` on transient errors.
