@@ -316,15 +316,9 @@ async fn source_errors_stop_the_pipeline_after_committing_what_was_read() {
     assert_eq!(upserted_keys(&sink.batches()[0]), vec!["a"]);
 }
 
-#[tokio::test(start_paused = true)]
-async fn refused_documents_become_dead_letters_and_the_rest_proceeds() {
-    let bad = ev(
-        1,
-        Op::Insert,
-        "orders",
-        "bad",
-        Some(doc! {"_id": "bad", "qty": "many"}),
-    );
+/// Streams `bad` then a good insert under `on_error: dead_letter`; the one batch, whose only
+/// upsert must be the good one.
+async fn refused_then_good(bad: ChangeEvent) -> Batch {
     let (source, drained) = ScriptedSource::new(vec![vec![bad, upsert(2, "ok", 1)]]);
     let mut sink = MemorySink::default();
     run(
@@ -336,8 +330,21 @@ async fn refused_documents_become_dead_letters_and_the_rest_proceeds() {
     )
     .await
     .unwrap();
-    let batch = &sink.batches()[0];
-    assert_eq!(upserted_keys(batch), vec!["ok"]);
+    let batch = sink.batches().remove(0);
+    assert_eq!(upserted_keys(&batch), vec!["ok"]);
+    batch
+}
+
+#[tokio::test(start_paused = true)]
+async fn refused_documents_become_dead_letters_and_the_rest_proceeds() {
+    let bad = ev(
+        1,
+        Op::Insert,
+        "orders",
+        "bad",
+        Some(doc! {"_id": "bad", "qty": "many"}),
+    );
+    let batch = &refused_then_good(bad).await;
     assert_eq!(batch.dead_letters.len(), 1);
     let dl = &batch.dead_letters[0];
     assert_eq!(dl.namespace, "shop.orders");
@@ -575,19 +582,7 @@ async fn a_document_that_is_not_valid_bson_is_dead_lettered_with_its_bytes() {
     bytes[at] = 100;
     let mut bad = ev(1, Op::Insert, "orders", "bad", None);
     bad.document = Some(bson::RawDocumentBuf::from_bytes(bytes.clone()).unwrap());
-    let (source, drained) = ScriptedSource::new(vec![vec![bad, upsert(2, "ok", 1)]]);
-    let mut sink = MemorySink::default();
-    run(
-        source,
-        &mut sink,
-        mappings(OnError::DeadLetter),
-        &config(100, 10),
-        after(drained),
-    )
-    .await
-    .unwrap();
-    let batch = &sink.batches()[0];
-    assert_eq!(upserted_keys(batch), vec!["ok"]);
+    let batch = &refused_then_good(bad).await;
     let dl = &batch.dead_letters[0];
     assert_eq!(dl.document_key, serde_json::json!("bad"));
     use base64::Engine as _;
