@@ -96,6 +96,10 @@ pub struct ChangeEvent {
     /// (normalisation converts them without building a `Document`). `None` for an update whose
     /// document is gone by the time it was looked up (a later delete event follows).
     pub document: Option<RawDocumentBuf>,
+    /// For an update: the dotted paths it set, removed or truncated, as the source reported
+    /// them. `None` when unknown (and for every other operation), which counts as "anything
+    /// may have changed".
+    pub updated_paths: Option<Vec<String>>,
     /// Set when the change belongs to a multi-document transaction.
     pub txn: Option<TxnId>,
     pub cluster_time: Timestamp,
@@ -111,6 +115,7 @@ impl ChangeEvent {
             namespace: Namespace::default(),
             key: None,
             document: None,
+            updated_paths: None,
             txn: None,
             cluster_time,
             position,

@@ -102,6 +102,7 @@ mod tests {
             namespace: Namespace::new("db", "c"),
             key: Some(bson::Bson::Int32(i as i32)),
             document: Some(bson::rawdoc! {"_id": i as i32}),
+            updated_paths: None,
             txn: txn.map(|n| TxnId {
                 lsid: doc! {"id": 1},
                 txn_number: n,

@@ -38,9 +38,10 @@ use tokio::task::JoinHandle;
 use super::normalize::FatalConversion;
 use super::sync::{connect, record_position, state_client, SyncError};
 use crate::config::Config;
+use crate::event::document_id;
 use crate::event::Namespace;
 use crate::lease::LeaseFlag;
-use crate::mapping::convert::convert_raw_document;
+use crate::mapping::convert::{convert_key, convert_raw_document};
 use crate::mapping::json::to_json;
 use crate::mapping::model::{CollectionMapping, MappingSet, OnError};
 use crate::metrics::Metrics;
@@ -293,7 +294,12 @@ where
         Namespace::new(&mapping.database, &mapping.collection),
         chunk,
     );
-    let mut prepared = spawn_prepare(reader, Arc::new(mapping.clone()), namespace.clone());
+    let mut prepared = spawn_prepare(
+        reader,
+        Arc::new(mapping.clone()),
+        collection,
+        namespace.clone(),
+    );
     let mut documents = 0u64;
     let mut dead = 0u64;
     let mut last_log = Instant::now();
@@ -311,6 +317,7 @@ where
         let PreparedChunk {
             rows,
             letters,
+            refused,
             documents: count,
         } = item;
         if swapping {
@@ -321,6 +328,7 @@ where
         if !letters.is_empty() {
             dead += letters.len() as u64;
             sink.apply(&Batch {
+                changes: refused,
                 dead_letters: letters,
                 ..Batch::default()
             })
@@ -364,6 +372,9 @@ where
 struct PreparedChunk {
     rows: Vec<DocumentRows>,
     letters: Vec<DeadLetter>,
+    /// `Change::Refused` of the dead-lettered documents: with `--mode upsert` their old rows
+    /// stay, and the sink must know they are out of date.
+    refused: Vec<Change>,
     documents: u64,
 }
 
@@ -378,6 +389,7 @@ struct Prepare {
 fn spawn_prepare(
     mut reader: SnapshotReader,
     mapping: Arc<CollectionMapping>,
+    collection: usize,
     namespace: String,
 ) -> Prepare {
     let (tx, rx) = mpsc::channel(1);
@@ -385,7 +397,7 @@ fn spawn_prepare(
     let task = tokio::spawn(async move {
         loop {
             let item = match reader.next_chunk().await {
-                Ok(Some(docs)) => convert_chunk(&mapping, &namespace, docs),
+                Ok(Some(docs)) => convert_chunk(&mapping, collection, &namespace, docs),
                 Ok(None) => return,
                 Err(e) => Err(e.into()),
             };
@@ -435,15 +447,24 @@ impl Drop for Prepare {
 /// copy under `on_error: fail`.
 fn convert_chunk(
     mapping: &CollectionMapping,
+    collection: usize,
     namespace: &str,
     docs: Vec<RawDocumentBuf>,
 ) -> Result<PreparedChunk, SyncError> {
     let mut rows = Vec::with_capacity(docs.len());
     let mut letters = Vec::new();
+    let mut refused = Vec::new();
     for raw in &docs {
         match convert_raw_document(mapping, raw) {
             Ok(c) => rows.push(c.rows),
             Err(e) => {
+                if let Some(key) = document_id(raw)
+                    .ok()
+                    .filter(|_| !mapping.children.is_empty())
+                    .and_then(|id| convert_key(mapping, &id).ok())
+                {
+                    refused.push(Change::Refused { collection, key });
+                }
                 // Rare: only now is the document parsed whole, for the dead letter.
                 let doc = Document::try_from(raw.clone());
                 let key = doc
@@ -475,6 +496,7 @@ fn convert_chunk(
     Ok(PreparedChunk {
         rows,
         letters,
+        refused,
         documents: docs.len() as u64,
     })
 }

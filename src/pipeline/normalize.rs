@@ -9,6 +9,10 @@
 //!   delete now (which would be the same net effect, only earlier than the source said).
 //! - A delete whose `_id` cannot be converted cannot have a row either (the insert would have
 //!   been refused the same way), so it is skipped with a dead letter for the record.
+//! - An update that names what it changed (`ChangeEvent::updated_paths`) and changed nothing a
+//!   child table reads becomes `Change::UpsertParent`: the sink may keep its child rows. A
+//!   refused upsert of a collection with child tables also emits `Change::Refused`, so the
+//!   sink knows those rows are now older than the document.
 //! - `rename` truncates the old name's tables and, when the new name is mapped, asks for a
 //!   full sync of it (`Normalized::resync`), because the renamed documents never produce
 //!   insert events of their own.
@@ -18,9 +22,10 @@ use bson::{Bson, Document, RawDocument};
 use crate::event::{document_id, ChangeEvent, Namespace, Op};
 use crate::mapping::convert::{convert_key, convert_raw_document};
 use crate::mapping::json::to_json;
-use crate::mapping::model::{MappingSet, OnError};
+use crate::mapping::model::{CollectionMapping, MappingSet, OnError};
 use crate::position::timestamp_to_utc;
 use crate::sink::{Change, DeadLetter};
+use crate::source::paths::overlaps;
 
 /// The sink's view of a run of events.
 #[derive(Debug, Default, PartialEq)]
@@ -82,14 +87,32 @@ fn normalize_one(
             match convert_raw_document(mapping, doc) {
                 Ok(converted) => {
                     out.nulled += converted.nulled.len();
-                    out.changes.push(Change::Upsert {
-                        collection,
-                        key: converted.key,
-                        rows: converted.rows,
+                    let (key, rows) = (converted.key, converted.rows);
+                    out.changes.push(if keeps_children(mapping, event) {
+                        Change::UpsertParent {
+                            collection,
+                            key,
+                            rows,
+                        }
+                    } else {
+                        Change::Upsert {
+                            collection,
+                            key,
+                            rows,
+                        }
                     });
                 }
                 Err(e) => {
                     let key = event.key.clone().or_else(|| document_id(doc).ok());
+                    // The rows stay at an older version: the sink must know, or a later update
+                    // that keeps the child rows would keep out-of-date ones.
+                    if let Some(key) = key
+                        .as_ref()
+                        .filter(|_| !mapping.children.is_empty())
+                        .and_then(|id| convert_key(mapping, id).ok())
+                    {
+                        out.changes.push(Change::Refused { collection, key });
+                    }
                     refuse(
                         mapping.on_error,
                         e.fatal,
@@ -157,6 +180,21 @@ fn normalize_one(
         }
     }
     Ok(())
+}
+
+/// True for an update that says what it changed and changed nothing a child table reads.
+fn keeps_children(mapping: &CollectionMapping, event: &ChangeEvent) -> bool {
+    let Some(paths) = &event.updated_paths else {
+        return false;
+    };
+    event.op == Op::Update
+        && !mapping.children.is_empty()
+        && paths.iter().all(|p| {
+            mapping
+                .children
+                .iter()
+                .all(|child| !overlaps(p, &child.source.0))
+        })
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -8,7 +8,7 @@ use tokio::sync::oneshot;
 
 use super::normalize::{normalize, Normalized};
 use super::*;
-use crate::event::{Namespace, Op, TxnId};
+use crate::event::{ChangeEvent, Namespace, Op, TxnId};
 use crate::mapping::model::{CollectionMapping, ColumnMapping, FieldPath, OnError, PgType};
 use crate::mapping::value::PgValue;
 use crate::sink::Change;
@@ -54,6 +54,7 @@ fn ev(i: u32, op: Op, coll: &str, id: &str, doc: Option<Document>) -> ChangeEven
         namespace: Namespace::new("shop", coll),
         key: Some(Bson::String(id.into())),
         document: doc.map(|d| bson::RawDocumentBuf::from_document(&d).unwrap()),
+        updated_paths: None,
         txn: None,
         cluster_time: Timestamp {
             time: 1000,
@@ -388,6 +389,7 @@ async fn rename_onto_a_mapped_collection_asks_for_a_resync_after_committing() {
         },
         key: None,
         document: None,
+        updated_paths: None,
         ..ev(2, Op::Noop, "tmp", "", None)
     };
     let (source, _drained) = ScriptedSource::new(vec![vec![upsert(1, "a", 1)], vec![rename]]);
@@ -483,6 +485,48 @@ fn normalize_maps_each_operation() {
         ]
     );
     assert!(out.dead_letters.is_empty());
+}
+
+#[test]
+fn updates_that_leave_child_arrays_alone_keep_their_child_rows() {
+    let mut m = (*mappings(OnError::DeadLetter)).clone();
+    m.collections[0].children = vec![crate::mapping::model::ChildMapping {
+        table: "order_items".into(),
+        source: FieldPath::parse("items"),
+        parent_key: "order_id".into(),
+        columns: vec![],
+    }];
+    let update = |i: u32, qty: Bson, paths: Option<Vec<&str>>| ChangeEvent {
+        updated_paths: paths.map(|p| p.into_iter().map(str::to_owned).collect()),
+        ..ev(
+            i,
+            Op::Update,
+            "orders",
+            "a",
+            Some(doc! {"_id": "a", "qty": qty, "items": []}),
+        )
+    };
+    let events = [
+        update(1, Bson::Int32(1), Some(vec!["qty"])),
+        update(2, Bson::Int32(2), Some(vec!["items.0"])),
+        update(3, Bson::Int32(3), None),
+        // Refused: the sink must learn that a's rows stay at an older version.
+        update(4, Bson::String("many".into()), Some(vec!["qty"])),
+    ];
+    let mut out = Normalized::default();
+    normalize(&m, &events, &mut out).unwrap();
+    let kinds: Vec<&str> = out
+        .changes
+        .iter()
+        .map(|c| match c {
+            Change::UpsertParent { .. } => "parent",
+            Change::Upsert { .. } => "full",
+            Change::Refused { .. } => "refused",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(kinds, vec!["parent", "full", "full", "refused"]);
+    assert_eq!(out.dead_letters.len(), 1);
 }
 
 #[test]

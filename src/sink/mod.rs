@@ -63,6 +63,19 @@ pub enum Change {
         key: PgValue,
         rows: DocumentRows,
     },
+    /// Like `Upsert`, for an update that left every child array of the document alone: the
+    /// parent row is rewritten, the child rows only where they may be out of date (the parent
+    /// row is missing, or a version of the document was refused since they were written).
+    /// `rows.children` holds them for that case.
+    UpsertParent {
+        collection: usize,
+        key: PgValue,
+        rows: DocumentRows,
+    },
+    /// A version of this document was refused (dead-lettered), so its rows stay at an older
+    /// version: the sink remembers that its child rows must be rewritten at its next
+    /// `UpsertParent`.
+    Refused { collection: usize, key: PgValue },
     /// Delete the parent row and its child rows.
     Delete { collection: usize, key: PgValue },
     /// Empty the collection's tables (drop / dropDatabase / rename-away).
@@ -99,7 +112,8 @@ pub struct Batch {
 }
 
 /// Rows a batch's changes write per table (`tributary_rows_written_total{table}`): an upsert
-/// writes its parent row and its child rows, a delete removes a parent row (its children
+/// writes its parent row and its child rows, an `UpsertParent` its parent row (the child rows
+/// it rewrites only at times are not counted), a delete removes a parent row (its children
 /// with it), a truncate counts nothing.
 pub fn rows_per_table(
     mappings: &crate::mapping::model::MappingSet,
@@ -118,12 +132,17 @@ pub fn rows_per_table(
                     }
                 }
             }
+            Change::UpsertParent { collection, .. } => {
+                if let Some(m) = mappings.collections.get(*collection) {
+                    *counts.entry(&m.table).or_default() += 1;
+                }
+            }
             Change::Delete { collection, .. } => {
                 if let Some(m) = mappings.collections.get(*collection) {
                     *counts.entry(&m.table).or_default() += 1;
                 }
             }
-            Change::Truncate { .. } => {}
+            Change::Truncate { .. } | Change::Refused { .. } => {}
         }
     }
     counts

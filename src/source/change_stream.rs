@@ -274,11 +274,19 @@ fn convert(raw: ChangeStreamEvent<RawDocumentBuf>) -> Converted {
         .document_key
         .as_ref()
         .and_then(|k| k.get("_id").cloned());
+    let updated_paths = match op {
+        Op::Update => raw
+            .update_description
+            .as_ref()
+            .map(super::paths::from_update_description),
+        _ => None,
+    };
     Converted::Event(Box::new(ChangeEvent {
         op,
         namespace,
         key,
         document: raw.full_document,
+        updated_paths,
         txn,
         cluster_time,
         position,
@@ -346,7 +354,11 @@ mod tests {
             "ns": {"db": "shop", "coll": "orders"},
             "documentKey": {"_id": "a"},
             "fullDocument": {"_id": "a", "q": 2},
-            "updateDescription": {"updatedFields": {"q": 2}, "removedFields": []},
+            "updateDescription": {
+                "updatedFields": {"q": 2, "items.1.qty": 3},
+                "removedFields": ["note"],
+                "truncatedArrays": [{"field": "tags", "newSize": 1}],
+            },
             "lsid": {"id": 1},
             "txnNumber": 7_i64,
         })));
@@ -358,6 +370,15 @@ mod tests {
             Some(RawDocumentBuf::from_document(&doc! {"_id": "a", "q": 2}).unwrap())
         );
         assert_eq!(e.txn.as_ref().map(|t| t.txn_number), Some(7));
+        assert_eq!(
+            e.updated_paths,
+            Some(vec![
+                "q".into(),
+                "items.1.qty".into(),
+                "note".into(),
+                "tags".into()
+            ])
+        );
         assert_eq!(e.cluster_time, ct);
         assert_eq!(e.position.cluster_time(), Some(ct));
     }

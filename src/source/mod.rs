@@ -4,6 +4,7 @@
 
 pub mod change_stream;
 pub mod oplog;
+pub mod paths;
 pub mod snapshot;
 
 use std::future::Future;

@@ -211,6 +211,7 @@ impl OplogSource {
             return None;
         }
         let o = entry.get_document("o").ok()?;
+        let mut updated_paths = None;
         let (op, key, document, reread) = match entry.get_str("op").ok()? {
             "i" => (Op::Insert, id_of(o), Some(o.to_raw_document_buf()), false),
             "d" => (Op::Delete, id_of(o), None, false),
@@ -224,6 +225,7 @@ impl OplogSource {
                     .iter()
                     .any(|f| f.is_ok_and(|(k, _)| k.starts_with('$') || k == "diff"));
                 if is_operator {
+                    updated_paths = super::paths::from_oplog_update(o);
                     (Op::Update, key, None, true)
                 } else {
                     let mut full = o.to_raw_document_buf();
@@ -243,6 +245,7 @@ impl OplogSource {
                 namespace: ns.clone(),
                 key,
                 document,
+                updated_paths,
                 txn,
                 cluster_time: ts,
                 position: Position::Oplog { ts },
@@ -267,6 +270,7 @@ impl OplogSource {
                 namespace,
                 key: None,
                 document: None,
+                updated_paths: None,
                 txn: None,
                 cluster_time: ts,
                 position: Position::Oplog { ts },
@@ -555,6 +559,18 @@ mod tests {
             doc! {"_id": "a", "q": 4}
         );
         assert_eq!(out[4].event.position, Position::Oplog { ts: ts(5) });
+        let paths: Vec<Option<Vec<String>>> =
+            out.iter().map(|p| p.event.updated_paths.clone()).collect();
+        assert_eq!(
+            paths,
+            vec![
+                None,
+                Some(vec!["q".into()]),
+                Some(vec!["q".into()]),
+                None,
+                None
+            ]
+        );
     }
 
     #[tokio::test]

@@ -3,6 +3,7 @@
 mod apply;
 mod crash;
 mod ddl;
+mod parent_updates;
 mod roundtrip;
 mod state;
 mod types;

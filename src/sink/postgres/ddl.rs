@@ -84,7 +84,8 @@ pub fn table_ddl(schema: &str, t: &TableDef) -> Vec<String> {
     out
 }
 
-/// The three state tables of SPEC "What is written where", exactly as named there.
+/// The three state tables of SPEC "What is written where", exactly as named there, and the
+/// sink's own `stale_children` (`stale`).
 pub fn state_ddl(state_schema: &str) -> Vec<String> {
     let checkpoints = qualified(state_schema, "checkpoints");
     let collections = qualified(state_schema, "collections");
@@ -124,6 +125,7 @@ pub fn state_ddl(state_schema: &str) -> Vec<String> {
             "CREATE INDEX IF NOT EXISTS {} ON {dead_letters} (stream, namespace)",
             quote_ident("dead_letters_stream_namespace")
         ),
+        super::stale::table_ddl(state_schema),
     ]
 }
 

@@ -1,7 +1,8 @@
 //! The Postgres sink, split by meaning: `ddl` (what tables look like), `encode` / `decode`
 //! (how values travel on the wire, both ways), `copy` (binary COPY in large chunks), `state`
 //! (Tributary's own tables: checkpoints, phases, dead letters), `plan` (a batch reduced to its
-//! net effect per table) and `service` (one batch, one transaction).
+//! net effect per table), `stale` (documents whose child rows must be rewritten at their next
+//! update) and `service` (one batch, one transaction).
 
 pub mod copy;
 pub mod ddl;
@@ -9,6 +10,7 @@ pub mod decode;
 pub mod encode;
 pub mod plan;
 pub mod service;
+pub mod stale;
 pub mod state;
 pub mod swap;
 

@@ -3,7 +3,9 @@
 //!
 //! Rules (SPEC "Order"): changes apply in source order; only the last change per
 //! `(collection, key)` survives; a `Truncate` discards every earlier change of its collection
-//! and empties its tables before the surviving later changes run.
+//! and empties its tables before the surviving later changes run. A document may keep its child
+//! rows only when every change of it in the batch was an `UpsertParent` (and it was not refused
+//! before the last of them); the sink still checks that its rows are there and up to date.
 
 use std::collections::HashMap;
 
@@ -18,17 +20,36 @@ pub struct CollectionPlan<'a> {
     pub truncate: bool,
     pub deletes: Vec<&'a PgValue>,
     pub upserts: Vec<(&'a PgValue, &'a DocumentRows)>,
+    /// Upserts whose child rows may stay as they are (collections with child tables only).
+    pub parent_upserts: Vec<(&'a PgValue, &'a DocumentRows)>,
+    /// Documents whose child rows are out of date after this batch: refused after their last
+    /// rewrite in it (collections with child tables only).
+    pub refused: Vec<&'a PgValue>,
 }
 
 impl CollectionPlan<'_> {
     pub fn is_empty(&self) -> bool {
-        !self.truncate && self.deletes.is_empty() && self.upserts.is_empty()
+        !self.truncate
+            && self.deletes.is_empty()
+            && self.upserts.is_empty()
+            && self.parent_upserts.is_empty()
+            && self.refused.is_empty()
     }
 }
 
 enum Net<'a> {
-    Upsert(&'a PgValue, &'a DocumentRows),
-    Delete(&'a PgValue),
+    Upsert(&'a DocumentRows),
+    Delete,
+}
+
+/// One document's changes in the batch, folded.
+struct Entry<'a> {
+    key: &'a PgValue,
+    net: Option<Net<'a>>,
+    /// Every change so far was an `UpsertParent`, none after a refusal.
+    parent_only: bool,
+    /// Refused after its last upsert or delete.
+    refused: bool,
 }
 
 /// Coalesces `changes` against the tables of each collection (`tables[c]`: parent first, then
@@ -38,7 +59,7 @@ pub fn plan<'a>(
     changes: &'a [Change],
     tables: &[Vec<TableDef>],
 ) -> Result<Vec<CollectionPlan<'a>>, SinkError> {
-    let mut nets: Vec<Vec<Option<Net>>> = tables.iter().map(|_| Vec::new()).collect();
+    let mut entries: Vec<Vec<Entry>> = tables.iter().map(|_| Vec::new()).collect();
     let mut index: Vec<HashMap<KeyRepr<'a>, usize>> =
         tables.iter().map(|_| HashMap::new()).collect();
     let mut truncate = vec![false; tables.len()];
@@ -54,49 +75,94 @@ pub fn plan<'a>(
         }
     };
     for change in changes {
-        let (c, key, net) = match change {
+        let (c, key) = match change {
             Change::Truncate { collection } => {
                 let c = check(*collection)?;
                 truncate[c] = true;
-                nets[c].clear();
+                entries[c].clear();
                 index[c].clear();
                 continue;
             }
-            Change::Delete { collection, key } => {
-                let c = check(*collection)?;
-                (c, key_repr(key), Net::Delete(key))
+            Change::Delete { collection, key } | Change::Refused { collection, key } => {
+                (check(*collection)?, key)
             }
             Change::Upsert {
+                collection,
+                key,
+                rows,
+            }
+            | Change::UpsertParent {
                 collection,
                 key,
                 rows,
             } => {
                 let c = check(*collection)?;
                 check_rows(&tables[c], rows)?;
-                (c, key_repr(key), Net::Upsert(key, rows))
+                (c, key)
             }
         };
-        match index[c].get(&key) {
-            Some(&i) => nets[c][i] = Some(net),
-            None => {
-                index[c].insert(key, nets[c].len());
-                nets[c].push(Some(net));
+        let i = *index[c].entry(key_repr(key)).or_insert_with(|| {
+            entries[c].push(Entry {
+                key,
+                net: None,
+                parent_only: true,
+                refused: false,
+            });
+            entries[c].len() - 1
+        });
+        let e = &mut entries[c][i];
+        match change {
+            Change::Upsert { rows, .. } => {
+                *e = Entry {
+                    key,
+                    net: Some(Net::Upsert(rows)),
+                    parent_only: false,
+                    refused: false,
+                };
             }
+            Change::UpsertParent { rows, .. } => {
+                *e = Entry {
+                    key,
+                    net: Some(Net::Upsert(rows)),
+                    parent_only: e.parent_only && !e.refused,
+                    refused: false,
+                };
+            }
+            Change::Delete { .. } => {
+                *e = Entry {
+                    key,
+                    net: Some(Net::Delete),
+                    parent_only: false,
+                    refused: false,
+                };
+            }
+            Change::Refused { .. } => e.refused = true,
+            Change::Truncate { .. } => {}
         }
     }
 
-    Ok(nets
+    Ok(entries
         .into_iter()
         .zip(truncate)
-        .map(|(entries, truncate)| {
+        .zip(tables)
+        .map(|((entries, truncate), tables)| {
+            let has_children = tables.len() > 1;
             let mut p = CollectionPlan {
                 truncate,
                 ..CollectionPlan::default()
             };
-            for net in entries.into_iter().flatten() {
-                match net {
-                    Net::Upsert(k, rows) => p.upserts.push((k, rows)),
-                    Net::Delete(k) => p.deletes.push(k),
+            for e in entries {
+                match e.net {
+                    // After a truncate in this batch no child row is left to keep.
+                    Some(Net::Upsert(rows)) if e.parent_only && has_children && !truncate => {
+                        p.parent_upserts.push((e.key, rows));
+                    }
+                    Some(Net::Upsert(rows)) => p.upserts.push((e.key, rows)),
+                    Some(Net::Delete) => p.deletes.push(e.key),
+                    None => {}
+                }
+                if e.refused && has_children {
+                    p.refused.push(e.key);
                 }
             }
             p
@@ -136,6 +202,17 @@ fn check_rows(tables: &[TableDef], rows: &DocumentRows) -> Result<(), SinkError>
         }
     }
     Ok(())
+}
+
+/// A key as text, equal for keys Postgres holds equal (one key type per collection, so the
+/// forms of different types need not differ): how `stale` stores keys and how the sink matches
+/// the keys Postgres returns.
+pub fn key_text(key: &PgValue) -> String {
+    match key_repr(key) {
+        KeyRepr::Text(s) => s.to_owned(),
+        KeyRepr::Int(i) => i.to_string(),
+        KeyRepr::Other(s) => s,
+    }
 }
 
 /// Identity of a key as Postgres compares it: `1.50` and `1.5` are one numeric key, `-0.0` and
@@ -206,6 +283,77 @@ mod tests {
             collection: 0,
             key: PgValue::Text(k.into()),
         }
+    }
+
+    /// A parent `t` with one child table `c`.
+    fn with_child() -> Vec<Vec<TableDef>> {
+        let mut t = tables();
+        t[0].push(TableDef {
+            name: "c".into(),
+            columns: vec![
+                ("t_id".into(), PgType::Text),
+                ("idx".into(), PgType::Integer),
+            ],
+            primary_key: vec![0, 1],
+        });
+        t
+    }
+    fn parent_up(k: &str, v: i32) -> Change {
+        match up(k, v) {
+            Change::Upsert {
+                collection,
+                key,
+                rows,
+            } => Change::UpsertParent {
+                collection,
+                key,
+                rows,
+            },
+            other => other,
+        }
+    }
+    fn refused(k: &str) -> Change {
+        Change::Refused {
+            collection: 0,
+            key: PgValue::Text(k.into()),
+        }
+    }
+    fn keys<'a>(v: &[(&'a PgValue, &DocumentRows)]) -> Vec<&'a PgValue> {
+        v.iter().map(|(k, _)| *k).collect()
+    }
+
+    #[test]
+    fn only_parent_updates_all_the_way_may_keep_child_rows() {
+        let t = |s: &str| PgValue::Text(s.into());
+        let changes = [
+            parent_up("a", 1),
+            parent_up("a", 2),
+            up("b", 1),
+            parent_up("b", 2),
+            refused("c"),
+            parent_up("c", 1),
+            parent_up("d", 1),
+            refused("d"),
+            refused("e"),
+        ];
+        let p = plan(&changes, &with_child()).unwrap();
+        assert_eq!(keys(&p[0].parent_upserts), vec![&t("a"), &t("d")]);
+        assert_eq!(p[0].parent_upserts[0].1.parent[1], PgValue::Int4(2));
+        assert_eq!(keys(&p[0].upserts), vec![&t("b"), &t("c")]);
+        assert_eq!(p[0].refused, vec![&t("d"), &t("e")]);
+    }
+
+    #[test]
+    fn without_child_tables_or_after_a_truncate_parent_updates_are_upserts() {
+        let changes = [parent_up("a", 1), refused("a")];
+        let p = plan(&changes, &tables()).unwrap();
+        assert_eq!(p[0].upserts.len(), 1);
+        assert!(p[0].parent_upserts.is_empty() && p[0].refused.is_empty());
+
+        let changes = [Change::Truncate { collection: 0 }, parent_up("a", 1)];
+        let p = plan(&changes, &with_child()).unwrap();
+        assert_eq!(p[0].upserts.len(), 1);
+        assert!(p[0].parent_upserts.is_empty());
     }
 
     #[test]

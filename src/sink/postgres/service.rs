@@ -1,7 +1,9 @@
 //! `PostgresSink`: one batch, one transaction. Per collection: `TRUNCATE` if the batch holds
 //! one; one `DELETE … WHERE key = ANY($1)` per table for every key the batch touches (children
 //! by parent key); one binary `COPY` per table of the new rows; then dead letters and the
-//! checkpoint; then `COMMIT`.
+//! checkpoint; then `COMMIT`. Documents whose child rows may stay (`Change::UpsertParent`)
+//! lose and regain only their parent row, unless `stale` or a missing parent row says their
+//! child rows are out of date.
 //!
 //! Why delete-then-COPY rather than COPY into a TEMP staging table followed by
 //! `INSERT … SELECT … ON CONFLICT DO UPDATE`: both leave the same rows, but staging writes and
@@ -11,6 +13,7 @@
 //! stream's advisory lock provides (SPEC "Exclusion and fail-over"); a second writer racing on
 //! the same key fails with a unique violation rather than leaving a wrong row.
 
+use std::collections::HashSet;
 use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +27,7 @@ use tokio_postgres::NoTls;
 use super::copy::{self, CopyError};
 use super::ddl::{self, qualified, quote_ident};
 use super::plan::{self, CollectionPlan};
+use super::stale::StaleSql;
 use super::state;
 use crate::config::SynchronousCommit;
 use crate::mapping::model::{MappingSet, TableDef};
@@ -44,6 +48,8 @@ struct TableSql {
     /// `DELETE … WHERE <first key column> = ANY($1)`: by key for a parent, by parent key for a
     /// child.
     delete_by_key: String,
+    /// The same, returning the keys of the rows it deleted.
+    delete_returning_key: String,
     qualified: String,
 }
 
@@ -59,6 +65,9 @@ impl TableSql {
                 cols.join(", ")
             ),
             delete_by_key: format!("DELETE FROM {qualified_name} WHERE {first_key} = ANY($1)"),
+            delete_returning_key: format!(
+                "DELETE FROM {qualified_name} WHERE {first_key} = ANY($1) RETURNING {first_key}"
+            ),
             columns: def.columns.iter().map(|(n, _)| n.clone()).collect(),
             qualified: qualified_name,
         }
@@ -75,6 +84,9 @@ pub struct PostgresSink {
     mappings: Arc<MappingSet>,
     /// Per collection: parent first, then children.
     tables: Vec<Vec<TableSql>>,
+    /// Per collection: `db.coll`, as `stale_children` names it.
+    namespaces: Vec<String>,
+    stale: StaleSql,
     table_defs: Vec<Vec<TableDef>>,
     checkpoint_sql: String,
     /// `host:port/dbname`, for error messages (never credentials).
@@ -142,6 +154,7 @@ impl PostgresSink {
                 reason: e.to_string(),
             })?;
 
+        let namespaces = mappings.collections.iter().map(|c| c.namespace()).collect();
         let sink = PostgresSink {
             pool,
             schema: schema.to_owned(),
@@ -149,6 +162,8 @@ impl PostgresSink {
             stream: stream.to_owned(),
             mappings,
             tables,
+            namespaces,
+            stale: StaleSql::new(state_schema),
             table_defs,
             checkpoint_sql: state::checkpoint_upsert_sql(state_schema),
             target,
@@ -280,7 +295,12 @@ impl PostgresSink {
         }
         for (c, p) in plans.into_iter().enumerate() {
             if !p.is_empty() {
-                write_collection(&tx, &self.tables[c], p).await?;
+                let stale = Stale {
+                    sql: &self.stale,
+                    stream: &self.stream,
+                    namespace: &self.namespaces[c],
+                };
+                write_collection(&tx, &self.tables[c], &stale, p).await?;
             }
         }
         state::insert_dead_letters(&*tx, &self.state_schema, &self.stream, dead_letters).await?;
@@ -355,10 +375,18 @@ fn discard(client: Object) {
     drop(Object::take(client));
 }
 
+/// Where `write_collection` records documents with out-of-date child rows (`stale`).
+struct Stale<'a> {
+    sql: &'a StaleSql,
+    stream: &'a str,
+    namespace: &'a str,
+}
+
 /// Applies one collection's plan.
 async fn write_collection(
     tx: &deadpool_postgres::Transaction<'_>,
     tables: &[TableSql],
+    stale: &Stale<'_>,
     p: CollectionPlan<'_>,
 ) -> Result<(), SinkError> {
     let Some((parent, children)) = tables.split_first() else {
@@ -369,16 +397,58 @@ async fn write_collection(
         tx.batch_execute(&format!("TRUNCATE {}", names.join(", ")))
             .await
             .map_err(|e| SinkError::postgres(format!("truncating {}", names.join(", ")), e))?;
+        if !children.is_empty() {
+            stale.sql.clear(tx, stale.stream, stale.namespace).await?;
+        }
+    }
+
+    // Documents recorded as stale among those this batch touches (none after a truncate).
+    let recorded = if children.is_empty() || p.truncate {
+        HashSet::new()
+    } else {
+        let touched: Vec<String> = p
+            .deletes
+            .iter()
+            .copied()
+            .chain(p.upserts.iter().map(|(key, _)| *key))
+            .chain(p.parent_upserts.iter().map(|(key, _)| *key))
+            .map(plan::key_text)
+            .collect();
+        stale
+            .sql
+            .recorded(tx, stale.stream, stale.namespace, &touched)
+            .await?
+    };
+
+    // An `UpsertParent` keeps its child rows only when they are current: its parent row is
+    // there (deleting it tells) and it is not recorded as stale. Otherwise it is a full upsert.
+    let mut upserts = p.upserts;
+    let mut kept = Vec::new();
+    let (fresh, out_of_date): (Vec<_>, Vec<_>) = p
+        .parent_upserts
+        .into_iter()
+        .partition(|(key, _)| !recorded.contains(&plan::key_text(key)));
+    upserts.extend(out_of_date);
+    if !fresh.is_empty() {
+        let keys = PgValue::Array(fresh.iter().map(|(key, _)| (*key).clone()).collect());
+        let existing = delete_returning_keys(tx, parent, &keys).await?;
+        for (key, rows) in fresh {
+            if existing.contains(&plan::key_text(key)) {
+                kept.push((key, rows));
+            } else {
+                upserts.push((key, rows));
+            }
+        }
     }
 
     // After a truncate in this batch the tables are empty: nothing to delete. Otherwise every
-    // touched key loses its old parent row and all its child rows; upserts are re-inserted.
-    let touched = !p.deletes.is_empty() || !p.upserts.is_empty();
+    // other touched key loses its old parent row and all its child rows; upserts are re-inserted.
+    let touched = !p.deletes.is_empty() || !upserts.is_empty();
     if !p.truncate && touched {
         let keys = PgValue::Array(
             p.deletes
                 .iter()
-                .chain(p.upserts.iter().map(|(key, _)| key))
+                .chain(upserts.iter().map(|(key, _)| key))
                 .map(|&key| key.clone())
                 .collect(),
         );
@@ -387,17 +457,63 @@ async fn write_collection(
         }
     }
 
-    let parents: Vec<&Row> = p.upserts.iter().map(|(_, d)| &d.parent).collect();
+    let parents: Vec<&Row> = upserts
+        .iter()
+        .chain(&kept)
+        .map(|(_, d)| &d.parent)
+        .collect();
     copy_in(tx, parent, &parents).await?;
     for (i, child) in children.iter().enumerate() {
-        let rows: Vec<&Row> = p
-            .upserts
+        let rows: Vec<&Row> = upserts
             .iter()
             .flat_map(|(_, d)| d.children.get(i).into_iter().flatten())
             .collect();
         copy_in(tx, child, &rows).await?;
     }
+
+    if !children.is_empty() {
+        // Every recorded document touched here was rewritten or deleted, unless refused again.
+        let refused: HashSet<String> = p.refused.iter().map(|k| plan::key_text(k)).collect();
+        let forget: Vec<String> = recorded
+            .iter()
+            .filter(|k| !refused.contains(*k))
+            .cloned()
+            .collect();
+        let record: Vec<String> = refused
+            .into_iter()
+            .filter(|k| !recorded.contains(k))
+            .collect();
+        stale
+            .sql
+            .forget(tx, stale.stream, stale.namespace, &forget)
+            .await?;
+        stale
+            .sql
+            .record(tx, stale.stream, stale.namespace, &record)
+            .await?;
+    }
     Ok(())
+}
+
+/// Deletes the parent rows of `keys` and returns the keys (`plan::key_text`) that had one.
+async fn delete_returning_keys(
+    tx: &deadpool_postgres::Transaction<'_>,
+    table: &TableSql,
+    keys: &PgValue,
+) -> Result<HashSet<String>, SinkError> {
+    let doing = || format!("deleting from {}", table.qualified);
+    let stmt = tx
+        .prepare_cached(&table.delete_returning_key)
+        .await
+        .map_err(|e| SinkError::postgres(doing(), e))?;
+    let rows = tx
+        .query(&stmt, &[keys])
+        .await
+        .map_err(|e| SinkError::postgres(doing(), e))?;
+    rows.iter()
+        .map(|r| r.try_get::<_, PgValue>(0).map(|k| plan::key_text(&k)))
+        .collect::<Result<_, _>>()
+        .map_err(|e| SinkError::postgres(doing(), e))
 }
 
 async fn delete_keys(
