@@ -3,7 +3,7 @@
 //! Per collection: phase `snapshot` (stored), documents read (by up to four `_id`-range
 //! readers, in no particular order) and converted, written in chunks through the sink's COPY
 //! path, then phase `streaming` with the document count. A task reads and converts the next
-//! chunk while the current one is written.
+//! chunk while up to two others are written, each on its own connection.
 //!
 //! Where the chunks go depends on the load (`Load`):
 //! - `tributary full-sync --mode replace`: into fresh shadow tables (`sink::postgres::swap`),
@@ -30,7 +30,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bson::{Bson, Document, RawDocumentBuf};
-use futures::FutureExt;
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
+use futures::{FutureExt, TryFutureExt};
 use mongodb::Client;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -47,7 +49,7 @@ use crate::mapping::model::{CollectionMapping, MappingSet, OnError};
 use crate::metrics::Metrics;
 use crate::sink::postgres::state::{self, CollectionState, Phase};
 use crate::sink::postgres::{swap, PostgresSink};
-use crate::sink::{Batch, Change, DeadLetter, DocumentRows, Sink};
+use crate::sink::{Batch, Change, DeadLetter, DocumentRows, Sink, SinkError};
 use crate::source::snapshot::SnapshotReader;
 use crate::source::SourceError;
 
@@ -303,47 +305,76 @@ where
     let mut documents = 0u64;
     let mut dead = 0u64;
     let mut last_log = Instant::now();
-    while let Some(item) = prepared.next().await? {
-        if shutdown.clone().now_or_never().is_some() {
-            tracing::info!(namespace = %namespace, documents, "Full sync interrupted by shutdown; it restarts next time.");
-            if swapping {
-                // Best effort: the next load drops leftovers anyway.
-                if let Err(e) = swap::drop_shadows(sink, collection).await {
-                    tracing::warn!(namespace = %namespace, error = %e, "Could not drop the shadow tables of the interrupted load; the next load drops them.");
+    // Two chunks are written at once, on two connections: while one waits for Postgres to
+    // take its rows and commit, the other is encoded and sent. Chunks hold distinct documents
+    // (disjoint `_id` ranges), so they never touch the same rows.
+    let shared: &PostgresSink = sink;
+    let writers = WRITERS.min(sink.pool().status().max_size).max(1);
+    let mut in_flight: FuturesUnordered<BoxFuture<'_, Result<(), SinkError>>> =
+        FuturesUnordered::new();
+    let mut exhausted = false;
+    let mut interrupted = false;
+    loop {
+        tokio::select! {
+            item = prepared.next(), if !exhausted && !interrupted && in_flight.len() < writers => {
+                let Some(item) = item? else {
+                    exhausted = true;
+                    continue;
+                };
+                if shutdown.clone().now_or_never().is_some() {
+                    interrupted = true;
+                    continue;
+                }
+                let PreparedChunk {
+                    rows,
+                    letters,
+                    refused,
+                    documents: count,
+                } = item;
+                in_flight.push(if swapping {
+                    swap::copy_rows_into(shared, collection, rows).map_ok(drop).boxed()
+                } else {
+                    shared.copy_rows(collection, rows).map_ok(drop).boxed()
+                });
+                if !letters.is_empty() {
+                    dead += letters.len() as u64;
+                    in_flight.push(
+                        async move {
+                            shared
+                                .apply_uncheckpointed(&Batch {
+                                    changes: refused,
+                                    dead_letters: letters,
+                                    ..Batch::default()
+                                })
+                                .await
+                        }
+                        .boxed(),
+                    );
+                }
+                documents += count;
+                if let Some(m) = metrics {
+                    m.full_sync_documents_total
+                        .with_label_values(&[&namespace])
+                        .inc_by(count);
+                }
+                if last_log.elapsed() >= Duration::from_secs(10) {
+                    tracing::info!(namespace = %namespace, documents, "Full sync in progress.");
+                    last_log = Instant::now();
                 }
             }
-            return Ok(None);
+            Some(written) = in_flight.next(), if !in_flight.is_empty() => written?,
+            else => break,
         }
-        let PreparedChunk {
-            rows,
-            letters,
-            refused,
-            documents: count,
-        } = item;
+    }
+    if interrupted {
+        tracing::info!(namespace = %namespace, documents, "Full sync interrupted by shutdown; it restarts next time.");
         if swapping {
-            swap::copy_rows_into(sink, collection, rows).await?;
-        } else {
-            sink.copy_rows(collection, rows).await?;
+            // Best effort: the next load drops leftovers anyway.
+            if let Err(e) = swap::drop_shadows(sink, collection).await {
+                tracing::warn!(namespace = %namespace, error = %e, "Could not drop the shadow tables of the interrupted load; the next load drops them.");
+            }
         }
-        if !letters.is_empty() {
-            dead += letters.len() as u64;
-            sink.apply(&Batch {
-                changes: refused,
-                dead_letters: letters,
-                ..Batch::default()
-            })
-            .await?;
-        }
-        documents += count;
-        if let Some(m) = metrics {
-            m.full_sync_documents_total
-                .with_label_values(&[&namespace])
-                .inc_by(count);
-        }
-        if last_log.elapsed() >= Duration::from_secs(10) {
-            tracing::info!(namespace = %namespace, documents, "Full sync in progress.");
-            last_log = Instant::now();
-        }
+        return Ok(None);
     }
     let done = CollectionState {
         namespace: namespace.clone(),
@@ -367,6 +398,9 @@ where
         elapsed,
     }))
 }
+
+/// Chunks written at once (each on its own connection, at most `postgres.pool_size`).
+const WRITERS: usize = 2;
 
 /// One chunk of a collection, converted: its rows and its dead letters.
 struct PreparedChunk {
@@ -420,17 +454,20 @@ impl Prepare {
         if let Some(item) = self.rx.recv().await {
             return item.map(Some);
         }
-        // The task dropped its sender: it finished, unless it panicked.
-        match self.task.take() {
-            Some(task) => match task.await {
-                Ok(()) => Ok(None),
-                Err(e) => Err(SyncError::Source(SourceError::Fatal(format!(
-                    "the full-sync reader of {} stopped unexpectedly ({e}); run the command \
-                     again: the copy of this collection starts over",
-                    self.namespace
-                )))),
-            },
-            None => Ok(None),
+        // The task dropped its sender: it finished, unless it panicked. The handle is kept
+        // until it is joined, so a caller that gives up waiting (`select!`) loses nothing.
+        let Some(task) = self.task.as_mut() else {
+            return Ok(None);
+        };
+        let joined = task.await;
+        self.task = None;
+        match joined {
+            Ok(()) => Ok(None),
+            Err(e) => Err(SyncError::Source(SourceError::Fatal(format!(
+                "the full-sync reader of {} stopped unexpectedly ({e}); run the command \
+                 again: the copy of this collection starts over",
+                self.namespace
+            )))),
         }
     }
 }

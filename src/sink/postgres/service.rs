@@ -271,6 +271,26 @@ impl PostgresSink {
         }
     }
 
+    /// Applies a batch that carries no checkpoint (dead letters found by a full sync, with
+    /// their `Change::Refused`), like `apply` but through a shared reference, so it can run
+    /// beside `copy_rows` calls.
+    pub async fn apply_uncheckpointed(&self, batch: &Batch) -> Result<(), SinkError> {
+        if batch.checkpoint.is_some() {
+            return Err(SinkError::InvalidBatch(
+                "apply_uncheckpointed was given a checkpoint; use Sink::apply".into(),
+            ));
+        }
+        let plans = plan::plan(&batch.changes, &self.table_defs)?;
+        let mut client = self.connection().await?;
+        let result = self
+            .write(&mut client, plans, &batch.dead_letters, None, None)
+            .await;
+        if result.is_err() {
+            discard(client);
+        }
+        result
+    }
+
     async fn write(
         &self,
         client: &mut Object,
