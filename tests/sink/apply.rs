@@ -1,18 +1,12 @@
 //! `PostgresSink::apply`: upsert, delete, truncate, coalescing, children, dead letters,
 //! checkpoint, idempotent replay.
 
-use tributary::sink::{Batch, Change, DeadLetter, Sink};
+use tributary::sink::{Change, DeadLetter, Sink};
 
-use super::{checkpoint, delete, items, order, orders, orders_mapping, sink_for, stored_token};
+use super::{
+    batch, checkpoint, delete, items, order, orders, orders_mapping, sink_for, stored_token,
+};
 use crate::support::fresh_database;
-
-fn batch(changes: Vec<Change>, token: i64) -> Batch {
-    Batch {
-        changes,
-        dead_letters: vec![],
-        checkpoint: Some(checkpoint(token)),
-    }
-}
 
 #[tokio::test]
 async fn upsert_update_delete_and_children() {

@@ -15,7 +15,7 @@ use tributary::mapping::model::{
 };
 use tributary::mapping::value::PgValue;
 use tributary::sink::postgres::PostgresSink;
-use tributary::sink::{Change, Checkpoint, DocumentRows};
+use tributary::sink::{Batch, Change, Checkpoint, DocumentRows};
 
 use crate::support::TestDb;
 
@@ -87,6 +87,15 @@ pub fn delete(id: &str) -> Change {
     Change::Delete {
         collection: 0,
         key: PgValue::Text(id.into()),
+    }
+}
+
+/// A batch of `changes` with checkpoint `token`.
+pub fn batch(changes: Vec<Change>, token: i64) -> Batch {
+    Batch {
+        changes,
+        dead_letters: vec![],
+        checkpoint: Some(checkpoint(token)),
     }
 }
 

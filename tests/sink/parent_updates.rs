@@ -2,18 +2,10 @@
 //! unless they may be out of date (no parent row, or a version was refused since).
 
 use tributary::mapping::value::PgValue;
-use tributary::sink::{Batch, Change, Sink};
+use tributary::sink::{Change, Sink};
 
-use super::{checkpoint, delete, items, order, orders, orders_mapping, sink_for};
+use super::{batch, checkpoint, delete, items, order, orders, orders_mapping, sink_for};
 use crate::support::{fresh_database, TestDb};
-
-fn batch(changes: Vec<Change>, token: i64) -> Batch {
-    Batch {
-        changes,
-        dead_letters: vec![],
-        checkpoint: Some(checkpoint(token)),
-    }
-}
 
 /// `order(..)` as an update that changed no child array. `items` is what the document's child
 /// rows would be, which the sink writes only when it must.
