@@ -362,7 +362,14 @@ where
                     last_log = Instant::now();
                 }
             }
-            Some(written) = in_flight.next(), if !in_flight.is_empty() => written?,
+            Some(written) = in_flight.next(), if !in_flight.is_empty() => {
+                if let Err(e) = written {
+                    // Let the other chunk finish rather than drop it mid-COPY, which would
+                    // hand its connection back to the pool in an unknown state.
+                    while in_flight.next().await.is_some() {}
+                    return Err(e.into());
+                }
+            }
             else => break,
         }
     }
