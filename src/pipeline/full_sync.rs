@@ -310,7 +310,8 @@ where
     // (disjoint `_id` ranges), so they never touch the same rows.
     let shared: &PostgresSink = sink;
     let writers = WRITERS.min(sink.pool().status().max_size).max(1);
-    let mut in_flight: FuturesUnordered<BoxFuture<'_, Result<(), SinkError>>> =
+    // Each resolves to the documents it copied (0 for dead letters).
+    let mut in_flight: FuturesUnordered<BoxFuture<'_, Result<u64, SinkError>>> =
         FuturesUnordered::new();
     let mut exhausted = false;
     let mut interrupted = false;
@@ -332,9 +333,14 @@ where
                     documents: count,
                 } = item;
                 in_flight.push(if swapping {
-                    swap::copy_rows_into(shared, collection, rows).map_ok(drop).boxed()
+                    swap::copy_rows_into(shared, collection, rows)
+                        .map_ok(move |_| count)
+                        .boxed()
                 } else {
-                    shared.copy_rows(collection, rows).map_ok(drop).boxed()
+                    shared
+                        .copy_rows(collection, rows)
+                        .map_ok(move |_| count)
+                        .boxed()
                 });
                 if !letters.is_empty() {
                     dead += letters.len() as u64;
@@ -347,10 +353,22 @@ where
                                     ..Batch::default()
                                 })
                                 .await
+                                .map(|()| 0)
                         }
                         .boxed(),
                     );
                 }
+            }
+            Some(written) = in_flight.next(), if !in_flight.is_empty() => {
+                let count = match written {
+                    Ok(count) => count,
+                    Err(e) => {
+                        // Let the other chunk finish rather than drop it mid-COPY, which would
+                        // hand its connection back to the pool in an unknown state.
+                        while in_flight.next().await.is_some() {}
+                        return Err(e.into());
+                    }
+                };
                 documents += count;
                 if let Some(m) = metrics {
                     m.full_sync_documents_total
@@ -360,14 +378,6 @@ where
                 if last_log.elapsed() >= Duration::from_secs(10) {
                     tracing::info!(namespace = %namespace, documents, "Full sync in progress.");
                     last_log = Instant::now();
-                }
-            }
-            Some(written) = in_flight.next(), if !in_flight.is_empty() => {
-                if let Err(e) = written {
-                    // Let the other chunk finish rather than drop it mid-COPY, which would
-                    // hand its connection back to the pool in an unknown state.
-                    while in_flight.next().await.is_some() {}
-                    return Err(e.into());
                 }
             }
             else => break,
