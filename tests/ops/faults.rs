@@ -186,8 +186,10 @@ async fn replays_what_a_postgres_crash_took_back() {
     .await
     .unwrap();
     write_some(&w, "after").await;
+    // `write_some`'s last write is the delete of `after-1`: only once it is applied has the
+    // stream caught up (waiting for `after-9`, the last insert, compared too early).
     wait_until(120, "the stream to continue after the crash", || {
-        cluster.has_order("after-9")
+        cluster.has_settled("after")
     })
     .await;
 
@@ -237,6 +239,21 @@ impl Cluster {
         c.query("SELECT 1 FROM public.orders WHERE id = $1", &[&id])
             .await
             .is_ok_and(|r| !r.is_empty())
+    }
+
+    /// True once every write of `write_some(tag)` is in the tables: its last insert is there
+    /// and its final delete applied (false while Postgres is unreachable).
+    async fn has_settled(&self, tag: &str) -> bool {
+        let Ok((c, conn)) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls).await else {
+            return false;
+        };
+        tokio::spawn(conn);
+        let sql = "SELECT count(*) FILTER (WHERE id = $1), count(*) FILTER (WHERE id = $2) \
+                   FROM public.orders";
+        let (last, deleted) = (format!("{tag}-9"), format!("{tag}-1"));
+        c.query_one(sql, &[&last, &deleted])
+            .await
+            .is_ok_and(|r| r.get::<_, i64>(0) == 1 && r.get::<_, i64>(1) == 0)
     }
 
     fn start() -> Cluster {
