@@ -318,9 +318,17 @@ where
     loop {
         tokio::select! {
             item = prepared.next(), if !exhausted && !interrupted && in_flight.len() < writers => {
-                let Some(item) = item? else {
-                    exhausted = true;
-                    continue;
+                let item = match item {
+                    Ok(Some(item)) => item,
+                    Ok(None) => {
+                        exhausted = true;
+                        continue;
+                    }
+                    Err(e) => {
+                        // As for a failed write below: no connection back mid-COPY.
+                        while in_flight.next().await.is_some() {}
+                        return Err(e);
+                    }
                 };
                 if shutdown.clone().now_or_never().is_some() {
                     interrupted = true;

@@ -1,5 +1,5 @@
-//! Streaming: CRUD, transactions, resume after restart, and transaction atomicity, for both
-//! sources.
+//! Streaming: CRUD, transactions, child rows kept by updates that leave them alone, resume
+//! after restart, and transaction atomicity, for both sources.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -94,6 +94,64 @@ async fn change_stream_applies_crud_and_transactions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oplog_applies_crud_and_transactions() {
     crud_and_transactions(SourceKind::Oplog).await;
+}
+
+/// `xmin` of each item row of `id`: a rewritten row has a new one.
+async fn item_versions(w: &World, id: &str) -> Vec<String> {
+    w.db.client
+        .query(
+            "SELECT xmin::text FROM public.order_items WHERE order_id = $1 ORDER BY idx",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// Through the real driver and the source's own reading of the update: a `$set` of another
+/// field leaves the item rows as they were, a `$push` onto `items` rewrites them.
+async fn updates_rewrite_item_rows_only_when_items_changed(kind: SourceKind) {
+    let w = World::new(kind, 100).await;
+    let orders = w.orders();
+    orders
+        .insert_many(vec![order("a", 1, &["x", "y"]), order("b", 2, &["z"])])
+        .await
+        .unwrap();
+    let (stop, task) = w.start_sync();
+    w.sync_point("start").await;
+    let (a, b) = (item_versions(&w, "a").await, item_versions(&w, "b").await);
+    assert_eq!((a.len(), b.len()), (2, 1));
+
+    orders
+        .update_one(
+            doc! {"_id": "a"},
+            doc! {"$set": {"qty": 5, "name": "renamed"}},
+        )
+        .await
+        .unwrap();
+    orders
+        .update_one(doc! {"_id": "b"}, doc! {"$push": {"items": {"sku": "w"}}})
+        .await
+        .unwrap();
+    w.sync_point("updated").await;
+    w.assert_equal().await;
+    assert_eq!(item_versions(&w, "a").await, a, "a's items were rewritten");
+    let b_after = item_versions(&w, "b").await;
+    assert_eq!(b_after.len(), 2);
+    assert_ne!(b_after[0], b[0], "b's items were kept");
+    stop_sync(stop, task).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_stream_rewrites_item_rows_only_when_items_changed() {
+    updates_rewrite_item_rows_only_when_items_changed(SourceKind::ChangeStream).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oplog_rewrites_item_rows_only_when_items_changed() {
+    updates_rewrite_item_rows_only_when_items_changed(SourceKind::Oplog).await;
 }
 
 async fn resume_after_restart(kind: SourceKind) {

@@ -27,7 +27,7 @@ use tokio_postgres::NoTls;
 use super::copy::{self, CopyError};
 use super::ddl::{self, qualified, quote_ident};
 use super::plan::{self, CollectionPlan};
-use super::stale::StaleSql;
+use super::stale::{StaleRecords, StaleSql};
 use super::state;
 use crate::config::SynchronousCommit;
 use crate::mapping::model::{MappingSet, TableDef};
@@ -315,11 +315,7 @@ impl PostgresSink {
         }
         for (c, p) in plans.into_iter().enumerate() {
             if !p.is_empty() {
-                let stale = Stale {
-                    sql: &self.stale,
-                    stream: &self.stream,
-                    namespace: &self.namespaces[c],
-                };
+                let stale = self.stale.of(&self.stream, &self.namespaces[c]);
                 write_collection(&tx, &self.tables[c], &stale, p).await?;
             }
         }
@@ -395,18 +391,11 @@ fn discard(client: Object) {
     drop(Object::take(client));
 }
 
-/// Where `write_collection` records documents with out-of-date child rows (`stale`).
-struct Stale<'a> {
-    sql: &'a StaleSql,
-    stream: &'a str,
-    namespace: &'a str,
-}
-
 /// Applies one collection's plan.
 async fn write_collection(
     tx: &deadpool_postgres::Transaction<'_>,
     tables: &[TableSql],
-    stale: &Stale<'_>,
+    stale: &StaleRecords<'_>,
     p: CollectionPlan<'_>,
 ) -> Result<(), SinkError> {
     let Some((parent, children)) = tables.split_first() else {
@@ -418,7 +407,7 @@ async fn write_collection(
             .await
             .map_err(|e| SinkError::postgres(format!("truncating {}", names.join(", ")), e))?;
         if !children.is_empty() {
-            stale.sql.clear(tx, stale.stream, stale.namespace).await?;
+            stale.clear(tx).await?;
         }
     }
 
@@ -434,10 +423,7 @@ async fn write_collection(
             .chain(p.parent_upserts.iter().map(|(key, _)| *key))
             .map(plan::key_text)
             .collect();
-        stale
-            .sql
-            .recorded(tx, stale.stream, stale.namespace, &touched)
-            .await?
+        stale.recorded(tx, &touched).await?
     };
 
     // An `UpsertParent` keeps its child rows only when they are current: its parent row is
@@ -503,14 +489,8 @@ async fn write_collection(
             .into_iter()
             .filter(|k| !recorded.contains(k))
             .collect();
-        stale
-            .sql
-            .forget(tx, stale.stream, stale.namespace, &forget)
-            .await?;
-        stale
-            .sql
-            .record(tx, stale.stream, stale.namespace, &record)
-            .await?;
+        stale.forget(tx, &forget).await?;
+        stale.record(tx, &record).await?;
     }
     Ok(())
 }

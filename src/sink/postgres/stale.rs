@@ -26,7 +26,7 @@ pub fn table_ddl(state_schema: &str) -> String {
     )
 }
 
-/// The statements of one stream, built once.
+/// The statements on the table, built once per sink.
 #[derive(Debug)]
 pub struct StaleSql {
     select: String,
@@ -54,24 +54,41 @@ impl StaleSql {
         }
     }
 
+    /// The records of one collection of `stream`.
+    pub fn of<'a>(&'a self, stream: &'a str, namespace: &'a str) -> StaleRecords<'a> {
+        StaleRecords {
+            sql: self,
+            stream,
+            namespace,
+        }
+    }
+}
+
+/// The records of one collection (`namespace` is `db.coll`) of one stream, read and written
+/// inside the batch's transaction.
+pub struct StaleRecords<'a> {
+    sql: &'a StaleSql,
+    stream: &'a str,
+    namespace: &'a str,
+}
+
+impl StaleRecords<'_> {
     /// Which of `keys` are recorded.
     pub async fn recorded(
         &self,
         tx: &deadpool_postgres::Transaction<'_>,
-        stream: &str,
-        namespace: &str,
         keys: &[String],
     ) -> Result<HashSet<String>, SinkError> {
         if keys.is_empty() {
             return Ok(HashSet::new());
         }
-        let doing = || format!("reading {TABLE} of {namespace}");
+        let doing = || format!("reading {TABLE} of {}", self.namespace);
         let stmt = tx
-            .prepare_cached(&self.select)
+            .prepare_cached(&self.sql.select)
             .await
             .map_err(|e| SinkError::postgres(doing(), e))?;
         let rows = tx
-            .query(&stmt, &[&stream, &namespace, &keys])
+            .query(&stmt, &[&self.stream, &self.namespace, &keys])
             .await
             .map_err(|e| SinkError::postgres(doing(), e))?;
         rows.iter()
@@ -84,53 +101,40 @@ impl StaleSql {
     pub async fn record(
         &self,
         tx: &deadpool_postgres::Transaction<'_>,
-        stream: &str,
-        namespace: &str,
         keys: &[String],
     ) -> Result<(), SinkError> {
-        self.run(tx, &self.insert, stream, namespace, Some(keys))
-            .await
+        self.run(tx, &self.sql.insert, Some(keys)).await
     }
 
     /// Forgets `keys`: their rows were rewritten or deleted.
     pub async fn forget(
         &self,
         tx: &deadpool_postgres::Transaction<'_>,
-        stream: &str,
-        namespace: &str,
         keys: &[String],
     ) -> Result<(), SinkError> {
-        self.run(tx, &self.remove, stream, namespace, Some(keys))
-            .await
+        self.run(tx, &self.sql.remove, Some(keys)).await
     }
 
-    /// Forgets every document of `namespace`: its tables were truncated.
-    pub async fn clear(
-        &self,
-        tx: &deadpool_postgres::Transaction<'_>,
-        stream: &str,
-        namespace: &str,
-    ) -> Result<(), SinkError> {
-        self.run(tx, &self.clear, stream, namespace, None).await
+    /// Forgets every document of the collection: its tables were truncated.
+    pub async fn clear(&self, tx: &deadpool_postgres::Transaction<'_>) -> Result<(), SinkError> {
+        self.run(tx, &self.sql.clear, None).await
     }
 
     async fn run(
         &self,
         tx: &deadpool_postgres::Transaction<'_>,
         sql: &str,
-        stream: &str,
-        namespace: &str,
         keys: Option<&[String]>,
     ) -> Result<(), SinkError> {
         if keys.is_some_and(<[String]>::is_empty) {
             return Ok(());
         }
-        let doing = || format!("updating {TABLE} of {namespace}");
+        let doing = || format!("updating {TABLE} of {}", self.namespace);
         let stmt = tx
             .prepare_cached(sql)
             .await
             .map_err(|e| SinkError::postgres(doing(), e))?;
-        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&stream, &namespace];
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&self.stream, &self.namespace];
         if let Some(keys) = &keys {
             params.push(keys);
         }
