@@ -70,6 +70,8 @@ fn mapping(table: &str) -> MappingSet {
                 .collect(),
             extra_props: None,
             on_error: OnError::DeadLetter,
+            on_nul: tributary::mapping::model::OnNul::default(),
+            id_type: tributary::mapping::model::IdType::default(),
             children: vec![],
         }],
     }

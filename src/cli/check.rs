@@ -27,6 +27,14 @@ pub async fn run(path: &Path) -> CliResult {
         tables
     );
 
+    for warning in mappings
+        .collections
+        .iter()
+        .filter_map(crate::mapping::key::collision_warning)
+    {
+        println!("warning: {warning}");
+    }
+
     let mut unreachable = Vec::new();
     match ping_postgres(&config).await {
         Ok(version) => println!(

@@ -7,12 +7,14 @@
 //! paths, applies `on_error`, builds `extra_props` and the child rows.
 
 use bson::spec::BinarySubtype;
+use std::borrow::Cow;
+
 use bson::{Bson, Document, RawBsonRef, RawDocument};
 use serde_json::Value;
 
 use super::decimal::Dec;
 use super::json::{date_text, to_json, uuid_bytes};
-use super::model::{CollectionMapping, FieldPath, OnError, PgType};
+use super::model::{CollectionMapping, FieldPath, OnError, OnNul, PgType};
 use super::value::{PgValue, Row};
 use super::view::{DocRef, ValueRef};
 use crate::sink::DocumentRows;
@@ -96,7 +98,7 @@ pub fn convert_value(v: &Bson, ty: &PgType) -> Result<PgValue, String> {
         },
         PgType::Json | PgType::Jsonb => {
             let json = to_json(v);
-            if json_has_nul(&json) {
+            if super::json::has_nul(&json) {
                 return Err(
                     "contains a NUL character (\\u0000), which Postgres JSON cannot store"
                         .to_owned(),
@@ -207,15 +209,6 @@ fn text(v: &Bson) -> Result<String, String> {
         return Err("contains a NUL character, which Postgres text cannot store".to_owned());
     }
     Ok(s)
-}
-
-fn json_has_nul(v: &Value) -> bool {
-    match v {
-        Value::String(s) => s.contains('\0'),
-        Value::Array(items) => items.iter().any(json_has_nul),
-        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || json_has_nul(v)),
-        _ => false,
-    }
 }
 
 /// A whole number from Int32, Int64, an integral Double or an integral Decimal128; the caller
@@ -526,18 +519,12 @@ impl Policy<'_> {
     }
 }
 
-/// Converts a document's `_id` to the primary key. A key is never NULL, so under
-/// `on_error: null` a bad `_id` is still an error (dead-lettered; fatal only under `fail`).
+/// Converts a document's `_id` to the primary key (the rules of `key.rs`). A key is never
+/// NULL, so under `on_error: null` a bad `_id` is still an error (dead-lettered; fatal only
+/// under `fail`).
 pub fn convert_key(m: &CollectionMapping, id: &Bson) -> Result<PgValue, ConvertError> {
-    let column = m.key_column();
-    let result = match id {
-        Bson::Null | Bson::Undefined => {
-            Err("the _id is null; a primary key cannot be NULL".to_owned())
-        }
-        _ => convert_value(id, &column.pg_type),
-    };
-    result.map_err(|reason| ConvertError {
-        column: column.name.clone(),
+    super::key::key_of(m, id).map_err(|reason| ConvertError {
+        column: m.key_column().name.clone(),
         path: "_id".to_owned(),
         reason,
         fatal: m.on_error == OnError::Fail,
@@ -558,6 +545,89 @@ pub fn convert_raw_document(
 }
 
 fn convert_view(m: &CollectionMapping, doc: DocRef<'_>) -> Result<Converted, ConvertError> {
+    if m.on_nul != OnNul::Refuse {
+        // Opted in: the document's strings lose (or replace) their NUL characters first. Only
+        // such mappings pay for parsing the whole document.
+        let parsed = match doc {
+            DocRef::Parsed(d) => Cow::Borrowed(d),
+            DocRef::Raw(raw) => Cow::Owned(Document::try_from(raw).map_err(|e| ConvertError {
+                column: m.key_column().name.clone(),
+                path: "_id".to_owned(),
+                reason: format!("the document is not valid BSON: {e}"),
+                fatal: m.on_error == OnError::Fail,
+            })?),
+        };
+        if let Some(clean) = without_nul(&parsed, m.on_nul) {
+            return convert_clean(m, DocRef::Parsed(&clean));
+        }
+        return convert_clean(m, DocRef::Parsed(&parsed));
+    }
+    convert_clean(m, doc)
+}
+
+/// The document with NUL stripped or replaced in every string but the `_id` (which is never
+/// altered: two `_id`s that differ only by a NUL would share a row); `None` when it has none.
+fn without_nul(doc: &Document, policy: OnNul) -> Option<Document> {
+    fn clean(s: &str, policy: OnNul) -> String {
+        match policy {
+            OnNul::Replace => s.replace('\0', "\u{FFFD}"),
+            _ => s.replace('\0', ""),
+        }
+    }
+    fn walk(v: &Bson, policy: OnNul) -> Option<Bson> {
+        match v {
+            Bson::String(s) if s.contains('\0') => Some(Bson::String(clean(s, policy))),
+            Bson::Symbol(s) if s.contains('\0') => Some(Bson::Symbol(clean(s, policy))),
+            Bson::JavaScriptCode(s) if s.contains('\0') => {
+                Some(Bson::JavaScriptCode(clean(s, policy)))
+            }
+            Bson::JavaScriptCodeWithScope(c) => {
+                let scope = walk_doc(&c.scope, policy);
+                (c.code.contains('\0') || scope.is_some()).then(|| {
+                    Bson::JavaScriptCodeWithScope(bson::JavaScriptCodeWithScope {
+                        code: clean(&c.code, policy),
+                        scope: scope.unwrap_or_else(|| c.scope.clone()),
+                    })
+                })
+            }
+            Bson::Document(d) => walk_doc(d, policy).map(Bson::Document),
+            Bson::Array(items) => {
+                let cleaned: Vec<Option<Bson>> = items.iter().map(|i| walk(i, policy)).collect();
+                cleaned.iter().any(Option::is_some).then(|| {
+                    Bson::Array(
+                        cleaned
+                            .into_iter()
+                            .zip(items)
+                            .map(|(c, i)| c.unwrap_or_else(|| i.clone()))
+                            .collect(),
+                    )
+                })
+            }
+            _ => None,
+        }
+    }
+    fn walk_doc(d: &Document, policy: OnNul) -> Option<Document> {
+        let cleaned: Vec<Option<Bson>> = d.values().map(|v| walk(v, policy)).collect();
+        cleaned.iter().any(Option::is_some).then(|| {
+            d.iter()
+                .zip(cleaned)
+                .map(|((k, v), c)| (k.clone(), c.unwrap_or_else(|| v.clone())))
+                .collect()
+        })
+    }
+    let cleaned: Vec<Option<Bson>> = doc
+        .iter()
+        .map(|(k, v)| if k == "_id" { None } else { walk(v, policy) })
+        .collect();
+    cleaned.iter().any(Option::is_some).then(|| {
+        doc.iter()
+            .zip(cleaned)
+            .map(|((k, v), c)| (k.clone(), c.unwrap_or_else(|| v.clone())))
+            .collect()
+    })
+}
+
+fn convert_clean(m: &CollectionMapping, doc: DocRef<'_>) -> Result<Converted, ConvertError> {
     let key_error = |reason: String| ConvertError {
         column: m.key_column().name.clone(),
         path: "_id".to_owned(),
@@ -731,7 +801,7 @@ fn without_paths_of(d: DocRef<'_>, paths: &[&[String]]) -> Result<Document, Stri
 
 fn document_to_json_checked(d: &Document) -> Result<Value, String> {
     let json = super::json::document_to_json(d);
-    if json_has_nul(&json) {
+    if super::json::has_nul(&json) {
         Err("an unmapped field contains a NUL character (\\u0000), which Postgres JSON cannot store".to_owned())
     } else {
         Ok(json)

@@ -358,6 +358,8 @@ fn mapping_of(
         columns,
         extra_props: Some("extra".into()),
         on_error,
+        on_nul: super::model::OnNul::default(),
+        id_type: super::model::IdType::default(),
         children: vec![ChildMapping {
             table: "t_c".into(),
             source: FieldPath::parse("c"),

@@ -471,12 +471,33 @@ fn keys_are_never_null() {
     let e = convert_key(&m, &Bson::Null).unwrap_err();
     assert_eq!(e.path, "_id");
     assert!(!e.fatal);
+    // A text key takes ObjectId and String _ids; numbers only under `id_type: number`.
+    assert!(convert_key(&m, &Bson::Int32(5)).is_err());
+    m.id_type = crate::mapping::model::IdType::Number;
     assert_eq!(
         convert_key(&m, &Bson::Int32(5)).unwrap(),
         PgValue::Text("5".into())
     );
     m.on_error = OnError::Fail;
     assert!(convert_key(&m, &bson!({"a": 1})).unwrap_err().fatal);
+}
+
+#[test]
+fn on_nul_strip_and_replace_clean_every_string_but_the_id() {
+    let mut m = shop();
+    let mut d = order();
+    d.insert("notes", "nul\0inside");
+    d.insert("customer", doc! {"_id": "c\09", "email": "a\0@example.com"});
+    m.on_nul = crate::mapping::model::OnNul::Strip;
+    let c = convert_both(&m, &d).unwrap();
+    assert!(c.rows.parent.contains(&PgValue::Text("a@example.com".into())));
+    assert!(c.rows.parent.contains(&PgValue::Text("c9".into())));
+    m.on_nul = crate::mapping::model::OnNul::Replace;
+    let c = convert_both(&m, &d).unwrap();
+    assert!(c.rows.parent.contains(&PgValue::Text("a\u{FFFD}@example.com".into())));
+    // The _id is never altered: stripping could make two documents share a row.
+    d.insert("_id", "o\0x");
+    assert!(convert_both(&m, &d).unwrap_err().reason.contains("NUL"));
 }
 
 #[test]

@@ -60,6 +60,32 @@ pub fn to_json(v: &Bson) -> Value {
 }
 
 /// A document as a JSON object, field order kept.
+/// True when a string or key of `v` holds U+0000, which Postgres `json`/`jsonb` refuse.
+pub fn has_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
+}
+
+/// `v` with every U+0000 written as the six characters `\u0000`, which Postgres stores. Not
+/// reversible on its own (a string may hold those six characters already): dead letters keep
+/// the BSON beside it.
+pub fn escape_nul(v: Value) -> Value {
+    match v {
+        Value::String(s) if s.contains('\0') => Value::String(s.replace('\0', "\\u0000")),
+        Value::Array(items) => Value::Array(items.into_iter().map(escape_nul).collect()),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (k.replace('\0', "\\u0000"), escape_nul(v)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
 pub fn document_to_json(d: &Document) -> Value {
     Value::Object(
         d.iter()

@@ -10,7 +10,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use super::model::{
-    ChildMapping, CollectionMapping, ColumnMapping, FieldPath, MappingSet, OnError,
+    ChildMapping, CollectionMapping, ColumnMapping, FieldPath, IdType, MappingSet, OnError, OnNul,
 };
 use super::types::{parse_type, TYPE_HINT};
 use super::validate;
@@ -420,7 +420,15 @@ impl Loader {
         let f = self.fields(
             spec,
             &what,
-            &["table", "columns", "extra_props", "on_error", "children"],
+            &[
+                "table",
+                "columns",
+                "extra_props",
+                "on_error",
+                "on_nul",
+                "id_type",
+                "children",
+            ],
             &["columns"],
         )?;
         let mut pos = CollectionPos {
@@ -469,6 +477,45 @@ impl Loader {
                 }
             },
         };
+        let on_nul = match f.get("on_nul") {
+            None => Some(OnNul::default()),
+            Some(n) => match self.scalar(n, "`on_nul`")?.as_str() {
+                "refuse" => Some(OnNul::Refuse),
+                "strip" => Some(OnNul::Strip),
+                "replace" => Some(OnNul::Replace),
+                other => {
+                    self.err(
+                        n.pos,
+                        format!("`{other}` is not an on_nul policy"),
+                        "use refuse (the default), strip or replace",
+                    );
+                    None
+                }
+            },
+        };
+        let id_type = match f.get("id_type") {
+            None => Some(IdType::default()),
+            Some(n) => {
+                let word = self.scalar(n, "`id_type`")?;
+                let found = [
+                    IdType::Auto,
+                    IdType::String,
+                    IdType::ObjectId,
+                    IdType::Number,
+                    IdType::Binary,
+                ]
+                .into_iter()
+                .find(|t| t.as_str() == word);
+                if found.is_none() {
+                    self.err(
+                        n.pos,
+                        format!("`{word}` is not an id_type"),
+                        "use auto (the default), string, objectId, number or binary",
+                    );
+                }
+                found
+            }
+        };
         let columns = f.get("columns").map(|n| {
             let columns = self.columns(n, &what, false, &mut pos.columns);
             // A column left out for an error of its own may be the `_id` one: do not also
@@ -502,6 +549,8 @@ impl Loader {
                 columns: columns?,
                 extra_props: extra_props.flatten(),
                 on_error: on_error?,
+                on_nul: on_nul?,
+                id_type: id_type?,
                 children,
             },
             pos,

@@ -4,6 +4,7 @@
 pub mod convert;
 mod decimal;
 pub mod json;
+pub mod key;
 pub mod load;
 pub mod model;
 pub mod types;

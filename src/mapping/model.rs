@@ -66,6 +66,47 @@ pub enum OnError {
     Fail,
 }
 
+/// What a string holding U+0000 becomes (Postgres text and JSON cannot store the character).
+/// The `_id` is never altered: a key with NUL is always refused, since stripping it could make
+/// two documents share a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnNul {
+    /// The value is refused like any unconvertible value (`on_error` decides).
+    #[default]
+    Refuse,
+    /// Every NUL is removed from the document's strings before conversion.
+    Strip,
+    /// Every NUL becomes U+FFFD (the replacement character) before conversion.
+    Replace,
+}
+
+/// Which `_id` types the key column accepts (`id_type:` of a collection). Every accepted type
+/// has a key form no other accepted type shares, so two documents never share a row
+/// (docs/mappings.md "Keys").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IdType {
+    /// The key column's SQL type decides (text: ObjectId and String, a String of 24 hex
+    /// digits excepted; numeric types: numbers; ...).
+    #[default]
+    Auto,
+    String,
+    ObjectId,
+    Number,
+    Binary,
+}
+
+impl IdType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdType::Auto => "auto",
+            IdType::String => "string",
+            IdType::ObjectId => "objectId",
+            IdType::Number => "number",
+            IdType::Binary => "binary",
+        }
+    }
+}
+
 /// A dotted path into a document, split at the dots. `["."]` is never stored: the scalar
 /// element of a child array is addressed by an empty path.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -119,6 +160,8 @@ pub struct CollectionMapping {
     pub columns: Vec<ColumnMapping>,
     pub extra_props: Option<String>,
     pub on_error: OnError,
+    pub on_nul: OnNul,
+    pub id_type: IdType,
     pub children: Vec<ChildMapping>,
 }
 

@@ -94,6 +94,27 @@ pub(crate) fn check_collection(
                     "keep one column with `source: _id`".to_owned(),
                 ));
             }
+            let allowed = super::key::allowed_id_types(&m.columns[*key].pg_type);
+            if !allowed.contains(&m.id_type) {
+                errors.push(error(
+                    file,
+                    p.name,
+                    format!(
+                        "`id_type: {}` does not fit the `_id` column `{}` ({})",
+                        m.id_type.as_str(),
+                        m.columns[*key].name,
+                        m.columns[*key].pg_type
+                    ),
+                    format!(
+                        "use one of {} with this column type",
+                        allowed
+                            .iter()
+                            .map(|t| t.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            }
             if m.columns[*key].pg_type == PgType::Json {
                 errors.push(error(
                     file,

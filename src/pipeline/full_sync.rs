@@ -29,10 +29,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bson::{Bson, Document, RawDocumentBuf};
+use bson::RawDocumentBuf;
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
-use futures::{FutureExt, TryFutureExt};
+use futures::FutureExt;
 use mongodb::Client;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -340,16 +340,22 @@ where
                     refused,
                     documents: count,
                 } = item;
-                in_flight.push(if swapping {
-                    swap::copy_rows_into(shared, collection, rows)
-                        .map_ok(move |_| count)
-                        .boxed()
-                } else {
-                    shared
-                        .copy_rows(collection, rows)
-                        .map_ok(move |_| count)
-                        .boxed()
-                });
+                let namespace = namespace.clone();
+                in_flight.push(
+                    async move {
+                        let refused = copy_narrowed(shared, swapping, collection, rows).await?;
+                        if refused.is_empty() {
+                            return Ok(count);
+                        }
+                        // Postgres refused what the mapping accepted (a live table whose type
+                        // differs, say): those documents become dead letters, the rest stays.
+                        let batch = refused_batch(mapping, collection, &namespace, refused);
+                        let dead = batch.dead_letters.len() as u64;
+                        shared.apply_uncheckpointed(&batch).await?;
+                        Ok(count - dead)
+                    }
+                    .boxed(),
+                );
                 if !letters.is_empty() {
                     dead += letters.len() as u64;
                     in_flight.push(
@@ -422,6 +428,63 @@ where
         dead_letters: dead,
         elapsed,
     }))
+}
+
+/// Writes one chunk into the live tables (or, `swapping`, the shadow tables), narrowing a
+/// Postgres data error to the documents that cause it: the rows are split in halves and each
+/// half written again, so every other row commits. Halves commit on their own, which a copy
+/// allows: it holds no checkpoint and its writes are idempotent. Returns the refused rows with
+/// Postgres's reason.
+async fn copy_narrowed(
+    sink: &PostgresSink,
+    swapping: bool,
+    collection: usize,
+    rows: Vec<DocumentRows>,
+) -> Result<Vec<(DocumentRows, SinkError)>, SinkError> {
+    let mut pending = vec![rows];
+    let mut refused = Vec::new();
+    while let Some(mut part) = pending.pop() {
+        let written = if swapping {
+            swap::copy_rows_into(sink, collection, &mut part).await
+        } else {
+            sink.copy_rows(collection, &mut part).await
+        };
+        match written {
+            Ok(_) => {}
+            Err(e) if e.is_data_error() && part.len() == 1 => {
+                refused.extend(part.pop().map(|r| (r, e)));
+            }
+            Err(e) if e.is_data_error() && part.len() > 1 => {
+                let second = part.split_off(part.len() / 2);
+                pending.push(second);
+                pending.push(part);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(refused)
+}
+
+/// The dead letters (and `Change::Refused`) of documents whose rows Postgres refused.
+fn refused_batch(
+    mapping: &CollectionMapping,
+    collection: usize,
+    namespace: &str,
+    refused: Vec<(DocumentRows, SinkError)>,
+) -> Batch {
+    let mut batch = Batch::default();
+    for (rows, error) in refused {
+        let key = rows.parent[mapping.key_index()].clone();
+        batch
+            .dead_letters
+            .push(crate::sink::dead_letter::refused_rows(
+                mapping, namespace, &key, &rows, &error,
+            ));
+        if !mapping.children.is_empty() {
+            batch.changes.push(Change::Refused { collection, key });
+        }
+    }
+    batch
 }
 
 /// Chunks written at once (each on its own connection, at most `postgres.pool_size`).
@@ -527,31 +590,21 @@ fn convert_chunk(
                 {
                     refused.push(Change::Refused { collection, key });
                 }
-                // Rare: only now is the document parsed whole, for the dead letter.
-                let doc = Document::try_from(raw.clone());
-                let key = doc
-                    .as_ref()
-                    .ok()
-                    .and_then(|d| d.get("_id"))
-                    .map(to_json)
-                    .unwrap_or(serde_json::Value::Null);
+                let id = document_id(raw).ok();
                 if e.fatal || mapping.on_error == OnError::Fail {
                     return Err(SyncError::Conversion(FatalConversion {
                         namespace: namespace.to_owned(),
-                        key: key.to_string(),
+                        key: id.as_ref().map(to_json).unwrap_or_default().to_string(),
                         reason: e.to_string(),
                     }));
                 }
-                letters.push(DeadLetter {
-                    namespace: namespace.to_owned(),
-                    document_key: key,
-                    document: match doc {
-                        Ok(d) => to_json(&Bson::Document(d)),
-                        Err(bad) => serde_json::Value::String(format!("(not valid BSON: {bad})")),
-                    },
-                    error: e.to_string(),
-                    cluster_time: None,
-                });
+                letters.push(DeadLetter::new(
+                    namespace,
+                    id.as_ref(),
+                    Some(raw),
+                    &e.to_string(),
+                    None,
+                ));
             }
         }
     }

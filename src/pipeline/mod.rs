@@ -10,6 +10,7 @@
 pub mod batcher;
 pub mod full_sync;
 pub mod lag;
+pub mod narrow;
 pub mod normalize;
 pub mod sync;
 
@@ -131,7 +132,7 @@ where
         stop_tx.clone(),
     );
     let writing = async {
-        let r = write_batches(sink, batch_rx, config, &pending).await;
+        let r = write_batches(sink, &mappings, batch_rx, config, &pending).await;
         if r.is_err() {
             // Stop reading: nothing more can be written.
             let _ = stop_tx.send(true);
@@ -333,6 +334,7 @@ fn sink_backoff() -> backon::ExponentialBuilder {
 /// Writes batches in order; returns the last committed position.
 async fn write_batches<S: Sink>(
     sink: &mut S,
+    mappings: &MappingSet,
     mut rx: mpsc::Receiver<Prepared>,
     config: &PipelineConfig,
     pending: &lag::Pending,
@@ -355,9 +357,37 @@ async fn write_batches<S: Sink>(
         }
         let started = Instant::now();
         let mut backoff = backon::BackoffBuilder::build(sink_backoff());
+        // Replaced by a narrowed copy when Postgres refuses one document's rows (`narrow`).
+        let mut narrowed: Option<Batch> = None;
         loop {
-            match sink.apply(&p.batch).await {
+            let batch = narrowed.as_ref().unwrap_or(&p.batch);
+            match sink.apply(batch).await {
                 Ok(()) => break,
+                Err(e) if e.is_data_error() => {
+                    if let Some(m) = &config.metrics {
+                        m.errors_total.with_label_values(&[e.kind()]).inc();
+                    }
+                    match narrow::narrow(sink, mappings, batch).await {
+                        Ok(Some(smaller)) => {
+                            if let Some(m) = &config.metrics {
+                                for d in &smaller.dead_letters[batch.dead_letters.len()..] {
+                                    m.dead_letters_total
+                                        .with_label_values(&[&d.namespace])
+                                        .inc();
+                                }
+                            }
+                            narrowed = Some(smaller);
+                        }
+                        Ok(None) => return Err(e),
+                        Err(probe) if probe.is_retryable() => {
+                            let Some(delay) = backoff.next() else {
+                                return Err(probe);
+                            };
+                            tokio::time::sleep(delay).await;
+                        }
+                        Err(probe) => return Err(probe),
+                    }
+                }
                 Err(e) if e.is_retryable() => {
                     if let Some(m) = &config.metrics {
                         m.errors_total.with_label_values(&[e.kind()]).inc();

@@ -17,7 +17,7 @@
 //!   full sync of it (`Normalized::resync`), because the renamed documents never produce
 //!   insert events of their own.
 
-use bson::{Bson, Document, RawDocument};
+use bson::{Bson, RawDocument};
 
 use crate::event::{document_id, ChangeEvent, Namespace, Op};
 use crate::mapping::convert::{convert_key, convert_raw_document};
@@ -217,28 +217,12 @@ fn refuse(
         });
     }
     tracing::warn!(namespace = %namespace, key = %key_json, reason = %reason, "A document could not be converted; it was written to the dead letters.");
-    out.dead_letters.push(DeadLetter {
-        namespace: namespace.to_string(),
-        document_key: key_json,
-        document: doc
-            .map(dead_letter_document)
-            .unwrap_or(serde_json::Value::Null),
-        error: reason,
+    out.dead_letters.push(DeadLetter::new(
+        &namespace.to_string(),
+        key.as_ref(),
+        doc,
+        &reason,
         cluster_time,
-    });
+    ));
     Ok(())
-}
-
-/// A dead letter's `document`: its JSON, or, for bytes that are not valid BSON (the driver
-/// does not check every element), the bytes themselves in base64 with the reason, so nothing
-/// is lost and the document can be inspected with any BSON tool.
-fn dead_letter_document(doc: &RawDocument) -> serde_json::Value {
-    use base64::Engine as _;
-    match Document::try_from(doc) {
-        Ok(d) => to_json(&Bson::Document(d)),
-        Err(e) => serde_json::json!({
-            "unreadable_bson": e.to_string(),
-            "bson_base64": base64::engine::general_purpose::STANDARD.encode(doc.as_bytes()),
-        }),
-    }
 }

@@ -29,6 +29,8 @@ fn mappings(on_error: OnError) -> Arc<MappingSet> {
         ],
         extra_props: None,
         on_error,
+        on_nul: crate::mapping::model::OnNul::default(),
+        id_type: crate::mapping::model::IdType::default(),
         children: vec![],
     };
     let mut users = orders.clone();

@@ -100,6 +100,14 @@ impl SinkError {
         }
     }
 
+    /// True when Postgres refused a value (SQLSTATE class 22, "data exception", or a value
+    /// that did not fit its column's wire type): the fault lies with one document's content,
+    /// so the batch is narrowed to the documents that cause it (`pipeline::narrow`).
+    pub fn is_data_error(&self) -> bool {
+        matches!(self, SinkError::Value { .. })
+            || self.code().is_some_and(|c| c.starts_with("22"))
+    }
+
     /// The short class of this error for `tributary_errors_total{kind}` (see
     /// `docs/operations.md`): `postgres_connection`, `postgres_shutdown`,
     /// `postgres_serialization`, `postgres_deadlock`, `postgres_busy`, `postgres_pool`,
@@ -109,6 +117,7 @@ impl SinkError {
         match self {
             SinkError::InvalidUri { .. } => "postgres_config",
             SinkError::InvalidBatch(_) | SinkError::Value { .. } => "postgres_value",
+            _ if self.is_data_error() => "postgres_value",
             SinkError::LeaseLost { .. } => LEASE_LOST_KIND,
             SinkError::CheckpointRewound { .. } => CHECKPOINT_REWOUND_KIND,
             SinkError::Pool { .. } => "postgres_pool",

@@ -5,6 +5,7 @@ use std::future::Future;
 
 use crate::mapping::value::{PgValue, Row};
 
+pub mod dead_letter;
 pub mod error;
 pub mod postgres;
 
@@ -44,6 +45,15 @@ pub trait Sink: Send {
     /// Applies one batch atomically, with its checkpoint; see the trait documentation. The batch
     /// is borrowed so that a retry applies the same batch again without copying it.
     fn apply(&mut self, batch: &Batch) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// Writes `changes` in a transaction that is then rolled back: `Ok` when Postgres accepts
+    /// them all. Nothing stays visible either way. The pipeline uses it to narrow a data error
+    /// (`SinkError::is_data_error`) to the documents that cause it; a sink that cannot try
+    /// accepts everything, and the error then stops the stream as before.
+    fn probe(&mut self, changes: &[Change]) -> impl Future<Output = Result<(), SinkError>> + Send {
+        let _ = changes;
+        async { Ok(()) }
+    }
 }
 
 /// Rows produced from one document: the parent row, then for each `ChildMapping` (same order as

@@ -422,6 +422,8 @@ mod tests {
             columns: vec![],
             extra_props: None,
             on_error: OnError::DeadLetter,
+            on_nul: crate::mapping::model::OnNul::default(),
+            id_type: crate::mapping::model::IdType::default(),
             children: vec![],
         };
         let set = MappingSet {

@@ -494,6 +494,8 @@ mod tests {
                 }],
                 extra_props: None,
                 on_error: OnError::DeadLetter,
+                on_nul: crate::mapping::model::OnNul::default(),
+                id_type: crate::mapping::model::IdType::default(),
                 children: vec![],
             }],
         }

@@ -42,6 +42,8 @@ pub fn orders_mapping() -> MappingSet {
             ],
             extra_props: Some("extra".into()),
             on_error: OnError::DeadLetter,
+            on_nul: tributary::mapping::model::OnNul::default(),
+            id_type: tributary::mapping::model::IdType::default(),
             children: vec![ChildMapping {
                 table: "order_items".into(),
                 source: FieldPath::parse("items"),

@@ -71,6 +71,8 @@ fn mapping() -> MappingSet {
             columns,
             extra_props: None,
             on_error: OnError::Null,
+            on_nul: tributary::mapping::model::OnNul::default(),
+            id_type: tributary::mapping::model::IdType::default(),
             children: vec![],
         }],
     }

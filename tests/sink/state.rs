@@ -178,14 +178,14 @@ async fn copy_rows_upserts_documents_with_children() {
             })
             .collect::<Vec<_>>()
     };
-    assert_eq!(sink.copy_rows(0, docs("first", 2)).await.unwrap(), 3);
+    assert_eq!(sink.copy_rows(0, &mut docs("first", 2)).await.unwrap(), 3);
     assert_eq!(items(&db).await.len(), 6);
-    assert_eq!(sink.copy_rows(0, docs("second", 1)).await.unwrap(), 3);
+    assert_eq!(sink.copy_rows(0, &mut docs("second", 1)).await.unwrap(), 3);
     assert!(orders(&db).await.iter().all(|o| o.2 == "second"));
     assert_eq!(
         items(&db).await.len(),
         3,
         "children are replaced, not appended"
     );
-    assert!(sink.copy_rows(3, vec![]).await.is_err());
+    assert!(sink.copy_rows(3, &mut vec![]).await.is_err());
 }

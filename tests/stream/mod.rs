@@ -4,6 +4,7 @@
 mod ddl;
 mod failures;
 mod handoff;
+mod hostile;
 mod measure;
 mod replace;
 mod snapshot_ranges;
@@ -62,11 +63,23 @@ impl World {
         sim_options: SimOptions,
         sync_extra: &str,
     ) -> World {
+        World::with_mapping(source, batch_max_rows, sim_options, sync_extra, MAPPING).await
+    }
+
+    /// `with`, for a mapping of the caller's (which must map `shop.orders` with a text `id`
+    /// for `sync_point` to work).
+    pub async fn with_mapping(
+        source: SourceKind,
+        batch_max_rows: usize,
+        sim_options: SimOptions,
+        sync_extra: &str,
+        mapping: &str,
+    ) -> World {
         let sim = mongo_sim::start(sim_options).await.unwrap();
         let mongo = mongodb::Client::with_uri_str(sim.uri()).await.unwrap();
         let db = fresh_database().await;
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("mappings.yml"), MAPPING).unwrap();
+        std::fs::write(dir.path().join("mappings.yml"), mapping).unwrap();
         let text = format!(
             r#"
 [mongo]

@@ -239,16 +239,20 @@ impl PostgresSink {
     /// replay, one it read before it was deleted is deleted by the replay. No stale row survives
     /// the catch-up. Each call takes its own pooled connection, so different collections may
     /// be copied concurrently (one writer per table, as for `apply`).
+    ///
+    /// `rows` is emptied, except after a data error (`SinkError::is_data_error`): then it
+    /// holds the rows again, so the caller can narrow the error to the documents that cause
+    /// it (the full sync does).
     pub async fn copy_rows(
         &self,
         collection: usize,
-        rows: Vec<DocumentRows>,
+        rows: &mut Vec<DocumentRows>,
     ) -> Result<u64, SinkError> {
         let tables = self.table_defs.get(collection).ok_or_else(|| {
             SinkError::InvalidBatch(format!("collection #{collection} is not mapped"))
         })?;
         let key_index = tables[0].primary_key[0];
-        let changes: Vec<Change> = rows
+        let changes: Vec<Change> = std::mem::take(rows)
             .into_iter()
             .map(|rows| Change::Upsert {
                 collection,
@@ -260,8 +264,15 @@ impl PostgresSink {
         let written = plans[collection].upserts.len() as u64;
         let mut client = self.connection().await?;
         let result = self.write(&mut client, plans, &[], None, None).await;
-        // Freeing a chunk's rows takes real time; the other core can do it meanwhile.
-        tokio::task::spawn_blocking(move || drop(changes));
+        if result.as_ref().is_err_and(SinkError::is_data_error) {
+            rows.extend(changes.into_iter().filter_map(|c| match c {
+                Change::Upsert { rows, .. } => Some(rows),
+                _ => None,
+            }));
+        } else {
+            // Freeing a chunk's rows takes real time; the other core can do it meanwhile.
+            tokio::task::spawn_blocking(move || drop(changes));
+        }
         match result {
             Ok(()) => Ok(written),
             Err(e) => {
@@ -298,6 +309,20 @@ impl PostgresSink {
         dead_letters: &[DeadLetter],
         checkpoint: Option<&Checkpoint>,
         previous: Option<&serde_json::Value>,
+    ) -> Result<(), SinkError> {
+        self.write_then(client, plans, dead_letters, checkpoint, previous, true)
+            .await
+    }
+
+    /// `write`, ending in `COMMIT` or (for `probe`) `ROLLBACK`.
+    async fn write_then(
+        &self,
+        client: &mut Object,
+        plans: Vec<CollectionPlan<'_>>,
+        dead_letters: &[DeadLetter],
+        checkpoint: Option<&Checkpoint>,
+        previous: Option<&serde_json::Value>,
+        commit: bool,
     ) -> Result<(), SinkError> {
         let tx = client
             .transaction()
@@ -353,6 +378,12 @@ impl PostgresSink {
                 }
             }
         }
+        if !commit {
+            return tx
+                .rollback()
+                .await
+                .map_err(|e| SinkError::postgres("rolling back a trial write", e));
+        }
         // Only the stream's writer may commit (exclusive writer, SPEC "Exclusion and fail-over").
         if let Some(lease) = &self.lease {
             lease.ensure_held()?;
@@ -364,6 +395,18 @@ impl PostgresSink {
 }
 
 impl Sink for PostgresSink {
+    async fn probe(&mut self, changes: &[Change]) -> Result<(), SinkError> {
+        let plans = plan::plan(changes, &self.table_defs)?;
+        let mut client = self.connection().await?;
+        let result = self
+            .write_then(&mut client, plans, &[], None, None, false)
+            .await;
+        if result.is_err() {
+            discard(client);
+        }
+        result
+    }
+
     async fn apply(&mut self, batch: &Batch) -> Result<(), SinkError> {
         let plans = plan::plan(&batch.changes, &self.table_defs)?;
         let mut client = self.connection().await?;

@@ -107,15 +107,16 @@ pub async fn create_shadows(sink: &PostgresSink, collection: usize) -> Result<()
 
 /// Writes one chunk of converted documents into the shadow tables of `collection` (one
 /// transaction) and returns how many parent rows were written. A document repeated in `rows`
-/// keeps its last occurrence, as with `PostgresSink::copy_rows`.
+/// keeps its last occurrence, as with `PostgresSink::copy_rows`, and `rows` is handed back
+/// after a data error as there.
 pub async fn copy_rows_into(
     sink: &PostgresSink,
     collection: usize,
-    rows: Vec<DocumentRows>,
+    rows: &mut Vec<DocumentRows>,
 ) -> Result<u64, SinkError> {
     let shadows = shadow_defs(&live_defs(sink, collection)?);
     let key_index = shadows[0].primary_key[0];
-    let changes: Vec<Change> = rows
+    let changes: Vec<Change> = std::mem::take(rows)
         .into_iter()
         .map(|rows| Change::Upsert {
             collection: 0,
@@ -150,11 +151,20 @@ pub async fn copy_rows_into(
             .map_err(|e| SinkError::postgres("committing a chunk of the replace load", e))
     }
     .await;
+    let written = docs.len() as u64;
+    drop(docs);
     match result {
-        Ok(()) => Ok(docs.len() as u64),
+        Ok(()) => Ok(written),
         Err(e) => {
             // The connection's state is uncertain after a failed COPY: do not reuse it.
             drop(Object::take(client));
+            if e.is_data_error() {
+                // Handed back, so the caller can narrow the error (as `copy_rows` does).
+                rows.extend(changes.into_iter().filter_map(|c| match c {
+                    Change::Upsert { rows, .. } => Some(rows),
+                    _ => None,
+                }));
+            }
             Err(e)
         }
     }
