@@ -490,11 +490,17 @@ fn on_nul_strip_and_replace_clean_every_string_but_the_id() {
     d.insert("customer", doc! {"_id": "c\09", "email": "a\0@example.com"});
     m.on_nul = crate::mapping::model::OnNul::Strip;
     let c = convert_both(&m, &d).unwrap();
-    assert!(c.rows.parent.contains(&PgValue::Text("a@example.com".into())));
+    assert!(c
+        .rows
+        .parent
+        .contains(&PgValue::Text("a@example.com".into())));
     assert!(c.rows.parent.contains(&PgValue::Text("c9".into())));
     m.on_nul = crate::mapping::model::OnNul::Replace;
     let c = convert_both(&m, &d).unwrap();
-    assert!(c.rows.parent.contains(&PgValue::Text("a\u{FFFD}@example.com".into())));
+    assert!(c
+        .rows
+        .parent
+        .contains(&PgValue::Text("a\u{FFFD}@example.com".into())));
     // The _id is never altered: stripping could make two documents share a row.
     d.insert("_id", "o\0x");
     assert!(convert_both(&m, &d).unwrap_err().reason.contains("NUL"));

@@ -104,8 +104,7 @@ impl SinkError {
     /// that did not fit its column's wire type): the fault lies with one document's content,
     /// so the batch is narrowed to the documents that cause it (`pipeline::narrow`).
     pub fn is_data_error(&self) -> bool {
-        matches!(self, SinkError::Value { .. })
-            || self.code().is_some_and(|c| c.starts_with("22"))
+        matches!(self, SinkError::Value { .. }) || self.code().is_some_and(|c| c.starts_with("22"))
     }
 
     /// The short class of this error for `tributary_errors_total{kind}` (see
