@@ -6,7 +6,7 @@ CARGO ?= cargo
 # Spec tests and sample datasets live beside the clone (never copied into the repository).
 export TRIBUTARY_FIXTURES ?= $(abspath $(CURDIR)/../shared/fixtures)
 
-.PHONY: all build test test-rust test-py lint deps demo bench test-real clean
+.PHONY: all build test test-rust test-py lint deps demo bench test-real check-deploy clean
 
 all: build
 
@@ -26,9 +26,15 @@ test-rust: deps
 test-py:
 	bash sim/tests/py/run.sh
 
-# The whole suite: formatting and lints, Rust unit + integration tests (real Postgres, the real
-# MongoDB driver against mongo-sim over TCP), then pymongo and the MongoDB spec tests.
-test: lint test-rust test-py
+# `promtool check rules` on deploy/prometheus/alerts.yml (installs Debian's `prometheus` when
+# promtool is missing); the metric names deploy/ uses are checked by the Rust test ops::deploy.
+check-deploy:
+	@bash scripts/check-deploy.sh
+
+# The whole suite: formatting and lints, the shipped alert rules (promtool), Rust unit +
+# integration tests (real Postgres, the real MongoDB driver against mongo-sim over TCP), then
+# pymongo and the MongoDB spec tests.
+test: lint check-deploy test-rust test-py
 
 demo: deps
 	bash scripts/demo.sh

@@ -63,6 +63,18 @@ pub enum Op {
 }
 
 impl Op {
+    /// Every `tributary_events_total{op}` label a counted event can have (`noop` is never
+    /// counted), so each series starts at 0.
+    pub const LABELS: [&'static str; 7] = [
+        "insert",
+        "update",
+        "replace",
+        "delete",
+        "drop",
+        "rename",
+        "drop_database",
+    ];
+
     /// Label for `tributary_events_total{op}`.
     pub fn label(&self) -> &'static str {
         match self {

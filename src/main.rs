@@ -1,5 +1,6 @@
 //! Binary edge: parse the command line, set up logging, run the command, map errors to exit codes.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -39,8 +40,11 @@ fn init_tracing(format: LogFormat) {
     // Postgres NOTICEs (e.g. "already exists, skipping" from idempotent DDL) are noise at info.
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,tokio_postgres=warn"));
+    // Colour codes only for a person at a terminal: in a file, a pipe or journald they are
+    // noise that breaks grep and log shippers.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

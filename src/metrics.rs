@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use crate::mapping::model::{CollectionMapping, MappingSet, OnError};
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
@@ -43,15 +44,48 @@ pub const DEAD_LETTERS_TOTAL: &str = "tributary_dead_letters_total";
 pub const ERRORS_TOTAL: &str = "tributary_errors_total";
 /// Counter, label `namespace`: documents copied by full syncs.
 pub const FULL_SYNC_DOCUMENTS_TOTAL: &str = "tributary_full_sync_documents_total";
+/// Counter, labels `namespace`, `column`: values stored as NULL because they could not be
+/// converted and the mapping says `on_error: null` (`column` is `table.column` for a child
+/// table's column, the child table for a whole array, the `extra_props` column for it).
+pub const NULLED_VALUES_TOTAL: &str = "tributary_nulled_values_total";
 
 /// Label keys (low cardinality only: namespaces and tables, never document ids).
 pub const LABEL_NAMESPACE: &str = "namespace";
 pub const LABEL_OP: &str = "op";
 pub const LABEL_TABLE: &str = "table";
 pub const LABEL_KIND: &str = "kind";
+pub const LABEL_COLUMN: &str = "column";
+
+/// Every `tributary_errors_total{kind}` value (docs/operations.md, "Error kinds"): each starts
+/// at 0, so an alert on `increase(...)` or a dashboard panel has a series before the first
+/// error. `SinkError::kind`, `source::error_kind` and `SyncError::uncounted_kind` return only
+/// values listed here.
+pub const ERROR_KINDS: [&str; 21] = [
+    "mongo_network",
+    "mongo_step_down",
+    "mongo_timeout",
+    "mongo_resumable",
+    "history_lost",
+    "mongo_fatal",
+    "postgres_connection",
+    "postgres_shutdown",
+    "postgres_serialization",
+    "postgres_deadlock",
+    "postgres_busy",
+    "postgres_pool",
+    "postgres_value",
+    "postgres_fatal",
+    "postgres_config",
+    "checkpoint_rewound",
+    "lease_lost",
+    "lease",
+    "conversion",
+    "config",
+    "shutdown",
+];
 
 /// Every metric name of the SPEC, for tests and docs.
-pub const ALL: [&str; 12] = [
+pub const ALL: [&str; 13] = [
     UP,
     LAG_SECONDS,
     LAST_APPLIED_CLUSTER_TIME_SECONDS,
@@ -64,6 +98,7 @@ pub const ALL: [&str; 12] = [
     DEAD_LETTERS_TOTAL,
     ERRORS_TOTAL,
     FULL_SYNC_DOCUMENTS_TOTAL,
+    NULLED_VALUES_TOTAL,
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +127,7 @@ pub struct Metrics {
     pub dead_letters_total: IntCounterVec,
     pub errors_total: IntCounterVec,
     pub full_sync_documents_total: IntCounterVec,
+    pub nulled_values_total: IntCounterVec,
     /// True while streaming (not during full sync or after a fatal error); `/readyz` needs it.
     streaming: AtomicBool,
     ready_max_lag_secs: f64,
@@ -159,7 +195,18 @@ impl Metrics {
         registry.register(Box::new(queue_depth.clone()))?;
         registry.register(Box::new(dead_letters_total.clone()))?;
         registry.register(Box::new(errors_total.clone()))?;
+        let nulled_values_total = IntCounterVec::new(
+            Opts::new(
+                NULLED_VALUES_TOTAL,
+                "Values stored as NULL under on_error: null, by namespace and column",
+            ),
+            &[LABEL_NAMESPACE, LABEL_COLUMN],
+        )?;
         registry.register(Box::new(full_sync_documents_total.clone()))?;
+        registry.register(Box::new(nulled_values_total.clone()))?;
+        for kind in ERROR_KINDS {
+            errors_total.with_label_values(&[kind]);
+        }
         up.set(1);
         Ok(Metrics {
             registry,
@@ -175,9 +222,34 @@ impl Metrics {
             dead_letters_total,
             errors_total,
             full_sync_documents_total,
+            nulled_values_total,
             streaming: AtomicBool::new(false),
             ready_max_lag_secs: ready_max_lag_secs as f64,
         })
+    }
+
+    /// Creates every labelled series the mappings make known (Prometheus's advice: initialise
+    /// known label values), at 0 unless already counted: events per namespace and operation,
+    /// rows per table, dead letters, full-sync documents per namespace, and nulled values per
+    /// column of the collections that say `on_error: null`. Error kinds start in `new`.
+    pub fn start_labels(&self, mappings: &MappingSet) {
+        for c in &mappings.collections {
+            let ns = c.namespace();
+            for op in crate::event::Op::LABELS {
+                self.events_total.with_label_values(&[&ns, op]);
+            }
+            self.dead_letters_total.with_label_values(&[&ns]);
+            self.full_sync_documents_total.with_label_values(&[&ns]);
+            self.rows_written_total.with_label_values(&[&c.table]);
+            for child in &c.children {
+                self.rows_written_total.with_label_values(&[&child.table]);
+            }
+            if c.on_error == OnError::Null {
+                for column in nullable_columns(c) {
+                    self.nulled_values_total.with_label_values(&[&ns, &column]);
+                }
+            }
+        }
     }
 
     /// Marks whether the process is in the streaming phase (vs full sync, or stopped).
@@ -204,6 +276,31 @@ impl Metrics {
         }
         String::from_utf8(buffer).unwrap_or_default()
     }
+}
+
+/// The `column` labels a collection under `on_error: null` can count (the names
+/// `Converted::nulled` uses): its columns but the key, the `extra_props` column, each child
+/// table (a value that is not an array) and its columns as `table.column`.
+fn nullable_columns(c: &CollectionMapping) -> Vec<String> {
+    let key = c.key_index();
+    let mut out: Vec<String> = c
+        .columns
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != key)
+        .map(|(_, col)| col.name.clone())
+        .collect();
+    out.extend(c.extra_props.iter().cloned());
+    for child in &c.children {
+        out.push(child.table.clone());
+        out.extend(
+            child
+                .columns
+                .iter()
+                .map(|col| format!("{}.{}", child.table, col.name)),
+        );
+    }
+    out
 }
 
 /// Serves `/metrics`, `/healthz` and `/readyz` on `addr` until `shutdown` resolves. Returns the
@@ -272,9 +369,44 @@ mod tests {
         m.full_sync_documents_total
             .with_label_values(&["shop.orders"])
             .inc();
+        m.nulled_values_total
+            .with_label_values(&["shop.orders", "qty"])
+            .inc();
         let text = m.render();
         for name in ALL {
             assert!(text.contains(name), "{name} missing from /metrics output");
+        }
+    }
+
+    #[test]
+    fn every_error_kind_starts_at_zero() {
+        let text = Metrics::new(30).unwrap().render();
+        for kind in ERROR_KINDS {
+            let line = format!("{ERRORS_TOTAL}{{kind=\"{kind}\"}} 0");
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+        for kind in [
+            crate::sink::error::CHECKPOINT_REWOUND_KIND,
+            crate::sink::error::LEASE_LOST_KIND,
+        ] {
+            assert!(ERROR_KINDS.contains(&kind), "{kind}");
+        }
+    }
+
+    #[test]
+    fn known_label_values_start_at_zero() {
+        let yaml = "database: shop\ncollections:\n  orders:\n    on_error: \"null\"\n    columns:\n      - { name: id, source: _id, type: text }\n      - { name: qty, source: qty, type: integer }\n";
+        let mappings = crate::mapping::load::load_str(yaml, std::path::Path::new("m.yml")).unwrap();
+        let m = Metrics::new(30).unwrap();
+        m.start_labels(&mappings);
+        let text = m.render();
+        for expected in [
+            "tributary_events_total{namespace=\"shop.orders\",op=\"drop_database\"} 0",
+            "tributary_rows_written_total{table=\"orders\"} 0",
+            "tributary_dead_letters_total{namespace=\"shop.orders\"} 0",
+            "tributary_nulled_values_total{column=\"qty\",namespace=\"shop.orders\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == expected), "{expected}:\n{text}");
         }
     }
 

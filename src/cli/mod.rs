@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod check;
+mod dead_letters;
 mod load;
 mod schema;
 mod signal;
@@ -144,6 +145,16 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List the open dead letters of the stream: one line per refused document.
+    DeadLetters {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only this `db.collection`.
+        #[arg(long, value_name = "NS")]
+        namespace: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -165,6 +176,11 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Check { config } => check::run(&config.config).await,
         Command::Schema { config, apply } => schema::run(&config.config, apply).await,
         Command::Status { config, json } => status::run(&config.config, json).await,
+        Command::DeadLetters {
+            config,
+            namespace,
+            json,
+        } => dead_letters::run(&config.config, namespace, json).await,
         Command::Sync {
             config,
             no_initial_sync,

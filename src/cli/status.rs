@@ -26,6 +26,10 @@ struct StreamReport<'a> {
     writer: Option<Holder>,
     /// Seconds between now and the checkpoint's cluster time; `null` without one.
     lag_seconds: Option<f64>,
+    /// Open dead letters of the stream (resolved ones are not counted).
+    open_dead_letters: i64,
+    /// Seconds since the oldest open dead letter was written; `null` when none is open.
+    oldest_open_dead_letter_seconds: Option<f64>,
 }
 
 fn lag_seconds(stream: &StreamStatus, now: chrono::DateTime<chrono::Utc>) -> Option<f64> {
@@ -64,6 +68,13 @@ pub async fn run(path: &Path, json: bool) -> CliResult {
                     status: s,
                     writer,
                     lag_seconds: lag_seconds(s, now),
+                    open_dead_letters: s.dead_letters.iter().map(|d| d.count).sum(),
+                    oldest_open_dead_letter_seconds: s
+                        .dead_letters
+                        .iter()
+                        .filter_map(|d| d.oldest_at)
+                        .min()
+                        .map(|t| (now - t).num_milliseconds().max(0) as f64 / 1000.0),
                 })
                 .collect(),
         };
@@ -75,6 +86,21 @@ pub async fn run(path: &Path, json: bool) -> CliResult {
         print!("{}", render_text(&status, &writers, now));
     }
     Ok(ExitCode::from(exit::OK))
+}
+
+/// `3d 4h`, `2h 5m`, `4m 10s` or `12s`: how long ago `then` was, to the two largest units.
+fn age(now: chrono::DateTime<chrono::Utc>, then: chrono::DateTime<chrono::Utc>) -> String {
+    let s = (now - then).num_seconds().max(0);
+    let (d, h, m) = (s / 86_400, s / 3_600 % 24, s / 60 % 60);
+    if d > 0 {
+        format!("{d}d {h}h")
+    } else if h > 0 {
+        format!("{h}h {m}m")
+    } else if m > 0 {
+        format!("{m}m {}s", s % 60)
+    } else {
+        format!("{s}s")
+    }
 }
 
 /// The human form of `status`: one block per stream, one line per collection.
@@ -145,7 +171,18 @@ fn render_text(
             );
         }
         let total: i64 = stream.dead_letters.iter().map(|d| d.count).sum();
-        let _ = writeln!(out, "  dead letters: {total}");
+        match stream.dead_letters.iter().filter_map(|d| d.oldest_at).min() {
+            Some(oldest) => {
+                let _ = writeln!(
+                    out,
+                    "  dead letters: {total} open, the oldest {} old (`tributary dead-letters` lists them)",
+                    age(now, oldest)
+                );
+            }
+            None => {
+                let _ = writeln!(out, "  dead letters: {total} open");
+            }
+        }
         for d in &stream.dead_letters {
             let _ = writeln!(out, "    {:<38} {}", d.namespace, d.count);
         }

@@ -25,9 +25,27 @@ pub struct Converted {
     /// The primary key (the `_id` column's value), also the first value of every child row.
     pub key: PgValue,
     pub rows: DocumentRows,
-    /// Values stored as NULL under `on_error: null`, each `column (source): reason`
-    /// (child columns as `table.column`); empty otherwise.
-    pub nulled: Vec<String>,
+    /// Values stored as NULL under `on_error: null`; empty otherwise.
+    pub nulled: Vec<Nulled>,
+}
+
+/// A value stored as NULL under `on_error: null`: counted in
+/// `tributary_nulled_values_total{namespace,column}` and logged with its reason. Displays as
+/// `column (source): reason`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nulled {
+    /// The column (`table.column` for a child table's column, the child table for a value
+    /// that is not an array, the `extra_props` column for unmapped fields).
+    pub column: String,
+    /// The dotted source path read.
+    pub path: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Nulled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}): {}", self.column, self.path, self.reason)
+    }
 }
 
 /// A value that could not be converted. Under `dead_letter` the caller dead-letters the whole
@@ -480,7 +498,7 @@ fn convert_found(v: ValueRef<'_>, ty: &PgType) -> Result<PgValue, String> {
 /// What to do with a failed value under the mapping's policy.
 struct Policy<'a> {
     on_error: OnError,
-    nulled: &'a mut Vec<String>,
+    nulled: &'a mut Vec<Nulled>,
 }
 
 impl Policy<'_> {
@@ -488,7 +506,11 @@ impl Policy<'_> {
     fn fail(&mut self, column: &str, path: &str, reason: String) -> Result<PgValue, ConvertError> {
         match self.on_error {
             OnError::Null => {
-                self.nulled.push(format!("{column} ({path}): {reason}"));
+                self.nulled.push(Nulled {
+                    column: column.to_owned(),
+                    path: path.to_owned(),
+                    reason,
+                });
                 Ok(PgValue::Null)
             }
             OnError::DeadLetter | OnError::Fail => Err(ConvertError {

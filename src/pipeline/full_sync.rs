@@ -43,15 +43,17 @@ use crate::config::Config;
 use crate::event::document_id;
 use crate::event::Namespace;
 use crate::lease::LeaseFlag;
-use crate::mapping::convert::{convert_key, convert_raw_document};
+use crate::mapping::convert::{convert_key, convert_raw_document, Nulled};
 use crate::mapping::json::to_json;
 use crate::mapping::model::{CollectionMapping, MappingSet, OnError};
 use crate::metrics::Metrics;
+use crate::sink::dead_letter::pg_json;
 use crate::sink::postgres::state::{self, CollectionState, Phase};
 use crate::sink::postgres::{swap, PostgresSink};
 use crate::sink::{Batch, Change, DeadLetter, DocumentRows, Sink, SinkError};
 use crate::source::snapshot::SnapshotReader;
 use crate::source::SourceError;
+use serde_json::Value;
 
 /// What to do with rows already in the tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -127,6 +129,9 @@ pub async fn full_sync(
         })
         .await?;
     }
+    // Letters whose documents convert now are written and resolved before the copy, which
+    // then records a letter only for versions without an open one.
+    super::dead_letters::retry_open_letters(&client, &sink, &mappings, Some(&selected)).await?;
     let shutdown = shutdown.boxed().shared();
     let load = match mode {
         FullSyncMode::Replace => Load::Swap { lease: Some(&flag) },
@@ -339,10 +344,19 @@ where
                     letters,
                     refused,
                     documents: count,
+                    nulled,
                 } = item;
-                let namespace = namespace.clone();
+                if let Some(m) = metrics {
+                    for (column, n) in &nulled {
+                        m.nulled_values_total
+                            .with_label_values(&[&namespace, column])
+                            .inc_by(*n);
+                    }
+                }
+                let chunk_namespace = namespace.clone();
                 in_flight.push(
                     async move {
+                        let namespace = chunk_namespace;
                         let refused = copy_narrowed(shared, swapping, collection, rows).await?;
                         if refused.is_empty() {
                             return Ok(count);
@@ -352,12 +366,15 @@ where
                         let batch = refused_batch(mapping, collection, &namespace, refused);
                         let dead = batch.dead_letters.len() as u64;
                         shared.apply_uncheckpointed(&batch).await?;
+                        count_dead_letters(metrics, &namespace, dead);
                         Ok(count - dead)
                     }
                     .boxed(),
                 );
                 if !letters.is_empty() {
-                    dead += letters.len() as u64;
+                    let letters_of = letters.len() as u64;
+                    dead += letters_of;
+                    let namespace = namespace.clone();
                     in_flight.push(
                         async move {
                             shared
@@ -366,8 +383,9 @@ where
                                     dead_letters: letters,
                                     ..Batch::default()
                                 })
-                                .await
-                                .map(|()| 0)
+                                .await?;
+                            count_dead_letters(metrics, &namespace, letters_of);
+                            Ok(0)
                         }
                         .boxed(),
                     );
@@ -487,6 +505,16 @@ fn refused_batch(
     batch
 }
 
+/// Counts a full sync's committed dead letters in `tributary_dead_letters_total`, as the
+/// stream counts its own: an operator watching the counter sees every path's letters.
+fn count_dead_letters(metrics: Option<&Metrics>, namespace: &str, letters: u64) {
+    if let Some(m) = metrics {
+        m.dead_letters_total
+            .with_label_values(&[namespace])
+            .inc_by(letters);
+    }
+}
+
 /// Chunks written at once (each on its own connection, at most `postgres.pool_size`).
 const WRITERS: usize = 2;
 
@@ -498,6 +526,8 @@ struct PreparedChunk {
     /// stay, and the sink must know they are out of date.
     refused: Vec<Change>,
     documents: u64,
+    /// Values stored as NULL under `on_error: null`, per column (logged once per chunk).
+    nulled: Vec<(String, u64)>,
 }
 
 /// The read-and-convert task of one collection's copy and the one-slot channel it fills.
@@ -579,18 +609,25 @@ fn convert_chunk(
     let mut rows = Vec::with_capacity(docs.len());
     let mut letters = Vec::new();
     let mut refused = Vec::new();
+    // Per column: how many values, and the first one's key and reason for the log line.
+    let mut nulled: Vec<(String, u64, Value, Nulled)> = Vec::new();
     for raw in &docs {
         match convert_raw_document(mapping, raw) {
-            Ok(c) => rows.push(c.rows),
+            Ok(c) => {
+                for n in c.nulled {
+                    match nulled.iter_mut().find(|(column, ..)| *column == n.column) {
+                        Some(entry) => entry.1 += 1,
+                        None => nulled.push((n.column.clone(), 1, pg_json(&c.key), n)),
+                    }
+                }
+                rows.push(c.rows);
+            }
             Err(e) => {
-                if let Some(key) = document_id(raw)
-                    .ok()
-                    .filter(|_| !mapping.children.is_empty())
-                    .and_then(|id| convert_key(mapping, &id).ok())
-                {
+                let id = document_id(raw).ok();
+                let row_key = id.as_ref().and_then(|id| convert_key(mapping, id).ok());
+                if let Some(key) = row_key.clone().filter(|_| !mapping.children.is_empty()) {
                     refused.push(Change::Refused { collection, key });
                 }
-                let id = document_id(raw).ok();
                 if e.fatal || mapping.on_error == OnError::Fail {
                     return Err(SyncError::Conversion(FatalConversion {
                         namespace: namespace.to_owned(),
@@ -598,20 +635,26 @@ fn convert_chunk(
                         reason: e.to_string(),
                     }));
                 }
-                letters.push(DeadLetter::new(
-                    namespace,
-                    id.as_ref(),
-                    Some(raw),
-                    &e.to_string(),
-                    None,
-                ));
+                letters.push(
+                    DeadLetter::new(namespace, id.as_ref(), Some(raw), &e.to_string(), None)
+                        .with_row_key(row_key.as_ref()),
+                );
             }
         }
+    }
+    // One line per column and chunk, not per value: a copy of millions of documents with one
+    // unconvertible field would otherwise log millions of lines.
+    for (column, values, key, first) in &nulled {
+        tracing::warn!(namespace = %namespace, column = %column, values, first_key = %key, source = %first.path, reason = %first.reason, "Values could not be converted; NULL was stored instead (on_error: null).");
     }
     Ok(PreparedChunk {
         rows,
         letters,
         refused,
         documents: docs.len() as u64,
+        nulled: nulled
+            .into_iter()
+            .map(|(column, values, ..)| (column, values))
+            .collect(),
     })
 }

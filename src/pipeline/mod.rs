@@ -8,6 +8,7 @@
 //! and committed, then `run` returns.
 
 pub mod batcher;
+pub mod dead_letters;
 pub mod full_sync;
 pub mod lag;
 pub mod narrow;
@@ -246,6 +247,11 @@ async fn batch_events(
             for d in &out.dead_letters {
                 m.dead_letters_total
                     .with_label_values(&[&d.namespace])
+                    .inc();
+            }
+            for (namespace, column) in &out.nulled {
+                m.nulled_values_total
+                    .with_label_values(&[namespace, column])
                     .inc();
             }
             m.queue_depth

@@ -23,6 +23,7 @@ use crate::event::{document_id, ChangeEvent, Namespace, Op};
 use crate::mapping::convert::{convert_key, convert_raw_document};
 use crate::mapping::json::to_json;
 use crate::mapping::model::{CollectionMapping, MappingSet, OnError};
+use crate::mapping::value::PgValue;
 use crate::position::timestamp_to_utc;
 use crate::sink::{Change, DeadLetter};
 use crate::source::paths::overlaps;
@@ -35,8 +36,9 @@ pub struct Normalized {
     /// Collections (indexes into `MappingSet::collections`) that need a full sync after this
     /// batch commits: the target of a rename.
     pub resync: Vec<usize>,
-    /// Values stored as NULL under `on_error: null`.
-    pub nulled: usize,
+    /// Values stored as NULL under `on_error: null`, as `(namespace, column)`, for
+    /// `tributary_nulled_values_total` (each was logged with its reason).
+    pub nulled: Vec<(String, String)>,
 }
 
 /// A document refused under `on_error: fail`: the stream must stop.
@@ -86,7 +88,9 @@ fn normalize_one(
             let mapping = &mappings.collections[collection];
             match convert_raw_document(mapping, doc) {
                 Ok(converted) => {
-                    out.nulled += converted.nulled.len();
+                    if !converted.nulled.is_empty() {
+                        log_nulled(&event.namespace, &converted, out);
+                    }
                     let (key, rows) = (converted.key, converted.rows);
                     out.changes.push(if keeps_children(mapping, event) {
                         Change::UpsertParent {
@@ -104,20 +108,17 @@ fn normalize_one(
                 }
                 Err(e) => {
                     let key = event.key.clone().or_else(|| document_id(doc).ok());
+                    let row_key = key.as_ref().and_then(|id| convert_key(mapping, id).ok());
                     // The rows stay at an older version: the sink must know, or a later update
                     // that keeps the child rows would keep out-of-date ones.
-                    if let Some(key) = key
-                        .as_ref()
-                        .filter(|_| !mapping.children.is_empty())
-                        .and_then(|id| convert_key(mapping, id).ok())
-                    {
+                    if let Some(key) = row_key.clone().filter(|_| !mapping.children.is_empty()) {
                         out.changes.push(Change::Refused { collection, key });
                     }
                     refuse(
                         mapping.on_error,
                         e.fatal,
                         &event.namespace,
-                        key,
+                        (key, row_key.as_ref()),
                         Some(doc),
                         e.to_string(),
                         cluster_time,
@@ -142,7 +143,7 @@ fn normalize_one(
                         OnError::DeadLetter,
                         false,
                         &event.namespace,
-                        Some(id.clone()),
+                        (Some(id.clone()), None),
                         None,
                         e.to_string(),
                         cluster_time,
@@ -182,6 +183,20 @@ fn normalize_one(
     Ok(())
 }
 
+/// Logs each value `on_error: null` replaced (the operator learns why a column is NULL
+/// without reading the document) and records it for the counter.
+fn log_nulled(
+    namespace: &Namespace,
+    converted: &crate::mapping::convert::Converted,
+    out: &mut Normalized,
+) {
+    let key = crate::sink::dead_letter::pg_json(&converted.key);
+    for n in &converted.nulled {
+        tracing::warn!(namespace = %namespace, key = %key, column = %n.column, source = %n.path, reason = %n.reason, "A value could not be converted; NULL was stored instead (on_error: null).");
+        out.nulled.push((namespace.to_string(), n.column.clone()));
+    }
+}
+
 /// True for an update that says what it changed and changed nothing a child table reads.
 fn keeps_children(mapping: &CollectionMapping, event: &ChangeEvent) -> bool {
     let Some(paths) = &event.updated_paths else {
@@ -202,7 +217,7 @@ fn refuse(
     policy: OnError,
     fatal: bool,
     namespace: &Namespace,
-    key: Option<Bson>,
+    (key, row_key): (Option<Bson>, Option<&PgValue>),
     doc: Option<&RawDocument>,
     reason: String,
     cluster_time: Option<chrono::DateTime<chrono::Utc>>,
@@ -217,12 +232,15 @@ fn refuse(
         });
     }
     tracing::warn!(namespace = %namespace, key = %key_json, reason = %reason, "A document could not be converted; it was written to the dead letters.");
-    out.dead_letters.push(DeadLetter::new(
-        &namespace.to_string(),
-        key.as_ref(),
-        doc,
-        &reason,
-        cluster_time,
-    ));
+    out.dead_letters.push(
+        DeadLetter::new(
+            &namespace.to_string(),
+            key.as_ref(),
+            doc,
+            &reason,
+            cluster_time,
+        )
+        .with_row_key(row_key),
+    );
     Ok(())
 }

@@ -177,6 +177,9 @@ pub async fn sync(
     opts: SyncOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), SyncError> {
+    if let Some(m) = &opts.metrics {
+        m.start_labels(&mappings);
+    }
     let result =
         crate::lease::sync_exclusively(config, opts.metrics.as_deref(), shutdown, |lease, stop| {
             sync_inner(config, mappings.clone(), &opts, lease, stop)
@@ -208,6 +211,7 @@ async fn sync_inner(
     let stream = config.sync.name.clone();
     let state_schema = config.sync.state_schema.clone();
     let mut start_over = false;
+    let mut retried = false;
     loop {
         // 1. Where are we? Record the position BEFORE any copy when there is none.
         let checkpoint = {
@@ -266,6 +270,13 @@ async fn sync_inner(
                     set_phase(&sink, &mappings, c, Phase::Streaming).await?;
                 }
             }
+        }
+
+        // Once per start, after the copies (which write their own letters): documents that
+        // were refused and convert now are written, and their letters resolved.
+        if !retried {
+            super::dead_letters::retry_open_letters(&client, &sink, &mappings, None).await?;
+            retried = true;
         }
 
         // 3. Stream from the checkpoint.

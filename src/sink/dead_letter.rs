@@ -27,7 +27,14 @@ impl DeadLetter {
             document: document.map(storable_document).unwrap_or(Value::Null),
             error: error.replace('\0', "\\u0000"),
             cluster_time,
+            row_key: None,
         }
+    }
+
+    /// The letter, resolvable by a later write of `key` (the document's converted `_id`).
+    pub fn with_row_key(mut self, key: Option<&PgValue>) -> DeadLetter {
+        self.row_key = key.map(crate::sink::postgres::plan::key_text);
+        self
     }
 
     /// A letter whose document is already plain JSON (rows Postgres refused; see the sink).
@@ -44,6 +51,7 @@ impl DeadLetter {
             document: storable(document),
             error: error.replace('\0', "\\u0000"),
             cluster_time,
+            row_key: None,
         }
     }
 }
@@ -86,6 +94,7 @@ pub fn refused_rows(
         &format!("Postgres refused the document's rows: {error}"),
         None,
     )
+    .with_row_key(Some(key))
 }
 
 /// Plain JSON of a converted value, as SPEC's JSON encoding of the value it came from.

@@ -100,6 +100,10 @@ pub struct DeadLetter {
     pub document: serde_json::Value,
     pub error: String,
     pub cluster_time: Option<chrono::DateTime<chrono::Utc>>,
+    /// The key of the document's rows (`postgres::plan::key_text` of its converted `_id`),
+    /// when the `_id` converts: a later write or delete of that key resolves the letter in
+    /// its own transaction. `None` leaves it to the retry at the next start.
+    pub row_key: Option<String>,
 }
 
 /// The stream position after the last change of a batch, committed with it.

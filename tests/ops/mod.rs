@@ -4,9 +4,12 @@
 //! mongo-sim over TCP with the official driver.
 
 mod crash;
+mod deadletters;
+mod deploy;
 mod failover;
 mod faults;
 mod lease;
+mod logs;
 mod metrics;
 mod streams;
 

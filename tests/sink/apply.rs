@@ -136,6 +136,7 @@ async fn dead_letters_are_written_with_the_batch() {
         document: serde_json::json!({"_id": "bad", "total": "abc"}),
         error: "total: string cannot become numeric(12,2)".into(),
         cluster_time: None,
+        row_key: None,
     });
     sink.apply(&b).await.unwrap();
     let row = db

@@ -24,6 +24,7 @@ async fn status_reports_checkpoints_phases_and_dead_letters() {
         document: serde_json::json!({"_id": "k"}),
         error: "bad".into(),
         cluster_time: None,
+        row_key: None,
     };
     let other_version = DeadLetter {
         document: serde_json::json!({"_id": "k", "v": 2}),

@@ -125,9 +125,34 @@ pub fn state_ddl(state_schema: &str) -> Vec<String> {
             "CREATE INDEX IF NOT EXISTS {} ON {dead_letters} (stream, namespace)",
             quote_ident("dead_letters_stream_namespace")
         ),
+        // The dead-letter lifecycle (docs/operations.md, "Dead letters"), added in place to
+        // tables created before it: a letter is open until `resolved_at` is set; `row_key`
+        // is the key of the document's rows (`plan::key_text`), so a write of that key can
+        // resolve it in the same transaction.
+        format!("ALTER TABLE {dead_letters} ADD COLUMN IF NOT EXISTS resolved_at timestamptz"),
+        format!("ALTER TABLE {dead_letters} ADD COLUMN IF NOT EXISTS row_key text"),
+        // Dedupe of a version (`state::insert_dead_letters`) and the rows of an open
+        // document (`state::resolve_written`) by index, not by comparing jsonb against every
+        // earlier letter. The hash is an expression, so old rows are covered without a rewrite.
+        format!(
+            "CREATE INDEX IF NOT EXISTS {} ON {dead_letters} \
+             (stream, namespace, {DEAD_LETTER_VERSION_HASH}) WHERE resolved_at IS NULL",
+            quote_ident("dead_letters_open_version")
+        ),
+        format!(
+            "CREATE INDEX IF NOT EXISTS {} ON {dead_letters} (stream, namespace, row_key) \
+             WHERE resolved_at IS NULL",
+            quote_ident("dead_letters_open_row_key")
+        ),
         super::stale::table_ddl(state_schema),
     ]
 }
+
+/// The hash of one dead letter's version (its key and document) that the open-version index
+/// of `<state_schema>.dead_letters` holds; a query uses the same expression to use the index.
+/// (Either may be NULL: a refused delete has no document.)
+pub const DEAD_LETTER_VERSION_HASH: &str =
+    "md5(coalesce(document_key::text, '') || coalesce(document::text, ''))";
 
 /// Key of the transaction-level advisory lock that serializes `apply_ddl` across sessions
 /// (distinct from every stream's `tributary.stream:<name>` key).
@@ -239,5 +264,25 @@ mod tests {
         assert!(ddl.contains("\"tributary\".\"collections\""));
         assert!(ddl.contains("\"tributary\".\"dead_letters\""));
         assert!(ddl.contains("'pending', 'snapshot', 'streaming'"));
+    }
+
+    #[test]
+    fn dead_letters_gain_their_lifecycle_columns_in_place() {
+        let ddl = state_ddl("tributary");
+        let create = ddl
+            .iter()
+            .position(|s| {
+                s.starts_with("CREATE TABLE IF NOT EXISTS \"tributary\".\"dead_letters\"")
+            })
+            .unwrap();
+        let resolved = ddl
+            .iter()
+            .position(|s| s.contains("ADD COLUMN IF NOT EXISTS resolved_at timestamptz"))
+            .unwrap();
+        let index = ddl
+            .iter()
+            .position(|s| s.contains("dead_letters_open_version"))
+            .unwrap();
+        assert!(create < resolved && resolved < index);
     }
 }

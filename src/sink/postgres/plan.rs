@@ -204,6 +204,18 @@ fn check_rows(tables: &[TableDef], rows: &DocumentRows) -> Result<(), SinkError>
     Ok(())
 }
 
+/// The keys (`key_text`) whose rows a plan writes or deletes: the documents whose open dead
+/// letters its transaction resolves.
+pub fn written_keys(p: &CollectionPlan<'_>) -> Vec<String> {
+    p.deletes
+        .iter()
+        .copied()
+        .chain(p.upserts.iter().map(|(key, _)| *key))
+        .chain(p.parent_upserts.iter().map(|(key, _)| *key))
+        .map(key_text)
+        .collect()
+}
+
 /// A key as text, equal for keys Postgres holds equal (one key type per collection, so the
 /// forms of different types need not differ): how `stale` stores keys and how the sink matches
 /// the keys Postgres returns.

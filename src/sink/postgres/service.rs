@@ -15,6 +15,7 @@
 
 use std::collections::HashSet;
 use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -100,6 +101,13 @@ pub struct PostgresSink {
     /// The resume token this sink committed last (or was told is stored): the next checkpoint
     /// only replaces that one, so commits Postgres took back are noticed (`CheckpointRewound`).
     last_checkpoint: Option<serde_json::Value>,
+    /// `state::resolve_written_sql`: resolves the open dead letters of the keys a transaction
+    /// writes or deletes (a later version written, or the document deleted).
+    resolve_written_sql: String,
+    /// Per collection: whether it may have open dead letters. True until the retry at start
+    /// says otherwise (`set_open_letters`), and again once a letter is written, so a stream
+    /// without letters spends no statement per batch on resolving them.
+    open_letters: Vec<AtomicBool>,
 }
 
 impl PostgresSink {
@@ -155,6 +163,11 @@ impl PostgresSink {
             })?;
 
         let namespaces = mappings.collections.iter().map(|c| c.namespace()).collect();
+        let open_letters = mappings
+            .collections
+            .iter()
+            .map(|_| AtomicBool::new(true))
+            .collect();
         let sink = PostgresSink {
             pool,
             schema: schema.to_owned(),
@@ -171,6 +184,8 @@ impl PostgresSink {
             synchronous_commit_sql: synchronous_commit_sql(SynchronousCommit::default()),
             checkpoint_advance_sql: state::checkpoint_advance_sql(state_schema),
             last_checkpoint: None,
+            resolve_written_sql: state::resolve_written_sql(state_schema),
+            open_letters,
         };
         // Fail fast (and say where) instead of at the first batch.
         drop(sink.connection().await?);
@@ -193,6 +208,13 @@ impl PostgresSink {
     /// batch's checkpoint must replace exactly that one.
     pub fn expect_checkpoint(&mut self, stored: Option<&Checkpoint>) {
         self.last_checkpoint = stored.map(|c| c.resume_token.clone());
+    }
+    /// The collections (indexes into the mappings) that have open dead letters, as just read
+    /// from the state table: the others skip resolving until they get a letter.
+    pub fn set_open_letters(&self, open: &[usize]) {
+        for (c, flag) in self.open_letters.iter().enumerate() {
+            flag.store(open.contains(&c), Ordering::Relaxed);
+        }
     }
     pub fn schema(&self) -> &str {
         &self.schema
@@ -302,6 +324,21 @@ impl PostgresSink {
         result
     }
 
+    /// The retry of open dead letters at start (`pipeline::dead_letters`): writes the current
+    /// versions of their documents (`changes`, no checkpoint) and resolves the letters `ids`
+    /// in the same transaction, so a letter is never resolved without its rows.
+    pub async fn apply_retried(&self, changes: &[Change], ids: &[i64]) -> Result<(), SinkError> {
+        let plans = plan::plan(changes, &self.table_defs)?;
+        let mut client = self.connection().await?;
+        let result = self
+            .write_then(&mut client, plans, &[], None, None, ids, true)
+            .await;
+        if result.is_err() {
+            discard(client);
+        }
+        result
+    }
+
     async fn write(
         &self,
         client: &mut Object,
@@ -310,11 +347,13 @@ impl PostgresSink {
         checkpoint: Option<&Checkpoint>,
         previous: Option<&serde_json::Value>,
     ) -> Result<(), SinkError> {
-        self.write_then(client, plans, dead_letters, checkpoint, previous, true)
+        self.write_then(client, plans, dead_letters, checkpoint, previous, &[], true)
             .await
     }
 
-    /// `write`, ending in `COMMIT` or (for `probe`) `ROLLBACK`.
+    /// `write`, also resolving the dead letters `resolve` (by id), ending in `COMMIT` or (for
+    /// `probe`) `ROLLBACK`.
+    #[allow(clippy::too_many_arguments)]
     async fn write_then(
         &self,
         client: &mut Object,
@@ -322,6 +361,7 @@ impl PostgresSink {
         dead_letters: &[DeadLetter],
         checkpoint: Option<&Checkpoint>,
         previous: Option<&serde_json::Value>,
+        resolve: &[i64],
         commit: bool,
     ) -> Result<(), SinkError> {
         let tx = client
@@ -338,10 +378,41 @@ impl PostgresSink {
                 .await
                 .map_err(|e| SinkError::postgres("setting synchronous_commit", e))?;
         }
+        // Documents whose rows this transaction writes or deletes: their open letters are
+        // resolved (a later version was written, or the document is gone). Resolved before
+        // this batch's own letters are written, because the batch does not say whether a
+        // letter's version came before or after the write of its key: a letter is left open
+        // rather than resolved wrongly, and the retry at the next start settles it.
+        let written: Vec<(usize, Vec<String>)> = if commit {
+            plans
+                .iter()
+                .enumerate()
+                .filter(|(c, _)| self.open_letters[*c].load(Ordering::Relaxed))
+                .map(|(c, p)| (c, plan::written_keys(p)))
+                .filter(|(_, keys)| !keys.is_empty())
+                .collect()
+        } else {
+            Vec::new()
+        };
         for (c, p) in plans.into_iter().enumerate() {
             if !p.is_empty() {
                 let stale = self.stale.of(&self.stream, &self.namespaces[c]);
                 write_collection(&tx, &self.tables[c], &stale, p).await?;
+            }
+        }
+        for (c, keys) in &written {
+            let stmt = tx
+                .prepare_cached(&self.resolve_written_sql)
+                .await
+                .map_err(|e| SinkError::postgres("resolving dead letters", e))?;
+            tx.execute(&stmt, &[&self.stream, &self.namespaces[*c], keys])
+                .await
+                .map_err(|e| SinkError::postgres("resolving dead letters", e))?;
+        }
+        state::resolve_ids(&*tx, &self.state_schema, resolve).await?;
+        for d in dead_letters {
+            if let Some(c) = self.namespaces.iter().position(|n| *n == d.namespace) {
+                self.open_letters[c].store(true, Ordering::Relaxed);
             }
         }
         state::insert_dead_letters(&*tx, &self.state_schema, &self.stream, dead_letters).await?;
@@ -399,7 +470,7 @@ impl Sink for PostgresSink {
         let plans = plan::plan(changes, &self.table_defs)?;
         let mut client = self.connection().await?;
         let result = self
-            .write_then(&mut client, plans, &[], None, None, false)
+            .write_then(&mut client, plans, &[], None, None, &[], false)
             .await;
         if result.is_err() {
             discard(client);

@@ -1,11 +1,12 @@
 //! Tributary's own tables in `<state_schema>`: the checkpoint per stream, the lifecycle phase of
-//! each collection, and dead letters. Everything `tributary status` shows is read here.
+//! each collection, and dead letters (written, resolved, listed). Everything `tributary status`
+//! and `tributary dead-letters` show is read here.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio_postgres::GenericClient;
 
-use super::ddl::qualified;
+use super::ddl::{qualified, DEAD_LETTER_VERSION_HASH};
 use crate::sink::{Checkpoint, DeadLetter, SinkError};
 
 /// A collection's lifecycle (SPEC: `pending → snapshot → streaming`), stored, never inferred.
@@ -58,10 +59,14 @@ pub struct CheckpointStatus {
     pub updated_at: Option<DateTime<Utc>>,
 }
 
+/// Open dead letters of one namespace.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DeadLetterCount {
     pub namespace: String,
+    /// Open letters (resolved ones are not counted).
     pub count: i64,
+    /// When the oldest open letter was written.
+    pub oldest_at: Option<DateTime<Utc>>,
 }
 
 /// What is known about one stream.
@@ -166,15 +171,24 @@ pub async fn insert_dead_letters(
     if letters.is_empty() {
         return Ok(());
     }
-    // A version already recorded is not recorded again: a batch replayed after a crash, or a
-    // copy restarted after an interrupted full sync, meets the same versions again (SPEC
-    // "Delivery: effectively once"; the ops crash test checks it).
+    // A version with an open letter is not recorded again: a batch replayed after a crash, or
+    // a copy restarted after an interrupted full sync, meets the same versions again (SPEC
+    // "Delivery: effectively once"; the ops crash test checks it). A version whose letter was
+    // resolved is recorded anew: the document went back to content that is refused. The hash
+    // finds the candidates through the open-version index; the equalities rule out a
+    // collision.
     let sql = format!(
-        "INSERT INTO {dl} (stream, namespace, document_key, document, error, cluster_time, at) \
-         SELECT $1::text, $2::text, $3::jsonb, $4::jsonb, $5::text, $6::timestamptz, now() \
+        "INSERT INTO {dl} (stream, namespace, document_key, document, error, cluster_time, at, \
+                           row_key) \
+         SELECT $1::text, $2::text, $3::jsonb, $4::jsonb, $5::text, $6::timestamptz, now(), \
+                $7::text \
          WHERE NOT EXISTS (SELECT 1 FROM {dl} WHERE stream = $1::text AND namespace = $2::text \
-                           AND document_key = $3::jsonb AND document = $4::jsonb)",
-        dl = qualified(state_schema, "dead_letters")
+                           AND resolved_at IS NULL AND {hash} = {new_hash} \
+                           AND document_key IS NOT DISTINCT FROM $3::jsonb \
+                           AND document IS NOT DISTINCT FROM $4::jsonb)",
+        dl = qualified(state_schema, "dead_letters"),
+        hash = DEAD_LETTER_VERSION_HASH,
+        new_hash = "md5(coalesce($3::jsonb::text, '') || coalesce($4::jsonb::text, ''))",
     );
     let doing = "writing dead letters";
     let stmt = client.prepare(&sql).await.map_err(pg(doing))?;
@@ -193,6 +207,7 @@ pub async fn insert_dead_letters(
                         &d.document,
                         &d.error,
                         &d.cluster_time,
+                        &d.row_key,
                     ],
                 )
                 .await
@@ -202,6 +217,91 @@ pub async fn insert_dead_letters(
         .await
         .map_err(pg(doing))?;
     Ok(())
+}
+
+/// `$1` stream, `$2` namespace, `$3` row keys (`text[]`): resolves the open letters of
+/// documents whose rows a transaction writes or deletes.
+pub fn resolve_written_sql(state_schema: &str) -> String {
+    format!(
+        "UPDATE {} SET resolved_at = now() WHERE stream = $1 AND namespace = $2 \
+         AND resolved_at IS NULL AND row_key = ANY($3)",
+        qualified(state_schema, "dead_letters")
+    )
+}
+
+/// Resolves the letters `ids` (the retry at start: their document's current version was
+/// written, or it is gone).
+pub async fn resolve_ids(
+    client: &impl GenericClient,
+    state_schema: &str,
+    ids: &[i64],
+) -> Result<u64, SinkError> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let sql = format!(
+        "UPDATE {} SET resolved_at = now() WHERE id = ANY($1) AND resolved_at IS NULL",
+        qualified(state_schema, "dead_letters")
+    );
+    client
+        .execute(&sql, &[&ids])
+        .await
+        .map_err(pg("resolving dead letters"))
+}
+
+/// One document with open dead letters: what `tributary dead-letters` lists.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OpenDeadLetter {
+    pub namespace: String,
+    /// The document's `_id` as plain JSON.
+    #[serde(rename = "_id")]
+    pub document_key: serde_json::Value,
+    /// The reason of the newest open letter.
+    pub error: String,
+    /// When the oldest open letter was written.
+    pub first_seen: DateTime<Utc>,
+    /// When the newest was.
+    pub last_seen: DateTime<Utc>,
+    /// Open letters (refused versions) of the document.
+    pub versions: i64,
+    /// The letters' ids, oldest first.
+    pub ids: Vec<i64>,
+}
+
+/// The open letters of `stream`, one entry per document, oldest first (of `namespace` only
+/// when given). Reads through the open-letter indexes; resolved letters are history.
+pub async fn open_dead_letters(
+    client: &impl GenericClient,
+    state_schema: &str,
+    stream: &str,
+    namespace: Option<&str>,
+) -> Result<Vec<OpenDeadLetter>, SinkError> {
+    let sql = format!(
+        "SELECT namespace, document_key, (array_agg(error ORDER BY id DESC))[1], min(at), \
+                max(at), count(*), array_agg(id ORDER BY id) \
+         FROM {} WHERE stream = $1 AND resolved_at IS NULL \
+           AND ($2::text IS NULL OR namespace = $2::text) \
+         GROUP BY namespace, document_key ORDER BY min(at), min(id)",
+        qualified(state_schema, "dead_letters")
+    );
+    let rows = client
+        .query(&sql, &[&stream, &namespace])
+        .await
+        .map_err(pg("reading open dead letters"))?;
+    Ok(rows
+        .iter()
+        .map(|r| OpenDeadLetter {
+            namespace: r.get(0),
+            document_key: r
+                .get::<_, Option<serde_json::Value>>(1)
+                .unwrap_or(serde_json::Value::Null),
+            error: r.get::<_, Option<String>>(2).unwrap_or_default(),
+            first_seen: r.get(3),
+            last_seen: r.get(4),
+            versions: r.get(5),
+            ids: r.get(6),
+        })
+        .collect())
 }
 
 /// Stores the whole state row of one collection (insert or replace).
@@ -328,9 +428,26 @@ pub async fn read_status(
         "SELECT source, resume_token, cluster_time, updated_at FROM {} WHERE stream = $1",
         qualified(state_schema, "checkpoints")
     );
+    // Open letters only. A table from before the lifecycle (no `resolved_at` until a `sync`
+    // or `schema --apply` adds it; `status` writes nothing) counts every letter as open.
+    let lifecycle: bool = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = $1 \
+             AND table_name = 'dead_letters' AND column_name = 'resolved_at')",
+            &[&state_schema],
+        )
+        .await
+        .map_err(pg("looking for dead_letters.resolved_at"))?
+        .get(0);
     let dl_sql = format!(
-        "SELECT namespace, count(*) FROM {} WHERE stream = $1 GROUP BY namespace ORDER BY namespace",
-        qualified(state_schema, "dead_letters")
+        "SELECT namespace, count(*), min(at) FROM {} WHERE stream = $1 {} \
+         GROUP BY namespace ORDER BY namespace",
+        qualified(state_schema, "dead_letters"),
+        if lifecycle {
+            "AND resolved_at IS NULL"
+        } else {
+            ""
+        }
     );
     let mut streams = Vec::with_capacity(names.len());
     for name in names {
@@ -353,6 +470,7 @@ pub async fn read_status(
             .map(|r| DeadLetterCount {
                 namespace: r.get(0),
                 count: r.get(1),
+                oldest_at: r.get(2),
             })
             .collect();
         streams.push(StreamStatus {

@@ -1,0 +1,297 @@
+//! The retry of open dead letters at start (`sync` and `full-sync`): fixing a mapping and
+//! restarting repairs what it refused.
+//!
+//! Each open letter names its document by `document_key`, the `_id` as plain JSON, which
+//! loses the BSON type (a JSON string may have been a String, an ObjectId, a Date, a UUID or
+//! an Int64 beyond 2^53). The candidates of every type that JSON form could come from are
+//! looked up by `_id`, and the documents whose `_id` gives back exactly that JSON are the
+//! letter's. Their current versions are then converted with today's mappings:
+//!
+//! - every one converts: its rows are written and the document's open letters resolved, in
+//!   one transaction (`PostgresSink::apply_retried`);
+//! - none is left (the document was deleted): the letters are resolved; the rows, if any, go
+//!   with the delete event the stream applies (or applied) anyway;
+//! - one is still refused: the letters stay open, and no new letter is written for it.
+//!
+//! Writing a current version ahead of the stream is safe for the reason a full sync's copy
+//! is: the stream resumes from a checkpoint older than the read, so every later change is
+//! applied after it, by key.
+
+use std::collections::HashMap;
+
+use bson::{doc, oid::ObjectId, Binary, Bson, Document, RawDocumentBuf};
+use futures::TryStreamExt;
+use mongodb::Client;
+use serde_json::Value;
+
+use super::sync::{state_client, SyncError};
+use crate::event::document_id;
+use crate::mapping::convert::convert_raw_document;
+use crate::mapping::json::to_json;
+use crate::mapping::model::{CollectionMapping, MappingSet};
+use crate::sink::postgres::state::{self, OpenDeadLetter};
+use crate::sink::postgres::PostgresSink;
+use crate::sink::Change;
+use crate::source::source_error;
+
+/// Letters looked up per `find` (each adds a few candidate `_id`s to one `$in`).
+const CHUNK: usize = 200;
+
+/// What the retry did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetryReport {
+    /// Documents with open letters that were looked at.
+    pub documents: usize,
+    /// Of those, written again (their current version converts now).
+    pub written: usize,
+    /// Of those, gone from MongoDB.
+    pub deleted: usize,
+    /// Of those, still refused (their letters stay open).
+    pub still_refused: usize,
+}
+
+/// Retries the open letters of the stream's collections `selected` (every mapped one when
+/// `None`), then tells the sink which collections still have open letters.
+pub async fn retry_open_letters(
+    client: &Client,
+    sink: &PostgresSink,
+    mappings: &MappingSet,
+    selected: Option<&[usize]>,
+) -> Result<RetryReport, SyncError> {
+    let open = {
+        let pg = state_client(sink).await?;
+        state::open_dead_letters(&**pg, sink.state_schema(), sink.stream(), None).await?
+    };
+    let mut by_collection: Vec<Vec<OpenDeadLetter>> =
+        mappings.collections.iter().map(|_| Vec::new()).collect();
+    for letter in open {
+        if let Some(c) = mappings
+            .collections
+            .iter()
+            .position(|m| m.namespace() == letter.namespace)
+        {
+            by_collection[c].push(letter);
+        }
+    }
+    let mut report = RetryReport::default();
+    let mut still_open = Vec::new();
+    for (c, letters) in by_collection.into_iter().enumerate() {
+        if letters.is_empty() {
+            continue;
+        }
+        if selected.is_some_and(|s| !s.contains(&c)) {
+            still_open.push(c);
+            continue;
+        }
+        let mapping = &mappings.collections[c];
+        let before = report.still_refused;
+        for chunk in letters.chunks(CHUNK) {
+            retry_chunk(client, sink, mapping, c, chunk, &mut report).await?;
+        }
+        if report.still_refused > before {
+            still_open.push(c);
+        }
+    }
+    sink.set_open_letters(&still_open);
+    if report.documents > 0 {
+        tracing::info!(
+            documents = report.documents,
+            written = report.written,
+            deleted = report.deleted,
+            still_refused = report.still_refused,
+            "Retried the open dead letters: documents that convert now were written and their letters resolved; those still refused stay open (`tributary dead-letters` lists them)."
+        );
+    }
+    Ok(report)
+}
+
+async fn retry_chunk(
+    client: &Client,
+    sink: &PostgresSink,
+    mapping: &CollectionMapping,
+    collection: usize,
+    letters: &[OpenDeadLetter],
+    report: &mut RetryReport,
+) -> Result<(), SyncError> {
+    let candidates: Vec<Bson> = letters
+        .iter()
+        .flat_map(|l| candidate_ids(&l.document_key))
+        .collect();
+    let coll = client
+        .database(&mapping.database)
+        .collection::<RawDocumentBuf>(&mapping.collection);
+    let found: Vec<RawDocumentBuf> = coll
+        .find(doc! {"_id": {"$in": candidates}})
+        .await
+        .map_err(|e| SyncError::Source(source_error(&e, 1)))?
+        .try_collect()
+        .await
+        .map_err(|e| SyncError::Source(source_error(&e, 1)))?;
+    // The found documents by the plain JSON of their `_id`, as a letter names them.
+    let mut by_key: HashMap<String, Vec<&RawDocumentBuf>> = HashMap::new();
+    for d in &found {
+        if let Ok(id) = document_id(d) {
+            by_key.entry(key_form(&to_json(&id))).or_default().push(d);
+        }
+    }
+    let mut changes = Vec::new();
+    let mut resolved = Vec::new();
+    for letter in letters {
+        report.documents += 1;
+        let docs = by_key
+            .get(&key_form(&letter.document_key))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        if docs.is_empty() {
+            report.deleted += 1;
+            resolved.extend(&letter.ids);
+            continue;
+        }
+        let converted: Result<Vec<_>, _> = docs
+            .iter()
+            .map(|d| convert_raw_document(mapping, d))
+            .collect();
+        match converted {
+            Ok(converted) => {
+                report.written += 1;
+                resolved.extend(&letter.ids);
+                changes.extend(converted.into_iter().map(|c| Change::Upsert {
+                    collection,
+                    key: c.key,
+                    rows: c.rows,
+                }));
+            }
+            Err(e) => {
+                report.still_refused += 1;
+                tracing::debug!(namespace = %letter.namespace, key = %letter.document_key, reason = %e, "A dead-lettered document is still refused; its letter stays open.");
+            }
+        }
+    }
+    if !resolved.is_empty() {
+        sink.apply_retried(&changes, &resolved).await?;
+    }
+    Ok(())
+}
+
+/// A comparable form of a plain-JSON `_id`: numbers by value (`5` and `5.0` are one `_id` in
+/// MongoDB), everything else by its JSON text.
+fn key_form(v: &Value) -> String {
+    match v {
+        Value::Number(n) => n
+            .as_f64()
+            .map_or_else(|| n.to_string(), |f| format!("n:{f}")),
+        Value::Array(items) => format!(
+            "[{}]",
+            items.iter().map(key_form).collect::<Vec<_>>().join(",")
+        ),
+        Value::Object(fields) => format!(
+            "{{{}}}",
+            fields
+                .iter()
+                .map(|(k, v)| format!("{}:{}", Value::String(k.clone()), key_form(v)))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// The BSON `_id`s whose plain JSON could be `v` (SPEC "JSON encoding of BSON"): a string may
+/// have been a String, an ObjectId (24 hex digits), a Date (ISO-8601), a UUID (canonical) or
+/// an Int64 beyond 2^53 (digits); a number matches every numeric type in MongoDB.
+pub fn candidate_ids(v: &Value) -> Vec<Bson> {
+    match v {
+        Value::Null => vec![Bson::Null],
+        Value::Bool(b) => vec![Bson::Boolean(*b)],
+        Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => vec![Bson::Int64(i)],
+            (None, Some(f)) => vec![Bson::Double(f)],
+            (None, None) => Vec::new(),
+        },
+        Value::String(s) => {
+            let mut out = vec![Bson::String(s.clone())];
+            if s.len() == 24 {
+                if let Ok(oid) = ObjectId::parse_str(s) {
+                    out.push(Bson::ObjectId(oid));
+                }
+            }
+            if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+                out.push(Bson::DateTime(bson::DateTime::from_millis(
+                    t.timestamp_millis(),
+                )));
+            }
+            if let Ok(u) = uuid::Uuid::parse_str(s) {
+                if u.hyphenated().to_string() == *s {
+                    out.push(Bson::Binary(Binary {
+                        subtype: bson::spec::BinarySubtype::Uuid,
+                        bytes: u.as_bytes().to_vec(),
+                    }));
+                }
+            }
+            if let Ok(i) = s.parse::<i64>() {
+                out.push(Bson::Int64(i));
+            }
+            out
+        }
+        // An array is never an `_id`; a document's fields take their first candidate (the
+        // types inside a document `_id` are rarely anything but strings and numbers).
+        Value::Array(_) => Vec::new(),
+        Value::Object(fields) => {
+            let mut d = Document::new();
+            for (k, v) in fields {
+                match candidate_ids(v).into_iter().next() {
+                    Some(b) => {
+                        d.insert(k.clone(), b);
+                    }
+                    None => return Vec::new(),
+                }
+            }
+            vec![Bson::Document(d)]
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_hex_string_may_be_a_string_or_an_object_id() {
+        let hex = "5f1d7c0e9b3a4b6c8d2e0f11";
+        let c = candidate_ids(&json!(hex));
+        assert!(c.contains(&Bson::String(hex.into())));
+        assert!(c.contains(&Bson::ObjectId(ObjectId::parse_str(hex).unwrap())));
+        // Every candidate gives back the letter's key.
+        for b in &c {
+            assert_eq!(key_form(&to_json(b)), key_form(&json!(hex)), "{b:?}");
+        }
+    }
+
+    #[test]
+    fn dates_uuids_and_numbers_round_trip() {
+        for id in [
+            Bson::DateTime(bson::DateTime::from_millis(1_700_000_000_123)),
+            Bson::Binary(Binary {
+                subtype: bson::spec::BinarySubtype::Uuid,
+                bytes: vec![7; 16],
+            }),
+            Bson::Int32(5),
+            Bson::Double(2.5),
+            Bson::Int64(1 << 60),
+            Bson::Document(doc! {"a": 1, "b": "x"}),
+        ] {
+            let key = to_json(&id);
+            let found = candidate_ids(&key)
+                .iter()
+                .any(|b| key_form(&to_json(b)) == key_form(&key));
+            assert!(found, "{id:?} is not among the candidates of {key}");
+        }
+    }
+
+    #[test]
+    fn numbers_compare_by_value() {
+        assert_eq!(key_form(&json!(5)), key_form(&json!(5.0)));
+        assert_ne!(key_form(&json!(5)), key_form(&json!("5")));
+    }
+}
