@@ -84,8 +84,8 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct MongoConfig {
     /// `mongodb://` or `mongodb+srv://` connection string. Required. Contains credentials:
-    /// print it only through [`redact_uri`].
-    pub uri: String,
+    /// its `Debug` and `Display` redact them (see [`SecretUri`]).
+    pub uri: SecretUri,
     /// `change_stream` (default) or `oplog`. The checkpoint records which one wrote it; switching
     /// an existing stream to the other kind needs a new `sync.name` (resume tokens and oplog
     /// timestamps are not interchangeable).
@@ -98,8 +98,8 @@ pub struct MongoConfig {
 #[serde(deny_unknown_fields)]
 pub struct PostgresConfig {
     /// `postgres://`/`postgresql://` URI or a `key=value` conninfo string. Required. Contains
-    /// credentials: print it only through [`redact_uri`].
-    pub uri: String,
+    /// credentials: its `Debug` and `Display` redact them (see [`SecretUri`]).
+    pub uri: SecretUri,
     /// Schema holding the mapped tables and child tables. Default `public`. Created if missing.
     #[serde(default = "default_schema")]
     pub schema: String,
@@ -303,8 +303,8 @@ impl Config {
         let origin = self.origin.clone();
         let mut mappings = self.sync.mappings.to_string_lossy().into_owned();
         let fields: [(&str, &mut String); 7] = [
-            ("mongo.uri", &mut self.mongo.uri),
-            ("postgres.uri", &mut self.postgres.uri),
+            ("mongo.uri", &mut self.mongo.uri.0),
+            ("postgres.uri", &mut self.postgres.uri.0),
             ("postgres.schema", &mut self.postgres.schema),
             ("sync.name", &mut self.sync.name),
             ("sync.mappings", &mut mappings),
@@ -479,6 +479,69 @@ fn check_listen(listen: &str) -> Result<(), String> {
     }
 }
 
+/// A connection string that holds credentials. It reads as a `&str` (`Deref`, `AsRef`) where
+/// a driver needs the real value, but its `Debug` and `Display` go through [`redact_uri`], so a
+/// derived `Debug` of the config, a `{}` in a log line or an error never shows the password.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct SecretUri(String);
+
+impl SecretUri {
+    pub fn new(uri: impl Into<String>) -> SecretUri {
+        SecretUri(uri.into())
+    }
+
+    /// The unredacted text, for handing to a driver.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for SecretUri {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for SecretUri {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for SecretUri {
+    fn from(s: String) -> SecretUri {
+        SecretUri(s)
+    }
+}
+
+/// So `ClientOptions::parse(&config.mongo.uri)` takes the secret as it takes a `&String`.
+impl TryFrom<&SecretUri> for mongodb::options::ConnectionString {
+    type Error = mongodb::error::Error;
+    fn try_from(uri: &SecretUri) -> Result<Self, Self::Error> {
+        mongodb::options::ConnectionString::parse(uri.expose())
+    }
+}
+
+impl PartialEq<&str> for SecretUri {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl std::fmt::Debug for SecretUri {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", redact_uri(&self.0))
+    }
+}
+
+impl std::fmt::Display for SecretUri {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&redact_uri(&self.0))
+    }
+}
+
 /// The text with every password masked as `****`: `scheme://user:password@host` (any
 /// scheme, so mongodb://, mongodb+srv://, postgres:// and postgresql:// alike) and
 /// `password=value` (conninfo strings and URI query parameters, quoted values included).
@@ -515,14 +578,19 @@ fn redact_userinfo(text: &str) -> String {
     out
 }
 
-/// Masks the value of every `password=` key (case-insensitive).
+/// Masks the value of every `password=` key (case-insensitive; `sslpassword=` too) and of
+/// MongoDB's `authMechanismProperties=` (it may carry an AWS session token).
 fn redact_password_params(text: &str) -> String {
-    const KEY: &str = "password=";
+    redact_key(&redact_key(text, "password="), "authmechanismproperties=")
+}
+
+/// Masks the value of every `KEY` (lower case, matched case-insensitively).
+fn redact_key(text: &str, key: &str) -> String {
     let lower = text.to_ascii_lowercase();
     let mut out = String::with_capacity(text.len());
     let mut pos = 0;
-    while let Some(found) = lower[pos..].find(KEY) {
-        let value_start = pos + found + KEY.len();
+    while let Some(found) = lower[pos..].find(key) {
+        let value_start = pos + found + key.len();
         out.push_str(&text[pos..value_start]);
         let value = &text[value_start..];
         let len = if let Some(quoted) = value.strip_prefix('\'') {

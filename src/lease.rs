@@ -29,13 +29,14 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::pg::Connector;
 use crate::pipeline::sync::SyncError;
 use crate::sink::error::LEASE_LOST_KIND;
 use crate::sink::SinkError;
@@ -169,15 +170,12 @@ impl Lease {
         patient: bool,
         shutdown: impl Future<Output = ()>,
     ) -> Result<Option<Lease>, LeaseError> {
-        let mut config: tokio_postgres::Config = uri
-            .parse()
-            .map_err(|e: tokio_postgres::Error| LeaseError::InvalidUri(e.to_string()))?;
-        config.application_name(application_name(stream));
+        let connector = lock_connector(uri, stream)?;
         tokio::pin!(shutdown);
         let mut announced = false;
         let mut unreachable_since: Option<tokio::time::Instant> = None;
         loop {
-            match try_lock(&config, stream).await {
+            match try_lock(&connector, stream).await {
                 Ok(Attempt::Held(lease)) => {
                     tracing::info!(
                         stream,
@@ -216,11 +214,8 @@ impl Lease {
     /// One try, no standby: `None` when another session holds the lock (`full-sync` refuses
     /// to race a running `sync`).
     pub async fn try_take(uri: &str, stream: &str) -> Result<Option<Lease>, LeaseError> {
-        let mut config: tokio_postgres::Config = uri
-            .parse()
-            .map_err(|e: tokio_postgres::Error| LeaseError::InvalidUri(e.to_string()))?;
-        config.application_name(application_name(stream));
-        Ok(match try_lock(&config, stream).await? {
+        let connector = lock_connector(uri, stream)?;
+        Ok(match try_lock(&connector, stream).await? {
             Attempt::Held(lease) => Some(lease),
             Attempt::Taken(_) => None,
         })
@@ -265,9 +260,9 @@ enum Attempt {
     Taken(Option<Holder>),
 }
 
-async fn try_lock(config: &tokio_postgres::Config, stream: &str) -> Result<Attempt, LeaseError> {
-    let (client, connection) = config
-        .connect(NoTls)
+async fn try_lock(connector: &Connector, stream: &str) -> Result<Attempt, LeaseError> {
+    let (client, connection) = connector
+        .connect_raw()
         .await
         .map_err(|e| LeaseError::Connect {
             stream: stream.to_owned(),
@@ -390,6 +385,15 @@ where
         drop(lease);
         patient = true;
     }
+}
+
+/// The lock connection's connector: `postgres.uri` through `crate::pg` (TLS, keep-alives), named
+/// after the stream in `pg_stat_activity`.
+fn lock_connector(uri: &str, stream: &str) -> Result<Connector, LeaseError> {
+    let mut connector =
+        Connector::from_uri(uri).map_err(|e| LeaseError::InvalidUri(e.to_string()))?;
+    connector.set_application_name(&application_name(stream));
+    Ok(connector)
 }
 
 fn describe_holder(h: Option<&Holder>) -> (i32, String, String) {

@@ -56,16 +56,23 @@ pub async fn run(path: &Path) -> CliResult {
 async fn ping_postgres(config: &Config) -> anyhow::Result<String> {
     let uri = redact_uri(&config.postgres.uri);
     let attempt = async {
-        let (client, connection) =
-            tokio_postgres::connect(&config.postgres.uri, tokio_postgres::NoTls)
-                .await
-                .with_context(|| format!("cannot connect to postgres {uri} (postgres.uri)"))?;
-        tokio::spawn(connection);
+        let connector = crate::pg::Connector::from_uri(&config.postgres.uri)
+            .map_err(|e| anyhow!("postgres.uri cannot be used: {e}"))?;
+        let client = connector.connect().await.map_err(|e| {
+            anyhow!(
+                "cannot connect to postgres {uri} (postgres.uri): {}",
+                crate::sink::error::describe(&e)
+            )
+        })?;
         let row = client
             .query_one("SELECT current_setting('server_version')", &[])
             .await
             .with_context(|| format!("postgres {uri} did not answer a query"))?;
-        Ok::<_, anyhow::Error>(format!("server {}", row.get::<_, String>(0)))
+        Ok::<_, anyhow::Error>(format!(
+            "server {}, sslmode={}",
+            row.get::<_, String>(0),
+            connector.mode().as_str()
+        ))
     };
     tokio::time::timeout(PING_TIMEOUT, attempt)
         .await

@@ -40,11 +40,14 @@ fn lag_seconds(stream: &StreamStatus, now: chrono::DateTime<chrono::Utc>) -> Opt
 pub async fn run(path: &Path, json: bool) -> CliResult {
     let (config, _mappings) = load::config_and_mappings(path)?;
     let uri = redact_uri(&config.postgres.uri);
-    let (client, connection) = tokio_postgres::connect(&config.postgres.uri, tokio_postgres::NoTls)
-        .await
-        .with_context(|| format!("cannot connect to postgres {uri} (postgres.uri)"))
-        .map_err(Failure::runtime)?;
-    tokio::spawn(connection);
+    let connector = crate::pg::Connector::from_uri(&config.postgres.uri)
+        .map_err(|e| Failure::usage(anyhow::anyhow!("postgres.uri cannot be used: {e}")))?;
+    let client = connector.connect().await.map_err(|e| {
+        Failure::runtime(anyhow::anyhow!(
+            "cannot connect to postgres {uri} (postgres.uri): {}",
+            crate::sink::error::describe(&e)
+        ))
+    })?;
     let status = state::read_status(&client, &config.sync.state_schema, None)
         .await
         .map_err(Failure::runtime)?;

@@ -45,6 +45,20 @@ pub enum SinkError {
         reason: String,
     },
 
+    /// Schemas, tables, columns or indexes the mappings need do not exist, and the role may not
+    /// create them (SQLSTATE 42501). Never retryable: someone has to create or grant them.
+    #[error(
+        "Postgres lacks what the mappings need ({missing}), and role {role:?} may not create it \
+         ({detail}). Create it by running `tributary schema --apply` with this config as a role \
+         that may (the owner of the schema or tables), or let role {role:?} create it: {grants}"
+    )]
+    MissingObjects {
+        missing: String,
+        role: String,
+        detail: String,
+        grants: String,
+    },
+
     /// A batch does not fit the mapping it claims to follow: a programming error upstream.
     #[error("invalid batch: {0}")]
     InvalidBatch(String),
@@ -85,14 +99,17 @@ impl SinkError {
     pub fn is_retryable(&self) -> bool {
         match self {
             SinkError::InvalidUri { .. }
+            | SinkError::MissingObjects { .. }
             | SinkError::InvalidBatch(_)
             | SinkError::Value { .. }
             | SinkError::LeaseLost { .. }
             | SinkError::CheckpointRewound { .. } => false,
             SinkError::Connect { source, .. } => match source {
                 // A server that answers but refuses the login (bad password, unknown database)
-                // will refuse it again.
-                Some(e) => e.code().is_none_or(is_transient_code),
+                // will refuse it again, and so will one whose certificate was refused.
+                Some(e) => {
+                    !crate::pg::is_tls_rejection(e) && e.code().is_none_or(is_transient_code)
+                }
                 None => true,
             },
             SinkError::Postgres { source, .. } => is_transient(source),
@@ -120,6 +137,7 @@ impl SinkError {
             SinkError::LeaseLost { .. } => LEASE_LOST_KIND,
             SinkError::CheckpointRewound { .. } => CHECKPOINT_REWOUND_KIND,
             SinkError::Pool { .. } => "postgres_pool",
+            SinkError::MissingObjects { .. } => "postgres_fatal",
             SinkError::Connect { .. } | SinkError::Postgres { .. } => match self.code() {
                 Some(c) if c.starts_with("08") => "postgres_connection",
                 Some("57P01" | "57P02" | "57P03") => "postgres_shutdown",
@@ -148,6 +166,10 @@ impl SinkError {
 
 /// Whether a driver error is a lost connection or a transient server condition.
 pub(crate) fn is_transient(e: &tokio_postgres::Error) -> bool {
+    // A refused certificate arrives as an I/O error, but trying again cannot fix it.
+    if crate::pg::is_tls_rejection(e) {
+        return false;
+    }
     if let Some(code) = e.code() {
         return is_transient_code(code);
     }
@@ -181,6 +203,9 @@ fn is_transient_code(code: &SqlState) -> bool {
 /// The useful part of a driver error: the server's message with code, detail and hint, or the
 /// underlying I/O cause (the driver's own `Display` omits both).
 pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(tls) = crate::pg::tls_problem(e) {
+        return tls;
+    }
     if let Some(db) = e.as_db_error() {
         let mut s = format!("{} (SQLSTATE {})", db.message(), db.code().code());
         if let Some(d) = db.detail() {

@@ -119,7 +119,7 @@ pub fn with_database(url: &str, db: &str) -> String {
     format!("{}/{db}{query}", &base[..authority_end])
 }
 
-const DIR_PREFIX: &str = "tributary-test-pg-";
+pub(crate) const DIR_PREFIX: &str = "tributary-test-pg-";
 
 fn start_cluster() -> Result<Server, String> {
     let bindir = find_bindir().ok_or(
@@ -226,7 +226,7 @@ fn register_exit_hook() {
 }
 
 /// A detached shell that outlives a killed test process, stops its cluster and removes it.
-fn spawn_watchdog(bindir: &Path, dir: &Path, as_root: bool) {
+pub(crate) fn spawn_watchdog(bindir: &Path, dir: &Path, as_root: bool) {
     let pg_ctl = bindir.join("pg_ctl");
     let runner = if as_root {
         "runuser -u postgres -- "
@@ -265,7 +265,7 @@ fn stop_and_remove(bindir: &Path, dir: &Path, as_root: bool) {
 }
 
 /// Removes clusters of earlier test processes that died without cleaning up.
-fn remove_leftovers(bindir: &Path, as_root: bool) {
+pub(crate) fn remove_leftovers(bindir: &Path, as_root: bool) {
     let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
         return;
     };
@@ -285,7 +285,7 @@ fn remove_leftovers(bindir: &Path, as_root: bool) {
     }
 }
 
-fn pg_command(bindir: &Path, program: &str, as_root: bool) -> Command {
+pub(crate) fn pg_command(bindir: &Path, program: &str, as_root: bool) -> Command {
     let path = bindir.join(program);
     if as_root {
         let mut c = Command::new("runuser");
@@ -296,7 +296,7 @@ fn pg_command(bindir: &Path, program: &str, as_root: bool) -> Command {
     }
 }
 
-fn run(cmd: &mut Command) -> Result<(), String> {
+pub(crate) fn run(cmd: &mut Command) -> Result<(), String> {
     let out = cmd
         .stdin(Stdio::null())
         .output()
@@ -313,7 +313,7 @@ fn run(cmd: &mut Command) -> Result<(), String> {
     }
 }
 
-fn find_bindir() -> Option<PathBuf> {
+pub(crate) fn find_bindir() -> Option<PathBuf> {
     let has_tools = |d: &Path| d.join("initdb").is_file() && d.join("pg_ctl").is_file();
     if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
         let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
@@ -334,7 +334,7 @@ fn find_bindir() -> Option<PathBuf> {
     versions.pop().map(|(_, d)| d)
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     // No libc dependency: the effective uid is in /proc.
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -346,7 +346,7 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-fn free_port() -> Result<u16, String> {
+pub(crate) fn free_port() -> Result<u16, String> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")
         .map_err(|e| format!("finding a free port: {e}"))?;
     listener

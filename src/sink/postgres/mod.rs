@@ -2,8 +2,9 @@
 //! (how values travel on the wire, both ways), `copy` (binary COPY in large chunks), `state`
 //! (Tributary's own tables: checkpoints, phases, dead letters), `plan` (a batch reduced to its
 //! net effect per table), `stale` (documents whose child rows must be rewritten at their next
-//! update) and `service` (one batch, one transaction).
+//! update), `service` (one batch, one transaction) and `catalog` (which DDL is still needed).
 
+pub mod catalog;
 pub mod copy;
 pub mod ddl;
 pub mod decode;

@@ -19,12 +19,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_postgres::{
-    Manager, ManagerConfig, Object, Pool, QueueMode, RecyclingMethod, Runtime,
-};
+use deadpool_postgres::{ManagerConfig, Object, Pool, QueueMode, RecyclingMethod, Runtime};
 use tokio_postgres::types::Type;
-use tokio_postgres::NoTls;
 
+use super::catalog;
 use super::copy::{self, CopyError};
 use super::ddl::{self, qualified, quote_ident};
 use super::plan::{self, CollectionPlan};
@@ -122,16 +120,11 @@ impl PostgresSink {
         stream: &str,
         mappings: Arc<MappingSet>,
     ) -> Result<Self, SinkError> {
-        let mut config: tokio_postgres::Config =
-            uri.parse()
-                .map_err(|e: tokio_postgres::Error| SinkError::InvalidUri {
-                    // The driver's message never echoes the URI, so no secret leaks here.
-                    reason: describe(&e),
-                })?;
-        if config.get_application_name().is_none() {
-            config.application_name("tributary");
-        }
-        let target = describe_target(&config);
+        let connector = crate::pg::Connector::from_uri(uri).map_err(|e| SinkError::InvalidUri {
+            // `pg` errors name the parameter or file, never a value of the URI.
+            reason: e.to_string(),
+        })?;
+        let target = connector.target().to_owned();
 
         let table_defs: Vec<Vec<TableDef>> = mappings
             .collections
@@ -143,13 +136,9 @@ impl PostgresSink {
             .map(|defs| defs.iter().map(|d| TableSql::new(schema, d)).collect())
             .collect();
 
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let manager = connector.manager(ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        });
         let pool = Pool::builder(manager)
             .max_size(pool_size.max(1))
             .runtime(Runtime::Tokio1)
@@ -239,11 +228,25 @@ impl PostgresSink {
     }
 
     /// Creates missing schemas, tables, columns, child tables and state tables. Never drops or
-    /// alters existing ones; safe to run at every start and concurrently.
+    /// alters existing ones; safe to run at every start and concurrently. Runs only the
+    /// statements whose object the catalog lacks (`catalog::missing`), so when everything
+    /// exists no DDL runs at all and a role without `CREATE` or ownership can stream; when
+    /// something is missing and the role may not create it, the error names each object and
+    /// the `GRANT`s or `tributary schema --apply` that fix it.
     pub async fn ensure_schema(&self) -> Result<(), SinkError> {
         let client = self.connection().await?;
         let statements = ddl::schema_ddl(&self.mappings, &self.schema, &self.state_schema);
-        ddl::apply_ddl(&client, &statements).await
+        let missing = catalog::missing(&client, &statements)
+            .await
+            .map_err(|e| SinkError::postgres("reading the catalog for missing tables", e))?;
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let todo: Vec<String> = missing.iter().map(|m| m.statement.clone()).collect();
+        match ddl::apply_ddl(&client, &todo).await {
+            Err(e) if e.code() == Some("42501") => Err(missing_objects(&client, &missing, e).await),
+            other => other,
+        }
     }
 
     /// Bulk path for full sync: writes documents of one collection in one transaction (no
@@ -682,21 +685,31 @@ fn synchronous_commit_sql(mode: SynchronousCommit) -> String {
 }
 
 /// `host:port/dbname` (never user or password) for error messages.
-fn describe_target(config: &tokio_postgres::Config) -> String {
-    let hosts: Vec<String> = config
-        .get_hosts()
-        .iter()
-        .map(|h| match h {
-            tokio_postgres::config::Host::Tcp(s) => s.clone(),
-            tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
-        })
-        .collect();
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    format!(
-        "{}:{port}/{}",
-        hosts.join(","),
-        config.get_dbname().unwrap_or("(default database)")
-    )
+/// The error of `ensure_schema` when the role may not create what is missing: every missing
+/// object and the grants that would let this role create it.
+async fn missing_objects(
+    client: &tokio_postgres::Client,
+    missing: &[catalog::Missing],
+    denied: SinkError,
+) -> SinkError {
+    let detail = match &denied {
+        SinkError::Postgres { detail, .. } => detail.clone(),
+        other => other.to_string(),
+    };
+    let role = match client.query_one("SELECT current_user::text", &[]).await {
+        Ok(row) => row.get::<_, String>(0),
+        Err(_) => return denied,
+    };
+    let grants = match catalog::grants_for(client, missing, &role).await {
+        Ok(g) if !g.is_empty() => g.join(" "),
+        _ => "(no GRANT suffices: run it as the owner)".to_owned(),
+    };
+    SinkError::MissingObjects {
+        missing: catalog::summary(missing).join(", "),
+        role,
+        detail,
+        grants,
+    }
 }
 
 fn pool_error(target: &str, e: deadpool_postgres::PoolError) -> SinkError {
