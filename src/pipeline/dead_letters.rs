@@ -11,7 +11,11 @@
 //!   one transaction (`PostgresSink::apply_retried`);
 //! - none is left (the document was deleted): the letters are resolved; the rows, if any, go
 //!   with the delete event the stream applies (or applied) anyway;
-//! - one is still refused: the letters stay open, and no new letter is written for it.
+//! - one is still refused, by the mapping or by Postgres (a value a live column refuses): the
+//!   letters stay open, and no new letter is written for it.
+//!
+//! The retry is best effort: when it fails (MongoDB or Postgres unreachable), `sync` logs it
+//! and streams anyway; the letters stay open until the next start.
 //!
 //! Writing a current version ahead of the stream is safe for the reason a full sync's copy
 //! is: the stream resumes from a checkpoint older than the read, so every later change is
@@ -51,8 +55,24 @@ pub struct RetryReport {
 }
 
 /// Retries the open letters of the stream's collections `selected` (every mapped one when
-/// `None`), then tells the sink which collections still have open letters.
+/// `None`), then tells the sink which collections still have open letters. Never fails the
+/// start: an error is logged and the letters stay open (module doc).
 pub async fn retry_open_letters(
+    client: &Client,
+    sink: &PostgresSink,
+    mappings: &MappingSet,
+    selected: Option<&[usize]>,
+) -> RetryReport {
+    match retry(client, sink, mappings, selected).await {
+        Ok(report) => report,
+        Err(error) => {
+            tracing::warn!(%error, "Retrying the open dead letters failed; they stay open and are retried at the next start. Streaming goes on.");
+            RetryReport::default()
+        }
+    }
+}
+
+async fn retry(
     client: &Client,
     sink: &PostgresSink,
     mappings: &MappingSet,
@@ -134,7 +154,8 @@ async fn retry_chunk(
             by_key.entry(key_form(&to_json(&id))).or_default().push(d);
         }
     }
-    let mut changes = Vec::new();
+    // Per document: its upserts and the letters they resolve.
+    let mut written: Vec<(Vec<Change>, &[i64])> = Vec::new();
     let mut resolved = Vec::new();
     for letter in letters {
         report.documents += 1;
@@ -153,13 +174,15 @@ async fn retry_chunk(
             .collect();
         match converted {
             Ok(converted) => {
-                report.written += 1;
-                resolved.extend(&letter.ids);
-                changes.extend(converted.into_iter().map(|c| Change::Upsert {
-                    collection,
-                    key: c.key,
-                    rows: c.rows,
-                }));
+                let changes = converted
+                    .into_iter()
+                    .map(|c| Change::Upsert {
+                        collection,
+                        key: c.key,
+                        rows: c.rows,
+                    })
+                    .collect();
+                written.push((changes, &letter.ids));
             }
             Err(e) => {
                 report.still_refused += 1;
@@ -167,10 +190,38 @@ async fn retry_chunk(
             }
         }
     }
-    if !resolved.is_empty() {
-        sink.apply_retried(&changes, &resolved).await?;
+    let changes: Vec<Change> = written.iter().flat_map(|(c, _)| c.clone()).collect();
+    let all: Vec<i64> = written
+        .iter()
+        .flat_map(|(_, ids)| ids.iter().copied())
+        .chain(resolved.iter().copied())
+        .collect();
+    if all.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    match sink.apply_retried(&changes, &all).await {
+        Ok(()) => {
+            report.written += written.len();
+            Ok(())
+        }
+        // Postgres refused a value the mapping now accepts (a live column narrower than the
+        // mapping): one document at a time, so only those stay open.
+        Err(e) if e.is_data_error() => {
+            sink.apply_retried(&[], &resolved).await?;
+            for (changes, ids) in &written {
+                match sink.apply_retried(changes, ids).await {
+                    Ok(()) => report.written += 1,
+                    Err(e) if e.is_data_error() => {
+                        report.still_refused += 1;
+                        tracing::debug!(error = %e, "Postgres still refuses a dead-lettered document; its letter stays open.");
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// A comparable form of a plain-JSON `_id`: numbers by value (`5` and `5.0` are one `_id` in

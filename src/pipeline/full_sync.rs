@@ -131,7 +131,7 @@ pub async fn full_sync(
     }
     // Letters whose documents convert now are written and resolved before the copy, which
     // then records a letter only for versions without an open one.
-    super::dead_letters::retry_open_letters(&client, &sink, &mappings, Some(&selected)).await?;
+    super::dead_letters::retry_open_letters(&client, &sink, &mappings, Some(&selected)).await;
     let shutdown = shutdown.boxed().shared();
     let load = match mode {
         FullSyncMode::Replace => Load::Swap { lease: Some(&flag) },

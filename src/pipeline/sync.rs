@@ -275,7 +275,7 @@ async fn sync_inner(
         // Once per start, after the copies (which write their own letters): documents that
         // were refused and convert now are written, and their letters resolved.
         if !retried {
-            super::dead_letters::retry_open_letters(&client, &sink, &mappings, None).await?;
+            super::dead_letters::retry_open_letters(&client, &sink, &mappings, None).await;
             retried = true;
         }
 

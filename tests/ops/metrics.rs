@@ -81,7 +81,13 @@ async fn every_metric_is_served_and_lag_and_readiness_follow_the_stream() {
 
     let (status, text) = run.get("/metrics").await;
     assert_eq!(status, 200);
-    for name in ALL {
+    // `tributary_nulled_values_total` has series only for collections that say
+    // `on_error: null` (its only known label values); this mapping does not (ops::deadletters
+    // covers it).
+    for name in ALL
+        .into_iter()
+        .filter(|n| *n != metrics::NULLED_VALUES_TOTAL)
+    {
         assert!(
             text.lines().any(|l| l.starts_with(name)),
             "{name} missing from /metrics:\n{text}"
