@@ -237,6 +237,14 @@ fn redacts_passwords_in_every_uri_form() {
             "host=h password=**** user=u",
         ),
         ("host=h PASSWORD=x", "host=h PASSWORD=****"),
+        (
+            "postgres://h/db?sslmode=require&sslpassword=k3y&sslkey=/k",
+            "postgres://h/db?sslmode=require&sslpassword=****&sslkey=/k",
+        ),
+        (
+            "mongodb://h/?authMechanism=MONGODB-AWS&authMechanismProperties=AWS_SESSION_TOKEN:t0k&tls=true",
+            "mongodb://h/?authMechanism=MONGODB-AWS&authMechanismProperties=****&tls=true",
+        ),
     ];
     for (input, want) in cases {
         assert_eq!(redact_uri(input), want, "{input}");
@@ -323,4 +331,21 @@ fn unvalidated_load_keeps_bad_values_for_a_later_validate() {
     assert_eq!(c.sync.mappings, dir.path().join("mappings/shop"));
     let err = c.validate().unwrap_err().to_string();
     assert!(err.contains("sync.batch_max_rows"), "{err}");
+}
+
+#[test]
+fn the_config_debug_never_shows_a_password() {
+    let text = "[mongo]\nuri = \"mongodb://u:m0ngo-pw@h/?replicaSet=rs0\"\n\
+                [postgres]\nuri = \"postgres://u:pg-pw@h/db?sslpassword=ssl-pw\"\n\
+                [sync]\nmappings = \"m\"\n";
+    let c = Config::from_str_at(text, Path::new("c.toml")).unwrap();
+    let shown = format!("{c:?} {c:#?} {} {}", c.mongo.uri, c.postgres.uri);
+    for secret in ["m0ngo-pw", "pg-pw", "ssl-pw"] {
+        assert!(!shown.contains(secret), "{shown}");
+    }
+    // The driver still gets the real text.
+    assert_eq!(
+        c.postgres.uri.expose(),
+        "postgres://u:pg-pw@h/db?sslpassword=ssl-pw"
+    );
 }
