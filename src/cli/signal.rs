@@ -8,28 +8,39 @@ use std::pin::Pin;
 pub type Shutdown = Shared<Pin<Box<dyn Future<Output = ()> + Send>>>;
 
 /// Resolves once on SIGINT (Ctrl-C) or SIGTERM. Clone it freely: every clone resolves together.
+///
+/// The handlers are installed here, not when the future is first polled: a signal that arrives
+/// during start-up, before anything awaits the future, must still ask for a clean stop instead
+/// of killing the process with the default action (a SIGTERM right after "Streaming changes."
+/// did). tokio keeps a signal delivered before the first poll for that poll.
 pub fn shutdown_on_signal() -> Shutdown {
-    let fut: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(async {
-        let ctrl_c = async {
-            if tokio::signal::ctrl_c().await.is_err() {
-                // Without a handler we can never be asked to stop this way; wait forever.
-                std::future::pending::<()>().await;
-            }
-        };
-        #[cfg(unix)]
-        let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
+    #[cfg(unix)]
+    let fut: Pin<Box<dyn Future<Output = ()> + Send>> = {
+        use tokio::signal::unix::{signal, SignalKind};
+        let interrupt = signal(SignalKind::interrupt()).ok();
+        let terminate = signal(SignalKind::terminate()).ok();
+        Box::pin(async move {
+            // Without a handler we can never be asked to stop that way; wait forever.
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
                 }
-                Err(_) => std::future::pending::<()>().await,
+            };
+            tokio::select! {
+                _ = wait(interrupt) => tracing::info!("SIGINT received: finishing the current batch, then stopping"),
+                _ = wait(terminate) => tracing::info!("SIGTERM received: finishing the current batch, then stopping"),
             }
-        };
-        #[cfg(not(unix))]
-        let term = std::future::pending::<()>();
-        tokio::select! {
-            _ = ctrl_c => tracing::info!("SIGINT received: finishing the current batch, then stopping"),
-            _ = term => tracing::info!("SIGTERM received: finishing the current batch, then stopping"),
+        })
+    };
+    #[cfg(not(unix))]
+    let fut: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(async {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            tracing::info!("SIGINT received: finishing the current batch, then stopping");
+        } else {
+            std::future::pending::<()>().await;
         }
     });
     fut.shared()
