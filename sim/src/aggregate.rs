@@ -6,7 +6,8 @@
 //! Also owns numeric arithmetic with MongoDB's type promotion (Int32 →
 //! Int64 → Double, Decimal128 wins), which `update` reuses for `$inc`/`$mul`.
 //!
-//! Layout: this file (stages, `$group`, `$unwind`), `expression`, `arith`.
+//! Layout: this file (stages, `$group`, `$unwind`), `expression`, `arith`,
+//! `sample` (`$sample`'s parsing and its two ways of picking documents).
 //!
 //! Nuances of the real server not reproduced: `$group` emits groups in
 //! first-seen order (the server's order is unspecified); `$lookup`,
@@ -82,6 +83,17 @@ pub fn run_stages(docs: Vec<Document>, stages: &[Document]) -> Result<Vec<Docume
                     vec![doc! { field.as_str(): count_value(docs.len()) }]
                 }
             }
+            "$sample" => {
+                // Not the leading stage of a collection's pipeline (that one
+                // the caller answers, see `sample`): mongod's random sort.
+                let size = sample::parse(spec)?;
+                let picks = sample::random_sort(docs.len(), size, &mut rand::thread_rng());
+                let mut slots: Vec<Option<Document>> = docs.into_iter().map(Some).collect();
+                picks
+                    .into_iter()
+                    .filter_map(|i| slots.get_mut(i).and_then(Option::take))
+                    .collect()
+            }
             "$group" => group(docs, as_doc(name, spec)?)?,
             "$unwind" => unwind(docs, spec)?,
             _ => {
@@ -113,7 +125,7 @@ pub fn apply_event_stages(
             "$match" | "$project" | "$addFields" | "$set" | "$unset" | "$replaceRoot"
             | "$replaceWith" => {}
             "$sort" | "$skip" | "$limit" | "$count" | "$group" | "$unwind" | "$lookup" | "$out"
-            | "$merge" | "$facet" | "$changeStream" => {
+            | "$merge" | "$facet" | "$sample" | "$changeStream" => {
                 return Err(QueryError::new(
                     20,
                     "IllegalOperation",
@@ -522,6 +534,7 @@ fn unwind(docs: Vec<Document>, spec: &Bson) -> Result<Vec<Document>, QueryError>
 
 mod arith;
 mod expression;
+pub mod sample;
 
 pub(crate) use arith::{add_numbers, f64_to_decimal, mul_numbers};
 pub use expression::eval_expression;

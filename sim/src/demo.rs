@@ -14,6 +14,8 @@ pub fn load(shared: &Shared, orders: usize) {
             sink: LiveSink {
                 oplog: &mut st.oplog,
                 retry: None,
+                // Nothing can have blocked writes before the server listens.
+                writes_blocked: false,
             },
         };
         let mut loaded = 0usize;

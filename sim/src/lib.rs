@@ -11,6 +11,7 @@
 //! - `tail`, `stream`, `scan`, `cursor`: oplog tail cursors, change streams,
 //!   batch-at-a-time collection scans, cursor table.
 //! - `failpoint`, `error`, `demo`: fail points, command errors, `--seed-demo`.
+//! - `write_block`: `setUserWriteBlockMode` state and the 371 check writes make.
 //! - Pure modules (no I/O): `bson_order`, `query`, `update`, `diff`, `token`,
 //!   `change_event`, `aggregate`, `seed`.
 pub mod aggregate;
@@ -35,6 +36,7 @@ mod store;
 mod stream;
 mod tail;
 mod wire;
+mod write_block;
 mod writes;
 
 pub use error::CommandError;

@@ -202,8 +202,15 @@ fn check_id_unchanged(
     let Some(old) = pre.get("_id") else {
         return Ok(());
     };
+    // An operator may not touch `_id` at all (1 -> 1.0 is a change); a
+    // replacement or pipeline may write an equal value of another numeric
+    // type, which mongod then stores (it compares values, not bytes).
+    let same = |new: &Bson| match spec {
+        UpdateSpec::Operators(_) => new == old,
+        _ => compare(new, old).is_eq(),
+    };
     match post.get("_id") {
-        Some(new) if new == old => Ok(()),
+        Some(new) if same(new) => Ok(()),
         other => Err(QueryError::new(
             66,
             "ImmutableField",

@@ -100,9 +100,20 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     reader.read_exact(&mut header[4..]).await?;
     let request_id = le_i32(&header[4..8]);
     let op_code = le_i32(&header[12..16]);
+    let len = length as usize - 16;
     body.clear();
-    body.resize(length as usize - 16, 0);
-    reader.read_exact(body).await?;
+    // Reserved, not zero-filled: pages are only touched as bytes arrive, so
+    // a peer announcing 48 MB and sending a few bytes costs a few bytes
+    // (filling them cost a 48 MB memset per lie), while an honest large
+    // message still lands in one allocation, or none when the reused
+    // buffer is big enough already.
+    body.reserve(len);
+    let read = AsyncReadExt::take(&mut *reader, len as u64)
+        .read_to_end(body)
+        .await?;
+    if read < len {
+        return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+    }
     Ok(Some(Frame {
         request_id,
         op_code,
@@ -260,9 +271,51 @@ fn decode_whole(bytes: &[u8]) -> Result<Document, WireError> {
     match decode_document(bytes, 0) {
         Some(doc) => Ok(doc),
         None => {
+            // Decoders recurse once per level, and a nesting bomb (a few
+            // hundred KB of `{"a": {"a": ...}}`) would overflow the stack and
+            // abort the whole process: refuse what mongod refuses first.
+            let raw = bson::RawDocument::from_bytes(bytes).ok();
+            if raw.is_some_and(|d| deeper_than(d, MAX_BSON_DEPTH, 0)) {
+                return Err(malformed(format!(
+                    "BSONObj exceeded maximum nested object depth: {MAX_BSON_DEPTH}"
+                )));
+            }
+            // `bson`'s serde decoder takes ~18 KB of stack per level in a
+            // debug build (2 MB lasts ~115 levels); its raw conversion about
+            // a third of that, so deep documents go that way.
+            if let Some(deep) = raw.filter(|d| deeper_than(d, MAX_DECODE_DEPTH, 0)) {
+                return Document::try_from(deep)
+                    .map_err(|e| malformed(format!("invalid BSON: {e}")));
+            }
             bson::from_slice::<Document>(bytes).map_err(|e| malformed(format!("invalid BSON: {e}")))
         }
     }
+}
+
+/// mongod's `maxBSONDepth`: documents and arrays nested below this many
+/// levels (the top-level document is level 0) are refused.
+const MAX_BSON_DEPTH: usize = 200;
+
+/// Whether `doc` (at nesting level `depth`) has documents or arrays nested
+/// below level `limit`; the recursion stops there, so this cannot overflow.
+/// Malformed elements count as not deep (decoding reports them).
+fn deeper_than(doc: &bson::RawDocument, limit: usize, depth: usize) -> bool {
+    use bson::RawBsonRef;
+    if depth > limit {
+        return true;
+    }
+    doc.iter().any(|element| {
+        let child = match element {
+            Ok((_, RawBsonRef::Document(d))) => d,
+            Ok((_, RawBsonRef::Array(a))) => match bson::RawDocument::from_bytes(a.as_bytes()) {
+                Ok(d) => d,
+                Err(_) => return false,
+            },
+            Ok((_, RawBsonRef::JavaScriptCodeWithScope(c))) => c.scope,
+            _ => return false,
+        };
+        deeper_than(child, limit, depth + 1)
+    })
 }
 
 /// Nesting deeper than this is left to `bson`.
@@ -925,6 +978,149 @@ mod tests {
         ) {
             let doc: Document = fields.into_iter().collect();
             same_as_bson(&bson::to_vec(&doc).unwrap());
+        }
+    }
+
+    /// `{"a": {"a": ... {}}}` (or arrays), `depth` levels, built without recursion.
+    fn nested(depth: usize, array: bool) -> Vec<u8> {
+        let mut out = Vec::with_capacity(depth * 8 + 5);
+        for level in 0..depth {
+            let size = 5 + 8 * (depth - level);
+            out.extend_from_slice(&(size as i32).to_le_bytes());
+            out.push(if array { 0x04 } else { 0x03 });
+            out.extend_from_slice(if array { b"0\0" } else { b"a\0" });
+        }
+        out.extend_from_slice(&[5, 0, 0, 0, 0]);
+        out.extend(std::iter::repeat_n(0u8, depth));
+        out
+    }
+
+    /// Regression: a 200,000-level document overflowed the stack inside
+    /// `bson` and aborted the process. Nesting is now refused past mongod's
+    /// 200 levels, and documents deeper than the direct decoder's 64 are
+    /// decoded by `bson`'s raw conversion, which needs a third of the stack.
+    /// (Test threads have the same 2 MB stack as tokio's workers.)
+    #[test]
+    fn nesting_bombs_are_refused_without_overflowing_the_stack() {
+        for array in [false, true] {
+            for depth in [64, 65, 150, 200] {
+                let doc = decode_whole(&nested(depth, array)).unwrap();
+                assert!(doc.contains_key(if array { "0" } else { "a" }));
+            }
+            for depth in [201, 5_000, 200_000] {
+                let err = decode_whole(&nested(depth, array)).unwrap_err();
+                assert!(err.to_string().contains("maximum nested object depth: 200"));
+            }
+        }
+        // Deep, with a type only `bson` decodes at the bottom.
+        let mut deep = bson::doc! {"d": Bson::Decimal128("1.5".parse().unwrap())};
+        for _ in 0..150 {
+            deep = bson::doc! {"a": deep};
+        }
+        let bytes = bson::to_vec(&deep).unwrap();
+        assert_eq!(decode_whole(&bytes).unwrap(), deep);
+        // The same bomb as an insert's document sequence, and as the command.
+        let bomb = nested(100_000, false);
+        let mut body = 0u32.to_le_bytes().to_vec();
+        body.push(0);
+        bson::doc! {"insert": "c", "$db": "d"}
+            .to_writer(&mut body)
+            .unwrap();
+        body.push(1);
+        body.extend_from_slice(&((bomb.len() + 4 + 10) as i32).to_le_bytes());
+        body.extend_from_slice(b"documents\0");
+        body.extend_from_slice(&bomb);
+        assert!(decode_op_msg(&body).is_err());
+        assert!(decode_op_msg(&msg_body(&[&[0u8][..], &bomb].concat())).is_err());
+    }
+
+    /// Headers and bodies from an in-memory peer: every lie about lengths
+    /// ends in an error once the input runs out, never in a wait.
+    #[tokio::test]
+    async fn read_frame_refuses_lying_lengths_at_end_of_input() {
+        let mut body = Vec::new();
+        let frame_of = |len: i32, rest: &[u8]| {
+            let mut f = len.to_le_bytes().to_vec();
+            f.extend_from_slice(&[0u8; 8]);
+            f.extend_from_slice(&OP_MSG.to_le_bytes());
+            f.extend_from_slice(rest);
+            f
+        };
+        for len in [i32::MIN, -1, 0, 15, 48_000_001, i32::MAX] {
+            let f = frame_of(len, &[]);
+            let r = read_frame(&mut &f[..], &mut body).await;
+            assert!(matches!(r, Err(WireError::BadLength(_))), "{len}: {r:?}");
+        }
+        for (len, rest) in [
+            (17, &[][..]),
+            (100, &[1, 2, 3][..]),
+            (48_000_000, &[7; 64][..]),
+        ] {
+            let f = frame_of(len, rest);
+            let r = read_frame(&mut &f[..], &mut body).await;
+            assert!(matches!(r, Err(WireError::Io(_))), "{len}: {r:?}");
+            // What did arrive was read.
+            assert_eq!(body, rest);
+        }
+        // A header cut short is an error too; no bytes at all is a clean close.
+        for cut in 1..16 {
+            let f = frame_of(16, &[]);
+            let r = read_frame(&mut &f[..cut], &mut body).await;
+            assert!(r.is_err() || cut < 4, "{cut}: {r:?}");
+        }
+        assert!(read_frame(&mut &[][..], &mut body).await.unwrap().is_none());
+        // An honest frame, twice in a row from one stream.
+        let two = [frame_of(19, &[1, 2, 3]), frame_of(16, &[])].concat();
+        let mut input = &two[..];
+        let f = read_frame(&mut input, &mut body).await.unwrap().unwrap();
+        assert_eq!((f.op_code, &body[..]), (OP_MSG, &[1u8, 2, 3][..]));
+        read_frame(&mut input, &mut body).await.unwrap().unwrap();
+        assert!(body.is_empty());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Arbitrary bytes never panic the OP_MSG or OP_QUERY decoders.
+        #[test]
+        fn decoders_never_panic_on_arbitrary_bytes(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)
+        ) {
+            let _ = decode_op_msg(&bytes);
+            let _ = decode_op_query(&bytes);
+        }
+
+        /// Nor do corrupted versions of a valid message: a byte changed, the
+        /// message cut short, or a length field anywhere replaced by a lie.
+        #[test]
+        fn decoders_never_panic_on_corrupted_messages(
+            at in 0usize..400,
+            byte in proptest::prelude::any::<u8>(),
+            cut in 0usize..400,
+            lie in proptest::prelude::any::<i32>(),
+        ) {
+            let body = with_sequence(
+                &doc! {"insert": "c", "ordered": false, "$db": "d", "x": {"y": [1, "z"]}},
+                "documents",
+                &[doc! {"_id": 1, "a": [1.5, null]}, doc! {"b": {"c": true}}],
+            );
+            let mut changed = body.clone();
+            let at = at % changed.len();
+            changed[at] = byte;
+            let _ = decode_op_msg(&changed);
+            let _ = decode_op_msg(&body[..cut.min(body.len())]);
+            let mut lying = body.clone();
+            let at = at.min(lying.len() - 4);
+            lying[at..at + 4].copy_from_slice(&lie.to_le_bytes());
+            let _ = decode_op_msg(&lying);
+            let mut query = 0i32.to_le_bytes().to_vec();
+            query.extend_from_slice(b"admin.$cmd\0");
+            query.extend_from_slice(&[0u8; 8]);
+            doc! {"isMaster": 1}.to_writer(&mut query).unwrap();
+            let at = at % query.len();
+            query[at] = byte;
+            let _ = decode_op_query(&query);
+            let _ = decode_op_query(&query[..cut.min(query.len())]);
         }
     }
 

@@ -16,6 +16,7 @@ use crate::query::{sort_documents, Filter};
 use crate::store::{check_collection_name, Catalog, Collection, DuplicateKey, StoredDoc};
 use crate::update::{self, UpdateSpec};
 use crate::wire::RawInsert;
+use crate::write_block;
 
 /// One failed statement, reported in `writeErrors` (or as a command error
 /// for findAndModify).
@@ -100,8 +101,9 @@ pub trait OpSink {
         self.log_insert(insert_op(ns, ui, id, raw.to_document()))
     }
 
-    /// Claims a document for writing; fails with 112 WriteConflict when
-    /// another open transaction already wrote it.
+    /// Claims a document for writing, right before the write (where mongod's
+    /// op observers run); fails with 112 WriteConflict when another open
+    /// transaction already wrote it, 371 when user writes are blocked.
     fn claim(&mut self, _ns: &str, _id: &Bson) -> Result<(), CommandError> {
         Ok(())
     }
@@ -131,6 +133,8 @@ pub struct TxnLog {
     pub touched: BTreeSet<DocRef>,
     /// Documents other open transactions wrote (refreshed before each command).
     pub others: BTreeSet<DocRef>,
+    /// Whether user writes are blocked (refreshed before each command).
+    pub writes_blocked: bool,
 }
 
 impl OpSink for TxnLog {
@@ -139,6 +143,7 @@ impl OpSink for TxnLog {
     }
 
     fn claim(&mut self, ns: &str, id: &Bson) -> Result<(), CommandError> {
+        write_block::check(self.writes_blocked, write_block::db_of(ns))?;
         let key = (ns.to_string(), OrderedBson(id.clone()));
         if self.others.contains(&key) {
             return Err(write_conflict());
@@ -179,6 +184,8 @@ pub struct LiveTarget<'a> {
 pub struct LiveSink<'a> {
     pub oplog: &'a mut Oplog,
     pub retry: Option<RetryInfo>,
+    /// Whether user writes are blocked (see `write_block`), read once per command.
+    pub writes_blocked: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -198,6 +205,10 @@ impl OpSink for LiveSink<'_> {
 
     fn log_insert(&mut self, op: OplogOp) -> StoredDoc {
         StoredDoc::Inserted(self.append(op))
+    }
+
+    fn claim(&mut self, ns: &str, _id: &Bson) -> Result<(), CommandError> {
+        write_block::check(self.writes_blocked, write_block::db_of(ns))
     }
 
     fn log_raw_insert(
@@ -310,6 +321,7 @@ impl Target for LiveTarget<'_> {
             if !create {
                 return Ok(None);
             }
+            write_block::check(self.sink.writes_blocked, db)?;
             create_live(self.catalog, self.sink.oplog, db, coll, Document::new());
         }
         match self.catalog.get_mut(db, coll) {
@@ -346,6 +358,7 @@ impl Target for TxnTarget<'_> {
                     self.txn.colls.insert(key.clone(), c.clone());
                 }
                 None if create => {
+                    write_block::check(self.txn.log.writes_blocked, db)?;
                     let c = Collection::new(Document::new());
                     self.txn.log.ops.push((create_op(db, coll, &c), None));
                     self.txn.colls.insert(key.clone(), c);
@@ -468,9 +481,10 @@ fn insert_op(ns: String, ui: bson::Uuid, id: Bson, doc: Document) -> OplogOp {
 /// Keys of documents matching `filter`, in `_id` order, up to `limit` (0 = all).
 pub fn matching_keys(c: &Collection, filter: &Filter, limit: usize) -> Vec<OrderedBson> {
     if let Some(id) = filter.id_equality() {
-        let key = OrderedBson(id.clone());
-        return match c.docs.get(&key) {
-            Some(d) if filter.matches(d.doc().as_ref()) => vec![key],
+        // The stored key, not the query value: `{_id: 2.0}` finds the
+        // document stored under 2i64, and its oplog entry must say 2i64.
+        return match c.docs.get_key_value(&OrderedBson(id.clone())) {
+            Some((key, d)) if filter.matches(d.doc().as_ref()) => vec![key.clone()],
             _ => Vec::new(),
         };
     }
@@ -569,8 +583,20 @@ pub fn update(
         }
         sink.claim(&ns, &key.0)?;
         out.modified += 1;
-        let id = key.0.clone();
-        c.docs.insert(key, StoredDoc::Own(post.clone()));
+        // The oplog names the document by the `_id` it had (`o2`).
+        let id = pre.get("_id").cloned().unwrap_or_else(|| key.0.clone());
+        match post.get("_id") {
+            // A replacement may store an equal `_id` of another numeric type
+            // (1 -> 1.0), as mongod does; the key follows the document.
+            Some(new_id) if *new_id != key.0 => {
+                c.docs.remove(&key);
+                c.docs
+                    .insert(OrderedBson(new_id.clone()), StoredDoc::Own(post.clone()));
+            }
+            _ => {
+                c.docs.insert(key, StoredDoc::Own(post.clone()));
+            }
+        }
         sink.log(
             OplogOp {
                 op: "u",
@@ -670,6 +696,7 @@ pub fn delete(
         sink.claim(&ns, &key.0)?;
         if let Some(doc) = c.docs.remove(&key).map(StoredDoc::into_document) {
             out.deleted += 1;
+            let id = doc.get("_id").cloned().unwrap_or(key.0);
             let images = c.images_enabled().then(|| {
                 Box::new(Images {
                     pre: Some(doc.clone()),
@@ -683,7 +710,7 @@ pub fn delete(
                     ns: ns.clone(),
                     ui: Some(c.uuid),
                     images,
-                    o: doc! {"_id": key.0},
+                    o: doc! {"_id": id},
                     o2: None,
                 },
                 None,
@@ -736,8 +763,10 @@ pub fn replay(catalog: &mut Catalog, ops: &[(OplogOp, Option<Document>)], txn_co
             }
             "u" => {
                 if let (Some(post), Some(id)) = (post, op.o2.as_ref().and_then(|o| o.get("_id"))) {
-                    c.docs
-                        .insert(OrderedBson(id.clone()), StoredDoc::Own(post.clone()));
+                    // Keyed by the document's own `_id` (see `update`).
+                    let key = OrderedBson(post.get("_id").unwrap_or(id).clone());
+                    c.docs.remove(&key);
+                    c.docs.insert(key, StoredDoc::Own(post.clone()));
                 }
             }
             "d" => {

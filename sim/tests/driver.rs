@@ -17,3 +17,12 @@ mod txn;
 
 #[path = "driver/wire.rs"]
 mod wire;
+
+#[path = "driver/ids.rs"]
+mod ids;
+
+#[path = "driver/sample.rs"]
+mod sample;
+
+#[path = "driver/write_block.rs"]
+mod write_block;

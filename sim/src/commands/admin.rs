@@ -1,5 +1,6 @@
 //! Handshake and server-level commands: hello/isMaster, buildInfo,
-//! getParameter, serverStatus, replSetGetStatus, configureFailPoint.
+//! getParameter, serverStatus, replSetGetStatus, configureFailPoint,
+//! setUserWriteBlockMode.
 
 use bson::{doc, oid::ObjectId, Document, Timestamp};
 
@@ -8,6 +9,7 @@ use crate::error::CommandError;
 use crate::oplog::{optime, TERM};
 use crate::state::{lock, Shared};
 use crate::wire::MAX_MESSAGE_SIZE_BYTES;
+use crate::write_block;
 
 pub const VERSION: &str = "7.0.14";
 /// MongoDB 7.0's wire version.
@@ -135,12 +137,95 @@ pub fn configure_fail_point(req: &Req<'_>) -> CmdResult {
     Ok(doc! {"count": 0})
 }
 
+/// Arguments any command takes beside its own fields (mongod's generic
+/// arguments); a strict command refuses every other unknown field.
+fn is_generic_argument(field: &str) -> bool {
+    field.starts_with('$')
+        || matches!(
+            field,
+            "lsid"
+                | "txnNumber"
+                | "autocommit"
+                | "startTransaction"
+                | "stmtId"
+                | "maxTimeMS"
+                | "readConcern"
+                | "writeConcern"
+                | "comment"
+                | "apiVersion"
+                | "apiStrict"
+                | "apiDeprecationErrors"
+        )
+}
+
+/// `{setUserWriteBlockMode: 1, global: <bool>}`. mongod 7.0 does not limit
+/// it to `admin` (`adminOnly()` is false; only the cluster privilege
+/// counts, and this server has no auth), so neither does this.
+pub fn set_user_write_block_mode(req: &Req<'_>) -> CmdResult {
+    let name = "setUserWriteBlockMode";
+    if req.txn.is_some() {
+        return Err(CommandError::new(
+            263,
+            "OperationNotSupportedInTransaction",
+            format!("Cannot run '{name}' in a multi-document transaction."),
+        ));
+    }
+    if let Some(field) = req
+        .cmd
+        .keys()
+        .find(|k| *k != name && *k != "global" && !is_generic_argument(k))
+    {
+        return Err(CommandError::new(
+            40415,
+            "Location40415",
+            format!("BSON field '{name}.{field}' is an unknown field."),
+        ));
+    }
+    if req.cmd.contains_key("writeConcern") {
+        return Err(CommandError::new(
+            72,
+            "InvalidOptions",
+            "Command does not support writeConcern",
+        ));
+    }
+    let global = match req.cmd.get("global") {
+        Some(bson::Bson::Boolean(b)) => *b,
+        Some(other) => {
+            return Err(CommandError::type_mismatch(format!(
+                "BSON field '{name}.global' is the wrong type '{}', expected type 'bool'",
+                super::type_name(other)
+            )))
+        }
+        None => {
+            return Err(CommandError::new(
+                40414,
+                "Location40414",
+                format!("BSON field '{name}.global' is missing but a required field"),
+            ))
+        }
+    };
+    let next = {
+        let mut st = req.shared.state();
+        let st = &mut *st;
+        write_block::set(&mut st.catalog, &mut st.oplog, global)?;
+        st.oplog.next_seq()
+    };
+    req.shared.publish(next);
+    Ok(Document::new())
+}
+
 pub fn connection_status() -> Document {
     doc! {"authInfo": {"authenticatedUsers": [], "authenticatedUserRoles": []}}
 }
 
 pub fn server_status(req: &Req<'_>) -> Document {
     let ts = req.shared.cluster_time();
+    // mongod's UserWriteBlockState: 1 disabled, 2 enabled (0 unknown).
+    let write_block_mode = if write_block::blocked(&req.shared.state().catalog) {
+        2
+    } else {
+        1
+    };
     doc! {
         "host": "mongo-sim",
         "version": VERSION,
@@ -148,7 +233,8 @@ pub fn server_status(req: &Req<'_>) -> Document {
         "uptime": 1.0,
         "localTime": bson::DateTime::now(),
         "repl": {"setName": "rs0", "isWritablePrimary": true, "secondary": false,
-                 "lastWrite": {"opTime": optime(ts)}},
+                 "lastWrite": {"opTime": optime(ts)},
+                 "userWriteBlockMode": write_block_mode},
         "storageEngine": {"name": "inMemory", "supportsCommittedReads": true},
     }
 }

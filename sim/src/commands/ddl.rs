@@ -10,6 +10,7 @@ use crate::oplog::OplogOp;
 use crate::query::Filter;
 use crate::state::State;
 use crate::store::check_collection_name;
+use crate::write_block;
 use crate::writes::create_live;
 
 fn cmd_op(db: &str, ui: Option<bson::Uuid>, o: Document, o2: Option<Document>) -> OplogOp {
@@ -174,6 +175,7 @@ pub fn create(req: &Req<'_>) -> CmdResult {
                 format!("Collection {}.{coll} already exists.", req.db),
             ));
         }
+        write_block::check_catalog(&st.catalog, &req.db)?;
         create_live(&mut st.catalog, &mut st.oplog, &req.db, &coll, options);
         Ok(Document::new())
     })
@@ -201,6 +203,9 @@ pub fn drop(req: &Req<'_>) -> CmdResult {
     in_txn_forbidden(req)?;
     let coll = req.coll()?;
     ddl(req, |st| {
+        if st.catalog.get(&req.db, &coll).is_some() {
+            write_block::check_catalog(&st.catalog, &req.db)?;
+        }
         // MongoDB 7 no longer fails when the collection does not exist.
         let n = drop_one(st, &req.db, &coll);
         let mut reply = Document::new();
@@ -221,6 +226,10 @@ pub fn drop_database(req: &Req<'_>) -> CmdResult {
             .get(&req.db)
             .map(|d| d.keys().cloned().collect())
             .unwrap_or_default();
+        // Blocked at its first collection drop; an empty database drops fine.
+        if !names.is_empty() {
+            write_block::check_catalog(&st.catalog, &req.db)?;
+        }
         for name in &names {
             drop_one(st, &req.db, name);
         }
@@ -284,6 +293,8 @@ pub fn rename_collection(req: &Req<'_>) -> CmdResult {
                 "target namespace exists",
             ));
         }
+        write_block::check_catalog(&st.catalog, &fdb)?;
+        write_block::check_catalog(&st.catalog, &tdb)?;
         let Some(c) = st.catalog.dbs.get_mut(&fdb).and_then(|d| d.remove(&fcoll)) else {
             return Err(CommandError::namespace_not_found("source vanished"));
         };
@@ -308,12 +319,15 @@ pub fn coll_mod(req: &Req<'_>) -> CmdResult {
     in_txn_forbidden(req)?;
     let coll = req.coll()?;
     ddl(req, |st| {
+        // Checked once the collection is known to exist, as mongod does.
+        let allowed = write_block::check_catalog(&st.catalog, &req.db);
         let Some(c) = st.catalog.get_mut(&req.db, &coll) else {
             return Err(CommandError::namespace_not_found(format!(
                 "ns does not exist: {}.{coll}",
                 req.db
             )));
         };
+        allowed?;
         let mut o = doc! {"collMod": coll.clone()};
         for (k, v) in &req.cmd {
             if k == "collMod" || k.starts_with('$') || k == "lsid" || k == "writeConcern" {
@@ -347,8 +361,10 @@ pub fn create_indexes(req: &Req<'_>) -> CmdResult {
         }
     }
     ddl(req, |st| {
+        let allowed = write_block::check_catalog(&st.catalog, &req.db);
         let created = st.catalog.get(&req.db, &coll).is_none();
         if created {
+            allowed.clone()?;
             create_live(
                 &mut st.catalog,
                 &mut st.oplog,
@@ -360,6 +376,14 @@ pub fn create_indexes(req: &Req<'_>) -> CmdResult {
         let Some(c) = st.catalog.get_mut(&req.db, &coll) else {
             return Err(CommandError::namespace_not_found("collection vanished"));
         };
+        // Indexes that all exist already build nothing, and are not refused.
+        let builds = specs.iter().any(|s| {
+            let name = s.get_str("name").unwrap_or_default();
+            !c.indexes.iter().any(|i| i.get_str("name") == Ok(name))
+        });
+        if builds {
+            allowed?;
+        }
         let before = c.indexes.len();
         let ui = c.uuid;
         let mut ops = Vec::new();
@@ -438,6 +462,12 @@ pub fn drop_indexes(req: &Req<'_>) -> CmdResult {
                 format!("index not found with name [{index}]"),
             ));
         }
+        if !victims.is_empty() {
+            write_block::check_catalog(&st.catalog, &req.db)?;
+        }
+        let Some(c) = st.catalog.get_mut(&req.db, &coll) else {
+            return Err(CommandError::namespace_not_found("collection vanished"));
+        };
         c.indexes
             .retain(|i| !victims.iter().any(|v| i.get_str("name") == Ok(v.as_str())));
         for v in victims {

@@ -1,10 +1,11 @@
 //! Command dispatch: fail points first, then the transaction context, then the
 //! handler; every reply gets `ok`, `$clusterTime` and `operationTime`.
 //!
-//! Layout: `admin` (hello, buildInfo, sessions, fail points), `ddl`
-//! (namespaces and indexes), `write` (insert/update/delete/findAndModify),
-//! `read` (find, getMore, count, aggregate, killCursors), `txn`
-//! (commit/abort and the per-session transaction state).
+//! Layout: `admin` (hello, buildInfo, sessions, fail points, write
+//! blocking), `ddl` (namespaces and indexes), `write`
+//! (insert/update/delete/findAndModify), `read` (find, getMore, count,
+//! aggregate, killCursors), `txn` (commit/abort and the per-session
+//! transaction state).
 
 mod admin;
 mod ddl;
@@ -21,6 +22,7 @@ use crate::cursor::BatchDoc;
 use crate::error::CommandError;
 use crate::state::{cluster_time_doc, lock, Shared};
 use crate::wire::InsertDoc;
+use crate::write_block;
 use crate::writes::{LiveSink, LiveTarget, RetryInfo, Target, TxnTarget};
 
 pub use admin::hello_reply;
@@ -70,11 +72,13 @@ impl Req<'_> {
                 let (r, next) = {
                     let mut st = self.shared.state();
                     let st = &mut *st;
+                    let writes_blocked = write_block::blocked(&st.catalog);
                     let r = f(&mut LiveTarget {
                         catalog: &mut st.catalog,
                         sink: LiveSink {
                             oplog: &mut st.oplog,
                             retry: self.retry_info(),
+                            writes_blocked,
                         },
                     });
                     (r, st.oplog.next_seq())
@@ -96,6 +100,7 @@ impl Req<'_> {
                 };
                 s.writes.log.others = others;
                 let st = self.shared.state();
+                s.writes.log.writes_blocked = write_block::blocked(&st.catalog);
                 Ok(f(&mut TxnTarget {
                     catalog: &st.catalog,
                     txn: &mut s.writes,
@@ -272,6 +277,7 @@ async fn dispatch(req: &mut Req<'_>, conn: &mut Conn) -> Result<Option<Document>
         | "killAllSessionsByPattern"
         | "refreshSessions" => txn::end_sessions(req),
         "configureFailPoint" => admin::configure_fail_point(req),
+        "setUserWriteBlockMode" => admin::set_user_write_block_mode(req),
         "connectionStatus" => Ok(admin::connection_status()),
         "whatsmyuri" => Ok(bson::doc! {"you": conn.me.clone()}),
         "serverStatus" => Ok(admin::server_status(req)),

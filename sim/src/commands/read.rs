@@ -6,14 +6,16 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use bson::{doc, Bson, Document};
+use rand::Rng;
 
 use super::{as_i64, truthy, CmdResult, Req};
-use crate::aggregate::{apply_event_stages, run_stages};
+use crate::aggregate::{apply_event_stages, run_stages, sample};
 use crate::cursor::{batch_size, cursor_reply, cursor_reply_shared, take_batch, CursorKind};
 use crate::error::CommandError;
-use crate::query::{project, sort_documents, Filter};
+use crate::query::{project, sort_documents, Filter, QueryError};
 use crate::scan::{ScanCursor, ScanSpec};
 use crate::state::lock;
+use crate::store::{Collection, StoredDoc};
 use crate::stream::{misplaced_stage, Scope, StreamCursor, StreamSpec};
 use crate::tail::{find_all, FindSpec, TailCursor};
 use crate::writes::matching_docs;
@@ -380,10 +382,22 @@ pub fn aggregate(req: &mut Req<'_>) -> CmdResult {
         let cs = cs.clone();
         return change_stream(req, cs, stages[1..].to_vec(), requested);
     }
+    let mut stages = &stages[..];
     let docs = match req.cmd.get("aggregate") {
         Some(Bson::String(coll)) => {
             let coll = coll.clone();
-            if is_oplog(req, &coll) {
+            let leading_sample = stages
+                .first()
+                .and_then(|s| s.get("$sample"))
+                .filter(|_| stages[0].len() == 1 && !is_oplog(req, &coll));
+            if let Some(spec) = leading_sample {
+                let size = sample::parse(spec)?;
+                stages = &stages[1..];
+                req.with_target(|t| match t.read(&req.db, &coll) {
+                    Some(c) => sample_collection(c, size),
+                    None => Ok(Vec::new()),
+                })??
+            } else if is_oplog(req, &coll) {
                 let st = req.shared.state();
                 find_all(
                     &st.oplog,
@@ -405,7 +419,7 @@ pub fn aggregate(req: &mut Req<'_>) -> CmdResult {
         }
         _ => Vec::new(),
     };
-    let out = run_stages(docs, &stages)?;
+    let out = run_stages(docs, stages)?;
     let ns = match req.cmd.get("aggregate") {
         Some(Bson::String(c)) => format!("{}.{c}", req.db),
         _ => format!("{}.$cmd.aggregate", req.db),
@@ -414,6 +428,23 @@ pub fn aggregate(req: &mut Req<'_>) -> CmdResult {
     let batch = take_batch(&mut rest, requested.unwrap_or(DEFAULT_FIRST_BATCH));
     let id = register(req, ns.clone(), rest, false);
     Ok(cursor_reply(true, batch, id, &ns, None))
+}
+
+/// A leading `$sample` over collection `c`, the way mongod plans it: a
+/// random cursor for a small share of a big collection, else a random sort
+/// (see `aggregate::sample`). Only the chosen documents are decoded.
+fn sample_collection(c: &Collection, size: usize) -> Result<Vec<Document>, QueryError> {
+    let docs: Vec<&StoredDoc> = c.docs.values().collect();
+    let mut rng = rand::thread_rng();
+    let picks = if sample::uses_random_cursor(docs.len(), size) {
+        sample::random_cursor(size, || rng.gen_range(0..docs.len()))?
+    } else {
+        sample::random_sort(docs.len(), size, &mut rng)
+    };
+    Ok(picks
+        .into_iter()
+        .filter_map(|i| docs.get(i).map(|d| d.doc().into_owned()))
+        .collect())
 }
 
 fn change_stream(

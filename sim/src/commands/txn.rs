@@ -10,6 +10,7 @@ use crate::error::CommandError;
 use crate::oplog::{Oplog, OplogOp, TERM};
 use crate::state::{lock, SessionTxn, TxnPhase};
 use crate::store::approx_size;
+use crate::write_block;
 use crate::writes::{replay, TxnWrites};
 
 /// sha256 of the empty user name: the `uid` real servers put in an
@@ -135,12 +136,25 @@ pub fn commit(req: &Req<'_>) -> CmdResult {
     if s.phase == TxnPhase::Committed {
         return Ok(Document::new());
     }
-    let writes = std::mem::take(&mut s.writes);
-    s.phase = TxnPhase::Committed;
-    let txn_number = s.txn_number;
     let next = {
         let mut st = req.shared.state();
         let st = &mut *st;
+        // Writes blocked since the transaction wrote: it may not land (see
+        // `write_block` for how this differs from mongod). It is aborted.
+        let user_writes = s
+            .writes
+            .log
+            .ops
+            .iter()
+            .any(|(op, _)| !write_block::is_internal_db(write_block::db_of(&op.ns)));
+        if user_writes && write_block::blocked(&st.catalog) {
+            s.phase = TxnPhase::Aborted;
+            s.writes = TxnWrites::default();
+            return Err(write_block::error());
+        }
+        let writes = std::mem::take(&mut s.writes);
+        s.phase = TxnPhase::Committed;
+        let txn_number = s.txn_number;
         if !writes.log.ops.is_empty() {
             replay(&mut st.catalog, &writes.log.ops, &writes);
             log_transaction(&mut st.oplog, &writes, &oplog_lsid(&lsid), txn_number);
