@@ -117,6 +117,7 @@ fn batch(from: usize, to: usize, version: u32) -> Batch {
                     rows: DocumentRows {
                         parent: r,
                         children: vec![],
+                        ..DocumentRows::default()
                     },
                 }
             })

@@ -17,7 +17,7 @@ use super::json::{date_text, to_json, uuid_bytes};
 use super::model::{CollectionMapping, FieldPath, OnError, OnNul, PgType};
 use super::value::{PgValue, Row};
 use super::view::{DocRef, ValueRef};
-use crate::sink::DocumentRows;
+use super::value::DocumentRows;
 
 /// A document converted to the rows of its tables.
 #[derive(Debug, Clone, PartialEq)]
@@ -735,7 +735,11 @@ fn convert_clean(m: &CollectionMapping, doc: DocRef<'_>) -> Result<Converted, Co
     }
     Ok(Converted {
         key,
-        rows: DocumentRows { parent, children },
+        rows: DocumentRows {
+            parent,
+            children,
+            id: super::json::to_json(&id),
+        },
         nulled,
     })
 }

@@ -39,6 +39,7 @@ pub fn accepted(ty: &PgType, id_type: IdType) -> &'static str {
         (PgType::Text | PgType::Varchar(_), IdType::Auto) => {
             "ObjectId and String _ids (a String of 24 hex digits excepted: it has the key of the ObjectId of those digits)"
         }
+        (PgType::Uuid, IdType::String) => "lower-case canonical UUID String _ids",
         (_, IdType::String) => "String _ids",
         (_, IdType::ObjectId) => "ObjectId _ids",
         (_, IdType::Binary) => "Binary _ids of subtype 0",
@@ -118,12 +119,21 @@ pub fn key_of(m: &CollectionMapping, id: &Bson) -> Result<PgValue, String> {
             Bson::String(_) | Bson::ObjectId(_) => convert_value(id, ty),
             _ => Err(refuse()),
         },
-        (PgType::Text | PgType::Varchar(_), IdType::String) | (PgType::Uuid, IdType::String) => {
-            match id {
-                Bson::String(_) => convert_value(id, ty),
-                _ => Err(refuse()),
-            }
-        }
+        (PgType::Text | PgType::Varchar(_), IdType::String) => match id {
+            Bson::String(_) => convert_value(id, ty),
+            _ => Err(refuse()),
+        },
+        (PgType::Uuid, IdType::String) => match id {
+            // A uuid forgets the case of its digits; only the lower-case spelling is accepted,
+            // so the upper-case String (another _id) cannot share its row.
+            Bson::String(s) if s.bytes().any(|b| b.is_ascii_uppercase()) => Err(format!(
+                "the String _id \"{s}\" has the same uuid key as \"{}\", another _id; only \
+                 lower-case UUID Strings are accepted as uuid keys",
+                s.to_ascii_lowercase()
+            )),
+            Bson::String(_) => convert_value(id, ty),
+            _ => Err(refuse()),
+        },
         (PgType::Text | PgType::Varchar(_) | PgType::Bytea, IdType::ObjectId) => match id {
             Bson::ObjectId(_) => convert_value(id, ty),
             _ => Err(refuse()),
@@ -145,9 +155,9 @@ pub fn key_of(m: &CollectionMapping, id: &Bson) -> Result<PgValue, String> {
             _ => Err(refuse()),
         },
         (PgType::Numeric(_), _) => match id {
-            // The shortest text of 0.1 would be Decimal128("0.1")'s key too; the exact value
-            // is not (MongoDB tells the two apart).
-            Bson::Double(d) if d.is_finite() && d.fract() != 0.0 => numeric_of_exact(*d, ty),
+            // The shortest text of 0.1 (or of 1e23) would be Decimal128("0.1")'s (or
+            // Decimal128("1E+23")'s) key too; the exact value is not (MongoDB tells them apart).
+            Bson::Double(d) if d.is_finite() => numeric_of_exact(*d, ty),
             _ if is_number(id) => convert_value(id, ty),
             _ => Err(refuse()),
         },
@@ -271,11 +281,10 @@ fn is_object_id_hex(s: &str) -> bool {
 /// booleans, numbers that stay JSON numbers, and documents and arrays of those whose fields
 /// are in strictly ascending order (jsonb sorts fields and keeps the last of duplicates).
 fn json_key_is_injective(v: &Bson, top: bool) -> bool {
-    const SAFE: f64 = 9_007_199_254_740_992.0;
     match v {
         Bson::String(_) | Bson::Boolean(_) | Bson::Int32(_) => true,
         Bson::Null => !top,
-        Bson::Int64(i) => (*i as f64).abs() <= SAFE,
+        Bson::Int64(i) => i.unsigned_abs() <= 1 << 53,
         Bson::Double(d) => d.is_finite(),
         Bson::Array(items) => !top && items.iter().all(|i| json_key_is_injective(i, false)),
         Bson::Document(d) => {
@@ -389,6 +398,11 @@ mod tests {
             key_of(&m, &Bson::Double(2.0)),
             Ok(PgValue::Numeric("2".into()))
         );
+        assert_ne!(key_of(&m, &Bson::Double(1e23)), key_of(&m, &dec("1E+23")));
+        assert_eq!(
+            key_of(&m, &Bson::Double(1e23)),
+            key_of(&m, &dec("99999999999999991611392"))
+        );
         let narrow = mapping(PgType::Numeric(Some((10, Some(2)))), IdType::Auto);
         assert!(key_of(&narrow, &Bson::Double(0.1)).is_err());
         assert_eq!(
@@ -407,6 +421,8 @@ mod tests {
         assert!(key_of(&m, &bson::bson!({"b": 1, "a": 2})).is_err());
         assert!(key_of(&m, &Bson::ObjectId(ObjectId::new())).is_err());
         assert!(key_of(&m, &dec("1")).is_err());
+        assert!(key_of(&m, &Bson::Int64(9_007_199_254_740_993)).is_err());
+        assert!(key_of(&m, &Bson::Int64(-9_007_199_254_740_992)).is_ok());
         assert!(key_of(&m, &Bson::String("x".into())).is_ok());
     }
 

@@ -31,3 +31,15 @@ pub enum PgValue {
 
 /// A row: values in the order of the table's columns (see `TableDef`).
 pub type Row = Vec<PgValue>;
+
+/// Rows produced from one document: the parent row, then for each `ChildMapping` (same order as
+/// `CollectionMapping::children`) its rows, each laid out `[parent_key, idx, columns...]`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DocumentRows {
+    pub parent: Row,
+    pub children: Vec<Vec<Row>>,
+    /// The document's `_id` in plain JSON (SPEC), so that a dead letter for rows Postgres
+    /// refuses names its document: the key column's value may not (`id_type: number` keys
+    /// `2` as the text "2"). Null where rows are built without a document (tests).
+    pub id: serde_json::Value,
+}

@@ -475,6 +475,7 @@ fn normalize_maps_each_operation() {
                 rows: crate::sink::DocumentRows {
                     parent: vec![PgValue::Text("a".into()), PgValue::Int4(1)],
                     children: vec![],
+                    id: serde_json::json!("a"),
                 },
             },
             Change::Delete {

@@ -89,7 +89,11 @@ pub fn refused_rows(
     }
     DeadLetter::of_json(
         namespace,
-        pg_json(key),
+        if rows.id.is_null() {
+            pg_json(key)
+        } else {
+            rows.id.clone()
+        },
         serde_json::json!({ "refused_rows": out }),
         &format!("Postgres refused the document's rows: {error}"),
         None,

@@ -3,7 +3,7 @@
 
 use std::future::Future;
 
-use crate::mapping::value::{PgValue, Row};
+use crate::mapping::value::PgValue;
 
 pub mod dead_letter;
 pub mod error;
@@ -56,13 +56,7 @@ pub trait Sink: Send {
     }
 }
 
-/// Rows produced from one document: the parent row, then for each `ChildMapping` (same order as
-/// `CollectionMapping::children`) its rows, each laid out `[parent_key, idx, columns...]`.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct DocumentRows {
-    pub parent: Row,
-    pub children: Vec<Vec<Row>>,
-}
+pub use crate::mapping::value::DocumentRows;
 
 /// One normalized change to apply. `collection` indexes `MappingSet::collections`.
 #[derive(Debug, Clone, PartialEq)]

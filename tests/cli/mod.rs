@@ -167,13 +167,20 @@ async fn schema_apply_is_idempotent_and_status_reads_the_state_tables() {
 }
 
 #[tokio::test]
-async fn commands_of_later_issues_say_so_and_exit_2() {
+async fn cutover_refuses_unblocking_together_with_blocking_before_connecting() {
     let (_dir, cfg) = write_config(&config_text(
         "mongodb://127.0.0.1:1/",
         "postgres://postgres@127.0.0.1:1/x",
         &repo().join("mappings/shop"),
     ));
-    let out = tributary(&["verify", "--config", cfg.to_str().unwrap()]).await;
-    assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out).contains("not available"), "{}", text(&out));
+    let out = tributary(&[
+        "cutover",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--unblock-writes",
+        "--block-writes",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--block-writes"), "{}", text(&out));
 }

@@ -36,6 +36,7 @@ fn round(n: i64) -> Batch {
                         PgValue::Text(note.clone()),
                         PgValue::Int4(i as i32),
                     ]]],
+                    ..DocumentRows::default()
                 },
             }
         })

@@ -81,6 +81,7 @@ pub fn order(id: &str, total: &str, note: &str, items: usize) -> Change {
                 PgValue::Json(serde_json::json!({})),
             ],
             children: vec![children],
+            ..DocumentRows::default()
         },
     }
 }

@@ -267,6 +267,7 @@ impl Harness {
                 rows: DocumentRows {
                     parent: row,
                     children: vec![],
+                    ..DocumentRows::default()
                 },
             });
         }

@@ -183,6 +183,7 @@ async fn every_value_type_round_trips() {
             rows: DocumentRows {
                 parent: r.clone(),
                 children: vec![],
+                ..DocumentRows::default()
             },
         })
         .collect();
@@ -253,6 +254,7 @@ async fn a_value_of_the_wrong_type_is_refused_not_altered() {
                 rows: DocumentRows {
                     parent: row,
                     children: vec![],
+                    ..DocumentRows::default()
                 },
             }],
             ..Batch::default()

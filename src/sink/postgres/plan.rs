@@ -287,6 +287,7 @@ mod tests {
             rows: DocumentRows {
                 parent: vec![PgValue::Text(k.into()), PgValue::Int4(v)],
                 children: vec![],
+                ..DocumentRows::default()
             },
         }
     }
@@ -396,6 +397,7 @@ mod tests {
             rows: DocumentRows {
                 parent: vec![PgValue::Text("a".into())],
                 children: vec![],
+                ..DocumentRows::default()
             },
         };
         assert!(plan(&[wrong_width], &tables()).is_err());
