@@ -6,7 +6,7 @@ CARGO ?= cargo
 # Spec tests and sample datasets live beside the clone (never copied into the repository).
 export TRIBUTARY_FIXTURES ?= $(abspath $(CURDIR)/../shared/fixtures)
 
-.PHONY: all build test test-rust test-py lint deps demo bench test-real check-deploy clean
+.PHONY: all build test test-rust test-py lint deps demo bench fuzz test-real check-deploy clean
 
 all: build
 
@@ -41,6 +41,12 @@ demo: deps
 
 bench: deps
 	bash scripts/bench.sh
+
+# The document-space fuzzer (tests/fuzz, docs/testing.md) for as long as asked; `make test`
+# runs a bounded round of it. Prints the documents and mappings tried.
+FUZZ_SECONDS ?= 600
+fuzz: deps
+	TRIBUTARY_FUZZ_SECONDS=$(FUZZ_SECONDS) $(CARGO) test --test main fuzz::end_to_end -- --nocapture
 
 # End-to-end suite against a real MongoDB replica set and Postgres (e.g. `docker compose up -d`):
 #   MONGO_URI=mongodb://localhost:27017/?replicaSet=rs0 DATABASE_URL=postgres://... make test-real

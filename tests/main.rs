@@ -4,6 +4,7 @@ mod support;
 
 mod cli;
 mod e2e;
+mod fuzz;
 mod ops;
 mod security;
 mod sink;
