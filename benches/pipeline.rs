@@ -8,7 +8,9 @@
 //!   orders, default 1,000,000, plus their customers, products and order items), rows/s, as a
 //!   ratio to a plain binary `COPY … FROM STDIN (FORMAT binary)` of the same rows (converted
 //!   once with `mapping::convert_document`) into empty tables, measured in the same run. Both
-//!   databases are compared afterwards (row counts and a hash of every row).
+//!   databases are compared afterwards (row counts and a hash of every row). Right after the
+//!   full sync, `tributary verify --mode full` compares the same data: documents/s as a ratio
+//!   to the full sync's documents/s, and its peak RSS.
 //! - `stream` (b): a mixed workload of `PIPELINE_BENCH_CHANGES` changes (default 500,000:
 //!   inserts, `$set` updates, deletes, 30 % of rounds in transactions) is written into the sim
 //!   after a full sync of a `PIPELINE_BENCH_BASE`-order base (default 50,000), then
@@ -472,6 +474,30 @@ impl Proc {
         (elapsed, self.peak_kib())
     }
 
+    /// Waits for the process to exit by itself with one of `codes`; returns the time, the peak
+    /// RSS and the exit code. Panics on another code or a timeout.
+    async fn wait_exit(mut self, timeout: Duration, codes: &[i32]) -> (Duration, u64, i32) {
+        let status = tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "tributary did not finish within {timeout:?}; log {}:\n{}",
+                    self.log.display(),
+                    self.log_tail()
+                )
+            })
+            .expect("waiting for tributary failed");
+        let elapsed = self.started.elapsed();
+        let code = status.code().unwrap_or(-1);
+        assert!(
+            codes.contains(&code),
+            "tributary failed ({status}); log {}:\n{}",
+            self.log.display(),
+            self.log_tail()
+        );
+        (elapsed, self.peak_kib(), code)
+    }
+
     /// SIGTERM (tributary flushes and exits 0), then waits.
     async fn terminate(mut self) -> u64 {
         let _ = std::process::Command::new("kill")
@@ -756,6 +782,29 @@ async fn full_sync(
         sync_time.as_secs_f64(),
         mib(sync_peak)
     );
+
+    // `tributary verify --mode full` of the same data against the same sim, right after the
+    // full sync (exit 1, not equal, only when documents were refused: they are dead letters).
+    server.checkpoint().await;
+    let proc = Proc::spawn(
+        paths,
+        "verify",
+        &[
+            "verify",
+            "--config",
+            &config.display().to_string(),
+            "--mode",
+            "full",
+        ],
+    );
+    let cpu = CpuMeter::start(Some(proc.pid), server.postmaster);
+    let (verify_time, verify_peak, verify_code) = proc.wait_exit(timeout, &[0, 1]).await;
+    let verify_cpu = cpu.finish().await;
+    eprintln!(
+        "(a) tributary verify --mode full: {:.1} s, peak RSS {:.0} MiB, exit {verify_code}",
+        verify_time.as_secs_f64(),
+        mib(verify_peak)
+    );
     sim.shutdown().await;
 
     // The baseline: the same documents converted once, then one binary COPY per table.
@@ -770,6 +819,7 @@ async fn full_sync(
         })
         .collect();
     let mut refused = 0usize;
+    let mut documents = 0usize;
     let mut encode_time = Duration::ZERO;
     for (db, coll, document) in mongo_sim::seed::demo_documents(orders, DEMO_SEED) {
         let Some(m) = mappings
@@ -779,6 +829,7 @@ async fn full_sync(
         else {
             continue;
         };
+        documents += 1;
         match convert_document(m, &document) {
             Ok(converted) => {
                 let defs = m.tables();
@@ -865,9 +916,23 @@ async fn full_sync(
         sync_rate,
         mib(sync_peak)
     ));
+    let sync_docs = documents as f64 / sync_time.as_secs_f64();
+    let verify_docs = documents as f64 / verify_time.as_secs_f64();
     table.push_str(&format!(
-        "\n`tributary full-sync`: {}.\n\nBaseline COPY: {}.\n",
+        "\n| documents | seconds | documents/s | vs full sync | target | peak RSS |\n|---|---:|---:|---:|---:|---:|\n\
+         | `tributary full-sync` ({documents} documents) | {:.1} | {sync_docs:.0} | 1.00 | — | {:.0} MiB |\n\
+         | `tributary verify --mode full` (release binary, right after the full sync: every document and every row, both ways; {}) | {:.1} | {verify_docs:.0} | {:.2} | ≥ 1.0 | {:.0} MiB |\n",
+        sync_time.as_secs_f64(),
+        mib(sync_peak),
+        if verify_code == 0 { "equal".to_owned() } else { format!("not equal: exit {verify_code}, {refused} refused documents") },
+        verify_time.as_secs_f64(),
+        verify_docs / sync_docs,
+        mib(verify_peak),
+    ));
+    table.push_str(&format!(
+        "\n`tributary full-sync`: {}.\n\n`tributary verify --mode full`: {}.\n\nBaseline COPY: {}.\n",
         sync_cpu.describe("mongo-sim (in the harness)"),
+        verify_cpu.describe("mongo-sim (in the harness)"),
         copy_cpu.describe("harness").replace("tributary 0.0, ", "")
     ));
     println!("\n### (a) full sync, {orders} orders\n\n{table}");
@@ -895,7 +960,13 @@ async fn full_sync(
             body,
             full_size: orders >= 1_000_000,
         },
-        vec![(format!("`full-sync`, {orders} orders"), sync_peak)],
+        vec![
+            (format!("`full-sync`, {orders} orders"), sync_peak),
+            (
+                format!("`verify --mode full`, {orders} orders"),
+                verify_peak,
+            ),
+        ],
     )
 }
 

@@ -6,6 +6,7 @@
 //! - `pg`: the one way to open a Postgres connection: the URI, libpq's TLS modes, keep-alives.
 //! - `lease`: the stream's advisory lock: one writer per stream, hot standby, who holds it.
 //! - `sink`: applies batches of changes, dead letters and the checkpoint in one transaction.
+//! - `verify`: compares Postgres with MongoDB through the mappings (`verify`, `cutover`).
 
 pub mod cli;
 pub mod config;
@@ -18,3 +19,4 @@ pub mod pipeline;
 pub mod position;
 pub mod sink;
 pub mod source;
+pub mod verify;

@@ -9,3 +9,4 @@ mod ops;
 mod security;
 mod sink;
 mod stream;
+mod verify;

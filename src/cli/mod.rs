@@ -13,6 +13,7 @@ mod schema;
 mod signal;
 mod status;
 mod sync;
+mod verify;
 
 /// Exit codes of SPEC "Command line".
 pub mod exit {
@@ -192,7 +193,12 @@ pub async fn run(cli: Cli) -> CliResult {
             mode,
         } => sync::run_full_sync(&config.config, collections, mode).await,
         Command::Cutover { .. } => not_yet("cutover", "the cutover work"),
-        Command::Verify { .. } => not_yet("verify", "the cutover work"),
+        Command::Verify {
+            config,
+            mode,
+            sample_size,
+            json,
+        } => verify::run(&config.config, mode, sample_size, json).await,
     }
 }
 

@@ -117,19 +117,7 @@ pub(crate) async fn connect_counting(
     mappings: &Arc<MappingSet>,
     metrics: Option<&Arc<Metrics>>,
 ) -> Result<(Client, PostgresSink), SyncError> {
-    let bad_uri = |e: mongodb::error::Error| {
-        SyncError::Config(format!(
-            "mongo.uri cannot be used ({}); fix it in the config file",
-            crate::config::redact_uri(&e.to_string())
-        ))
-    };
-    let mut options = mongodb::options::ClientOptions::parse(&config.mongo.uri)
-        .await
-        .map_err(bad_uri)?;
-    if let Some(m) = metrics {
-        options.sdam_event_handler = Some(crate::source::count_driver_failures(m.clone()));
-    }
-    let client = Client::with_options(options).map_err(bad_uri)?;
+    let client = mongo_client(config, metrics).await?;
     let mut sink = PostgresSink::connect(
         &config.postgres.uri,
         config.postgres.pool_size,
@@ -142,6 +130,28 @@ pub(crate) async fn connect_counting(
     sink.set_synchronous_commit(config.postgres.synchronous_commit);
     sink.ensure_schema().await?;
     Ok((client, sink))
+}
+
+/// The MongoDB client of `mongo.uri` (lazy: the driver connects on first use), with failed
+/// commands counted in `metrics` when given. Every command that reads MongoDB creates its
+/// client here.
+pub(crate) async fn mongo_client(
+    config: &Config,
+    metrics: Option<&Arc<Metrics>>,
+) -> Result<Client, SyncError> {
+    let bad_uri = |e: mongodb::error::Error| {
+        SyncError::Config(format!(
+            "mongo.uri cannot be used ({}); fix it in the config file",
+            crate::config::redact_uri(&e.to_string())
+        ))
+    };
+    let mut options = mongodb::options::ClientOptions::parse(&config.mongo.uri)
+        .await
+        .map_err(bad_uri)?;
+    if let Some(m) = metrics {
+        options.sdam_event_handler = Some(crate::source::count_driver_failures(m.clone()));
+    }
+    Client::with_options(options).map_err(bad_uri)
 }
 
 /// A pooled connection for reading and writing the state tables.
