@@ -6,7 +6,7 @@ CARGO ?= cargo
 # Spec tests and sample datasets live beside the clone (never copied into the repository).
 export TRIBUTARY_FIXTURES ?= $(abspath $(CURDIR)/../shared/fixtures)
 
-.PHONY: all build test test-rust test-py lint deps demo bench fuzz test-real check-deploy clean
+.PHONY: all build test test-rust test-py lint deps venv demo bench fuzz test-real check-deploy clean
 
 all: build
 
@@ -20,7 +20,11 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-test-rust: deps
+# The Rust tests drive pymongo too (a client we did not write), so the venv comes first.
+venv:
+	@bash scripts/ensure-venv.sh
+
+test-rust: deps venv
 	$(CARGO) test --workspace
 
 test-py:
@@ -47,6 +51,7 @@ bench: deps
 FUZZ_SECONDS ?= 600
 fuzz: deps
 	TRIBUTARY_FUZZ_SECONDS=$(FUZZ_SECONDS) $(CARGO) test --test main fuzz::end_to_end -- --nocapture
+	SIM_FUZZ_SECONDS=$(FUZZ_SECONDS) $(CARGO) test -p mongo-sim --test wire_fuzz -- --nocapture
 
 # End-to-end suite against a real MongoDB replica set and Postgres (e.g. `docker compose up -d`):
 #   MONGO_URI=mongodb://localhost:27017/?replicaSet=rs0 DATABASE_URL=postgres://... make test-real

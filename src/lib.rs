@@ -1,15 +1,23 @@
 //! Tributary streams a MongoDB replica set into PostgreSQL.
 //!
-//! Layout (data flows top to bottom):
+//! Layout (data flows top to bottom: source → normalize → batch → sink, checkpoints owned by
+//! the sink; the commands at the bottom drive it):
 //! - `config`: the TOML config file, `${VAR}` interpolation, validation with field paths.
-//! - `mapping`: YAML mappings, validation, document → rows, BSON → Postgres values.
+//! - `event`, `position`: what a source emits, and where in MongoDB's history it stands.
+//! - `mapping`: YAML mappings, validation, document → rows, BSON → Postgres values, `_id` keys.
+//! - `source`: change streams, the oplog, and the full sync's range reads.
 //! - `pg`: the one way to open a Postgres connection: the URI, libpq's TLS modes, keep-alives.
 //! - `lease`: the stream's advisory lock: one writer per stream, hot standby, who holds it.
 //! - `sink`: applies batches of changes, dead letters and the checkpoint in one transaction.
+//! - `pipeline`: `sync` and `full-sync`: normalisation, batching, retries, narrowing.
+//! - `metrics`: every metric name, `/metrics`, `/healthz`, `/readyz`.
 //! - `verify`: compares Postgres with MongoDB through the mappings (`verify`, `cutover`).
+//! - `cutover`: catch up, quiet period, verify, durable verdict.
+//! - `cli`: one file per subcommand, exit codes.
 
 pub mod cli;
 pub mod config;
+pub mod cutover;
 pub mod event;
 pub mod lease;
 pub mod mapping;

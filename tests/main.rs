@@ -3,6 +3,7 @@
 mod support;
 
 mod cli;
+mod cutover;
 mod e2e;
 mod fuzz;
 mod ops;

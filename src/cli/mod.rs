@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod check;
+mod cutover;
 mod dead_letters;
 mod load;
 mod schema;
@@ -113,6 +114,13 @@ pub enum Command {
         quiet_period: u64,
         #[arg(long, value_enum, default_value_t = VerifyMode::Counts)]
         verify: VerifyMode,
+        /// Ask MongoDB to refuse user writes first (`setUserWriteBlockMode`, 6.0+); they stay
+        /// blocked when the verdict is ready, and are lifted again when it is not.
+        #[arg(long)]
+        block_writes: bool,
+        /// Only lift a block of user writes (a rollback); nothing else runs.
+        #[arg(long, conflicts_with_all = ["block_writes", "json"])]
+        unblock_writes: bool,
         #[arg(long)]
         json: bool,
     },
@@ -192,7 +200,27 @@ pub async fn run(cli: Cli) -> CliResult {
             collections,
             mode,
         } => sync::run_full_sync(&config.config, collections, mode).await,
-        Command::Cutover { .. } => not_yet("cutover", "the cutover work"),
+        Command::Cutover {
+            config,
+            unblock_writes: true,
+            ..
+        } => cutover::unblock(&config.config).await,
+        Command::Cutover {
+            config,
+            timeout,
+            quiet_period,
+            verify: mode,
+            block_writes,
+            json,
+            ..
+        } => {
+            let verify = crate::verify::VerifyOptions {
+                mode: verify::mode_of(mode),
+                ..crate::verify::VerifyOptions::default()
+            };
+            let opts = cutover::options(timeout, quiet_period, verify, block_writes);
+            cutover::run(&config.config, opts, json).await
+        }
         Command::Verify {
             config,
             mode,
@@ -200,11 +228,4 @@ pub async fn run(cli: Cli) -> CliResult {
             json,
         } => verify::run(&config.config, mode, sample_size, json).await,
     }
-}
-
-fn not_yet(command: &str, arrives_with: &str) -> CliResult {
-    Err(Failure::usage(anyhow::anyhow!(
-        "`tributary {command}` is not available in this build yet; it arrives with {arrives_with}. \
-         Use `tributary check`, `schema` or `status` meanwhile."
-    )))
 }

@@ -207,6 +207,18 @@ pub async fn sync(
     result
 }
 
+/// `sync` for a caller that already holds the stream's lock (`cutover` applying changes
+/// itself): streams without standing by, until `shutdown` fires or a failure.
+pub async fn sync_holding(
+    config: &Config,
+    mappings: Arc<MappingSet>,
+    opts: &SyncOptions,
+    lease: crate::lease::LeaseFlag,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), SyncError> {
+    sync_inner(config, mappings, opts, lease, shutdown).await
+}
+
 async fn sync_inner(
     config: &Config,
     mappings: Arc<MappingSet>,

@@ -102,6 +102,7 @@ listen = ""
             db.url
         );
         let path = dir.path().join("tributary.toml");
+        std::fs::write(&path, &text).unwrap();
         let config = Config::from_str_at(&text, &path).unwrap();
         let mappings =
             Arc::new(tributary::mapping::load(Path::new(&config.sync.mappings)).unwrap());
@@ -113,6 +114,11 @@ listen = ""
             mappings,
             _dir: dir,
         }
+    }
+
+    /// The config file `config` was read from (for running the binary).
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self._dir.path().join("tributary.toml")
     }
 
     pub fn orders(&self) -> mongodb::Collection<Document> {

@@ -3,7 +3,8 @@
 #
 #   bash sim/tests/py/run.sh [extra pytest args]
 #
-# - creates <repo>/.venv when missing and installs requirements.txt (again only when it changed);
+# - creates <repo>/.venv when missing and installs requirements.txt (again only when it changed;
+#   scripts/ensure-venv.sh);
 # - builds mongo-sim (cargo build -p mongo-sim --release, honouring CARGO_TARGET_DIR);
 # - starts one shared simulator on a free port and exports MONGO_SIM_URI / MONGO_SIM_BIN;
 # - runs pytest on this folder and exits with pytest's status; the simulator is stopped on exit.
@@ -15,32 +16,11 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../../.." && pwd)"
 VENV="$ROOT/.venv"
-REQ="$HERE/requirements.txt"
-STAMP="$VENV/.sim-py-requirements.sha256"
 
 log() { echo "run.sh: $*" >&2; }
 
 # --- Python environment -------------------------------------------------------------------
-if [ ! -x "$VENV/bin/python" ]; then
-    log "creating $VENV"
-    if ! python3 -m venv "$VENV" 2>/dev/null; then
-        rm -rf "$VENV"
-        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-            log "python3 -m venv failed; installing python3-venv"
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null \
-                || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null; }
-            python3 -m venv "$VENV"
-        else
-            log "python3 -m venv failed (install the python3-venv package)"; exit 1
-        fi
-    fi
-fi
-want="$(sha256sum "$REQ" | cut -d' ' -f1)"
-if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$want" ]; then
-    log "installing $(basename "$REQ") into $VENV"
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$REQ"
-    echo "$want" > "$STAMP"
-fi
+bash "$ROOT/scripts/ensure-venv.sh"
 
 # --- Simulator -----------------------------------------------------------------------------
 SIM_PID=""

@@ -84,8 +84,8 @@ pub fn table_ddl(schema: &str, t: &TableDef) -> Vec<String> {
     out
 }
 
-/// The three state tables of SPEC "What is written where", exactly as named there, and the
-/// sink's own `stale_children` (`stale`).
+/// The state tables of SPEC "What is written where", exactly as named there (`cutovers`
+/// holds every cutover's verdict), and the sink's own `stale_children` (`stale`).
 pub fn state_ddl(state_schema: &str) -> Vec<String> {
     let checkpoints = qualified(state_schema, "checkpoints");
     let collections = qualified(state_schema, "collections");
@@ -145,6 +145,16 @@ pub fn state_ddl(state_schema: &str) -> Vec<String> {
             quote_ident("dead_letters_open_row_key")
         ),
         super::stale::table_ddl(state_schema),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} (\
+             id bigserial PRIMARY KEY, \
+             stream text NOT NULL, \
+             started_at timestamptz NOT NULL, \
+             finished_at timestamptz NOT NULL, \
+             ready boolean NOT NULL, \
+             report jsonb NOT NULL)",
+            qualified(state_schema, "cutovers")
+        ),
     ]
 }
 
