@@ -47,7 +47,6 @@ use crate::mapping::convert::{convert_key, convert_raw_document, Nulled};
 use crate::mapping::json::to_json;
 use crate::mapping::model::{CollectionMapping, MappingSet, OnError};
 use crate::metrics::Metrics;
-use crate::sink::dead_letter::pg_json;
 use crate::sink::postgres::state::{self, CollectionState, Phase};
 use crate::sink::postgres::{swap, PostgresSink};
 use crate::sink::{Batch, Change, DeadLetter, DocumentRows, Sink, SinkError};
@@ -617,7 +616,7 @@ fn convert_chunk(
                 for n in c.nulled {
                     match nulled.iter_mut().find(|(column, ..)| *column == n.column) {
                         Some(entry) => entry.1 += 1,
-                        None => nulled.push((n.column.clone(), 1, pg_json(&c.key), n)),
+                        None => nulled.push((n.column.clone(), 1, c.rows.id.clone(), n)),
                     }
                 }
                 rows.push(c.rows);

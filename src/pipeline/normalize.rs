@@ -190,7 +190,7 @@ fn log_nulled(
     converted: &crate::mapping::convert::Converted,
     out: &mut Normalized,
 ) {
-    let key = crate::sink::dead_letter::pg_json(&converted.key);
+    let key = &converted.rows.id;
     for n in &converted.nulled {
         tracing::warn!(namespace = %namespace, key = %key, column = %n.column, source = %n.path, reason = %n.reason, "A value could not be converted; NULL was stored instead (on_error: null).");
         out.nulled.push((namespace.to_string(), n.column.clone()));

@@ -8,7 +8,7 @@ use bson::{Bson, Document, RawDocument};
 use serde_json::Value;
 
 use super::{DeadLetter, DocumentRows, SinkError};
-use crate::mapping::json::{escape_nul, has_nul, to_json};
+use crate::mapping::json::{escape_nul, has_nul, to_json, value_json};
 use crate::mapping::model::CollectionMapping;
 use crate::mapping::value::PgValue;
 
@@ -74,7 +74,7 @@ pub fn refused_rows(
             def.columns
                 .iter()
                 .zip(row)
-                .map(|((name, _), v)| (name.clone(), pg_json(v)))
+                .map(|((name, _), v)| (name.clone(), value_json(v)))
                 .collect(),
         )
     };
@@ -90,7 +90,7 @@ pub fn refused_rows(
     DeadLetter::of_json(
         namespace,
         if rows.id.is_null() {
-            pg_json(key)
+            value_json(key)
         } else {
             rows.id.clone()
         },
@@ -99,34 +99,6 @@ pub fn refused_rows(
         None,
     )
     .with_row_key(Some(key))
-}
-
-/// Plain JSON of a converted value, as SPEC's JSON encoding of the value it came from.
-pub fn pg_json(v: &PgValue) -> Value {
-    use chrono::{DateTime, NaiveDate};
-    match v {
-        PgValue::Null => Value::Null,
-        PgValue::Text(s) | PgValue::Numeric(s) => Value::String(s.clone()),
-        PgValue::Int2(i) => Value::from(*i),
-        PgValue::Int4(i) => Value::from(*i),
-        PgValue::Int8(i) => Value::from(*i),
-        PgValue::Float4(f) => serde_json::Number::from_f64(f64::from(*f))
-            .map_or_else(|| Value::String(f.to_string()), Value::Number),
-        PgValue::Float8(f) => serde_json::Number::from_f64(*f)
-            .map_or_else(|| Value::String(f.to_string()), Value::Number),
-        PgValue::Bool(b) => Value::Bool(*b),
-        PgValue::Timestamptz(us) | PgValue::Timestamp(us) => DateTime::from_timestamp_micros(*us)
-            .map_or(Value::from(*us), |t| {
-                Value::String(t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
-            }),
-        PgValue::Date(days) => NaiveDate::from_ymd_opt(1970, 1, 1)
-            .and_then(|d| d.checked_add_signed(chrono::Duration::days(i64::from(*days))))
-            .map_or(Value::from(*days), |d| Value::String(d.to_string())),
-        PgValue::Uuid(b) => Value::String(uuid::Uuid::from_bytes(*b).to_string()),
-        PgValue::Bytea(b) => Value::String(base64::engine::general_purpose::STANDARD.encode(b)),
-        PgValue::Json(j) => j.clone(),
-        PgValue::Array(items) => Value::Array(items.iter().map(pg_json).collect()),
-    }
 }
 
 /// JSON that Postgres stores: NUL written as `\u0000` text.

@@ -9,10 +9,9 @@
 
 use std::collections::HashMap;
 
-use base64::Engine as _;
 use serde_json::Value;
 
-use crate::mapping::json::date_text;
+pub use crate::mapping::json::value_json;
 use crate::mapping::model::TableDef;
 use crate::mapping::value::{PgValue, Row};
 use crate::sink::DocumentRows;
@@ -251,54 +250,6 @@ pub fn json_equal(a: &Value, b: &Value) -> bool {
                     .all(|(k, v)| y.get(k).is_some_and(|w| json_equal(v, w)))
         }
         _ => a == b,
-    }
-}
-
-/// A value in the plain-JSON encoding of SPEC "Mapping files", for reports: numbers as numbers
-/// (exact decimals and non-finite floats as strings), instants as ISO-8601 UTC text, bytes as
-/// base64, UUIDs canonical.
-pub fn value_json(v: &PgValue) -> Value {
-    match v {
-        PgValue::Null => Value::Null,
-        PgValue::Text(s) => Value::String(s.clone()),
-        PgValue::Int2(i) => Value::from(*i),
-        PgValue::Int4(i) => Value::from(*i),
-        PgValue::Int8(i) => Value::from(*i),
-        PgValue::Float4(f) => float_json(f64::from(*f)),
-        PgValue::Float8(f) => float_json(*f),
-        PgValue::Numeric(s) => Value::String(s.clone()),
-        PgValue::Bool(b) => Value::Bool(*b),
-        PgValue::Timestamptz(us) | PgValue::Timestamp(us) => Value::String(instant_text(*us)),
-        PgValue::Date(days) => Value::String(
-            chrono::DateTime::from_timestamp(i64::from(*days) * 86_400, 0)
-                .map(|d| d.format("%Y-%m-%d").to_string())
-                .unwrap_or_else(|| days.to_string()),
-        ),
-        PgValue::Uuid(b) => Value::String(uuid::Uuid::from_bytes(*b).to_string()),
-        PgValue::Bytea(b) => Value::String(base64::engine::general_purpose::STANDARD.encode(b)),
-        PgValue::Json(j) => j.clone(),
-        PgValue::Array(items) => Value::Array(items.iter().map(value_json).collect()),
-    }
-}
-
-fn float_json(f: f64) -> Value {
-    if f.is_nan() {
-        Value::String("NaN".to_owned())
-    } else if f.is_infinite() {
-        Value::String(if f > 0.0 { "Infinity" } else { "-Infinity" }.to_owned())
-    } else {
-        serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)
-    }
-}
-
-/// Milliseconds as BSON dates are written; microseconds only when Postgres holds finer ones.
-fn instant_text(us: i64) -> String {
-    if us.rem_euclid(1000) == 0 {
-        return date_text(us.div_euclid(1000));
-    }
-    match chrono::DateTime::from_timestamp_micros(us) {
-        Some(d) => d.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
-        None => us.to_string(),
     }
 }
 
