@@ -15,9 +15,9 @@ use serde_json::Value;
 use super::decimal::Dec;
 use super::json::{date_text, to_json, uuid_bytes};
 use super::model::{CollectionMapping, FieldPath, OnError, OnNul, PgType};
+use super::value::DocumentRows;
 use super::value::{PgValue, Row};
 use super::view::{DocRef, ValueRef};
-use super::value::DocumentRows;
 
 /// A document converted to the rows of its tables.
 #[derive(Debug, Clone, PartialEq)]
