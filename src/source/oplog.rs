@@ -21,7 +21,7 @@
 //! Every oplog entry is read (no `ns` filter on the server): a tailable cursor whose first
 //! query matches nothing is dead, and the stored entry may belong to any namespace.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use bson::{doc, Bson, Document, RawBson, RawDocument, RawDocumentBuf, Timestamp};
@@ -355,31 +355,35 @@ impl OplogSource {
 
 /// Fills in the documents of updates by re-reading them, one query per namespace. (A free
 /// function: the cursor in `OplogSource` is not `Sync`, so `&self` cannot cross an await.)
+///
+/// Keys are told apart by their BSON bytes (`id_bytes`), as MongoDB tells `_id`s apart:
+/// `bson::Document`'s `==` ignores field order, so `{a: 1, b: 2}` and `{b: 2, a: 1}`, two
+/// documents in MongoDB, would share one re-read.
 async fn reread(
     client: &Client,
     pending: Vec<Pending>,
 ) -> Result<Vec<ChangeEvent>, mongodb::error::Error> {
-    let mut wanted: HashMap<Namespace, Vec<Bson>> = HashMap::new();
+    let mut wanted: HashMap<Namespace, (Vec<Bson>, HashSet<Vec<u8>>)> = HashMap::new();
     for p in pending.iter().filter(|p| p.reread) {
         if let Some(key) = &p.event.key {
-            let keys = wanted.entry(p.event.namespace.clone()).or_default();
-            if !keys.contains(key) {
+            let (keys, seen) = wanted.entry(p.event.namespace.clone()).or_default();
+            if seen.insert(id_bytes(key)) {
                 keys.push(key.clone());
             }
         }
     }
-    let mut found: HashMap<Namespace, Vec<(Bson, RawDocumentBuf)>> = HashMap::new();
-    for (ns, keys) in wanted {
+    let mut found: HashMap<Namespace, HashMap<Vec<u8>, RawDocumentBuf>> = HashMap::new();
+    for (ns, (keys, _)) in wanted {
         let mut cursor = client
             .database(&ns.db)
             .collection::<RawDocumentBuf>(&ns.coll)
             .find(doc! {"_id": {"$in": keys}})
             .await?;
-        let mut docs = Vec::new();
+        let mut docs = HashMap::new();
         while let Some(d) = cursor.next().await {
             let d = d?;
             if let Some(id) = id_of(&d) {
-                docs.push((id, d));
+                docs.insert(id_bytes(&id), d);
             }
         }
         found.insert(ns, docs);
@@ -390,15 +394,18 @@ async fn reread(
             if p.reread {
                 p.event.document = p.event.key.as_ref().and_then(|key| {
                     // Several updates of one document in this call: each gets the current version.
-                    let docs = found.get(&p.event.namespace)?;
-                    docs.iter()
-                        .find(|(id, _)| id == key)
-                        .map(|(_, d)| d.clone())
+                    found.get(&p.event.namespace)?.get(&id_bytes(key)).cloned()
                 });
             }
             p.event
         })
         .collect())
+}
+
+/// The BSON bytes of an `_id` (as the value of a one-field document): equal exactly when
+/// MongoDB's `_id` index holds them as one key of one type, field order included.
+fn id_bytes(id: &Bson) -> Vec<u8> {
+    bson::to_vec(&doc! {"_id": id.clone()}).unwrap_or_default()
 }
 
 /// A document's `_id`, as the key events carry.

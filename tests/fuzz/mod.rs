@@ -7,11 +7,12 @@
 //! Layout: `spec` (the fuzzer's mapping model and its YAML), `gen` (proptest strategies:
 //! mappings, values, documents, writes), `forms`, `oracle` and `keys` (the prediction, from
 //! SPEC and docs/mappings.md only), `pg` (reading Postgres back), `world` (one case end to
-//! end), `regressions` (cases found, kept as tests).
+//! end) and `check` (the property), `regressions` (cases found, kept as tests).
 //!
 //! A bounded run is part of `cargo test`; `make fuzz FUZZ_SECONDS=3600` runs it as long as
 //! asked (`TRIBUTARY_FUZZ_SECONDS`, `TRIBUTARY_FUZZ_CASES`). docs/testing.md has the details.
 
+mod check;
 mod forms;
 mod gen;
 mod keys;
@@ -58,6 +59,15 @@ fn rules() -> Rules {
     r
 }
 
+/// Product bugs found and not fixed yet, by the name of their test in `regressions` (which is
+/// `#[ignore]`d meanwhile): the checks step around them so that a run keeps looking for other
+/// failures. Remove an entry, and the `#[ignore]`, once the fix is in.
+const KNOWN_BUGS: &[&str] = &["retry_at_start_survives_dollar_ids"];
+
+pub fn known_bug(name: &str) -> bool {
+    KNOWN_BUGS.contains(&name)
+}
+
 fn env_number(name: &str) -> Option<u64> {
     std::env::var(name).ok().map(|v| {
         v.trim()
@@ -68,7 +78,8 @@ fn env_number(name: &str) -> Option<u64> {
 
 /// Cases per worker and round in the bounded run (`TRIBUTARY_FUZZ_CASES` overrides).
 const BOUNDED_CASES: u32 = 14;
-/// Workers: each runs its own cases (own runtime, simulators and databases).
+/// Workers: each runs its own cases (own runtime, simulators and databases);
+/// `TRIBUTARY_FUZZ_WORKERS` overrides.
 const WORKERS: usize = 2;
 
 #[derive(Default)]
@@ -123,9 +134,21 @@ fn worker(
     }
 }
 
+/// With `TRIBUTARY_FUZZ_LOG` (an env filter such as `tributary=debug`), the product's logs go to
+/// stderr: what it did with a failing case.
+fn init_logs() {
+    if let Ok(filter) = std::env::var("TRIBUTARY_FUZZ_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+}
+
 /// The bounded run (and, with `TRIBUTARY_FUZZ_SECONDS`, the long one).
 #[test]
 fn end_to_end() {
+    init_logs();
     let rules = rules();
     let cases = env_number("TRIBUTARY_FUZZ_CASES").map_or(BOUNDED_CASES, |n| n as u32);
     let deadline =
@@ -134,7 +157,8 @@ fn end_to_end() {
     let started = Instant::now();
     let failures = Mutex::new(Vec::new());
     std::thread::scope(|s| {
-        for _ in 0..WORKERS {
+        let workers = env_number("TRIBUTARY_FUZZ_WORKERS").map_or(WORKERS, |n| n as usize);
+        for _ in 0..workers {
             s.spawn(|| {
                 if let Err(e) = worker(rules, cases, deadline, &tally) {
                     failures.lock().unwrap().push(e);
@@ -149,11 +173,11 @@ fn end_to_end() {
          holding NUL, {} refused by Postgres); {} documents held strings that are not UTF-8",
         tally.documents.load(Ordering::Relaxed),
         started.elapsed().as_secs_f64(),
-        world::CHECKED_ROWS.load(Ordering::Relaxed),
-        world::CHECKED_LETTERS.load(Ordering::Relaxed),
-        world::CHECKED_NUL_LETTERS.load(Ordering::Relaxed),
-        world::CHECKED_NARROWED.load(Ordering::Relaxed),
-        world::CHECKED_UNREADABLE.load(Ordering::Relaxed),
+        check::CHECKED_ROWS.load(Ordering::Relaxed),
+        check::CHECKED_LETTERS.load(Ordering::Relaxed),
+        check::CHECKED_NUL_LETTERS.load(Ordering::Relaxed),
+        check::CHECKED_NARROWED.load(Ordering::Relaxed),
+        check::CHECKED_UNREADABLE.load(Ordering::Relaxed),
     );
     let failures = failures.into_inner().unwrap();
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
