@@ -133,10 +133,22 @@ async fn retry_chunk(
     letters: &[OpenDeadLetter],
     report: &mut RetryReport,
 ) -> Result<(), SyncError> {
+    // A letter none of whose candidates can be queried (module doc) stays open, untouched.
+    let (letters, unqueryable): (Vec<&OpenDeadLetter>, Vec<&OpenDeadLetter>) = letters
+        .iter()
+        .partition(|l| !candidate_ids(&l.document_key).is_empty());
+    for letter in unqueryable {
+        report.documents += 1;
+        report.still_refused += 1;
+        tracing::warn!(namespace = %letter.namespace, key = %letter.document_key, "A dead letter's _id cannot be looked up in MongoDB from its JSON form; the letter stays open (resolve it by hand: `tributary dead-letters` lists it).");
+    }
     let candidates: Vec<Bson> = letters
         .iter()
         .flat_map(|l| candidate_ids(&l.document_key))
         .collect();
+    if candidates.is_empty() {
+        return Ok(());
+    }
     let coll = client
         .database(&mapping.database)
         .collection::<RawDocumentBuf>(&mapping.collection);
@@ -249,8 +261,31 @@ fn key_form(v: &Value) -> String {
 
 /// The BSON `_id`s whose plain JSON could be `v` (SPEC "JSON encoding of BSON"): a string may
 /// have been a String, an ObjectId (24 hex digits), a Date (ISO-8601), a UUID (canonical) or
-/// an Int64 beyond 2^53 (digits); a number matches every numeric type in MongoDB.
+/// an Int64 beyond 2^53 (digits); a number matches every numeric type in MongoDB; a `$` object
+/// is the form of a MinKey, MaxKey, JavaScript or DBPointer (`mapping::json`). Candidates that
+/// would still put a `$` field into the query are left out: MongoDB refuses the whole `$in`.
 pub fn candidate_ids(v: &Value) -> Vec<Bson> {
+    let mut out = candidates(v);
+    out.retain(|b| !has_dollar_field(b));
+    out
+}
+
+/// Whether `b` holds a document field whose name starts with `$`.
+fn has_dollar_field(b: &Bson) -> bool {
+    match b {
+        Bson::Document(d) => d
+            .iter()
+            .any(|(k, v)| k.starts_with('$') || has_dollar_field(v)),
+        Bson::Array(items) => items.iter().any(has_dollar_field),
+        Bson::JavaScriptCodeWithScope(c) => c
+            .scope
+            .iter()
+            .any(|(k, v)| k.starts_with('$') || has_dollar_field(v)),
+        _ => false,
+    }
+}
+
+fn candidates(v: &Value) -> Vec<Bson> {
     match v {
         Value::Null => vec![Bson::Null],
         Value::Bool(b) => vec![Bson::Boolean(*b)],
@@ -287,10 +322,14 @@ pub fn candidate_ids(v: &Value) -> Vec<Bson> {
         // An array is never an `_id`; a document's fields take their first candidate (the
         // types inside a document `_id` are rarely anything but strings and numbers).
         Value::Array(_) => Vec::new(),
+        // MinKey, MaxKey, JavaScript, DBPointer: their plain JSON is Extended JSON.
+        Value::Object(fields) if fields.keys().any(|k| k.starts_with('$')) => {
+            Bson::try_from(v.clone()).into_iter().collect()
+        }
         Value::Object(fields) => {
             let mut d = Document::new();
             for (k, v) in fields {
-                match candidate_ids(v).into_iter().next() {
+                match candidates(v).into_iter().next() {
                     Some(b) => {
                         d.insert(k.clone(), b);
                     }
@@ -338,6 +377,23 @@ mod tests {
                 .any(|b| key_form(&to_json(b)) == key_form(&key));
             assert!(found, "{id:?} is not among the candidates of {key}");
         }
+    }
+
+    #[test]
+    fn special_ids_are_found_and_unqueryable_ones_left_out() {
+        for id in [
+            Bson::MaxKey,
+            Bson::MinKey,
+            Bson::JavaScriptCode("f()".into()),
+            Bson::Document(doc! {"a": Bson::MinKey}),
+        ] {
+            let key = to_json(&id);
+            let c = candidate_ids(&key);
+            assert!(c.contains(&id), "{id:?}: {c:?}");
+            assert!(!c.iter().any(has_dollar_field), "{c:?}");
+        }
+        assert!(candidate_ids(&json!({"$weird": 1})).is_empty());
+        assert!(candidate_ids(&json!({"a": {"$weird": 1}})).is_empty());
     }
 
     #[test]

@@ -272,7 +272,6 @@ fn letter_of_a_refused_id_settles_once_deleted() {
 /// whole retry failed, so no open letter of the stream settled: letters of deleted documents
 /// stayed open, and documents a fixed mapping would take stayed refused.
 #[test]
-#[ignore = "product bug: src/pipeline/dead_letters.rs puts $-keyed candidate _ids into $in"]
 fn retry_at_start_survives_dollar_ids() {
     let m = mapping(SqlType::Integer, vec![column("v", "v", SqlType::Integer)]);
     run(
