@@ -10,15 +10,15 @@ use bson::{Bson, RawDocumentBuf};
 use deadpool_postgres::Pool;
 use mongodb::Collection;
 
-use super::compare::{compare_document, row_idx, DocDiff};
+use super::compare::{actual_idx, compare_document, DocDiff};
 use super::error::VerifyError;
 use super::report::Finding;
-use super::rows::{connection, DeadLetterQueries, TableQueries};
+use super::rows::{connection, DeadLetterQueries, FetchedRow, TableQueries};
 use crate::event::document_id;
 use crate::mapping::convert::{convert_key, convert_raw_document};
 use crate::mapping::json::to_json;
 use crate::mapping::model::{CollectionMapping, TableDef};
-use crate::mapping::value::{PgValue, Row};
+use crate::mapping::value::PgValue;
 use crate::sink::postgres::plan::key_text;
 
 /// Everything about one collection that the checks need, shared by its tasks.
@@ -80,9 +80,9 @@ impl Target {
 /// The rows Postgres holds for a batch of keys, by `key_text`.
 #[derive(Debug, Default)]
 pub struct FetchedRows {
-    parent: HashMap<String, Row>,
+    parent: HashMap<String, FetchedRow>,
     /// Per child table: parent key → its rows.
-    children: Vec<HashMap<String, Vec<Row>>>,
+    children: Vec<HashMap<String, Vec<FetchedRow>>>,
     /// `hashtext` of every parent row fetched (for key buckets).
     pub parent_hashes: Vec<i32>,
     /// Per child table: `hashtext` of the parent key of every child row fetched.
@@ -102,28 +102,33 @@ pub async fn fetch_rows(target: &Target, keys: &[PgValue]) -> Result<FetchedRows
     let key_index = target.key_index();
     // One connection, all tables at once: the driver pipelines the statements.
     let (parent, children) = futures::try_join!(
-        target.parent.fetch(&client, keys),
-        futures::future::try_join_all(target.children.iter().map(|c| c.fetch(&client, keys))),
+        target.parent.fetch(&client, keys, key_index),
+        futures::future::try_join_all(target.children.iter().map(|c| c.fetch(&client, keys, 0))),
     )?;
-    for (hash, row) in parent {
+    out.parent.reserve(parent.len());
+    for (hash, key, row) in parent {
         out.parent_hashes.push(hash);
-        if let Some(k) = row.get(key_index) {
-            out.parent.insert(key_text(k), row);
-        }
+        out.parent.insert(key_string(key), row);
     }
     for rows in children {
-        let mut by_key: HashMap<String, Vec<Row>> = HashMap::new();
+        let mut by_key: HashMap<String, Vec<FetchedRow>> = HashMap::new();
         let mut hashes = Vec::with_capacity(rows.len());
-        for (hash, row) in rows {
+        for (hash, key, row) in rows {
             hashes.push(hash);
-            if let Some(k) = row.first() {
-                by_key.entry(key_text(k)).or_default().push(row);
-            }
+            by_key.entry(key_string(key)).or_default().push(row);
         }
         out.children.push(by_key);
         out.child_hashes.push(hashes);
     }
     Ok(out)
+}
+
+/// `key_text` of a key that is not needed any more (a text key's string is moved, not copied).
+fn key_string(key: PgValue) -> String {
+    match key {
+        PgValue::Text(s) => s,
+        other => key_text(&other),
+    }
 }
 
 /// The key a document's rows have, when its `_id` converts.
@@ -181,7 +186,7 @@ pub fn judge(
             .map(|c| {
                 let mut idx: Vec<i32> = c
                     .get(&k)
-                    .map(|rs| rs.iter().filter_map(|r| row_idx(r)).collect())
+                    .map(|rs| rs.iter().filter_map(actual_idx).collect())
                     .unwrap_or_default();
                 idx.sort_unstable();
                 idx
@@ -196,18 +201,13 @@ pub fn judge(
         Err(e) => (Judgement::Refused(e.to_string()), Vec::new()),
         Ok(c) => {
             let k = key_text(&c.key);
-            let children: Vec<&[Row]> = rows
+            let children: Vec<&[FetchedRow]> = rows
                 .children
                 .iter()
                 .map(|m| m.get(&k).map_or(&[][..], Vec::as_slice))
                 .collect();
             let elements = c.rows.children.iter().map(|r| r.len() as u64).collect();
-            let diff = compare_document(
-                &target.tables,
-                &c.rows,
-                rows.parent.get(&k).map(Vec::as_slice),
-                &children,
-            );
+            let diff = compare_document(&target.tables, &c.rows, rows.parent.get(&k), &children);
             if diff.is_equal() {
                 (Judgement::Equal, elements)
             } else {

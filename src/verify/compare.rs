@@ -62,15 +62,46 @@ impl DocDiff {
     }
 }
 
+/// A row as Postgres holds it, read column by column, so that an implementation may decode a
+/// value only when it is needed (`rows::FetchedRow` compares wire bytes first).
+pub trait ActualRow {
+    /// Whether column `i` holds the same value as `expected` (module doc).
+    fn same(&self, i: usize, expected: &PgValue) -> bool;
+    /// The value of column `i` (`Null` past the end).
+    fn value(&self, i: usize) -> PgValue;
+}
+
+impl ActualRow for [PgValue] {
+    fn same(&self, i: usize, expected: &PgValue) -> bool {
+        same_value(expected, self.get(i).unwrap_or(&PgValue::Null))
+    }
+    fn value(&self, i: usize) -> PgValue {
+        self.get(i).cloned().unwrap_or(PgValue::Null)
+    }
+}
+
+impl ActualRow for Vec<PgValue> {
+    fn same(&self, i: usize, expected: &PgValue) -> bool {
+        self.as_slice().same(i, expected)
+    }
+    fn value(&self, i: usize) -> PgValue {
+        self.as_slice().value(i)
+    }
+}
+
 /// Compares `expected` (the converted document) with the parent row (`None`: no row) and the
 /// child rows Postgres holds for its key (one list per child table, any order). `tables` is
 /// the collection's `CollectionMapping::tables()`: parent first, then the children.
-pub fn compare_document(
+pub fn compare_document<P, C>(
     tables: &[TableDef],
     expected: &DocumentRows,
-    parent: Option<&[PgValue]>,
-    children: &[&[Row]],
-) -> DocDiff {
+    parent: Option<&P>,
+    children: &[&[C]],
+) -> DocDiff
+where
+    P: ActualRow + ?Sized,
+    C: ActualRow,
+{
     let parent = match parent {
         None => RowState::Missing,
         Some(actual) => {
@@ -96,10 +127,10 @@ pub fn compare_document(
 
 /// Child rows are `[parent_key, idx, columns...]`; they are matched by `idx` and compared from
 /// the third column on (the parent key is what they were fetched by).
-fn compare_children(expected: &[Row], actual: &[Row]) -> ChildDiff {
-    let mut by_idx: HashMap<i32, &Row> = actual
+fn compare_children<C: ActualRow>(expected: &[Row], actual: &[C]) -> ChildDiff {
+    let mut by_idx: HashMap<i32, &C> = actual
         .iter()
-        .filter_map(|r| row_idx(r).map(|i| (i, r)))
+        .filter_map(|r| actual_idx(r).map(|i| (i, r)))
         .collect();
     let mut diff = ChildDiff::default();
     for row in expected {
@@ -121,7 +152,16 @@ fn compare_children(expected: &[Row], actual: &[Row]) -> ChildDiff {
 
 /// The `idx` of a child row (its second value).
 pub fn row_idx(row: &[PgValue]) -> Option<i32> {
-    match row.get(1)? {
+    idx_of(row.get(1)?)
+}
+
+/// The `idx` of a child row read column by column.
+pub fn actual_idx<R: ActualRow + ?Sized>(row: &R) -> Option<i32> {
+    idx_of(&row.value(1))
+}
+
+fn idx_of(v: &PgValue) -> Option<i32> {
+    match v {
         PgValue::Int4(i) => Some(*i),
         PgValue::Int2(i) => Some(i32::from(*i)),
         PgValue::Int8(i) => i32::try_from(*i).ok(),
@@ -129,15 +169,18 @@ pub fn row_idx(row: &[PgValue]) -> Option<i32> {
     }
 }
 
-fn compare_columns(expected: &[PgValue], actual: &[PgValue], from: usize) -> Vec<ColumnDiff> {
+fn compare_columns<R: ActualRow + ?Sized>(
+    expected: &[PgValue],
+    actual: &R,
+    from: usize,
+) -> Vec<ColumnDiff> {
     let mut diffs = Vec::new();
     for (i, want) in expected.iter().enumerate().skip(from) {
-        let have = actual.get(i).unwrap_or(&PgValue::Null);
-        if !same_value(want, have) {
+        if !actual.same(i, want) {
             diffs.push(ColumnDiff {
                 column: i,
                 mongo: want.clone(),
-                postgres: have.clone(),
+                postgres: actual.value(i),
             });
         }
     }
@@ -159,6 +202,7 @@ pub fn same_value(a: &PgValue, b: &PgValue) -> bool {
         (Uuid(x), Uuid(y)) => x == y,
         (Bytea(x), Bytea(y)) => x == y,
         (Json(x), Json(y)) => json_equal(x, y),
+        (Numeric(x), Numeric(y)) if x == y => true,
         (Array(x), Array(y)) => {
             x.len() == y.len() && x.iter().zip(y).all(|(p, q)| same_value(p, q))
         }
@@ -345,7 +389,7 @@ mod tests {
         let same = compare_document(
             &tables(),
             &expected,
-            Some(&[Text("a".into()), Int4(2)]),
+            Some(&vec![Text("a".into()), Int4(2)]),
             &[&[item(2, "z"), item(0, "x"), item(1, "y")]],
         );
         assert!(same.is_equal(), "{same:?}");
@@ -353,7 +397,7 @@ mod tests {
         let diff = compare_document(
             &tables(),
             &expected,
-            Some(&[Text("a".into()), Int4(3)]),
+            Some(&vec![Text("a".into()), Int4(3)]),
             &[&[item(0, "x"), item(1, "q"), item(5, "w")]],
         );
         assert_eq!(
@@ -370,7 +414,7 @@ mod tests {
         assert_eq!(diff.children[0].different[0].0, 1);
         assert_eq!(diff.children[0].different[0].1[0].column, 2);
 
-        let missing = compare_document(&tables(), &expected, None, &[&[]]);
+        let missing = compare_document::<Row, Row>(&tables(), &expected, None, &[&[]]);
         assert_eq!(missing.parent, RowState::Missing);
         assert_eq!(missing.children[0].missing, vec![0, 1, 2]);
     }
