@@ -13,6 +13,7 @@
 //! - `metrics`: every metric name, `/metrics`, `/healthz`, `/readyz`.
 //! - `verify`: compares Postgres with MongoDB through the mappings (`verify`, `cutover`).
 //! - `cutover`: catch up, quiet period, verify, durable verdict.
+//! - `preflight`: `check`'s findings about both ends: topology, oplog window, privileges.
 //! - `cli`: one file per subcommand, exit codes.
 
 pub mod cli;
@@ -25,6 +26,7 @@ pub mod metrics;
 pub mod pg;
 pub mod pipeline;
 pub mod position;
+pub mod preflight;
 pub mod sink;
 pub mod source;
 pub mod verify;

@@ -1,103 +1,102 @@
-//! `tributary check`: every config and mapping error at once (exit 2), then a ping of both ends
-//! (exit 3 when one is unreachable).
+//! `tributary check`: every config and mapping error at once (exit 2, nothing contacted), then
+//! the pre-flight of both ends (`preflight`): each finding a line `ok` / `warning` / `error`,
+//! or one JSON document with `--json`. Exit 3 when an end is unreachable or refuses what the
+//! stream needs; warnings do not fail.
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use anyhow::{anyhow, Context};
+use serde::Serialize;
 
 use crate::cli::{exit, load, CliResult, Failure};
-use crate::config::{redact_uri, Config};
+use crate::preflight::{self, Finding, Level};
 
-/// How long each end gets to answer: long enough for a slow network, short enough for a human.
-const PING_TIMEOUT: Duration = Duration::from_secs(10);
+#[derive(Serialize)]
+struct Report<'a> {
+    config: String,
+    /// No finding is an error.
+    ok: bool,
+    errors: usize,
+    warnings: usize,
+    findings: &'a [Finding],
+}
 
-pub async fn run(path: &Path) -> CliResult {
-    let (config, mappings) = load::config_and_mappings(path)?;
+pub async fn run(path: &Path, json: bool) -> CliResult {
+    let (config, mappings) = match load::config_and_mappings(path) {
+        Ok(loaded) => loaded,
+        Err(failure) if json => {
+            let finding = Finding::new(
+                Level::Error,
+                "config",
+                "config",
+                format!("{:#}", failure.error),
+            );
+            print_json(path, &[finding]);
+            return Ok(ExitCode::from(failure.code));
+        }
+        Err(failure) => return Err(failure),
+    };
     let tables: usize = mappings
         .collections
         .iter()
         .map(|c| 1 + c.children.len())
         .sum();
-    println!(
-        "config {}: ok ({} mapped collection(s), {} table(s))",
-        path.display(),
-        mappings.collections.len(),
-        tables
-    );
-
-    for warning in mappings
-        .collections
-        .iter()
-        .filter_map(crate::mapping::key::collision_warning)
-    {
-        println!("warning: {warning}");
-    }
-
-    let mut unreachable = Vec::new();
-    match ping_postgres(&config).await {
-        Ok(version) => println!(
-            "postgres {}: ok ({version})",
-            redact_uri(&config.postgres.uri)
+    let mut findings = vec![Finding::new(
+        Level::Ok,
+        "config",
+        "config",
+        format!(
+            "config {}: {} mapped collection(s), {} table(s)",
+            path.display(),
+            mappings.collections.len(),
+            tables
         ),
-        Err(e) => unreachable.push(format!("{e:#}")),
+    )];
+    findings.extend(
+        mappings
+            .collections
+            .iter()
+            .filter_map(crate::mapping::key::collision_warning)
+            .map(|w| Finding::new(Level::Warning, "config", "key_types", w)),
+    );
+    findings.extend(preflight::run(&config, &mappings).await);
+
+    let errors = findings.iter().filter(|f| f.level == Level::Error).count();
+    if json {
+        print_json(path, &findings);
+    } else {
+        for f in &findings {
+            println!("{:<7} {}", f.level.as_str(), f.message);
+        }
     }
-    match ping_mongo(&config).await {
-        Ok(()) => println!("mongodb {}: ok", redact_uri(&config.mongo.uri)),
-        Err(e) => unreachable.push(format!("{e:#}")),
-    }
-    if unreachable.is_empty() {
+    if errors == 0 {
         return Ok(ExitCode::from(exit::OK));
     }
-    Err(Failure::runtime(anyhow!(unreachable.join("\n"))))
+    if json {
+        return Ok(ExitCode::from(exit::RUNTIME));
+    }
+    let summary: Vec<String> = findings
+        .iter()
+        .filter(|f| f.level == Level::Error)
+        .map(|f| f.message.clone())
+        .collect();
+    Err(Failure::runtime(anyhow::anyhow!(
+        "{errors} pre-flight error(s):\n{}",
+        summary.join("\n")
+    )))
 }
 
-async fn ping_postgres(config: &Config) -> anyhow::Result<String> {
-    let uri = redact_uri(&config.postgres.uri);
-    let attempt = async {
-        let connector = crate::pg::Connector::from_uri(&config.postgres.uri)
-            .map_err(|e| anyhow!("postgres.uri cannot be used: {e}"))?;
-        let client = connector.connect().await.map_err(|e| {
-            anyhow!(
-                "cannot connect to postgres {uri} (postgres.uri): {}",
-                crate::sink::error::describe(&e)
-            )
-        })?;
-        let row = client
-            .query_one("SELECT current_setting('server_version')", &[])
-            .await
-            .with_context(|| format!("postgres {uri} did not answer a query"))?;
-        Ok::<_, anyhow::Error>(format!(
-            "server {}, sslmode={}",
-            row.get::<_, String>(0),
-            connector.mode().as_str()
-        ))
+fn print_json(path: &Path, findings: &[Finding]) {
+    let count = |l: Level| findings.iter().filter(|f| f.level == l).count();
+    let report = Report {
+        config: path.display().to_string(),
+        ok: count(Level::Error) == 0,
+        errors: count(Level::Error),
+        warnings: count(Level::Warning),
+        findings,
     };
-    tokio::time::timeout(PING_TIMEOUT, attempt)
-        .await
-        .map_err(|_| {
-            anyhow!("postgres {uri} did not answer within {PING_TIMEOUT:?} (postgres.uri)")
-        })?
-}
-
-async fn ping_mongo(config: &Config) -> anyhow::Result<()> {
-    let uri = redact_uri(&config.mongo.uri);
-    let mut options = mongodb::options::ClientOptions::parse(&config.mongo.uri)
-        .await
-        .with_context(|| format!("mongo.uri {uri} is not a valid MongoDB connection string"))?;
-    // The URI's own timeouts win; otherwise a human should not wait the driver's 30 s default.
-    options.server_selection_timeout.get_or_insert(PING_TIMEOUT);
-    options.connect_timeout.get_or_insert(PING_TIMEOUT);
-    let client = mongodb::Client::with_options(options)
-        .with_context(|| format!("cannot create a MongoDB client for {uri}"))?;
-    let ping = client
-        .database("admin")
-        .run_command(bson::doc! { "ping": 1 })
-        .await
-        .with_context(|| format!("cannot reach mongodb {uri} (mongo.uri)"));
-    // Dropping a client while its background tasks still check out connections makes the
-    // driver panic at runtime shutdown; an explicit shutdown stops them first.
-    client.shutdown().await;
-    ping.map(|_| ())
+    match serde_json::to_string_pretty(&report) {
+        Ok(text) => println!("{text}"),
+        Err(e) => eprintln!("cannot render the report as JSON: {e}"),
+    }
 }

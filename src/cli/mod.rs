@@ -146,6 +146,9 @@ pub enum Command {
     Check {
         #[command(flatten)]
         config: ConfigArg,
+        /// One JSON document of every finding, for scripts.
+        #[arg(long)]
+        json: bool,
     },
     /// Show checkpoints, phases, lag and dead letters from the state tables.
     Status {
@@ -182,7 +185,7 @@ pub enum VerifyMode {
 /// Runs one parsed command line.
 pub async fn run(cli: Cli) -> CliResult {
     match cli.command {
-        Command::Check { config } => check::run(&config.config).await,
+        Command::Check { config, json } => check::run(&config.config, json).await,
         Command::Schema { config, apply } => schema::run(&config.config, apply).await,
         Command::Status { config, json } => status::run(&config.config, json).await,
         Command::DeadLetters {

@@ -79,7 +79,7 @@ pub fn collision_warning(m: &CollectionMapping) -> Option<String> {
     };
     (m.id_type == IdType::Auto).then(|| {
         format!(
-            "{}: key column `{}` ({}) would give {collide} one row; so it accepts only {}, and              other _ids become dead letters. Set `id_type:` ({}) if this collection's _ids are              of another type",
+            "{}: key column `{}` ({}) would give {collide} one row; so it accepts only {}, and other _ids become dead letters. Set `id_type:` ({}) if this collection's _ids are of another type",
             m.namespace(),
             column.name,
             column.pg_type,

@@ -1,11 +1,12 @@
 //! The retry of open dead letters at start (`sync` and `full-sync`): fixing a mapping and
 //! restarting repairs what it refused.
 //!
-//! Each open letter names its document by `document_key`, the `_id` as plain JSON, which
-//! loses the BSON type (a JSON string may have been a String, an ObjectId, a Date, a UUID or
-//! an Int64 beyond 2^53). The candidates of every type that JSON form could come from are
-//! looked up by `_id`, and the documents whose `_id` gives back exactly that JSON are the
-//! letter's. Their current versions are then converted with today's mappings:
+//! Each open letter names its document by `document_key`, the `_id` as plain JSON, and (since
+//! `id_bson` exists) by the `_id` exactly, which is what it is looked up by. A letter written
+//! before that has only the plain JSON, which loses the BSON type (a JSON string may have been
+//! a String, an ObjectId, a Date, a UUID or an Int64 beyond 2^53): the candidates of every
+//! type that JSON form could come from are looked up instead. Either way, the documents whose
+//! `_id` gives back exactly the letter's plain JSON are the letter's. Their current versions are then converted with today's mappings:
 //!
 //! - every one converts: its rows are written and the document's open letters resolved, in
 //!   one transaction (`PostgresSink::apply_retried`);
@@ -134,18 +135,14 @@ async fn retry_chunk(
     report: &mut RetryReport,
 ) -> Result<(), SyncError> {
     // A letter none of whose candidates can be queried (module doc) stays open, untouched.
-    let (letters, unqueryable): (Vec<&OpenDeadLetter>, Vec<&OpenDeadLetter>) = letters
-        .iter()
-        .partition(|l| !candidate_ids(&l.document_key).is_empty());
+    let (letters, unqueryable): (Vec<&OpenDeadLetter>, Vec<&OpenDeadLetter>) =
+        letters.iter().partition(|l| !letter_ids(l).is_empty());
     for letter in unqueryable {
         report.documents += 1;
         report.still_refused += 1;
         tracing::warn!(namespace = %letter.namespace, key = %letter.document_key, "A dead letter's _id cannot be looked up in MongoDB from its JSON form; the letter stays open (resolve it by hand: `tributary dead-letters` lists it).");
     }
-    let candidates: Vec<Bson> = letters
-        .iter()
-        .flat_map(|l| candidate_ids(&l.document_key))
-        .collect();
+    let candidates: Vec<Bson> = letters.iter().flat_map(|l| letter_ids(l)).collect();
     if candidates.is_empty() {
         return Ok(());
     }
@@ -233,6 +230,22 @@ async fn retry_chunk(
             Ok(())
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// The `_id`s to look a letter's document up by: exactly those its letters recorded, else
+/// (letters written before `id_bson`, or of refused rows) the candidates of its plain JSON.
+fn letter_ids(letter: &OpenDeadLetter) -> Vec<Bson> {
+    let exact: Vec<Bson> = letter
+        .id_bson
+        .iter()
+        .filter_map(|b| crate::sink::dead_letter::id_of_bson(b))
+        .filter(|b| !has_dollar_field(b))
+        .collect();
+    if exact.is_empty() {
+        candidate_ids(&letter.document_key)
+    } else {
+        exact
     }
 }
 

@@ -28,6 +28,7 @@ impl DeadLetter {
             error: error.replace('\0', "\\u0000"),
             cluster_time,
             row_key: None,
+            id_bson: key.and_then(id_bson),
         }
     }
 
@@ -52,6 +53,7 @@ impl DeadLetter {
             error: error.replace('\0', "\\u0000"),
             cluster_time,
             row_key: None,
+            id_bson: None,
         }
     }
 }
@@ -99,6 +101,19 @@ pub fn refused_rows(
         None,
     )
     .with_row_key(Some(key))
+}
+
+/// The BSON of `{_id: key}`, which `id_of_bson` reads back.
+fn id_bson(key: &Bson) -> Option<Vec<u8>> {
+    bson::to_vec(&bson::doc! {"_id": key.clone()}).ok()
+}
+
+/// The `_id` a letter's `id_bson` holds.
+pub fn id_of_bson(bytes: &[u8]) -> Option<Bson> {
+    bson::from_slice::<Document>(bytes)
+        .ok()?
+        .get("_id")
+        .cloned()
 }
 
 /// JSON that Postgres stores: NUL written as `\u0000` text.

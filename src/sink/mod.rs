@@ -98,6 +98,9 @@ pub struct DeadLetter {
     /// when the `_id` converts: a later write or delete of that key resolves the letter in
     /// its own transaction. `None` leaves it to the retry at the next start.
     pub row_key: Option<String>,
+    /// The `_id` exactly, as the BSON of `{_id: …}`, when the builder had it: the retry at
+    /// start looks the document up by it (`document_key`'s plain JSON loses the BSON type).
+    pub id_bson: Option<Vec<u8>>,
 }
 
 /// The stream position after the last change of a batch, committed with it.

@@ -307,3 +307,25 @@ fn reordered_document_ids_stay_apart_in_oplog_rereads() {
         ],
     );
 }
+
+/// Found by the fuzzer: a refused document `_id` holding an array and a Binary has a plain
+/// JSON no lookup could be built from (the Binary became a base64 string). Its letter could
+/// not be looked up, so it stayed open after the document was deleted. Letters now record
+/// the `_id` exactly (`dead_letters.id_bson`) and the retry looks it up by that.
+#[test]
+fn letter_of_an_id_with_an_array_and_binary_settles_once_deleted() {
+    let m = mapping(SqlType::Jsonb, vec![column("v", "v", SqlType::Integer)]);
+    let binary = bson::Bson::Binary(bson::Binary {
+        subtype: bson::spec::BinarySubtype::Generic,
+        bytes: vec![0x7b, 0xf4, 0xb0, 0x47],
+    });
+    run(
+        m,
+        vec![
+            doc! {"_id": {"x": [], "_f": binary.clone(), "note": true}, "v": 1},
+            doc! {"_id": {"x": [], "_f": binary, "z": true}, "v": 2},
+            doc! {"_id": 3, "v": 3},
+        ],
+        vec![Write::Delete(0)],
+    );
+}

@@ -137,6 +137,7 @@ async fn dead_letters_are_written_with_the_batch() {
         error: "total: string cannot become numeric(12,2)".into(),
         cluster_time: None,
         row_key: None,
+        id_bson: None,
     });
     sink.apply(&b).await.unwrap();
     let row = db

@@ -25,6 +25,7 @@ async fn status_reports_checkpoints_phases_and_dead_letters() {
         error: "bad".into(),
         cluster_time: None,
         row_key: None,
+        id_bson: None,
     };
     let other_version = DeadLetter {
         document: serde_json::json!({"_id": "k", "v": 2}),

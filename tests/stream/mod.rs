@@ -6,6 +6,7 @@ mod failures;
 mod handoff;
 mod hostile;
 mod measure;
+mod preflight;
 mod replace;
 mod snapshot_ranges;
 mod streaming;

@@ -131,6 +131,8 @@ pub fn state_ddl(state_schema: &str) -> Vec<String> {
         // resolve it in the same transaction.
         format!("ALTER TABLE {dead_letters} ADD COLUMN IF NOT EXISTS resolved_at timestamptz"),
         format!("ALTER TABLE {dead_letters} ADD COLUMN IF NOT EXISTS row_key text"),
+        // The `_id` exactly (BSON of `{_id: …}`), for the retry's lookup by `_id`.
+        format!("ALTER TABLE {dead_letters} ADD COLUMN IF NOT EXISTS id_bson bytea"),
         // Dedupe of a version (`state::insert_dead_letters`) and the rows of an open
         // document (`state::resolve_written`) by index, not by comparing jsonb against every
         // earlier letter. The hash is an expression, so old rows are covered without a rewrite.

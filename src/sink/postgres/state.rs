@@ -179,9 +179,9 @@ pub async fn insert_dead_letters(
     // collision.
     let sql = format!(
         "INSERT INTO {dl} (stream, namespace, document_key, document, error, cluster_time, at, \
-                           row_key) \
+                           row_key, id_bson) \
          SELECT $1::text, $2::text, $3::jsonb, $4::jsonb, $5::text, $6::timestamptz, now(), \
-                $7::text \
+                $7::text, $8::bytea \
          WHERE NOT EXISTS (SELECT 1 FROM {dl} WHERE stream = $1::text AND namespace = $2::text \
                            AND resolved_at IS NULL AND {hash} = {new_hash} \
                            AND document_key IS NOT DISTINCT FROM $3::jsonb \
@@ -208,6 +208,7 @@ pub async fn insert_dead_letters(
                         &d.error,
                         &d.cluster_time,
                         &d.row_key,
+                        &d.id_bson,
                     ],
                 )
                 .await
@@ -266,6 +267,10 @@ pub struct OpenDeadLetter {
     pub versions: i64,
     /// The letters' ids, oldest first.
     pub ids: Vec<i64>,
+    /// The `_id`s exactly (`DeadLetter::id_bson`) of the letters that recorded one: several
+    /// when documents whose `_id`s differ in type only share the plain JSON.
+    #[serde(skip)]
+    pub id_bson: Vec<Vec<u8>>,
 }
 
 /// The open letters of `stream`, one entry per document, oldest first (of `namespace` only
@@ -278,7 +283,8 @@ pub async fn open_dead_letters(
 ) -> Result<Vec<OpenDeadLetter>, SinkError> {
     let sql = format!(
         "SELECT namespace, document_key, (array_agg(error ORDER BY id DESC))[1], min(at), \
-                max(at), count(*), array_agg(id ORDER BY id) \
+                max(at), count(*), array_agg(id ORDER BY id), \
+                coalesce(array_agg(DISTINCT id_bson) FILTER (WHERE id_bson IS NOT NULL), '{{}}') \
          FROM {} WHERE stream = $1 AND resolved_at IS NULL \
            AND ($2::text IS NULL OR namespace = $2::text) \
          GROUP BY namespace, document_key ORDER BY min(at), min(id)",
@@ -300,6 +306,7 @@ pub async fn open_dead_letters(
             last_seen: r.get(4),
             versions: r.get(5),
             ids: r.get(6),
+            id_bson: r.get(7),
         })
         .collect())
 }
