@@ -118,7 +118,8 @@ where
 {
     let (group_tx, group_rx) = mpsc::channel::<EventGroup>(config.queue_capacity);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let pending = lag::Pending::default();
+    // Lag also counts the source's silence, which only the source itself can see.
+    let pending = lag::Pending::watching(source.health());
     if let Some(m) = &config.metrics {
         tokio::spawn(lag::tick(pending.clone(), m.clone(), stop_rx.clone()));
     }

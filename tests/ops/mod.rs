@@ -8,6 +8,7 @@ mod deadletters;
 mod deploy;
 mod failover;
 mod faults;
+mod lag;
 mod lease;
 mod logs;
 mod metrics;
