@@ -230,11 +230,9 @@ async fn sync_inner(
     // No commit without the stream's lock (checked right before every COMMIT).
     sink.set_lease(lease);
     // The oplog's window and the checkpoint's headroom, through copies and streaming alike (a
-    // long copy is when the recorded position is most at risk of falling off).
-    let _oplog_watch = opts
-        .metrics
-        .clone()
-        .map(|m| super::lag::watch_oplog(client.clone(), m));
+    // long copy is when the recorded position is most at risk of falling off); started once
+    // the checkpoint is known, so the first reading has a headroom. Stops when dropped.
+    let mut oplog_watch = None;
     let shutdown = shutdown.boxed().shared();
     let stream = config.sync.name.clone();
     let state_schema = config.sync.state_schema.clone();
@@ -275,8 +273,13 @@ async fn sync_inner(
         };
 
         // The committed position, from the start (the headroom is measured from it).
-        if let (Some(m), Some(ct)) = (&opts.metrics, position.cluster_time()) {
-            m.last_applied_cluster_time_seconds.set(f64::from(ct.time));
+        if let Some(m) = &opts.metrics {
+            if let Some(ct) = position.cluster_time() {
+                m.last_applied_cluster_time_seconds.set(f64::from(ct.time));
+            }
+            if oplog_watch.is_none() {
+                oplog_watch = Some(super::lag::watch_oplog(client.clone(), m.clone()));
+            }
         }
 
         // 2. Copy what was never copied (or whose copy was interrupted).

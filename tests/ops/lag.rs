@@ -119,6 +119,19 @@ async fn outage(source: SourceKind) {
     })
     .await;
     assert_eq!(run.metrics.source_connected.get(), 1, "connected before");
+    // The oplog's bounds are read once the checkpoint is known: the simulator started moments
+    // ago, so its window is short and the checkpoint is as far ahead of its oldest entry.
+    wait_until(
+        60,
+        "the oplog window and the checkpoint headroom",
+        || async {
+            let text = run.get("/metrics").await.1;
+            let window = sample_sum(&text, metrics::OPLOG_WINDOW_SECONDS, "");
+            let headroom = sample_sum(&text, metrics::CHECKPOINT_HEADROOM_SECONDS, "");
+            (0.0..600.0).contains(&window) && (0.0..600.0).contains(&headroom)
+        },
+    )
+    .await;
 
     sim.signal("-STOP");
     let stopped_at = Instant::now();
