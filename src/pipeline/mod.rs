@@ -365,19 +365,35 @@ impl SinkRetry {
         }
     }
 
-    /// After a retryable failure: `Some(failures since the last report)` when this one is to
-    /// be reported, `None` when it is retried quietly; `Err(())` once the backoff ran out.
-    fn failed(&mut self) -> Result<Option<(u32, Duration)>, ()> {
+    /// What to do after a retryable failure.
+    fn failed(&mut self) -> Retried {
         self.unreported += 1;
         let now = tokio::time::Instant::now();
         if now < self.next_report {
-            return Ok(None);
+            return Retried::Quietly;
         }
-        let delay = self.backoff.next().ok_or(())?;
+        let Some(delay) = self.backoff.next() else {
+            return Retried::GiveUp;
+        };
         self.next_report = now + delay;
-        let failures = std::mem::take(&mut self.unreported);
-        Ok(Some((failures, delay)))
+        Retried::Report {
+            failures: std::mem::take(&mut self.unreported),
+            next_report: delay,
+        }
     }
+}
+
+/// `SinkRetry::failed`'s answer.
+enum Retried {
+    /// Retry without a word: reported recently.
+    Quietly,
+    /// Retry, and say so: `failures` since the last report, the next one in `next_report`.
+    Report {
+        failures: u32,
+        next_report: Duration,
+    },
+    /// The backoff ran out: Postgres stayed down.
+    GiveUp,
 }
 
 /// Writes batches in order; returns the last committed position.
@@ -440,9 +456,12 @@ async fn write_batches<S: Sink>(
                 }
                 Err(e) if e.is_retryable() => {
                     match retry.failed() {
-                        Err(()) => return Err(e),
-                        Ok(None) => {}
-                        Ok(Some((failures, next_report))) => {
+                        Retried::GiveUp => return Err(e),
+                        Retried::Quietly => {}
+                        Retried::Report {
+                            failures,
+                            next_report,
+                        } => {
                             if let Some(m) = &config.metrics {
                                 m.errors_total.with_label_values(&[e.kind()]).inc();
                             }
