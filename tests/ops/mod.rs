@@ -1,8 +1,7 @@
 //! Operating the streamer: metrics and health endpoints, lag through a stopped MongoDB,
-//! injected faults (MongoDB fail points,
-//! killed Postgres sessions, a Postgres restart), SIGKILLs of the real binary, fail-over between
-//! two daemons, and two streams sharing one database. Everything runs against real Postgres and
-//! mongo-sim over TCP with the official driver.
+//! injected faults (MongoDB fail points, killed Postgres sessions, a Postgres restart), SIGKILLs
+//! of the real binary, fail-over between two daemons, and two streams sharing one database.
+//! Everything runs against real Postgres and mongo-sim over TCP with the official driver.
 
 mod crash;
 mod deadletters;
