@@ -21,8 +21,21 @@ use prometheus::{
 
 /// Gauge, no labels: 1 while the stream is healthy, 0 after a fatal error (e.g. lost history).
 pub const UP: &str = "tributary_up";
-/// Gauge, no labels: age in seconds of the oldest event read but not yet committed; 0 when caught up.
+/// Gauge, no labels: how far Postgres is behind MongoDB, in seconds (SPEC "Metrics"): 0 while
+/// the source confirmed at its last answer that nothing newer than the committed position
+/// exists; else the age of the oldest change read but not committed; while the source does
+/// not answer, at least the time since it last did (`pipeline::lag`).
 pub const LAG_SECONDS: &str = "tributary_lag_seconds";
+/// Gauge, no labels: 1 while the streaming source's last request to MongoDB was answered
+/// recently; 0 before streaming, after a failed request, or once MongoDB stays silent.
+pub const SOURCE_CONNECTED: &str = "tributary_source_connected";
+/// Gauge, no labels: seconds of history in `local.oplog.rs` (newest − oldest entry time); NaN
+/// until read, and for good when the oplog cannot be read (no privilege, a `mongos`).
+pub const OPLOG_WINDOW_SECONDS: &str = "tributary_oplog_window_seconds";
+/// Gauge, no labels: seconds until the committed checkpoint falls off the oplog at the current
+/// rate (docs/operations.md gives the formula); NaN when the oplog cannot be read, +Inf while
+/// nothing falls off it.
+pub const CHECKPOINT_HEADROOM_SECONDS: &str = "tributary_checkpoint_headroom_seconds";
 /// Gauge, no labels: cluster time (Unix seconds) of the last committed position.
 pub const LAST_APPLIED_CLUSTER_TIME_SECONDS: &str = "tributary_last_applied_cluster_time_seconds";
 /// Counter, labels `namespace`, `op`: change events read from the source.
@@ -84,10 +97,13 @@ pub const ERROR_KINDS: [&str; 21] = [
     "shutdown",
 ];
 
-/// Every metric name of the SPEC, for tests and docs.
-pub const ALL: [&str; 13] = [
+/// Every metric name served (the SPEC's and the health gauges), for tests and docs.
+pub const ALL: [&str; 16] = [
     UP,
     LAG_SECONDS,
+    SOURCE_CONNECTED,
+    OPLOG_WINDOW_SECONDS,
+    CHECKPOINT_HEADROOM_SECONDS,
     LAST_APPLIED_CLUSTER_TIME_SECONDS,
     EVENTS_TOTAL,
     ROWS_WRITTEN_TOTAL,
@@ -117,6 +133,9 @@ pub struct Metrics {
     registry: Registry,
     pub up: IntGauge,
     pub lag_seconds: Gauge,
+    pub source_connected: IntGauge,
+    pub oplog_window_seconds: Gauge,
+    pub checkpoint_headroom_seconds: Gauge,
     pub last_applied_cluster_time_seconds: Gauge,
     pub events_total: IntCounterVec,
     pub rows_written_total: IntCounterVec,
@@ -139,7 +158,19 @@ impl Metrics {
         let up = IntGauge::new(UP, "1 while the stream is healthy, 0 after a fatal error")?;
         let lag_seconds = Gauge::new(
             LAG_SECONDS,
-            "Age of the oldest event read but not yet committed; 0 when caught up",
+            "Seconds Postgres is behind MongoDB: 0 when the source confirmed nothing newer, else the age of the oldest uncommitted change, or the time since the source last answered",
+        )?;
+        let source_connected = IntGauge::new(
+            SOURCE_CONNECTED,
+            "1 while the streaming source's last request to MongoDB was answered recently",
+        )?;
+        let oplog_window_seconds = Gauge::new(
+            OPLOG_WINDOW_SECONDS,
+            "Seconds of history in local.oplog.rs (newest minus oldest entry); NaN when unreadable",
+        )?;
+        let checkpoint_headroom_seconds = Gauge::new(
+            CHECKPOINT_HEADROOM_SECONDS,
+            "Seconds until the committed checkpoint falls off the oplog at the current rate; NaN when unknown",
         )?;
         let last_applied = Gauge::new(
             LAST_APPLIED_CLUSTER_TIME_SECONDS,
@@ -186,6 +217,9 @@ impl Metrics {
         )?;
         registry.register(Box::new(up.clone()))?;
         registry.register(Box::new(lag_seconds.clone()))?;
+        registry.register(Box::new(source_connected.clone()))?;
+        registry.register(Box::new(oplog_window_seconds.clone()))?;
+        registry.register(Box::new(checkpoint_headroom_seconds.clone()))?;
         registry.register(Box::new(last_applied.clone()))?;
         registry.register(Box::new(events_total.clone()))?;
         registry.register(Box::new(rows_written_total.clone()))?;
@@ -208,10 +242,17 @@ impl Metrics {
             errors_total.with_label_values(&[kind]);
         }
         up.set(1);
+        // Unknown until the first read of the oplog: NaN compares false in PromQL, so an alert
+        // on a small headroom cannot fire on a value never measured (0 would).
+        oplog_window_seconds.set(f64::NAN);
+        checkpoint_headroom_seconds.set(f64::NAN);
         Ok(Metrics {
             registry,
             up,
             lag_seconds,
+            source_connected,
+            oplog_window_seconds,
+            checkpoint_headroom_seconds,
             last_applied_cluster_time_seconds: last_applied,
             events_total,
             rows_written_total,
@@ -375,6 +416,19 @@ mod tests {
         let text = m.render();
         for name in ALL {
             assert!(text.contains(name), "{name} missing from /metrics output");
+        }
+    }
+
+    #[test]
+    fn health_gauges_start_disconnected_and_unknown() {
+        let text = Metrics::new(30).unwrap().render();
+        for line in [
+            "tributary_source_connected 0",
+            "tributary_oplog_window_seconds NaN",
+            "tributary_checkpoint_headroom_seconds NaN",
+            "tributary_lag_seconds 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
         }
     }
 

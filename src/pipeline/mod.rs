@@ -118,7 +118,8 @@ where
 {
     let (group_tx, group_rx) = mpsc::channel::<EventGroup>(config.queue_capacity);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let pending = lag::Pending::default();
+    // Lag also counts the source's silence, which only the source itself can see.
+    let pending = lag::Pending::watching(source.health());
     if let Some(m) = &config.metrics {
         tokio::spawn(lag::tick(pending.clone(), m.clone(), stop_rx.clone()));
     }
@@ -328,13 +329,71 @@ impl Gathered {
 }
 
 /// Backoff for retryable sink errors: 100 ms doubling to 30 s, with jitter, about five minutes
-/// in all before the batch is given up ("a connection that stayed down").
+/// in all before the batch is given up ("a connection that stayed down"). It paces what is
+/// reported (a WARN line and `tributary_errors_total` per step) and when to give up, not the
+/// retries themselves (`RETRY_EVERY`).
 fn sink_backoff() -> backon::ExponentialBuilder {
     backon::ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(100))
         .with_max_delay(Duration::from_secs(30))
         .with_max_times(16)
         .with_jitter()
+}
+
+/// While Postgres fails retryably, the batch is tried again this often: a Postgres that is down
+/// refuses the connection at once, so a try is a cheap probe, and streaming resumes within
+/// about this long of the server's return instead of after a backoff step grown to many
+/// seconds by back-to-back failures.
+const RETRY_EVERY: Duration = Duration::from_millis(500);
+
+/// The pace of one batch's retries: tried every `RETRY_EVERY`, reported and counted on the
+/// backoff's schedule, given up when the backoff runs out.
+struct SinkRetry {
+    backoff: backon::ExponentialBackoff,
+    /// Failures before this instant are retried without a report.
+    next_report: tokio::time::Instant,
+    /// Failures since the last report, said in the next one.
+    unreported: u32,
+}
+
+impl SinkRetry {
+    fn new() -> Self {
+        SinkRetry {
+            backoff: backon::BackoffBuilder::build(sink_backoff()),
+            next_report: tokio::time::Instant::now(),
+            unreported: 0,
+        }
+    }
+
+    /// What to do after a retryable failure.
+    fn failed(&mut self) -> Retried {
+        self.unreported += 1;
+        let now = tokio::time::Instant::now();
+        if now < self.next_report {
+            return Retried::Quietly;
+        }
+        let Some(delay) = self.backoff.next() else {
+            return Retried::GiveUp;
+        };
+        self.next_report = now + delay;
+        Retried::Report {
+            failures: std::mem::take(&mut self.unreported),
+            next_report: delay,
+        }
+    }
+}
+
+/// `SinkRetry::failed`'s answer.
+enum Retried {
+    /// Retry without a word: reported recently.
+    Quietly,
+    /// Retry, and say so: `failures` since the last report, the next one in `next_report`.
+    Report {
+        failures: u32,
+        next_report: Duration,
+    },
+    /// The backoff ran out: Postgres stayed down.
+    GiveUp,
 }
 
 /// Writes batches in order; returns the last committed position.
@@ -363,6 +422,7 @@ async fn write_batches<S: Sink>(
         }
         let started = Instant::now();
         let mut backoff = backon::BackoffBuilder::build(sink_backoff());
+        let mut retry = SinkRetry::new();
         // Replaced by a narrowed copy when Postgres refuses one document's rows (`narrow`).
         let mut narrowed: Option<Batch> = None;
         loop {
@@ -395,14 +455,20 @@ async fn write_batches<S: Sink>(
                     }
                 }
                 Err(e) if e.is_retryable() => {
-                    if let Some(m) = &config.metrics {
-                        m.errors_total.with_label_values(&[e.kind()]).inc();
+                    match retry.failed() {
+                        Retried::GiveUp => return Err(e),
+                        Retried::Quietly => {}
+                        Retried::Report {
+                            failures,
+                            next_report,
+                        } => {
+                            if let Some(m) = &config.metrics {
+                                m.errors_total.with_label_values(&[e.kind()]).inc();
+                            }
+                            tracing::warn!(error = %e, failures, retry_every_ms = RETRY_EVERY.as_millis() as u64, next_report_ms = next_report.as_millis() as u64, "Writing a batch failed; retrying the same batch until Postgres takes it.");
+                        }
                     }
-                    let Some(delay) = backoff.next() else {
-                        return Err(e);
-                    };
-                    tracing::warn!(error = %e, delay_ms = delay.as_millis() as u64, "Writing a batch failed; retrying the same batch.");
-                    tokio::time::sleep(delay).await;
+                    tokio::time::sleep(RETRY_EVERY).await;
                 }
                 Err(e) => {
                     // A lost lock is counted by `lease::sync_exclusively`, which handles it.

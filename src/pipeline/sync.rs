@@ -229,6 +229,10 @@ async fn sync_inner(
     let (client, mut sink) = connect_counting(config, &mappings, opts.metrics.as_ref()).await?;
     // No commit without the stream's lock (checked right before every COMMIT).
     sink.set_lease(lease);
+    // The oplog's window and the checkpoint's headroom, through copies and streaming alike (a
+    // long copy is when the recorded position is most at risk of falling off); started once
+    // the checkpoint is known, so the first reading has a headroom. Stops when dropped.
+    let mut oplog_watch = None;
     let shutdown = shutdown.boxed().shared();
     let stream = config.sync.name.clone();
     let state_schema = config.sync.state_schema.clone();
@@ -267,6 +271,16 @@ async fn sync_inner(
                 p
             }
         };
+
+        // The committed position, from the start (the headroom is measured from it).
+        if let Some(m) = &opts.metrics {
+            if let Some(ct) = position.cluster_time() {
+                m.last_applied_cluster_time_seconds.set(f64::from(ct.time));
+            }
+            if oplog_watch.is_none() {
+                oplog_watch = Some(super::lag::watch_oplog(client.clone(), m.clone()));
+            }
+        }
 
         // 2. Copy what was never copied (or whose copy was interrupted).
         let pending = collections_to_copy(&sink, &mappings).await?;

@@ -644,3 +644,38 @@ async fn a_document_that_is_not_valid_bson_is_dead_lettered_with_its_bytes() {
     );
     assert!(dl.error.contains("qty"), "{}", dl.error);
 }
+
+#[tokio::test(start_paused = true)]
+async fn postgres_back_after_many_failures_is_written_to_within_a_second() {
+    // Twelve failures in a row: on a backoff doubling from 100 ms the next try would come
+    // about 25 s after Postgres is back (and the drain deadline would pass first); tried every
+    // RETRY_EVERY, the batch goes in at the first try after the twelfth failure.
+    let metrics = Arc::new(crate::metrics::Metrics::new(30).unwrap());
+    let (source, drained) = ScriptedSource::new(vec![vec![upsert(1, "a", 1)]]);
+    let mut sink = MemorySink::default();
+    sink.0.lock().unwrap().failures_left = 12;
+    let mut cfg = config(100, 10);
+    cfg.metrics = Some(metrics.clone());
+    let started = tokio::time::Instant::now();
+    run(
+        source,
+        &mut sink,
+        mappings(OnError::DeadLetter),
+        &cfg,
+        after(drained),
+    )
+    .await
+    .unwrap();
+    let took = started.elapsed();
+    assert_eq!(sink.batches().len(), 1);
+    assert!(
+        took <= RETRY_EVERY * 12 + Duration::from_secs(1),
+        "written {took:?} after the first failure"
+    );
+    // Reported (WARN and counted) on the backoff's schedule, not at every try.
+    let counted = metrics
+        .errors_total
+        .with_label_values(&["postgres_pool"])
+        .get();
+    assert!((1..12).contains(&counted), "{counted} failures counted");
+}

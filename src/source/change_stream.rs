@@ -14,7 +14,7 @@ use mongodb::change_stream::ChangeStream;
 use mongodb::options::FullDocumentType;
 use mongodb::Client;
 
-use super::{mapped_namespaces, source_error, Retry, Source, SourceError};
+use super::{mapped_namespaces, source_error, Retry, Source, SourceError, SourceHealth};
 use crate::event::{ChangeEvent, Namespace, Op, TxnId};
 use crate::mapping::model::MappingSet;
 use crate::position::Position;
@@ -42,6 +42,8 @@ pub struct ChangeStreamSource {
     stash: Option<ChangeEvent>,
     /// Where retried errors are counted (`Retry::counting`).
     metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
+    /// Every answer of the server and every failed request, for lag (`Source::health`).
+    health: SourceHealth,
 }
 
 /// The `$match` stage: events on mapped namespaces, renames onto them, and `dropDatabase`
@@ -77,11 +79,6 @@ fn token_to_document(token: &ResumeToken) -> Option<Document> {
     }
 }
 
-fn document_to_token(token: &Document) -> Result<ResumeToken, SourceError> {
-    bson::from_bson(Bson::Document(token.clone()))
-        .map_err(|e| SourceError::Fatal(format!("the stored resume token is unusable: {e}")))
-}
-
 impl ChangeStreamSource {
     /// A source that resumes after `position` (a change-stream token). Nothing is read until
     /// the first `next_batch`.
@@ -103,6 +100,7 @@ impl ChangeStreamSource {
             start_after: false,
             stash: None,
             metrics: None,
+            health: SourceHealth::default(),
         })
     }
 
@@ -128,6 +126,7 @@ impl ChangeStreamSource {
         };
         self.start_after = false;
         self.stream = Some(stream.with_type());
+        self.health.answered();
         Ok(())
     }
 
@@ -141,7 +140,9 @@ impl ChangeStreamSource {
         };
         let first = match self.stash.take() {
             Some(e) => e,
-            None => match stream.next_if_any().await? {
+            // One `getMore` at most: an empty batch is the server's word that nothing newer
+            // exists, with its post-batch resume token as the new position.
+            None => match answered(&self.health, stream.next_if_any().await)? {
                 Some(raw) => match convert(raw) {
                     Converted::Event(e) => *e,
                     Converted::Invalidate(token) => {
@@ -176,7 +177,7 @@ impl ChangeStreamSource {
             // Complete the transaction: its events share txn id and cluster time, and are
             // all available once the first is (one applyOps entry).
             loop {
-                let next = match stream.next_if_any().await? {
+                let next = match answered(&self.health, stream.next_if_any().await)? {
                     Some(raw) => match convert(raw) {
                         Converted::Event(e) => *e,
                         Converted::Invalidate(_) => break,
@@ -207,6 +208,10 @@ impl ChangeStreamSource {
 }
 
 impl Source for ChangeStreamSource {
+    fn health(&self) -> Option<SourceHealth> {
+        Some(self.health.clone())
+    }
+
     async fn next_batch(&mut self) -> Result<Vec<ChangeEvent>, SourceError> {
         let mut retry = Retry::counting(self.metrics.clone());
         loop {
@@ -219,6 +224,7 @@ impl Source for ChangeStreamSource {
                     return Ok(events);
                 }
                 Err(e) => {
+                    self.health.failed();
                     self.stream = None;
                     self.stash = None;
                     let delay = retry.after(&e)?;
@@ -228,6 +234,17 @@ impl Source for ChangeStreamSource {
             }
         }
     }
+}
+
+/// Records a reply of the server (events or an empty batch) before passing it on.
+fn answered<T>(
+    health: &SourceHealth,
+    reply: Result<T, mongodb::error::Error>,
+) -> Result<T, mongodb::error::Error> {
+    if reply.is_ok() {
+        health.answered();
+    }
+    reply
 }
 
 enum Converted {
@@ -311,16 +328,6 @@ pub async fn current_position(
         Some(token) => Ok(Position::change_stream(token, None)),
         None => Err(SourceError::Fatal(
             "the server did not return a resume token for a new change stream (postBatchResumeToken); MongoDB 4.0.7 or newer is required".into(),
-        )),
-    }
-}
-
-/// Checks a stored position can be used by this source (used before starting).
-pub fn validate_token(position: &Position) -> Result<(), SourceError> {
-    match position {
-        Position::ChangeStream { token, .. } => document_to_token(token).map(|_| ()),
-        Position::Oplog { .. } => Err(SourceError::Fatal(
-            "the checkpoint holds an oplog position but mongo.source is change_stream".into(),
         )),
     }
 }

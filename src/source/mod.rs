@@ -3,6 +3,7 @@
 //! `snapshot` reads whole collections for the full sync.
 
 pub mod change_stream;
+pub mod health;
 pub mod oplog;
 pub mod paths;
 pub mod snapshot;
@@ -11,6 +12,7 @@ use std::future::Future;
 
 use crate::event::{ChangeEvent, Namespace};
 use crate::mapping::model::MappingSet;
+pub use health::SourceHealth;
 
 /// A stream of change events.
 ///
@@ -26,8 +28,20 @@ use crate::mapping::model::MappingSet;
 ///   position advances either way.
 /// - Transient errors (network, step-down) are retried inside the source from the last
 ///   position it returned; an error returned here is final for this source.
+/// - The idle heartbeat is the server's own word (an empty awaited batch: a change stream's
+///   post-batch resume token, the oplog cursor's empty `getMore`), never a local timer, so a
+///   heartbeat means "nothing newer exists", and a server that does not answer produces none.
+/// - `health` records every server answer and failed request (`SourceHealth`), including
+///   those inside retries that `next_batch` does not return from: lag rises while MongoDB is
+///   silent.
 pub trait Source: Send {
     fn next_batch(&mut self) -> impl Future<Output = Result<Vec<ChangeEvent>, SourceError>> + Send;
+
+    /// The handle this source records what it hears from MongoDB in; `None` for a source
+    /// that does not talk to a server (test sources).
+    fn health(&self) -> Option<SourceHealth> {
+        None
+    }
 }
 
 /// Why a source stopped.
@@ -79,17 +93,6 @@ pub fn error_kind(err: &mongodb::error::Error) -> &'static str {
         (ErrorClass::Transient, ErrorKind::Command(c)) if c.code == 50 => "mongo_timeout",
         (ErrorClass::Transient, ErrorKind::Command(_)) => "mongo_resumable",
         (ErrorClass::Transient, _) => "mongo_network",
-    }
-}
-
-impl SourceError {
-    /// The short class of this error for `tributary_errors_total{kind}`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            SourceError::HistoryLost { .. } => "history_lost",
-            SourceError::Fatal(_) => "mongo_fatal",
-            SourceError::Unavailable { .. } => "mongo_unavailable",
-        }
     }
 }
 

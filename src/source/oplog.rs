@@ -25,35 +25,42 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use bson::{doc, Bson, Document, RawBson, RawDocument, RawDocumentBuf, Timestamp};
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use mongodb::options::CursorType;
-use mongodb::{Client, Cursor};
+use mongodb::raw_batch_cursor::{RawBatch, RawBatchCursor};
+use mongodb::Client;
 
-use super::{mapped_namespaces, source_error, Retry, Source, SourceError};
+use super::{mapped_namespaces, source_error, Retry, Source, SourceError, SourceHealth};
 use crate::event::{document_id, ChangeEvent, Namespace, Op, TxnId};
 use crate::mapping::model::MappingSet;
 use crate::position::{ts_cmp, Position};
 
-/// How long one `getMore` waits for new entries before answering empty.
+/// How long one `getMore` waits for new entries before answering empty (an empty answer is
+/// the heartbeat: the server saying nothing newer exists).
 const MAX_AWAIT: Duration = Duration::from_secs(1);
-/// After this long with no entry, a heartbeat is emitted.
-const HEARTBEAT: Duration = Duration::from_millis(1500);
-/// Most oplog entries handled per call (bounds memory and the re-read fan-out).
-const MAX_ENTRIES: usize = 1000;
+/// Most oplog entries per server batch, so per call (bounds memory and the re-read fan-out).
+const MAX_ENTRIES: u32 = 1000;
 
 /// Tails `local.oplog.rs`.
 pub struct OplogSource {
     client: Client,
     mapped: Vec<Namespace>,
-    /// Entries stay BSON bytes: most are read for a few fields, and an insert's `o` is passed
-    /// on as it is.
-    cursor: Option<Cursor<RawDocumentBuf>>,
+    /// Read batch by batch (the driver's raw batch cursor), not entry by entry: the entry
+    /// cursor hides empty awaited batches, which are the only sign the server answered while
+    /// idle. Entries stay BSON bytes: most are read for a few fields, and an insert's `o` is
+    /// passed on as it is.
+    cursor: Option<RawBatchCursor>,
+    /// The first batch after a reopen, whose first entry (the resume point, already handled)
+    /// is skipped.
+    first: Option<RawBatch>,
     /// `ts` of the last entry fully handled: where a reopen resumes.
     ts: Timestamp,
     /// A transaction split across `partialTxn` entries, held until its last entry.
     partial: Option<PartialTxn>,
     /// Where retried errors are counted (`Retry::counting`).
     metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
+    /// Every answer of the server and every failed request, for lag (`Source::health`).
+    health: SourceHealth,
 }
 
 struct PartialTxn {
@@ -85,9 +92,11 @@ impl OplogSource {
             client,
             mapped: mapped_namespaces(mappings),
             cursor: None,
+            first: None,
             ts,
             partial: None,
             metrics: None,
+            health: SourceHealth::default(),
         })
     }
 
@@ -110,19 +119,30 @@ impl OplogSource {
             .max_await_time(MAX_AWAIT)
             // Replies of one call's worth of entries instead of 16 MB ones: the driver decodes
             // each reply whole.
-            .batch_size(MAX_ENTRIES as u32)
+            .batch_size(MAX_ENTRIES)
+            .batch()
             .await?;
+        self.health.answered();
         // The first entry must be the resume point itself; anything else means it rolled off.
-        let first = match cursor.next().await {
-            Some(r) => r?,
-            None => return Err(history_lost(resume, None)),
+        let first = loop {
+            match cursor.next().await {
+                Some(batch) => {
+                    let batch = batch?;
+                    if first_entry(&batch)?.is_some() {
+                        break batch;
+                    }
+                    // An empty batch from a live cursor: ask again.
+                }
+                None => return Err(history_lost(resume, None)),
+            }
         };
-        let first_ts = first.get_timestamp("ts").ok();
+        let first_ts = first_entry(&first)?.and_then(|e| e.get_timestamp("ts").ok());
         if first_ts != Some(resume) {
             return Err(history_lost(resume, first_ts));
         }
         self.partial = None;
         self.ts = resume;
+        self.first = Some(first);
         self.cursor = Some(cursor);
         Ok(())
     }
@@ -131,40 +151,41 @@ impl OplogSource {
         if self.cursor.is_none() {
             self.open().await?;
         }
-        let Some(cursor) = self.cursor.as_mut() else {
-            return Ok(Vec::new());
-        };
-        let mut entries = Vec::new();
-        match tokio::time::timeout(HEARTBEAT, cursor.next()).await {
-            Err(_) => {}
-            Ok(None) => {
-                // A tailable cursor dies when the collection is dropped or the server ends it;
-                // reopen from the last position.
-                self.cursor = None;
-                return Ok(Vec::new());
-            }
-            Ok(Some(entry)) => entries.push(entry?),
-        }
-        // Take whatever is already buffered, without waiting for another getMore.
-        while !entries.is_empty() && entries.len() < MAX_ENTRIES {
-            match cursor.next().now_or_never() {
-                Some(Some(entry)) => entries.push(entry?),
-                Some(None) => {
-                    self.cursor = None;
-                    break;
+        // The first batch after a reopen starts with the resume point, handled already.
+        let (batch, skip) = match self.first.take() {
+            Some(batch) => (batch, 1),
+            None => {
+                let Some(cursor) = self.cursor.as_mut() else {
+                    return Ok(Vec::new());
+                };
+                match cursor.next().await {
+                    Some(batch) => {
+                        let batch = batch?;
+                        self.health.answered();
+                        (batch, 0)
+                    }
+                    None => {
+                        // A tailable cursor dies when the collection is dropped or the server
+                        // ends it; reopen from the last position.
+                        self.cursor = None;
+                        return Ok(Vec::new());
+                    }
                 }
-                None => break,
             }
-        }
+        };
         let mut pending = Vec::new();
         let mut last_ts = self.ts;
-        for entry in entries {
+        for entry in batch.doc_slices()?.into_iter().skip(skip) {
+            let Some(entry) = entry?.as_document() else {
+                continue;
+            };
             let Ok(ts) = entry.get_timestamp("ts") else {
                 continue;
             };
-            self.entry(&entry, ts, &mut pending);
+            self.entry(entry, ts, &mut pending);
             last_ts = ts;
         }
+        drop(batch);
         let mut events = reread(&self.client, pending).await?;
         // The position emitted must never pass a held partial transaction.
         let safe = self.partial.as_ref().map(|p| p.before).unwrap_or(last_ts);
@@ -175,6 +196,7 @@ impl OplogSource {
                 }
             }
         }
+        // Also the heartbeat of an empty batch: nothing newer than `safe` exists.
         if events.last().map(|e| e.position.clone()) != Some(Position::Oplog { ts: safe }) {
             events.push(ChangeEvent::noop(Position::Oplog { ts: safe }, safe));
         }
@@ -413,6 +435,14 @@ fn id_of(doc: &RawDocument) -> Option<Bson> {
     document_id(doc).ok()
 }
 
+/// The first entry of a batch, if it has any.
+fn first_entry(batch: &RawBatch) -> Result<Option<&RawDocument>, mongodb::error::Error> {
+    match batch.doc_slices()?.into_iter().next() {
+        Some(entry) => Ok(entry?.as_document()),
+        None => Ok(None),
+    }
+}
+
 fn history_lost(resume: Timestamp, first: Option<Timestamp>) -> mongodb::error::Error {
     let message = match first {
         Some(f) => format!(
@@ -443,6 +473,10 @@ impl OplogSource {
 }
 
 impl Source for OplogSource {
+    fn health(&self) -> Option<SourceHealth> {
+        Some(self.health.clone())
+    }
+
     async fn next_batch(&mut self) -> Result<Vec<ChangeEvent>, SourceError> {
         let mut retry = Retry::counting(self.metrics.clone());
         loop {
@@ -450,7 +484,9 @@ impl Source for OplogSource {
                 Ok(events) if events.is_empty() => continue,
                 Ok(events) => return Ok(events),
                 Err(e) => {
+                    self.health.failed();
                     self.cursor = None;
+                    self.first = None;
                     if let Some(HistoryLostMarker(message)) = e.get_custom::<HistoryLostMarker>() {
                         return Err(SourceError::HistoryLost {
                             code: 136,
@@ -481,6 +517,27 @@ pub async fn current_position(client: &Client) -> Result<Position, SourceError> 
             "local.oplog.rs is empty or unreadable; oplog mode needs a replica set and read access to the local database".into(),
         )),
     }
+}
+
+/// The `ts` of the oldest and the newest entry of `local.oplog.rs` (natural order, as the
+/// capped collection stores them): the history a resume can still reach. `None` when the
+/// oplog is empty.
+pub async fn oplog_bounds(
+    client: &Client,
+) -> Result<Option<(Timestamp, Timestamp)>, mongodb::error::Error> {
+    let oplog = client.database("local").collection::<Document>("oplog.rs");
+    let ts_of = |d: Option<Document>| d.and_then(|d| d.get_timestamp("ts").ok());
+    let first = oplog
+        .find_one(doc! {})
+        .sort(doc! {"$natural": 1})
+        .projection(doc! {"ts": 1})
+        .await?;
+    let last = oplog
+        .find_one(doc! {})
+        .sort(doc! {"$natural": -1})
+        .projection(doc! {"ts": 1})
+        .await?;
+    Ok(ts_of(first).zip(ts_of(last)))
 }
 
 #[cfg(test)]

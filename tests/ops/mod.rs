@@ -1,13 +1,14 @@
-//! Operating the streamer: metrics and health endpoints, injected faults (MongoDB fail points,
-//! killed Postgres sessions, a Postgres restart), SIGKILLs of the real binary, fail-over between
-//! two daemons, and two streams sharing one database. Everything runs against real Postgres and
-//! mongo-sim over TCP with the official driver.
+//! Operating the streamer: metrics and health endpoints, lag through a stopped MongoDB,
+//! injected faults (MongoDB fail points, killed Postgres sessions, a Postgres restart), SIGKILLs
+//! of the real binary, fail-over between two daemons, and two streams sharing one database.
+//! Everything runs against real Postgres and mongo-sim over TCP with the official driver.
 
 mod crash;
 mod deadletters;
 mod deploy;
 mod failover;
 mod faults;
+mod lag;
 mod lease;
 mod logs;
 mod metrics;
