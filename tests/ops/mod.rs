@@ -11,6 +11,7 @@ mod faults;
 mod lease;
 mod logs;
 mod metrics;
+mod progress;
 mod streams;
 
 use std::path::{Path, PathBuf};
