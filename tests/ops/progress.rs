@@ -30,11 +30,77 @@ fn quoted(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
+/// Width of the pseudo-terminal (`stty cols` below).
+const COLUMNS: usize = 200;
+
+/// The rows a terminal shows after `output`: a small emulator of what indicatif and the log
+/// writer send (text, `\r`, `\n`, cursor up/down/left/right, clear line; colours ignored).
+/// A log line written between two redraws of the bars, instead of above them, is overwritten or
+/// glued to a bar here, as on a real screen.
+fn rendered(output: &str) -> Vec<String> {
+    let mut rows: Vec<Vec<char>> = vec![Vec::new()];
+    let (mut row, mut col) = (0usize, 0usize);
+    let mut chars = output.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' => col = 0,
+            '\n' => row += 1,
+            '\u{1b}' if chars.peek() == Some(&'[') => {
+                chars.next();
+                let mut param = String::new();
+                let mut op = ' ';
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        op = c;
+                        break;
+                    }
+                    param.push(c);
+                }
+                let n: usize = param.parse().unwrap_or(1);
+                match op {
+                    'A' => row = row.saturating_sub(n),
+                    'B' => row += n,
+                    'C' => col += n,
+                    'D' => col = col.saturating_sub(n),
+                    'K' if rows.len() > row => {
+                        let from = if param == "2" { 0 } else { col };
+                        rows[row].truncate(from);
+                    }
+                    _ => {}
+                }
+            }
+            c => {
+                if col >= COLUMNS {
+                    row += 1;
+                    col = 0;
+                }
+                if rows.len() <= row {
+                    rows.resize(row + 1, Vec::new());
+                }
+                let line = &mut rows[row];
+                if line.len() <= col {
+                    line.resize(col + 1, ' ');
+                }
+                line[col] = c;
+                col += 1;
+            }
+        }
+        if rows.len() <= row {
+            rows.resize(row + 1, Vec::new());
+        }
+    }
+    rows.into_iter()
+        .map(|r| r.into_iter().collect::<String>().trim_end().to_owned())
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_sync_on_a_terminal_draws_bars_with_the_estimated_total() {
     let (w, config) = seeded_world().await;
+    // A pseudo-terminal without a size reads as 0x0; a wide one keeps each bar on one row, so
+    // the assertions below do not depend on how a narrow terminal wraps it.
     let command = format!(
-        "{} full-sync --config {}",
+        "stty cols 200 rows 50; exec {} full-sync --config {}",
         quoted(env!("CARGO_BIN_EXE_tributary")),
         quoted(&config.path.to_string_lossy())
     );
@@ -73,6 +139,25 @@ async fn full_sync_on_a_terminal_draws_bars_with_the_estimated_total() {
             .lines()
             .any(|l| l.contains("overall") && l.contains(&total)),
         "no overall bar with the total:\n{screen}"
+    );
+    // On the screen, log lines stand whole above the bars: never overwritten by a redraw,
+    // never sharing a row with a bar.
+    let rows = rendered(&screen);
+    let shown = rows.join("\n");
+    for line in [
+        "Full sync of the collection started. namespace=shop.orders",
+        "Full sync of the collection finished. namespace=shop.orders documents=1000",
+    ] {
+        assert!(
+            rows.iter().any(|r| r.contains(line)),
+            "log line {line:?} not whole on the screen:\n{shown}"
+        );
+    }
+    assert!(
+        !rows
+            .iter()
+            .any(|r| r.contains(" INFO ") && r.contains("documents/s")),
+        "a log line and a bar share a row:\n{shown}"
     );
     assert!(
         !screen.contains("Full sync in progress."),
