@@ -63,14 +63,18 @@ pub fn log_interval() -> Duration {
     static INTERVAL: OnceLock<Duration> = OnceLock::new();
     *INTERVAL.get_or_init(|| match std::env::var(INTERVAL_ENV) {
         Err(_) => DEFAULT_LOG_EVERY,
-        Ok(text) => match text.trim().parse::<f64>() {
-            Ok(secs) if secs.is_finite() && secs >= 0.0 => Duration::from_secs_f64(secs),
-            _ => {
-                tracing::warn!(variable = INTERVAL_ENV, value = %text, default_seconds = DEFAULT_LOG_EVERY.as_secs(), "The progress interval is not a number of seconds; using the default.");
-                DEFAULT_LOG_EVERY
-            }
-        },
+        Ok(text) => parse_interval(&text).unwrap_or_else(|| {
+            tracing::warn!(variable = INTERVAL_ENV, value = %text, default_seconds = DEFAULT_LOG_EVERY.as_secs(), "The progress interval is not a number of seconds; using the default.");
+            DEFAULT_LOG_EVERY
+        }),
     })
+}
+
+/// Seconds (decimals allowed) as a duration; `None` for anything else, including a negative,
+/// infinite or absurdly large number (`try_from`: refused, not a panic).
+fn parse_interval(text: &str) -> Option<Duration> {
+    let secs = text.trim().parse::<f64>().ok()?;
+    Duration::try_from_secs_f64(secs).ok()
 }
 
 /// The binary's log writer: stderr, above the bars while any are drawn.
@@ -347,6 +351,16 @@ mod tests {
         assert_eq!(percent(300, Some(200)), Some(100.0));
         assert_eq!(percent(5, None), None);
         assert_eq!(percent(5, Some(0)), None);
+    }
+
+    #[test]
+    fn the_interval_is_seconds_or_nothing() {
+        assert_eq!(parse_interval("0"), Some(Duration::ZERO));
+        assert_eq!(parse_interval(" 2.5 "), Some(Duration::from_millis(2500)));
+        assert_eq!(parse_interval("-1"), None);
+        assert_eq!(parse_interval("1e30"), None);
+        assert_eq!(parse_interval("inf"), None);
+        assert_eq!(parse_interval("10s"), None);
     }
 
     #[test]
