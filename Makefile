@@ -53,8 +53,11 @@ fuzz: deps
 	TRIBUTARY_FUZZ_SECONDS=$(FUZZ_SECONDS) $(CARGO) test --test main fuzz::end_to_end -- --nocapture
 	SIM_FUZZ_SECONDS=$(FUZZ_SECONDS) $(CARGO) test -p mongo-sim --test wire_fuzz -- --nocapture
 
-# End-to-end suite against a real MongoDB replica set and Postgres (e.g. `docker compose up -d`):
-#   MONGO_URI=mongodb://localhost:27017/?replicaSet=rs0 DATABASE_URL=postgres://... make test-real
+# End-to-end suite against a real MongoDB replica set and Postgres (e.g. `docker compose up -d`;
+# from the host, directConnection=true: the set's member calls itself mongo:27017, a name only the
+# compose network resolves):
+#   MONGO_URI='mongodb://localhost:27017/?directConnection=true' \
+#   DATABASE_URL='postgres://postgres:tributary@localhost:5432/postgres' make test-real
 test-real:
 	@test -n "$$MONGO_URI" || { echo "set MONGO_URI to a MongoDB replica set (see docker-compose.yml)"; exit 2; }
 	TRIBUTARY_TEST_MONGO_URI="$$MONGO_URI" TEST_DATABASE_URL="$${DATABASE_URL:-$$TEST_DATABASE_URL}" \

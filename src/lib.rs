@@ -11,6 +11,8 @@
 //! - `sink`: applies batches of changes, dead letters and the checkpoint in one transaction.
 //! - `pipeline`: `sync` and `full-sync`: normalisation, batching, retries, narrowing.
 //! - `metrics`: every metric name, `/metrics`, `/healthz`, `/readyz`.
+//! - `progress`: bars on a terminal or periodic log lines for long work; the log writer that
+//!   keeps log lines above the bars.
 //! - `verify`: compares Postgres with MongoDB through the mappings (`verify`, `cutover`).
 //! - `cutover`: catch up, quiet period, verify, durable verdict.
 //! - `preflight`: `check`'s findings about both ends: topology, oplog window, privileges.
@@ -27,6 +29,7 @@ pub mod pg;
 pub mod pipeline;
 pub mod position;
 pub mod preflight;
+pub mod progress;
 pub mod sink;
 pub mod source;
 pub mod verify;

@@ -41,11 +41,14 @@ fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,tokio_postgres=warn"));
     // Colour codes only for a person at a terminal: in a file, a pipe or journald they are
-    // noise that breaks grep and log shippers.
+    // noise that breaks grep and log shippers. `NO_COLOR` (no-color.org) turns them off there too.
+    let ansi = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    // Lines go to stderr through the progress module, which prints them above any progress bars.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_ansi(ansi)
+        .with_writer(tributary::progress::log_writer);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

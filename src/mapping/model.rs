@@ -188,14 +188,6 @@ pub struct MappingSet {
     pub collections: Vec<CollectionMapping>,
 }
 
-impl MappingSet {
-    pub fn find(&self, database: &str, collection: &str) -> Option<&CollectionMapping> {
-        self.collections
-            .iter()
-            .find(|c| c.database == database && c.collection == collection)
-    }
-}
-
 /// A Postgres table as the mapping defines it: mapped tables and child tables alike.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TableDef {

@@ -24,6 +24,10 @@
 //! (before streaming resumes from the existing, older checkpoint), and the target of a rename
 //! is copied between batches after the rename committed; in both cases streaming is paused for
 //! the copy and then replays everything since the checkpoint.
+//!
+//! Progress (`crate::progress`): a bar per collection and one for the whole run when stderr is a
+//! terminal, log lines with the percentage otherwise; the totals are MongoDB's estimated
+//! document counts, read for every selected collection before the first copy starts.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -47,6 +51,7 @@ use crate::mapping::convert::{convert_key, convert_raw_document, Nulled};
 use crate::mapping::json::to_json;
 use crate::mapping::model::{CollectionMapping, MappingSet, OnError};
 use crate::metrics::Metrics;
+use crate::progress::{CollectionProgress, Progress, ProgressMode};
 use crate::sink::postgres::state::{self, CollectionState, Phase};
 use crate::sink::postgres::{swap, PostgresSink};
 use crate::sink::{Batch, Change, DeadLetter, DocumentRows, Sink, SinkError};
@@ -226,19 +231,43 @@ where
     F: Future<Output = ()> + Unpin,
 {
     let mut report = FullSyncReport::default();
+    // The estimates come first, so the job's total is known before the first chunk.
+    let mut estimates = Vec::with_capacity(selected.len());
     for &collection in selected {
-        match copy_collection(
-            client, sink, mappings, collection, load, chunk, metrics, &shutdown,
+        let mapping = &mappings.collections[collection];
+        let namespace = Namespace::new(&mapping.database, &mapping.collection);
+        estimates.push(
+            SnapshotReader::new(client.clone(), namespace, chunk)
+                .estimated_count()
+                .await,
+        );
+    }
+    let progress = Progress::new("Full sync", ProgressMode::Auto)
+        .with_overall(estimates.iter().flatten().sum());
+    for (&collection, estimate) in selected.iter().zip(estimates) {
+        let mut bar = progress.collection(&mappings.collections[collection].namespace(), estimate);
+        let copied = copy_collection(
+            client, sink, mappings, collection, load, chunk, metrics, &shutdown, &mut bar,
         )
-        .await?
-        {
-            Some(r) => report.collections.push(r),
-            None => {
+        .await;
+        match copied {
+            Ok(Some(r)) => {
+                bar.finish("done");
+                report.collections.push(r);
+            }
+            Ok(None) => {
+                bar.abandon("interrupted");
                 report.interrupted = true;
                 break;
             }
+            Err(e) => {
+                bar.abandon("failed");
+                progress.finish();
+                return Err(e);
+            }
         }
     }
+    progress.finish();
     Ok(report)
 }
 
@@ -253,6 +282,7 @@ async fn copy_collection<F>(
     chunk: usize,
     metrics: Option<&Metrics>,
     shutdown: &futures::future::Shared<F>,
+    progress: &mut CollectionProgress,
 ) -> Result<Option<CollectionReport>, SyncError>
 where
     F: Future<Output = ()> + Unpin,
@@ -308,7 +338,6 @@ where
     );
     let mut documents = 0u64;
     let mut dead = 0u64;
-    let mut last_log = Instant::now();
     // Two chunks are written at once, on two connections: while one waits for Postgres to
     // take its rows and commit, the other is encoded and sent. Chunks hold distinct documents
     // (disjoint `_id` ranges), so they never touch the same rows.
@@ -406,16 +435,13 @@ where
                         .with_label_values(&[&namespace])
                         .inc_by(count);
                 }
-                if last_log.elapsed() >= Duration::from_secs(10) {
-                    tracing::info!(namespace = %namespace, documents, "Full sync in progress.");
-                    last_log = Instant::now();
-                }
+                progress.inc(count);
             }
             else => break,
         }
     }
     if interrupted {
-        tracing::info!(namespace = %namespace, documents, "Full sync interrupted by shutdown; it restarts next time.");
+        tracing::info!(namespace = %namespace, documents, "Full sync of the collection interrupted by shutdown; it stays in phase snapshot and the next `sync` or `full-sync` copies it again.");
         if swapping {
             // Best effort: the next load drops leftovers anyway.
             if let Err(e) = swap::drop_shadows(sink, collection).await {
@@ -644,7 +670,7 @@ fn convert_chunk(
     // One line per column and chunk, not per value: a copy of millions of documents with one
     // unconvertible field would otherwise log millions of lines.
     for (column, values, key, first) in &nulled {
-        tracing::warn!(namespace = %namespace, column = %column, values, first_key = %key, source = %first.path, reason = %first.reason, "Values could not be converted; NULL was stored instead (on_error: null).");
+        tracing::warn!(namespace = %namespace, column = %column, values, first_key = %key, source = %first.path, reason = %first.reason, "Values could not be converted; NULL is stored in their column (on_error: null), the rows are written and the copy goes on.");
     }
     Ok(PreparedChunk {
         rows,

@@ -154,17 +154,17 @@ fn normalize_one(
         }
         Op::Drop => {
             if let Some(collection) = collection_index(mappings, &event.namespace) {
-                tracing::warn!(namespace = %event.namespace, "The collection was dropped in MongoDB; truncating its tables.");
+                tracing::warn!(namespace = %event.namespace, "The collection was dropped in MongoDB; its tables are truncated with this batch and streaming continues.");
                 out.changes.push(Change::Truncate { collection });
             }
         }
         Op::Rename { to } => {
             if let Some(collection) = collection_index(mappings, &event.namespace) {
-                tracing::warn!(namespace = %event.namespace, to = %to, "The collection was renamed in MongoDB; truncating the old name's tables.");
+                tracing::warn!(namespace = %event.namespace, to = %to, "The collection was renamed in MongoDB; the old name's tables are truncated with this batch and streaming continues.");
                 out.changes.push(Change::Truncate { collection });
             }
             if let Some(target) = collection_index(mappings, to) {
-                tracing::warn!(namespace = %to, "A collection was renamed to a mapped name; it will be fully synced.");
+                tracing::warn!(namespace = %to, "A collection was renamed onto a mapped name; its tables are truncated and the collection is copied in full, then streamed.");
                 out.changes.push(Change::Truncate { collection: target });
                 if !out.resync.contains(&target) {
                     out.resync.push(target);
@@ -174,7 +174,7 @@ fn normalize_one(
         Op::DropDatabase => {
             for (collection, m) in mappings.collections.iter().enumerate() {
                 if m.database == event.namespace.db {
-                    tracing::warn!(namespace = %m.namespace(), "The database was dropped in MongoDB; truncating the collection's tables.");
+                    tracing::warn!(namespace = %m.namespace(), "The database was dropped in MongoDB; the collection's tables are truncated with this batch and streaming continues.");
                     out.changes.push(Change::Truncate { collection });
                 }
             }
@@ -192,7 +192,7 @@ fn log_nulled(
 ) {
     let key = &converted.rows.id;
     for n in &converted.nulled {
-        tracing::warn!(namespace = %namespace, key = %key, column = %n.column, source = %n.path, reason = %n.reason, "A value could not be converted; NULL was stored instead (on_error: null).");
+        tracing::warn!(namespace = %namespace, key = %key, column = %n.column, source = %n.path, reason = %n.reason, "A value could not be converted; NULL is stored in its column (on_error: null) and the row is written.");
         out.nulled.push((namespace.to_string(), n.column.clone()));
     }
 }
@@ -231,7 +231,7 @@ fn refuse(
             reason,
         });
     }
-    tracing::warn!(namespace = %namespace, key = %key_json, reason = %reason, "A document could not be converted; it was written to the dead letters.");
+    tracing::warn!(namespace = %namespace, key = %key_json, reason = %reason, "A document could not be converted; it is written to the dead letters and the rest of the batch goes on (fix the mapping and restart: open letters are retried at start).");
     out.dead_letters.push(
         DeadLetter::new(
             &namespace.to_string(),

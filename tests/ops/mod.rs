@@ -12,6 +12,7 @@ mod lag;
 mod lease;
 mod logs;
 mod metrics;
+mod progress;
 mod streams;
 
 use std::path::{Path, PathBuf};

@@ -91,7 +91,8 @@ fn pg(doing: &str) -> impl FnOnce(tokio_postgres::Error) -> SinkError + '_ {
 }
 
 /// The statement that upserts a checkpoint: `$1` stream, `$2` source, `$3` resume token
-/// (jsonb), `$4` cluster time; `updated_at` is the transaction time.
+/// (jsonb), `$4` cluster time; `updated_at` is the transaction time. The sink runs it inside
+/// the transaction that writes the rows it covers: that is the whole durability argument.
 pub fn checkpoint_upsert_sql(state_schema: &str) -> String {
     format!(
         "INSERT INTO {} (stream, source, resume_token, cluster_time, updated_at) \
@@ -111,29 +112,6 @@ pub fn checkpoint_advance_sql(state_schema: &str) -> String {
          WHERE stream = $1 AND resume_token = $5",
         qualified(state_schema, "checkpoints")
     )
-}
-
-/// Upserts the stream's checkpoint. Call it inside the transaction that writes the rows it
-/// covers: that is the whole durability argument.
-pub async fn write_checkpoint(
-    client: &impl GenericClient,
-    state_schema: &str,
-    checkpoint: &Checkpoint,
-) -> Result<(), SinkError> {
-    let doing = format!("writing the checkpoint of stream {:?}", checkpoint.stream);
-    client
-        .execute(
-            &checkpoint_upsert_sql(state_schema),
-            &[
-                &checkpoint.stream,
-                &checkpoint.source,
-                &checkpoint.resume_token,
-                &checkpoint.cluster_time,
-            ],
-        )
-        .await
-        .map_err(pg(&doing))?;
-    Ok(())
 }
 
 /// The last committed checkpoint of `stream`, if any.
