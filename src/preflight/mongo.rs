@@ -262,26 +262,9 @@ fn present(ns: &str, exists: bool) -> Finding {
     }
 }
 
-/// The oldest and newest entries of `local.oplog.rs`, in natural (insertion) order.
-pub async fn read_oplog_window(client: &Client) -> Result<Option<OplogWindow>, Error> {
-    let oplog = client.database("local").collection::<Document>("oplog.rs");
-    let end = |order: i32| {
-        oplog
-            .find_one(doc! {})
-            .sort(doc! {"$natural": order})
-            .projection(doc! {"ts": 1, "_id": 0})
-    };
-    let oldest = end(1).await?;
-    let newest = end(-1).await?;
-    let ts = |d: Option<Document>| d.and_then(|d| d.get_timestamp("ts").ok());
-    Ok(match (ts(oldest), ts(newest)) {
-        (Some(oldest), Some(newest)) => Some(OplogWindow { oldest, newest }),
-        _ => None,
-    })
-}
-
 async fn oplog_window(client: &Client, source: SourceKind) -> (Finding, Option<OplogWindow>) {
-    match read_oplog_window(client).await {
+    let bounds = crate::source::oplog::oplog_bounds(client).await;
+    match bounds.map(|b| b.map(|(oldest, newest)| OplogWindow { oldest, newest })) {
         Ok(Some(w)) => {
             let (level, message) = judge_window(&w);
             (Finding::new(level, AREA, "oplog_window", message), Some(w))
