@@ -170,6 +170,11 @@ async fn serve(
         tracing::info!(
             "closing a connection that did not start with TLS: the server is configured to only allow SSL connections"
         );
+        // Read what the client sent (its hello) before closing, so it sees the connection
+        // closed (EOF) rather than reset by unread data.
+        let mut sink = vec![0u8; 16 * 1024];
+        let mut stream = stream;
+        let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut sink).await;
         return Ok(());
     }
     let stream = tls.accept(stream).await?;
