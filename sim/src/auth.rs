@@ -535,6 +535,10 @@ fn shell_value(v: &Bson) -> String {
             bytes.copy_from_slice(&b.bytes);
             format!("UUID(\"{}\")", bson::Uuid::from_bytes(bytes))
         }
+        Bson::Binary(b) => {
+            let hex: String = b.bytes.iter().map(|x| format!("{x:02X}")).collect();
+            format!("BinData({}, {hex})", u8::from(b.subtype))
+        }
         Bson::ObjectId(o) => format!("ObjectId('{o}')"),
         other => other.to_string(),
     }
