@@ -53,21 +53,26 @@ impl Mechanism {
         }
     }
 
+    /// PBKDF2-HMAC (RFC 5802's `Hi`). HMAC takes keys of any length, so PBKDF2 cannot fail;
+    /// were it to, the empty result would make every proof wrong (a refused login, not a
+    /// crash).
     fn salted_password(self, password: &[u8], salt: &[u8], iterations: u32) -> Vec<u8> {
-        match self {
+        let (mut out, result) = match self {
             Mechanism::Sha1 => {
                 let mut out = vec![0u8; 20];
-                pbkdf2::pbkdf2::<Hmac<Sha1>>(password, salt, iterations, &mut out)
-                    .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
-                out
+                let r = pbkdf2::pbkdf2::<Hmac<Sha1>>(password, salt, iterations, &mut out);
+                (out, r)
             }
             Mechanism::Sha256 => {
                 let mut out = vec![0u8; 32];
-                pbkdf2::pbkdf2::<Hmac<Sha256>>(password, salt, iterations, &mut out)
-                    .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
-                out
+                let r = pbkdf2::pbkdf2::<Hmac<Sha256>>(password, salt, iterations, &mut out);
+                (out, r)
             }
+        };
+        if result.is_err() {
+            out.clear();
         }
+        out
     }
 }
 

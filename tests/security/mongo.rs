@@ -226,3 +226,19 @@ async fn a_user_without_read_access_to_a_mapped_namespace_is_refused_naming_it()
     root.shutdown().immediate(true).await;
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_driver_is_built_with_aws_iam_authentication() {
+    // MONGODB-AWS (Atlas IAM users and roles) exists only with the driver's `aws-auth`
+    // feature; without it, parsing the URI fails. Parsing alone: no credentials are fetched.
+    let options = mongodb::options::ClientOptions::parse(
+        "mongodb://127.0.0.1:1/?authMechanism=MONGODB-AWS&authSource=%24external",
+    )
+    .await
+    .expect("MONGODB-AWS is accepted");
+    let credential = options.credential.expect("a credential");
+    assert_eq!(
+        credential.mechanism,
+        Some(mongodb::options::AuthMechanism::MongoDbAws)
+    );
+}
