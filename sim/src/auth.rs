@@ -631,6 +631,112 @@ mod tests {
         .is_err());
     }
 
+    /// A client's final message for `server_first` (RFC 5802), as a driver computes it.
+    fn client_final(
+        mech: Mechanism,
+        password: &str,
+        client_first_bare: &str,
+        server_first: &str,
+    ) -> Vec<u8> {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let attrs: Vec<&str> = server_first.split(',').collect();
+        let nonce = attrs[0].strip_prefix("r=").unwrap();
+        let salt = b64.decode(attrs[1].strip_prefix("s=").unwrap()).unwrap();
+        let iterations: u32 = attrs[2].strip_prefix("i=").unwrap().parse().unwrap();
+        // The same derivation the server stores, with the client's password.
+        let cred = Credential::with_salt(mech, "u", password, salt, iterations);
+        let without_proof = format!("c=biws,r={nonce}");
+        let auth_message = format!("{client_first_bare},{server_first},{without_proof}");
+        let key = |k: &[u8], d: &[u8]| match mech {
+            Mechanism::Sha1 => super::scram::tests_support::hmac_sha1(k, d),
+            Mechanism::Sha256 => super::scram::tests_support::hmac_sha256(k, d),
+        };
+        let signature = key(&cred.stored_key, auth_message.as_bytes());
+        let client_key = super::scram::tests_support::client_key(mech, password, &cred);
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(&signature)
+            .map(|(a, b)| a ^ b)
+            .collect();
+        format!("{without_proof},p={}", b64.encode(proof)).into_bytes()
+    }
+
+    fn payload_of(reply: &Document) -> String {
+        match reply.get("payload") {
+            Some(Bson::Binary(b)) => String::from_utf8(b.bytes.clone()).unwrap(),
+            other => panic!("no payload: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn speculative_authentication_then_continue_logs_in() {
+        let users = Users::parse("u:pw").unwrap();
+        let mut session = Session::default();
+        let spec = doc! {
+            "saslStart": 1, "mechanism": "SCRAM-SHA-256", "db": "admin",
+            "payload": binary(b"n,,n=u,r=clientnonce".to_vec()),
+            "options": {"skipEmptyExchange": true},
+        };
+        let first = session
+            .speculative(&users, &spec)
+            .expect("speculative reply");
+        let id = first.get_i32("conversationId").unwrap();
+        let server_first = payload_of(&first);
+        let proof = client_final(Mechanism::Sha256, "pw", "n=u,r=clientnonce", &server_first);
+        let last = session
+            .sasl_continue(
+                &doc! {"saslContinue": 1, "conversationId": id, "payload": binary(proof)},
+            )
+            .unwrap();
+        assert_eq!(last.get_bool("done"), Ok(true));
+        assert!(payload_of(&last).starts_with("v="));
+        assert_eq!(session.user.as_ref().map(|u| u.name.as_str()), Some("u"));
+        // An unknown user gets no speculative reply (the handshake goes on without it).
+        let unknown = doc! {"saslStart": 1, "mechanism": "SCRAM-SHA-256", "db": "admin",
+        "payload": binary(b"n,,n=who,r=x".to_vec())};
+        assert!(Session::default().speculative(&users, &unknown).is_none());
+    }
+
+    #[test]
+    fn without_skip_empty_exchange_the_client_sends_one_more_empty_message() {
+        let users = Users::parse("u:pw").unwrap();
+        let mut session = Session::default();
+        let start = doc! {"saslStart": 1, "mechanism": "SCRAM-SHA-1",
+        "payload": binary(b"n,,n=u,r=abc".to_vec())};
+        let first = session.sasl_start(&users, "admin", &start).unwrap();
+        let id = first.get_i32("conversationId").unwrap();
+        let proof = client_final(Mechanism::Sha1, "pw", "n=u,r=abc", &payload_of(&first));
+        let second = session
+            .sasl_continue(
+                &doc! {"saslContinue": 1, "conversationId": id, "payload": binary(proof)},
+            )
+            .unwrap();
+        assert_eq!(second.get_bool("done"), Ok(false));
+        let third = session
+            .sasl_continue(
+                &doc! {"saslContinue": 1, "conversationId": id, "payload": binary(vec![])},
+            )
+            .unwrap();
+        assert_eq!(third.get_bool("done"), Ok(true));
+        // A wrong password: 18 with mongod's message, and no login.
+        let mut other = Session::default();
+        let first = other.sasl_start(&users, "admin", &start).unwrap();
+        let proof = client_final(Mechanism::Sha1, "nope", "n=u,r=abc", &payload_of(&first));
+        let e = other
+            .sasl_continue(
+                &doc! {"saslContinue": 1, "conversationId": id, "payload": binary(proof)},
+            )
+            .unwrap_err();
+        assert_eq!((e.code, e.message.as_str()), (18, "Authentication failed."));
+        assert!(other.user.is_none());
+        // Users live in admin: authSource=shop finds nobody.
+        let e = Session::default()
+            .sasl_start(&users, "shop", &start)
+            .unwrap_err();
+        assert_eq!(e.code, 18);
+    }
+
     #[test]
     fn database_roles_stay_in_their_database() {
         let shop = user("read@shop");

@@ -294,6 +294,30 @@ pub fn server_nonce() -> String {
     B64.encode(bytes)
 }
 
+/// The client-side derivations, for tests elsewhere in the crate that play the client.
+#[cfg(test)]
+pub mod tests_support {
+    use super::*;
+
+    pub fn hmac_sha1(key: &[u8], data: &[u8]) -> Vec<u8> {
+        Mechanism::Sha1.hmac(key, data)
+    }
+
+    pub fn hmac_sha256(key: &[u8], data: &[u8]) -> Vec<u8> {
+        Mechanism::Sha256.hmac(key, data)
+    }
+
+    /// ClientKey for `password` under `cred`'s salt and iterations.
+    pub fn client_key(mech: Mechanism, password: &str, cred: &Credential) -> Vec<u8> {
+        let password = match mech {
+            Mechanism::Sha1 => mongo_cr_digest("u", password),
+            Mechanism::Sha256 => password.to_string(),
+        };
+        let salted = mech.salted_password(password.as_bytes(), &cred.salt, cred.iterations);
+        mech.hmac(&salted, b"Client Key")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
