@@ -1,6 +1,7 @@
 //! Security and connectivity (issue 13): Postgres over TLS with libpq's `sslmode`s against a
-//! server that accepts nothing but TLS, a least-privilege role, and secrets that never reach
-//! any output.
+//! server that accepts nothing but TLS, a least-privilege role, secrets that never reach any
+//! output, and MongoDB secured like a real deployment (`mongo`: mongo-sim with TLS and SCRAM
+//! users).
 //!
 //! The server: one throwaway cluster per test process, separate from `support::postgres`'s
 //! (which must keep accepting plain connections), started with `ssl = on`, a certificate for
