@@ -22,7 +22,7 @@ use std::sync::{Arc, OnceLock};
 use bson::{doc, Bson, Document};
 
 use crate::error::CommandError;
-use crate::scram::{self, Conversation, Credential, Mechanism, ScramError};
+use crate::scram::{self, Conversation, Credential, Mechanism};
 
 /// A MongoDB built-in role.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -342,12 +342,9 @@ impl Session {
                     "payload": binary(server_final.into_bytes()),
                 })
             }
-            Err(
-                e @ (ScramError::Proof
-                | ScramError::Nonce
-                | ScramError::ChannelBinding
-                | ScramError::Malformed(_)),
-            ) => {
+            // Whatever was wrong (proof, nonce, channel binding, a malformed message), the
+            // client learns only what mongod tells it.
+            Err(e) => {
                 tracing::debug!(user = %user.name, error = %e, "authentication failed");
                 Err(auth_failed())
             }
