@@ -58,7 +58,15 @@ async fn main() -> std::io::Result<()> {
         },
         auth: args.auth,
     })
-    .await?;
+    .await;
+    // A bad --auth, --tls-cert or --tls-key (or a port in use) is a sentence, not a Debug dump.
+    let handle = match handle {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("mongo-sim: {e}");
+            std::process::exit(2);
+        }
+    };
     println!("mongo-sim listening on {}", handle.addr());
     wait_for_signal().await;
     handle.shutdown().await;
