@@ -689,6 +689,7 @@ async fn start_sim(orders: usize, oplog: usize) -> (mongo_sim::SimHandle, Durati
         port: 0,
         oplog_max_entries: oplog,
         seed_demo: orders,
+        ..mongo_sim::SimOptions::default()
     })
     .await
     .expect("cannot start mongo-sim");

@@ -1,7 +1,10 @@
 //! mongo-sim: an in-memory MongoDB replica-set simulator speaking the wire protocol.
 //!
 //! Layout (data flows top to bottom):
-//! - `server`: TCP listener, one task per connection, `SimOptions`/`SimHandle`.
+//! - `server`: TCP listener, one task per connection, `SimOptions`/`SimHandle`;
+//!   `tls`: `--tls-cert`/`--tls-key` (requireTLS on the one port).
+//! - `auth`: `--auth` users and roles, the SASL commands, the 13 Unauthorized check;
+//!   `scram`: the SCRAM-SHA-1/SHA-256 server exchange (pure).
 //! - `wire`: OP_MSG / OP_QUERY framing, OP_MSG / OP_REPLY encoding;
 //!   `wire::canonical` spots inserted documents that can be kept as sent.
 //! - `commands`: dispatch plus one file per command family.
@@ -23,6 +26,7 @@ pub mod seed;
 pub mod token;
 pub mod update;
 
+mod auth;
 mod commands;
 mod cursor;
 mod demo;
@@ -30,14 +34,16 @@ mod error;
 mod failpoint;
 mod oplog;
 mod scan;
+mod scram;
 mod server;
 mod state;
 mod store;
 mod stream;
 mod tail;
+mod tls;
 mod wire;
 mod write_block;
 mod writes;
 
 pub use error::CommandError;
-pub use server::{start, SimHandle, SimOptions};
+pub use server::{start, SimHandle, SimOptions, TlsFiles};

@@ -24,6 +24,17 @@ struct Args {
     /// Load the `shop` demo database with this many orders at start.
     #[arg(long, default_value_t = 0)]
     seed_demo: usize,
+    /// Serve TLS only (mongod's requireTLS), with this PEM certificate chain (leaf first).
+    #[arg(long, requires = "tls_key", value_name = "FILE")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert", value_name = "FILE")]
+    tls_key: Option<std::path::PathBuf>,
+    /// Access control: USER:PASSWORD[:ROLE[+ROLE...]][,...] with ROLE root (default),
+    /// readWriteAnyDatabase, readAnyDatabase, read@DB or readWrite@DB; users log in with
+    /// SCRAM-SHA-256 or SCRAM-SHA-1 against authSource=admin.
+    #[arg(long, value_name = "USERS")]
+    auth: Option<String>,
 }
 
 #[tokio::main]
@@ -41,8 +52,21 @@ async fn main() -> std::io::Result<()> {
         port: args.port,
         oplog_max_entries: args.oplog_max_entries,
         seed_demo: args.seed_demo,
+        tls: match (args.tls_cert, args.tls_key) {
+            (Some(cert), Some(key)) => Some(mongo_sim::TlsFiles { cert, key }),
+            _ => None,
+        },
+        auth: args.auth,
     })
-    .await?;
+    .await;
+    // A bad --auth, --tls-cert or --tls-key (or a port in use) is a sentence, not a Debug dump.
+    let handle = match handle {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("mongo-sim: {e}");
+            std::process::exit(2);
+        }
+    };
     println!("mongo-sim listening on {}", handle.addr());
     wait_for_signal().await;
     handle.shutdown().await;

@@ -1,15 +1,16 @@
-//! The TCP server: accepts connections, runs one task per connection that
-//! reads frames, executes commands in order and writes replies, and shuts
+//! The TCP server: accepts connections (over TLS with `--tls-cert`), runs one task per
+//! connection that reads frames, executes commands in order and writes replies, and shuts
 //! everything down on request.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
-use crate::commands::{execute, hello_reply, Conn, Outcome};
+use crate::commands::{add_auth_fields, execute, hello_reply, Conn, Outcome};
 use crate::state::Shared;
 use crate::wire::{self, Request, WireError};
 
@@ -24,6 +25,19 @@ pub struct SimOptions {
     pub oplog_max_entries: usize,
     /// Orders to generate in the `shop` demo database (0 = no demo data).
     pub seed_demo: usize,
+    /// Serve TLS only, with this certificate chain and key (`--tls-cert`/`--tls-key`).
+    pub tls: Option<TlsFiles>,
+    /// Access control: `USER:PASSWORD[:ROLE[+ROLE...]],...` (`--auth`, see `auth`).
+    pub auth: Option<String>,
+}
+
+/// PEM files for `SimOptions::tls`.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 impl Default for SimOptions {
@@ -33,6 +47,8 @@ impl Default for SimOptions {
             port: 0,
             oplog_max_entries: 1_000_000,
             seed_demo: 0,
+            tls: None,
+            auth: None,
         }
     }
 }
@@ -51,7 +67,8 @@ impl SimHandle {
         self.addr
     }
 
-    /// A connection string for the replica set `rs0`.
+    /// A connection string for the replica set `rs0` (add credentials and TLS options to it
+    /// for a secured simulator).
     pub fn uri(&self) -> String {
         format!("mongodb://{}/?replicaSet=rs0", self.addr)
     }
@@ -66,7 +83,20 @@ impl SimHandle {
 
 /// Starts the simulator and returns once it is listening.
 pub async fn start(opts: SimOptions) -> std::io::Result<SimHandle> {
-    let shared = Arc::new(Shared::new(opts.oplog_max_entries));
+    let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+    let users = opts
+        .auth
+        .as_deref()
+        .map(crate::auth::Users::parse)
+        .transpose()
+        .map_err(|e| invalid(e.to_string()))?;
+    let tls = opts
+        .tls
+        .as_ref()
+        .map(|t| crate::tls::acceptor(&t.cert, &t.key))
+        .transpose()
+        .map_err(|e| invalid(e.to_string()))?;
+    let shared = Arc::new(Shared::new(opts.oplog_max_entries, users));
     if opts.seed_demo > 0 {
         crate::demo::load(&shared, opts.seed_demo);
     }
@@ -74,7 +104,7 @@ pub async fn start(opts: SimOptions) -> std::io::Result<SimHandle> {
     let addr = listener.local_addr()?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (done_tx, done_rx) = mpsc::channel::<()>(1);
-    let accept_task = tokio::spawn(accept_loop(listener, shared, shutdown_rx, done_tx));
+    let accept_task = tokio::spawn(accept_loop(listener, shared, tls, shutdown_rx, done_tx));
     tracing::info!(%addr, "mongo-sim listening");
     Ok(SimHandle {
         addr,
@@ -87,6 +117,7 @@ pub async fn start(opts: SimOptions) -> std::io::Result<SimHandle> {
 async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     mut shutdown: watch::Receiver<bool>,
     done: mpsc::Sender<()>,
 ) {
@@ -96,12 +127,13 @@ async fn accept_loop(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let shared = shared.clone();
+                    let tls = tls.clone();
                     let mut shutdown = shutdown.clone();
                     let done = done.clone();
                     tokio::spawn(async move {
                         tokio::select! {
                             _ = shutdown.changed() => {}
-                            r = serve(stream, shared) => {
+                            r = serve(stream, shared, tls) => {
                                 if let Err(e) = r {
                                     tracing::debug!(%peer, error = %e, "connection closed");
                                 }
@@ -119,15 +151,53 @@ async fn accept_loop(
     }
 }
 
-async fn serve(stream: TcpStream, shared: Arc<Shared>) -> Result<(), WireError> {
+async fn serve(
+    stream: TcpStream,
+    shared: Arc<Shared>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> Result<(), WireError> {
     stream.set_nodelay(true)?;
     let me = stream.local_addr()?.to_string();
-    let (read_half, mut write_half) = stream.into_split();
+    let Some(tls) = tls else {
+        let (read_half, write_half) = stream.into_split();
+        return serve_frames(read_half, write_half, me, shared).await;
+    };
+    // requireTLS: a connection whose first byte does not start a TLS handshake is closed
+    // without a reply, as mongod closes it.
+    let mut first = [0u8; 1];
+    let n = stream.peek(&mut first).await?;
+    if n == 0 || first[0] != crate::tls::HANDSHAKE_RECORD {
+        tracing::info!(
+            "closing a connection that did not start with TLS: the server is configured to only allow SSL connections"
+        );
+        // Read what the client sent (its hello) before closing, so it sees the connection
+        // closed (EOF) rather than reset by unread data.
+        let mut sink = vec![0u8; 16 * 1024];
+        let mut stream = stream;
+        let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut sink).await;
+        return Ok(());
+    }
+    let stream = tls.accept(stream).await?;
+    let (read_half, write_half) = tokio::io::split(stream);
+    serve_frames(read_half, write_half, me, shared).await
+}
+
+async fn serve_frames<R, W>(
+    read_half: R,
+    mut write_half: W,
+    me: String,
+    shared: Arc<Shared>,
+) -> Result<(), WireError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let mut reader = BufReader::with_capacity(64 * 1024, read_half);
     let mut conn = Conn {
         id: shared.next_connection_id(),
         app_name: None,
         me,
+        session: Default::default(),
     };
     let mut out = Vec::with_capacity(64 * 1024);
     let mut body = Vec::with_capacity(64 * 1024);
@@ -164,6 +234,7 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>) -> Result<(), WireError> 
                     && matches!(name.as_str(), "hello" | "isMaster" | "ismaster")
                 {
                     let mut r = hello_reply(&shared, conn.id, &conn.me, name != "hello", true);
+                    add_auth_fields(&shared, &mut conn.session, &query, &mut r);
                     r.insert("ok", 1.0);
                     (r, false)
                 } else {

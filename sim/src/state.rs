@@ -44,6 +44,8 @@ pub struct Shared {
     pub sessions: Mutex<HashMap<Vec<u8>, SessionTxn>>,
     pub failpoints: Mutex<FailPoints>,
     next_connection_id: AtomicI64,
+    /// `--auth`'s users; `None` when the server runs without access control.
+    pub users: Option<crate::auth::Users>,
 }
 
 /// Locks a mutex, ignoring poisoning: a panicking handler must not take the
@@ -53,7 +55,7 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    pub fn new(oplog_max_entries: usize) -> Self {
+    pub fn new(oplog_max_entries: usize, users: Option<crate::auth::Users>) -> Self {
         let oplog = Oplog::new(oplog_max_entries);
         let (tx, _) = watch::channel(oplog.next_seq());
         Self {
@@ -66,6 +68,7 @@ impl Shared {
             sessions: Mutex::new(HashMap::new()),
             failpoints: Mutex::new(FailPoints::default()),
             next_connection_id: AtomicI64::new(1),
+            users,
         }
     }
 

@@ -26,3 +26,6 @@ mod sample;
 
 #[path = "driver/write_block.rs"]
 mod write_block;
+
+#[path = "driver/security.rs"]
+mod security;

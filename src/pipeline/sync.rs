@@ -173,9 +173,23 @@ pub(crate) async fn record_position(
     config: &Config,
     mappings: &MappingSet,
 ) -> Result<Position, SyncError> {
+    // A refusal names what was being opened (the namespaces a user may lack access to).
     Ok(match config.mongo.source {
-        SourceKind::ChangeStream => change_stream::current_position(client, mappings).await?,
-        SourceKind::Oplog => oplog::current_position(client).await?,
+        SourceKind::ChangeStream => change_stream::current_position(client, mappings)
+            .await
+            .map_err(|e| {
+                let namespaces: Vec<String> = crate::source::mapped_namespaces(mappings)
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
+                e.reading(format_args!(
+                    "opening the deployment-wide change stream for {}",
+                    namespaces.join(", ")
+                ))
+            })?,
+        SourceKind::Oplog => oplog::current_position(client)
+            .await
+            .map_err(|e| e.reading("reading the end of local.oplog.rs"))?,
     })
 }
 

@@ -51,8 +51,9 @@ pub enum SourceError {
     /// the checkpoint can no longer be read.
     #[error("the resume point is no longer in the oplog (code {code}): {message}; run a full sync (or set sync.resync_on_history_lost = true)")]
     HistoryLost { code: i32, message: String },
-    /// The server refused the stream for a reason retrying cannot fix.
-    #[error("MongoDB refused the stream: {0}")]
+    /// The server refused a read (the stream, a copy, a login) for a reason retrying cannot
+    /// fix.
+    #[error("MongoDB refused the read: {0}")]
     Fatal(String),
     /// MongoDB stayed unreachable through every retry.
     #[error("MongoDB stayed unreachable after {attempts} attempts: {message}")]
@@ -96,6 +97,20 @@ pub fn error_kind(err: &mongodb::error::Error) -> &'static str {
     }
 }
 
+impl SourceError {
+    /// This error with `what` the failed read was for (`"the full-sync read of shop.orders"`)
+    /// in front of its message, so a refusal names the namespace it concerns.
+    pub fn reading(self, what: impl std::fmt::Display) -> SourceError {
+        match self {
+            SourceError::Fatal(message) => SourceError::Fatal(format!("{what}: {message}")),
+            SourceError::Unavailable { attempts, message } => SourceError::Unavailable {
+                attempts,
+                message: format!("{what}: {message}"),
+            },
+            history_lost @ SourceError::HistoryLost { .. } => history_lost,
+        }
+    }
+}
 /// The one place that decides retry vs fail for MongoDB errors.
 pub fn classify(err: &mongodb::error::Error) -> ErrorClass {
     use mongodb::error::ErrorKind;
@@ -132,6 +147,20 @@ pub fn source_error(err: &mongodb::error::Error, attempts: usize) -> SourceError
             attempts,
             message: err.to_string(),
         },
+        (_, ErrorKind::Authentication { message, .. }) => SourceError::Fatal(format!(
+            "authentication failed ({message}); check the user name, the password and the \
+             authSource and authMechanism options of mongo.uri"
+        )),
+        // 13 Unauthorized: the server's message names the database and the command; the
+        // operator needs to know which privileges to grant.
+        (_, ErrorKind::Command(c)) if c.code == 13 => SourceError::Fatal(format!(
+            "{} (error 13 Unauthorized); the MongoDB user needs read access \
+             to every mapped namespace: the built-in readAnyDatabase role (a deployment-wide \
+             change stream needs it, or a custom role with find and changeStream on all \
+             databases), plus read on the local database for mongo.source = \"oplog\" \
+             (docs/privileges.md)",
+            c.message
+        )),
         _ => SourceError::Fatal(err.to_string()),
     }
 }

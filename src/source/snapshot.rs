@@ -499,7 +499,9 @@ impl RangeReader {
                 Err(e) => {
                     self.cursor = None;
                     self.last_id = before;
-                    let delay = retry.after(&e)?;
+                    let delay = retry.after(&e).map_err(|err| {
+                        err.reading(format_args!("the full-sync read of {}", self.namespace))
+                    })?;
                     tracing::warn!(namespace = %self.namespace, error = %e, attempt = retry.attempts(), "Reading the collection for the full sync failed; retrying after the last document read.");
                     tokio::time::sleep(delay).await;
                 }

@@ -1,6 +1,7 @@
 //! Security and connectivity (issue 13): Postgres over TLS with libpq's `sslmode`s against a
-//! server that accepts nothing but TLS, a least-privilege role, and secrets that never reach
-//! any output.
+//! server that accepts nothing but TLS, a least-privilege role, secrets that never reach any
+//! output, and MongoDB secured like a real deployment (`mongo`: mongo-sim with TLS and SCRAM
+//! users).
 //!
 //! The server: one throwaway cluster per test process, separate from `support::postgres`'s
 //! (which must keep accepting plain connections), started with `ssl = on`, a certificate for
@@ -10,6 +11,7 @@
 //! cluster once this process is gone), and leftovers of killed runs are removed at the next
 //! start through the shared directory prefix.
 
+mod mongo;
 mod privileges;
 mod secrets;
 mod tls;
@@ -291,11 +293,20 @@ pub struct Setup {
 
 impl Setup {
     pub fn new(mongo_uri: &str, pg_uri: &str) -> Setup {
+        Setup::with_mappings(mongo_uri, "change_stream", pg_uri, &[MAPPING])
+    }
+
+    /// A config for `mongo_uri` read with `source` (`change_stream` or `oplog`) and `pg_uri`,
+    /// with `mappings` as the files of its mapping directory.
+    pub fn with_mappings(mongo_uri: &str, source: &str, pg_uri: &str, mappings: &[&str]) -> Setup {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("mappings.yml"), MAPPING).unwrap();
+        std::fs::create_dir(dir.path().join("mappings")).unwrap();
+        for (i, mapping) in mappings.iter().enumerate() {
+            std::fs::write(dir.path().join(format!("mappings/{i}.yml")), mapping).unwrap();
+        }
         let text = format!(
-            "[mongo]\nuri = \"{mongo_uri}\"\n[postgres]\nuri = \"{pg_uri}\"\npool_size = 3\n\
-             [sync]\nname = \"sec\"\nmappings = \"mappings.yml\"\nbatch_max_wait_ms = 20\n\
+            "[mongo]\nuri = \"{mongo_uri}\"\nsource = \"{source}\"\n[postgres]\nuri = \"{pg_uri}\"\npool_size = 3\n\
+             [sync]\nname = \"sec\"\nmappings = \"mappings\"\nbatch_max_wait_ms = 20\n\
              [metrics]\nlisten = \"\"\n"
         );
         let path = dir.path().join("tributary.toml");
@@ -359,12 +370,15 @@ pub async fn sim() -> SimHandle {
 /// Copies `shop.orders` with `full-sync --mode upsert`, then streams a workload with `sync`
 /// (library calls, as `config` says) and checks Postgres equals MongoDB: `n` orders inserted
 /// before the copy, `n` after it (one of them updated, one deleted).
-pub async fn copy_then_stream(setup: &Setup, sim: &SimHandle, admin: &Client, n: usize) {
+pub async fn copy_then_stream(setup: &Setup, admin: &Client, n: usize) {
     use bson::doc;
     use tributary::pipeline::full_sync::{full_sync, FullSyncMode};
     use tributary::pipeline::sync::{sync, SyncOptions};
 
-    let mongo = mongodb::Client::with_uri_str(sim.uri()).await.unwrap();
+    // The config's URI: credentials and TLS options included when the simulator is secured.
+    let mongo = mongodb::Client::with_uri_str(setup.config.mongo.uri.expose())
+        .await
+        .unwrap();
     let orders = mongo
         .database("shop")
         .collection::<bson::Document>("orders");

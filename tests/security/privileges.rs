@@ -45,7 +45,7 @@ async fn a_least_privilege_role_copies_and_streams_into_pre_created_tables() {
         &sim.uri(),
         &s.url("localhost", &role, "lp-pw", &db, &s.verify_full()),
     );
-    copy_then_stream(&setup, &sim, &admin, 40).await;
+    copy_then_stream(&setup, &admin, 40).await;
     sim.shutdown().await;
 }
 

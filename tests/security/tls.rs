@@ -17,7 +17,7 @@ async fn verify_full_with_the_test_ca_copies_streams_checks_and_reports_status()
     );
     let setup = Setup::new(&sim.uri(), &url);
     let admin = s.admin(&db).await;
-    copy_then_stream(&setup, &sim, &admin, 50).await;
+    copy_then_stream(&setup, &admin, 50).await;
 
     let out = setup.tributary(&["check"], &[]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));

@@ -82,7 +82,32 @@ pub fn hello(req: &Req<'_>, conn: &mut Conn) -> CmdResult {
     }
     let legacy = req.name != "hello";
     let hello_ok = super::truthy(req.cmd.get("helloOk"));
-    Ok(hello_reply(req.shared, conn.id, &conn.me, legacy, hello_ok))
+    let mut reply = hello_reply(req.shared, conn.id, &conn.me, legacy, hello_ok);
+    add_auth_fields(req.shared, &mut conn.session, &req.cmd, &mut reply);
+    Ok(reply)
+}
+
+/// The handshake's authentication fields: `saslSupportedMechs` for the user the client
+/// names, and the first SCRAM step of a `speculativeAuthenticate` (auth spec).
+pub fn add_auth_fields(
+    shared: &Shared,
+    session: &mut crate::auth::Session,
+    cmd: &Document,
+    reply: &mut Document,
+) {
+    let Some(users) = shared.users.as_ref() else {
+        return;
+    };
+    if let Ok(db_user) = cmd.get_str("saslSupportedMechs") {
+        if let Some(mechs) = crate::auth::Session::supported_mechs(users, db_user) {
+            reply.insert("saslSupportedMechs", mechs);
+        }
+    }
+    if let Ok(spec) = cmd.get_document("speculativeAuthenticate") {
+        if let Some(first) = session.speculative(users, spec) {
+            reply.insert("speculativeAuthenticate", first);
+        }
+    }
 }
 
 pub fn build_info() -> Document {
@@ -214,8 +239,33 @@ pub fn set_user_write_block_mode(req: &Req<'_>) -> CmdResult {
     Ok(Document::new())
 }
 
-pub fn connection_status() -> Document {
-    doc! {"authInfo": {"authenticatedUsers": [], "authenticatedUserRoles": []}}
+pub fn connection_status(conn: &Conn) -> Document {
+    let (users, roles) = match &conn.session.user {
+        Some(u) => (
+            vec![bson::Bson::Document(
+                doc! {"user": u.name.clone(), "db": "admin"},
+            )],
+            u.roles
+                .iter()
+                .map(|r| {
+                    let (role, db) = match r {
+                        crate::auth::Role::Root => ("root", "admin".to_string()),
+                        crate::auth::Role::ReadWriteAnyDatabase => {
+                            ("readWriteAnyDatabase", "admin".to_string())
+                        }
+                        crate::auth::Role::ReadAnyDatabase => {
+                            ("readAnyDatabase", "admin".to_string())
+                        }
+                        crate::auth::Role::Read(db) => ("read", db.clone()),
+                        crate::auth::Role::ReadWrite(db) => ("readWrite", db.clone()),
+                    };
+                    bson::Bson::Document(doc! {"role": role, "db": db})
+                })
+                .collect(),
+        ),
+        None => (Vec::new(), Vec::new()),
+    };
+    doc! {"authInfo": {"authenticatedUsers": users, "authenticatedUserRoles": roles}}
 }
 
 pub fn server_status(req: &Req<'_>) -> Document {

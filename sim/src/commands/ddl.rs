@@ -46,7 +46,9 @@ fn in_txn_forbidden(req: &Req<'_>) -> Result<(), CommandError> {
     Ok(())
 }
 
-pub fn list_databases(req: &Req<'_>) -> CmdResult {
+/// `listDatabases`; a logged-in `user` without the `listDatabases` privilege sees only the
+/// databases it may read (mongod's `authorizedDatabases` default).
+pub fn list_databases(req: &Req<'_>, user: Option<&crate::auth::User>) -> CmdResult {
     let st = req.shared.state();
     let name_only = super::truthy(req.cmd.get("nameOnly"));
     let filter = req.doc_arg("filter")?.map(Filter::parse).transpose()?;
@@ -61,6 +63,9 @@ pub fn list_databases(req: &Req<'_>) -> CmdResult {
     let mut out = Vec::new();
     let mut total = 0i64;
     for d in dbs {
+        if user.is_some_and(|u| !u.sees_database(d.get_str("name").unwrap_or_default())) {
+            continue;
+        }
         if filter.as_ref().is_some_and(|f| !f.matches(&d)) {
             continue;
         }

@@ -25,7 +25,7 @@ use crate::wire::InsertDoc;
 use crate::write_block;
 use crate::writes::{LiveSink, LiveTarget, RetryInfo, Target, TxnTarget};
 
-pub use admin::hello_reply;
+pub use admin::{add_auth_fields, hello_reply};
 
 /// Per-connection facts handlers need.
 pub struct Conn {
@@ -34,6 +34,8 @@ pub struct Conn {
     pub app_name: Option<String>,
     /// `host:port` this connection reached us on: what `hello` advertises.
     pub me: String,
+    /// Who this connection logged in as (only consulted with `--auth`).
+    pub session: crate::auth::Session,
 }
 
 /// One command being executed.
@@ -209,7 +211,7 @@ pub async fn execute<'a>(
     let result = match fail_point(&req, conn).await {
         Err(Some(e)) => Err(e),
         Err(None) => return Outcome::CloseConnection,
-        Ok(()) => match txn::enter(&mut req) {
+        Ok(()) => match authorize(&req, conn).and_then(|()| txn::enter(&mut req)) {
             Ok(()) => dispatch(&mut req, conn).await,
             Err(e) => Err(e),
         },
@@ -243,6 +245,30 @@ pub async fn execute<'a>(
     Outcome::Reply(reply, batch)
 }
 
+/// With `--auth`, refuses what this connection's user may not run (13 Unauthorized).
+fn authorize(req: &Req<'_>, conn: &Conn) -> Result<(), CommandError> {
+    if req.shared.users.is_none() {
+        return Ok(());
+    }
+    crate::auth::authorize(conn.session.user.as_deref(), &req.name, &req.db, &req.cmd)
+}
+
+/// `saslStart`/`saslContinue`; without `--auth`, mongod has no users to log in as.
+fn sasl(req: &Req<'_>, conn: &mut Conn) -> CmdResult {
+    let Some(users) = req.shared.users.as_ref() else {
+        return Err(CommandError::new(
+            18,
+            "AuthenticationFailed",
+            "Authentication failed.",
+        ));
+    };
+    if req.name == "saslStart" {
+        conn.session.sasl_start(users, &req.db, &req.cmd)
+    } else {
+        conn.session.sasl_continue(&req.cmd)
+    }
+}
+
 /// Applies `failCommand`. `Err(None)` means drop the connection.
 async fn fail_point(req: &Req<'_>, conn: &Conn) -> Result<(), Option<CommandError>> {
     if matches!(req.name.as_str(), "configureFailPoint") {
@@ -269,6 +295,11 @@ async fn dispatch(req: &mut Req<'_>, conn: &mut Conn) -> Result<Option<Document>
     let reply = match req.name.as_str() {
         "hello" | "isMaster" | "ismaster" => admin::hello(req, conn),
         "ping" => Ok(Document::new()),
+        "saslStart" | "saslContinue" => sasl(req, conn),
+        "logout" => {
+            conn.session.user = None;
+            Ok(Document::new())
+        }
         "buildInfo" | "buildinfo" => Ok(admin::build_info()),
         "getParameter" => admin::get_parameter(req),
         "endSessions"
@@ -278,12 +309,12 @@ async fn dispatch(req: &mut Req<'_>, conn: &mut Conn) -> Result<Option<Document>
         | "refreshSessions" => txn::end_sessions(req),
         "configureFailPoint" => admin::configure_fail_point(req),
         "setUserWriteBlockMode" => admin::set_user_write_block_mode(req),
-        "connectionStatus" => Ok(admin::connection_status()),
+        "connectionStatus" => Ok(admin::connection_status(conn)),
         "whatsmyuri" => Ok(bson::doc! {"you": conn.me.clone()}),
         "serverStatus" => Ok(admin::server_status(req)),
         "replSetGetStatus" => Ok(admin::repl_set_get_status(req, conn)),
         "getCmdLineOpts" => Ok(bson::doc! {"argv": ["mongo-sim"], "parsed": {}}),
-        "listDatabases" => ddl::list_databases(req),
+        "listDatabases" => ddl::list_databases(req, conn.session.user.as_deref()),
         "listCollections" => ddl::list_collections(req),
         "listIndexes" => ddl::list_indexes(req),
         "create" => ddl::create(req),
