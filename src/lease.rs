@@ -380,7 +380,7 @@ where
         }
         match &result {
             Ok(()) => tracing::warn!(stream, "Lost the lock of stream {stream}; stopped writing and standing by to take it again."),
-            Err(e) => tracing::warn!(stream, error = %e, "Lost the lock of stream {stream} (the error above came with it); standing by to take it again."),
+            Err(e) => tracing::warn!(stream, error = %e, "Lost the lock of stream {stream} while writing; nothing after the last checkpoint was committed. Standing by to take it again and resume from that checkpoint."),
         }
         drop(lease);
         patient = true;

@@ -148,7 +148,8 @@ where
     let (batched, written) = tokio::select! {
         r = &mut work => r,
         () = &mut shutdown => {
-            tracing::info!("Shutting down: no more reading; committing what was already read.");
+            // A signal (logged by `cli::signal`) or a lost lock (logged by `lease`).
+            tracing::debug!("Stopping: no more reading; committing what was already read.");
             stopped_by_shutdown = true;
             let _ = stop_tx.send(true);
             match tokio::time::timeout(DRAIN_DEADLINE, &mut work).await {

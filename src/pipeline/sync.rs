@@ -209,6 +209,9 @@ pub async fn sync(
             sync_inner(config, mappings.clone(), &opts, lease, stop)
         })
         .await;
+    if let Err(e) = &result {
+        tracing::error!(error = %e, "The stream stopped; exiting.");
+    }
     if let Some(m) = &opts.metrics {
         m.set_streaming(false);
         if let Err(e) = &result {
@@ -386,11 +389,8 @@ async fn sync_inner(
                 tracing::error!(code, message = %message, "The resume point has fallen off the oplog; starting over with a full sync (sync.resync_on_history_lost).");
                 start_over = true;
             }
-            Err(e) => {
-                let e = SyncError::from(e);
-                tracing::error!(error = %e, "The stream stopped.");
-                return Err(e);
-            }
+            // Logged by `sync` once it is final: a lost lock that is taken again is not.
+            Err(e) => return Err(SyncError::from(e)),
         }
     }
 }

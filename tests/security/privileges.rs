@@ -67,15 +67,21 @@ async fn a_missing_table_names_the_grant_and_schema_apply() {
     );
     let role = format!("lp_{:08x}", rand::random::<u32>());
     least_privilege_role(&admin, &as_admin, &role).await;
-    admin
-        .batch_execute("DROP TABLE public.order_items; ALTER TABLE public.orders DROP COLUMN qty")
-        .await
-        .unwrap();
     let setup = Setup::new(
         &sim.uri(),
         &s.url("localhost", &role, "lp-pw", &db, &s.verify_full()),
     );
-    for command in [&["sync"][..], &["full-sync"]] {
+    // `check`'s pre-flight agrees: nothing to create, every privilege there, TLS in use.
+    let out = setup.tributary(&["check"], &[]).await;
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(all.contains("sync runs no DDL"), "{all}");
+    assert!(all.contains("TLS on"), "{all}");
+    admin
+        .batch_execute("DROP TABLE public.order_items; ALTER TABLE public.orders DROP COLUMN qty")
+        .await
+        .unwrap();
+    for command in [&["check"][..], &["sync"], &["full-sync"]] {
         let out = setup.tributary(command, &[]).await;
         let all = text(&out);
         assert_eq!(out.status.code(), Some(3), "{command:?}: {all}");
@@ -103,5 +109,17 @@ async fn a_missing_table_names_the_grant_and_schema_apply() {
         .unwrap();
     let out = setup.tributary(&["full-sync"], &[]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // A privilege taken away is named by `check` with the GRANT that gives it back.
+    admin
+        .batch_execute(&format!(
+            "REVOKE INSERT, TRUNCATE ON public.orders FROM \"{role}\""
+        ))
+        .await
+        .unwrap();
+    let out = setup.tributary(&["check"], &[]).await;
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{all}");
+    let grant = format!("GRANT INSERT, TRUNCATE ON \"public\".\"orders\" TO \"{role}\";");
+    assert!(all.contains(&grant), "check should say {grant}: {all}");
     sim.shutdown().await;
 }
