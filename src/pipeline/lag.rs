@@ -41,6 +41,8 @@ pub const SILENT_AFTER: Duration = Duration::from_secs(3);
 #[derive(Clone, Default)]
 pub struct Pending {
     groups: Arc<Mutex<VecDeque<u32>>>,
+    /// Groups committed so far (the catch-up display's rate).
+    committed: Arc<std::sync::atomic::AtomicU64>,
     /// `None` for a source that talks to no server (tests): silence is then never lag.
     health: Option<SourceHealth>,
 }
@@ -50,6 +52,7 @@ impl Pending {
     pub fn watching(health: Option<SourceHealth>) -> Self {
         Pending {
             groups: Arc::default(),
+            committed: Arc::default(),
             health,
         }
     }
@@ -71,14 +74,31 @@ impl Pending {
     /// group within the same second is forgotten early: lag has one-second resolution anyway).
     pub fn committed_through(&self, t: u32) {
         let mut q = self.groups();
+        let mut done = 0;
         while q.front().is_some_and(|&front| front <= t) {
             q.pop_front();
+            done += 1;
         }
+        self.count_committed(done);
+    }
+
+    fn count_committed(&self, n: u64) {
+        self.committed
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Groups committed since this `Pending` was made.
+    pub fn committed_changes(&self) -> u64 {
+        self.committed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The source had nothing newer than what was committed: nothing is pending.
     pub fn caught_up(&self) {
-        self.groups().clear();
+        let mut q = self.groups();
+        let n = q.len() as u64;
+        q.clear();
+        drop(q);
+        self.count_committed(n);
     }
 
     /// The lag at `now_unix` (wall clock, for cluster times) and `now` (monotonic, for the

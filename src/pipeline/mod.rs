@@ -13,6 +13,7 @@ pub mod full_sync;
 pub mod lag;
 pub mod narrow;
 pub mod normalize;
+pub mod resume;
 pub mod sync;
 
 use std::future::Future;
@@ -42,6 +43,8 @@ pub struct PipelineConfig {
     /// Event groups the source may read ahead of the batcher.
     pub queue_capacity: usize,
     pub metrics: Option<Arc<Metrics>>,
+    /// The catch-up display after a start (`resume`); `Off` for callers with their own.
+    pub catch_up_progress: crate::progress::ProgressMode,
 }
 
 impl PipelineConfig {
@@ -56,6 +59,7 @@ impl PipelineConfig {
             // 250, at the same 21k changes/s).
             queue_capacity: (batch_max_rows / 20).clamp(16, 250),
             metrics: None,
+            catch_up_progress: crate::progress::ProgressMode::Off,
         }
     }
 }
@@ -123,6 +127,11 @@ where
     if let Some(m) = &config.metrics {
         tokio::spawn(lag::tick(pending.clone(), m.clone(), stop_rx.clone()));
     }
+    tokio::spawn(resume::report(
+        pending.clone(),
+        config.catch_up_progress,
+        stop_rx.clone(),
+    ));
     let source_task = tokio::spawn(read_source(source, group_tx, stop_rx, pending.clone()));
     let (batch_tx, batch_rx) = mpsc::channel::<Prepared>(1);
 

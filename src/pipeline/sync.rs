@@ -3,6 +3,7 @@
 //! shutdown; a rename onto a mapped collection copies it between batches, and lost history
 //! either stops the stream or (with `sync.resync_on_history_lost`) starts over with a full sync.
 
+use crate::progress::ProgressMode;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -206,7 +207,14 @@ pub async fn sync(
     }
     let result =
         crate::lease::sync_exclusively(config, opts.metrics.as_deref(), shutdown, |lease, stop| {
-            sync_inner(config, mappings.clone(), &opts, lease, stop)
+            sync_inner(
+                config,
+                mappings.clone(),
+                &opts,
+                ProgressMode::Auto,
+                lease,
+                stop,
+            )
         })
         .await;
     if let Err(e) = &result {
@@ -233,13 +241,15 @@ pub async fn sync_holding(
     lease: crate::lease::LeaseFlag,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), SyncError> {
-    sync_inner(config, mappings, opts, lease, shutdown).await
+    // Cutover shows its own catch-up.
+    sync_inner(config, mappings, opts, ProgressMode::Off, lease, shutdown).await
 }
 
 async fn sync_inner(
     config: &Config,
     mappings: Arc<MappingSet>,
     opts: &SyncOptions,
+    catch_up: ProgressMode,
     lease: crate::lease::LeaseFlag,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), SyncError> {
@@ -343,6 +353,7 @@ async fn sync_inner(
             config.sync.batch_max_wait_ms,
         );
         pipeline.metrics = opts.metrics.clone();
+        pipeline.catch_up_progress = catch_up;
         let outcome = match config.mongo.source {
             SourceKind::ChangeStream => {
                 let source = ChangeStreamSource::new(client.clone(), &mappings, position)?

@@ -396,3 +396,66 @@ async fn survives_a_postgres_restart_mid_stream() {
     drop(cluster);
     w.stop().await;
 }
+
+/// What an operator reads in the log of a Postgres restart under `sync` (the binary, logging
+/// to a file): warnings about the lost connection, one more "Streaming changes." when it is
+/// back, no ERROR and no "shutting down", although the stream never stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_restart_logs_warnings_then_streaming_again_and_no_error() {
+    let w = World::new(SourceKind::ChangeStream, 50).await;
+    let cluster = Cluster::start();
+    cluster.config(&w);
+    let path = cluster.dir.path().join("tributary.toml");
+    let log_path = cluster.dir.path().join("sync.log");
+    write_some(&w, "before").await;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args(["sync", "--config"])
+        .arg(&path)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    wait_until(60, "the first rows", || cluster.has_order("before-9")).await;
+    let restart = tokio::task::spawn_blocking(move || {
+        cluster.restart("fast");
+        cluster
+    });
+    let cluster = restart.await.unwrap();
+    w.orders()
+        .insert_one(doc! {"_id": "~after-restart", "qty": 1})
+        .await
+        .unwrap();
+    wait_until(120, "the stream to continue after the restart", || {
+        cluster.has_order("~after-restart")
+    })
+    .await;
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert_eq!(status.code(), Some(0), "{log}");
+    let count = |needle: &str| log.lines().filter(|l| l.contains(needle)).count();
+    assert_eq!(
+        count("ERROR"),
+        0,
+        "no ERROR for a restart the stream survived:\n{log}"
+    );
+    assert_eq!(count("Shutting down"), 0, "{log}");
+    assert_eq!(count("NOTICE"), 0, "DDL notices are not news:\n{log}");
+    assert!(
+        count("WARN") >= 1,
+        "the lost connection is a warning:\n{log}"
+    );
+    assert_eq!(
+        count("Streaming changes."),
+        2,
+        "once at start, once when Postgres is back:\n{log}"
+    );
+    drop(cluster);
+    w.stop().await;
+}

@@ -183,10 +183,16 @@ pub async fn apply_ddl(
     let mut attempt = 0;
     loop {
         let mut failed = None;
-        for s in ["BEGIN", DDL_LOCK_SQL]
-            .into_iter()
-            .chain(statements.iter().map(String::as_str))
-            .chain(["COMMIT"])
+        // `client_min_messages`: an `ADD COLUMN IF NOT EXISTS` after its own `CREATE TABLE`
+        // would log a NOTICE per column at INFO, which reads like something went wrong.
+        for s in [
+            "BEGIN",
+            "SET LOCAL client_min_messages = warning",
+            DDL_LOCK_SQL,
+        ]
+        .into_iter()
+        .chain(statements.iter().map(String::as_str))
+        .chain(["COMMIT"])
         {
             if let Err(e) = client.batch_execute(s).await {
                 failed = Some((s.to_owned(), e));
