@@ -38,8 +38,16 @@ fn main() -> ExitCode {
 
 fn init_tracing(format: LogFormat) {
     // Postgres NOTICEs (e.g. "already exists, skipping" from idempotent DDL) are noise at info.
-    let filter = EnvFilter::try_from_default_env()
+    // The pool's own warnings ("Connection error: db error") repeat, without the detail, what
+    // Tributary logs about the same failure; `RUST_LOG=deadpool=warn` shows them again.
+    let from_env = std::env::var("RUST_LOG").unwrap_or_default();
+    let mut filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,tokio_postgres=warn"));
+    if !from_env.contains("deadpool") {
+        if let Ok(quiet) = "deadpool=error".parse() {
+            filter = filter.add_directive(quiet);
+        }
+    }
     // Colour codes only for a person at a terminal: in a file, a pipe or journald they are
     // noise that breaks grep and log shippers. `NO_COLOR` (no-color.org) turns them off there too.
     let ansi = std::io::stderr().is_terminal()

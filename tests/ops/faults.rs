@@ -447,10 +447,15 @@ async fn a_postgres_restart_logs_warnings_then_streaming_again_and_no_error() {
     );
     assert_eq!(count("Shutting down"), 0, "{log}");
     assert_eq!(count("NOTICE"), 0, "DDL notices are not news:\n{log}");
+    // What failed and what Tributary does about it: the batch is retried, then the lock
+    // (lost with its connection) is taken again; the pool does not repeat it. Usually two
+    // lines; a slow restart adds a report of the retries or of the lock not yet retaken.
+    let warnings = count("WARN");
     assert!(
-        count("WARN") >= 1,
-        "the lost connection is a warning:\n{log}"
+        (1..=6).contains(&warnings),
+        "the lost connection is a few warnings, not a flood:\n{log}"
     );
+    assert_eq!(count("deadpool"), 0, "{log}");
     assert_eq!(
         count("Streaming changes."),
         2,
