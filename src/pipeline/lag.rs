@@ -40,7 +40,7 @@ pub const SILENT_AFTER: Duration = Duration::from_secs(3);
 /// what the source last heard from MongoDB.
 #[derive(Clone, Default)]
 pub struct Pending {
-    groups: Arc<Mutex<VecDeque<u32>>>,
+    groups: Arc<Mutex<VecDeque<bson::Timestamp>>>,
     /// Groups committed so far (the catch-up display's rate).
     committed: Arc<std::sync::atomic::AtomicU64>,
     /// `None` for a source that talks to no server (tests): silence is then never lag.
@@ -57,25 +57,30 @@ impl Pending {
         }
     }
 
-    fn groups(&self) -> std::sync::MutexGuard<'_, VecDeque<u32>> {
+    fn groups(&self) -> std::sync::MutexGuard<'_, VecDeque<bson::Timestamp>> {
         // Plain data: a panic while it was held cannot leave it half-written.
         self.groups
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// A group with cluster time `t` (seconds) was read.
-    pub fn read(&self, t: u32) {
+    /// A group with cluster time `t` was read.
+    pub fn read(&self, t: bson::Timestamp) {
         self.groups().push_back(t);
     }
 
     /// Everything up to cluster time `t` is committed. Cluster times only grow in source
-    /// order, so the committed groups are exactly the front ones with a time ≤ `t` (a later
-    /// group within the same second is forgotten early: lag has one-second resolution anyway).
-    pub fn committed_through(&self, t: u32) {
+    /// order, so the committed groups are exactly the front ones at or before `t`. Compared
+    /// with the increment, not by the second: a backlog written within one second is thousands
+    /// of groups, and forgetting them all at the first commit made lag read 0 while most of
+    /// the backlog was still to come.
+    pub fn committed_through(&self, t: bson::Timestamp) {
         let mut q = self.groups();
         let mut done = 0;
-        while q.front().is_some_and(|&front| front <= t) {
+        while q
+            .front()
+            .is_some_and(|&front| crate::position::ts_cmp(front, t).is_le())
+        {
             q.pop_front();
             done += 1;
         }
@@ -104,7 +109,7 @@ impl Pending {
     /// The lag at `now_unix` (wall clock, for cluster times) and `now` (monotonic, for the
     /// source's silence).
     pub fn lag_seconds(&self, now_unix: i64, now: Instant) -> f64 {
-        let oldest = self.groups().front().copied();
+        let oldest = self.groups().front().map(|t| t.time);
         let silent = self
             .health
             .as_ref()
@@ -290,16 +295,40 @@ mod tests {
         let p = Pending::default();
         let now = Instant::now();
         assert_eq!(p.lag_seconds(100, now), 0.0, "nothing read: caught up");
-        p.read(90);
-        p.read(95);
+        let ts = |time, increment| bson::Timestamp { time, increment };
+        p.read(ts(90, 1));
+        p.read(ts(95, 1));
         assert_eq!(p.lag_seconds(100, now), 10.0);
-        p.committed_through(90);
+        p.committed_through(ts(90, 1));
         assert_eq!(p.lag_seconds(100, now), 5.0);
-        p.committed_through(95);
+        p.committed_through(ts(95, 1));
         assert_eq!(p.lag_seconds(100, now), 0.0);
-        p.read(99);
+        p.read(ts(99, 1));
         p.caught_up();
         assert_eq!(p.lag_seconds(100, now), 0.0);
+        assert_eq!(p.committed_changes(), 3);
+    }
+
+    #[test]
+    fn a_backlog_within_one_second_stays_lag_until_its_last_group_commits() {
+        let p = Pending::default();
+        let now = Instant::now();
+        let ts = |increment| bson::Timestamp {
+            time: 80,
+            increment,
+        };
+        for i in 1..=1000 {
+            p.read(ts(i));
+        }
+        p.committed_through(ts(50));
+        assert_eq!(
+            p.lag_seconds(100, now),
+            20.0,
+            "950 groups of that second are pending"
+        );
+        p.committed_through(ts(1000));
+        assert_eq!(p.lag_seconds(100, now), 0.0);
+        assert_eq!(p.committed_changes(), 1000);
     }
 
     #[test]

@@ -104,8 +104,8 @@ struct Prepared {
     first_read_at: Instant,
     /// Only heartbeats and position moves: the source had nothing newer, so lag is zero.
     caught_up: bool,
-    /// Cluster time (seconds) of the batch's last event.
-    last_time: Option<u32>,
+    /// Cluster time of the batch's last event.
+    last_time: Option<bson::Timestamp>,
 }
 
 /// Streams `source` into `sink` until `shutdown` fires or something fails.
@@ -207,7 +207,7 @@ async fn read_source<Src: Source>(
         };
         for group in group_transactions(events) {
             if let Some(e) = group.iter().find(|e| e.op != crate::event::Op::Noop) {
-                pending.read(e.cluster_time.time);
+                pending.read(e.cluster_time);
             }
             tokio::select! {
                 biased;
@@ -297,8 +297,8 @@ async fn batch_events(
 struct Gathered {
     out: Normalized,
     position: Option<Position>,
-    /// Cluster time (seconds) of the last event.
-    last_time: Option<u32>,
+    /// Cluster time of the last event.
+    last_time: Option<bson::Timestamp>,
     /// Every event so far was a heartbeat or a position move.
     caught_up: bool,
 }
@@ -331,7 +331,7 @@ impl Gathered {
             }
         }
         if let Some(last) = group.into_iter().last() {
-            self.last_time = Some(last.cluster_time.time);
+            self.last_time = Some(last.cluster_time);
             self.position = Some(last.position);
         }
         Ok(())

@@ -13,16 +13,22 @@ use crate::progress::{self, ProgressMode};
 
 /// A stream less than this far behind (seconds) is not worth a progress display.
 const BEHIND_SECS: f64 = 10.0;
-/// At or under this lag (seconds) the catch-up is over.
+/// At or under this lag (seconds), for `CAUGHT_UP_FOR`, the catch-up is over. Held for a
+/// while because lag dips between two reads of the backlog, when all that was read is
+/// committed and the next batch is still on its way.
 const CAUGHT_UP_SECS: f64 = 2.0;
+const CAUGHT_UP_FOR: Duration = Duration::from_secs(2);
 /// The backlog's first changes arrive within this long of the start, or there is no backlog.
 const LOOK_FOR: Duration = Duration::from_secs(30);
-const EVERY: Duration = Duration::from_millis(500);
+/// Short, so that a backlog applied within a second or two is still seen behind.
+const EVERY: Duration = Duration::from_millis(100);
 
 /// What a catch-up display shows at one instant.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Reading {
     pub lag_seconds: f64,
+    /// How long the lag has been at or under `CAUGHT_UP_SECS` without a break.
+    pub low_for: Duration,
     /// Changes (event groups) committed since the stream started.
     pub changes: u64,
     pub elapsed: Duration,
@@ -63,7 +69,7 @@ pub enum Step {
 
 pub fn step(showing: bool, r: &Reading) -> Step {
     match (showing, r.lag_seconds) {
-        (true, lag) if lag <= CAUGHT_UP_SECS => Step::Done,
+        (true, lag) if lag <= CAUGHT_UP_SECS && r.low_for >= CAUGHT_UP_FOR => Step::Done,
         (true, _) => Step::Show,
         (false, lag) if lag >= BEHIND_SECS => Step::Show,
         (false, _) if r.elapsed >= LOOK_FOR => Step::Quit,
@@ -85,14 +91,21 @@ pub async fn report(pending: Pending, mode: ProgressMode, mut stop: watch::Recei
     let mut bar: Option<ProgressBar> = None;
     let mut showing = false;
     let mut last_log: Option<Instant> = None;
+    let mut low_since: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
             () = tokio::time::sleep(EVERY) => {}
         }
+        let lag = pending.lag_seconds(chrono::Utc::now().timestamp(), tokio::time::Instant::now());
+        if lag > CAUGHT_UP_SECS {
+            low_since = None;
+        } else if low_since.is_none() {
+            low_since = Some(Instant::now());
+        }
         let reading = Reading {
-            lag_seconds: pending
-                .lag_seconds(chrono::Utc::now().timestamp(), tokio::time::Instant::now()),
+            lag_seconds: lag,
+            low_for: low_since.map_or(Duration::ZERO, |t| t.elapsed()),
             changes: pending.committed_changes().saturating_sub(first),
             elapsed: started.elapsed(),
         };
@@ -153,6 +166,7 @@ mod tests {
     fn at(lag: f64, secs: u64) -> Reading {
         Reading {
             lag_seconds: lag,
+            low_for: Duration::from_secs(3),
             changes: 100,
             elapsed: Duration::from_secs(secs),
         }
@@ -166,6 +180,15 @@ mod tests {
         assert_eq!(step(false, &at(300.0, 2)), Step::Show);
         assert_eq!(step(true, &at(50.0, 20)), Step::Show);
         assert_eq!(step(true, &at(1.0, 40)), Step::Done);
+        let dip = Reading {
+            low_for: Duration::from_millis(300),
+            ..at(0.0, 20)
+        };
+        assert_eq!(
+            step(true, &dip),
+            Step::Show,
+            "a dip between two reads is not the end"
+        );
     }
 
     #[test]

@@ -229,3 +229,87 @@ async fn full_sync_without_a_terminal_logs_progress_with_a_percentage() {
         "a progress bar without a terminal:\n{log}"
     );
 }
+
+/// Runs `tributary sync` until `done` holds, then stops it with SIGTERM; returns its log.
+async fn sync_until<F, Fut>(config: &ConfigFile, log_name: &str, what: &str, done: F) -> String
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let log_path = config.dir.path().join(log_name);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args(["sync", "--config"])
+        .arg(&config.path)
+        .env("RUST_LOG", "info")
+        .env("TRIBUTARY_PROGRESS_INTERVAL", "0")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    crate::support::wait_until(120, what, done).await;
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let status = child.wait().await.unwrap();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert_eq!(status.code(), Some(0), "{log}");
+    log
+}
+
+/// `sync` restarted behind a backlog older than the display's threshold logs its catch-up
+/// (lag and changes/s) and says when it has caught up; a start with nothing to catch up says
+/// nothing of the kind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_logs_its_catch_up_after_a_restart_behind_a_backlog() {
+    const BACKLOG: usize = 5000;
+    let w = World::new(SourceKind::ChangeStream, 50).await;
+    let config = ConfigFile::new(&w, "test", "public", "change_stream", 50);
+    w.orders().insert_one(order("first", 1, &[])).await.unwrap();
+    let pg = w.db.connect().await;
+    let count = || async {
+        pg.query_one("SELECT count(*) FROM public.orders", &[])
+            .await
+            .map(|r| r.get::<_, i64>(0))
+            .unwrap_or(0)
+    };
+    let log = sync_until(&config, "first.log", "the first row", || async {
+        count().await == 1
+    })
+    .await;
+    assert!(!log.contains("Catching up"), "nothing to catch up:\n{log}");
+
+    // A backlog written while the stream is stopped, older than the 10 s threshold when the
+    // stream resumes.
+    let written = tokio::time::Instant::now();
+    let docs: Vec<_> = (0..BACKLOG)
+        .map(|i| order(&format!("b{i:05}"), i as i32, &["x"]))
+        .collect();
+    w.orders().insert_many(docs).await.unwrap();
+    tokio::time::sleep_until(written + Duration::from_secs(12)).await;
+    let log = sync_until(
+        &config,
+        "second.log",
+        "the backlog and the caught-up line",
+        || {
+            let log_path = config.dir.path().join("second.log");
+            async move { std::fs::read_to_string(&log_path).is_ok_and(|l| l.contains("Caught up")) }
+        },
+    )
+    .await;
+    assert_eq!(count().await, BACKLOG as i64 + 1);
+    assert!(
+        log.contains("Catching up with MongoDB from the checkpoint"),
+        "{log}"
+    );
+    let caught_up = log
+        .lines()
+        .find(|l| l.contains("Caught up with MongoDB"))
+        .unwrap_or_else(|| panic!("no caught-up line:\n{log}"));
+    assert!(
+        caught_up.contains("changes=") && caught_up.contains("changes_per_second="),
+        "{caught_up}"
+    );
+    w.stop().await;
+}
