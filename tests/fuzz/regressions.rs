@@ -329,3 +329,22 @@ fn letter_of_an_id_with_an_array_and_binary_settles_once_deleted() {
         vec![Write::Delete(0)],
     );
 }
+
+/// Found by the fuzzer: a refused `_id` holding a DBRef (`{$ref, $id}`) was left out of the
+/// retry's lookup as if it were a `$` operator, so its letter stayed open after the document
+/// was deleted. MongoDB takes a DBRef's `$ref`/`$id`/`$db` in a query value.
+#[test]
+fn letter_of_an_id_holding_a_dbref_settles_once_deleted() {
+    let m = mapping(SqlType::Jsonb, vec![column("v", "v", SqlType::Integer)]);
+    let oid = bson::oid::ObjectId::parse_str("9bced9c6643293c2483cdd85").unwrap();
+    let dbref = doc! {"$ref": "other", "$id": oid};
+    run(
+        m,
+        vec![
+            doc! {"_id": {"x": 0.5, "n": {"b": dbref.clone()}}, "v": 1},
+            doc! {"_id": {"x": 1.5, "n": {"b": dbref}}, "v": 2},
+            doc! {"_id": 3, "v": 3},
+        ],
+        vec![Write::Delete(0)],
+    );
+}
