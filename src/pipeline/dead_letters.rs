@@ -283,17 +283,17 @@ pub fn candidate_ids(v: &Value) -> Vec<Bson> {
     out
 }
 
-/// Whether `b` holds a document field whose name starts with `$`, other than a DBRef's
-/// `$ref`, `$id` and `$db`, which MongoDB takes in a query value.
+/// Whether `b` holds a document field whose name starts with `$`.
 fn has_dollar_field(b: &Bson) -> bool {
-    let dollar = |k: &str| k.starts_with('$') && !matches!(k, "$ref" | "$id" | "$db");
     match b {
-        Bson::Document(d) => d.iter().any(|(k, v)| dollar(k) || has_dollar_field(v)),
+        Bson::Document(d) => d
+            .iter()
+            .any(|(k, v)| k.starts_with('$') || has_dollar_field(v)),
         Bson::Array(items) => items.iter().any(has_dollar_field),
         Bson::JavaScriptCodeWithScope(c) => c
             .scope
             .iter()
-            .any(|(k, v)| dollar(k) || has_dollar_field(v)),
+            .any(|(k, v)| k.starts_with('$') || has_dollar_field(v)),
         _ => false,
     }
 }
