@@ -173,7 +173,14 @@ impl FailPoints {
     }
 
     /// Checks `failCommand` for a command about to run.
-    pub fn on_command(&mut self, command: &str, app_name: Option<&str>) -> Option<Injection> {
+    /// `namespace` is the command's target (`db.collection`), which `data.namespace`, when
+    /// given, must equal, as on the server.
+    pub fn on_command(
+        &mut self,
+        command: &str,
+        app_name: Option<&str>,
+        namespace: &str,
+    ) -> Option<Injection> {
         let fp = self.fail_command.as_mut()?;
         let listed = fp
             .data
@@ -187,6 +194,9 @@ impl FailPoints {
             if app_name != Some(app) {
                 return None;
             }
+        }
+        if fp.data.get_str("namespace").is_ok_and(|ns| ns != namespace) {
+            return None;
         }
         if !fp.fire() {
             return None;
@@ -227,13 +237,32 @@ mod tests {
             "data": {"failCommands": ["getMore"], "errorCode": 6},
         })
         .unwrap();
-        assert!(fps.on_command("find", None).is_none());
-        let inj = fps.on_command("getMore", None).unwrap();
+        assert!(fps.on_command("find", None, "db.c").is_none());
+        let inj = fps.on_command("getMore", None, "db.c").unwrap();
         let err = inj.error.unwrap();
         assert_eq!(err.code, 6);
         assert_eq!(err.labels, Some(vec![]));
-        assert!(fps.on_command("getMore", None).is_some());
-        assert!(fps.on_command("getMore", None).is_none());
+        assert!(fps.on_command("getMore", None, "db.c").is_some());
+        assert!(fps.on_command("getMore", None, "db.c").is_none());
+    }
+
+    #[test]
+    fn namespace_restricts() {
+        let mut fps = FailPoints::default();
+        fps.configure(&doc! {
+            "configureFailPoint": "failCommand",
+            "mode": {"times": 1},
+            "data": {"failCommands": ["find"], "errorCode": 2, "namespace": "shop.orders"},
+        })
+        .unwrap();
+        assert!(fps.on_command("find", None, "local.oplog.rs").is_none());
+        assert_eq!(
+            fps.on_command("find", None, "shop.orders")
+                .and_then(|i| i.error)
+                .map(|e| e.code),
+            Some(2)
+        );
+        assert!(fps.on_command("find", None, "shop.orders").is_none());
     }
 
     #[test]
@@ -245,10 +274,10 @@ mod tests {
             "data": {"failCommands": ["insert"], "closeConnection": true, "appName": "x"},
         })
         .unwrap();
-        assert!(fps.on_command("insert", Some("y")).is_none());
-        assert!(fps.on_command("insert", Some("x")).is_none());
+        assert!(fps.on_command("insert", Some("y"), "db.c").is_none());
+        assert!(fps.on_command("insert", Some("x"), "db.c").is_none());
         assert!(
-            fps.on_command("insert", Some("x"))
+            fps.on_command("insert", Some("x"), "db.c")
                 .unwrap()
                 .close_connection
         );

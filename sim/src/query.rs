@@ -608,6 +608,27 @@ mod tests {
     }
 
     #[test]
+    fn a_dbref_is_a_value_not_operators() {
+        // The server's matcher (isExpressionDocument) takes a document with both `$ref` and
+        // `$id` as a value, in `$in` and as an equality; any other `$`-first document under
+        // `$in` is refused.
+        let r = doc! {"$ref": "other", "$id": 1};
+        let d = doc! {"_id": {"x": 1, "n": r.clone()}, "link": r.clone()};
+        assert!(m(doc! {"link": r.clone()}, d.clone()));
+        assert!(m(doc! {"link": {"$in": [r.clone(), 5]}}, d.clone()));
+        assert!(m(
+            doc! {"_id": {"$in": [{"x": 1, "n": r.clone()}]}},
+            d.clone()
+        ));
+        assert!(!m(doc! {"link": {"$in": [{"$id": 1, "$ref": "x"}]}}, d));
+        let refused = Filter::parse(&doc! {"a": {"$in": [{"$ref": "other"}]}}).unwrap_err();
+        assert_eq!(
+            (refused.code, refused.message.as_str()),
+            (2, "cannot nest $ under $in")
+        );
+    }
+
+    #[test]
     fn regex_operators() {
         let d = doc! {"name": "Alice", "tags": ["red", "Blue"]};
         assert!(m(

@@ -137,25 +137,38 @@ async fn retry_chunk(
     // A letter none of whose candidates can be queried (module doc) stays open, untouched.
     let (letters, unqueryable): (Vec<&OpenDeadLetter>, Vec<&OpenDeadLetter>) =
         letters.iter().partition(|l| !letter_ids(l).is_empty());
-    for letter in unqueryable {
-        report.documents += 1;
-        report.still_refused += 1;
-        tracing::warn!(namespace = %letter.namespace, key = %letter.document_key, "A dead letter's _id cannot be looked up in MongoDB from its JSON form; the letter stays open (resolve it by hand: `tributary dead-letters` lists it).");
-    }
-    let candidates: Vec<Bson> = letters.iter().flat_map(|l| letter_ids(l)).collect();
-    if candidates.is_empty() {
-        return Ok(());
-    }
     let coll = client
         .database(&mapping.database)
         .collection::<RawDocumentBuf>(&mapping.collection);
-    let found: Vec<RawDocumentBuf> = coll
-        .find(doc! {"_id": {"$in": candidates}})
-        .await
-        .map_err(|e| SyncError::Source(source_error(&e, 1)))?
-        .try_collect()
-        .await
-        .map_err(|e| SyncError::Source(source_error(&e, 1)))?;
+    let candidates: Vec<Bson> = letters.iter().flat_map(|l| letter_ids(l)).collect();
+    let (letters, found, refused) = match find_ids(&coll, candidates).await {
+        Ok(found) => (letters, found, Vec::new()),
+        // The server refused the lookup: an `_id` its matcher takes for operators, by a rule
+        // this module does not know. One letter at a time, so only that letter stays open.
+        Err(e) if is_refused_query(&e) => {
+            let (mut ok, mut found, mut refused) = (Vec::new(), Vec::new(), Vec::new());
+            for letter in letters {
+                match find_ids(&coll, letter_ids(letter)).await {
+                    Ok(docs) => {
+                        ok.push(letter);
+                        found.extend(docs);
+                    }
+                    Err(e) if is_refused_query(&e) => refused.push(letter),
+                    Err(e) => return Err(SyncError::Source(source_error(&e, 1))),
+                }
+            }
+            (ok, found, refused)
+        }
+        Err(e) => return Err(SyncError::Source(source_error(&e, 1))),
+    };
+    for letter in unqueryable.into_iter().chain(refused) {
+        report.documents += 1;
+        report.still_refused += 1;
+        tracing::warn!(namespace = %letter.namespace, key = %letter.document_key, "A dead letter's _id cannot be looked up in MongoDB; the letter stays open (resolve it by hand: `tributary dead-letters` lists it).");
+    }
+    if letters.is_empty() {
+        return Ok(());
+    }
     // The found documents by the plain JSON of their `_id`, as a letter names them.
     let mut by_key: HashMap<String, Vec<&RawDocumentBuf>> = HashMap::new();
     for d in &found {
@@ -240,7 +253,7 @@ fn letter_ids(letter: &OpenDeadLetter) -> Vec<Bson> {
         .id_bson
         .iter()
         .filter_map(|b| crate::sink::dead_letter::id_of_bson(b))
-        .filter(|b| !has_dollar_field(b))
+        .filter(|b| !refused_under_in(b))
         .collect();
     if exact.is_empty() {
         candidate_ids(&letter.document_key)
@@ -275,27 +288,46 @@ fn key_form(v: &Value) -> String {
 /// The BSON `_id`s whose plain JSON could be `v` (SPEC "JSON encoding of BSON"): a string may
 /// have been a String, an ObjectId (24 hex digits), a Date (ISO-8601), a UUID (canonical) or
 /// an Int64 beyond 2^53 (digits); a number matches every numeric type in MongoDB; a `$` object
-/// is the form of a MinKey, MaxKey, JavaScript or DBPointer (`mapping::json`). Candidates that
-/// would still put a `$` field into the query are left out: MongoDB refuses the whole `$in`.
+/// is the form of a MinKey, MaxKey, JavaScript or DBPointer (`mapping::json`). Candidates
+/// MongoDB refuses as `$in` values are left out: one would fail the whole lookup.
 pub fn candidate_ids(v: &Value) -> Vec<Bson> {
     let mut out = candidates(v);
-    out.retain(|b| !has_dollar_field(b));
+    out.retain(|b| !refused_under_in(b));
     out
 }
 
-/// Whether `b` holds a document field whose name starts with `$`.
-fn has_dollar_field(b: &Bson) -> bool {
+/// Whether MongoDB refuses `b` as a value of `$in` ("cannot nest $ under $in"): a document
+/// whose first field starts with `$`, unless it is a DBRef (it holds both `$ref` and `$id`),
+/// which the server compares as a value. Deeper `$` fields are plain values to it (the
+/// server's `isExpressionDocument`, src/mongo/db/matcher/expression_parser.cpp).
+fn refused_under_in(b: &Bson) -> bool {
     match b {
-        Bson::Document(d) => d
-            .iter()
-            .any(|(k, v)| k.starts_with('$') || has_dollar_field(v)),
-        Bson::Array(items) => items.iter().any(has_dollar_field),
-        Bson::JavaScriptCodeWithScope(c) => c
-            .scope
-            .iter()
-            .any(|(k, v)| k.starts_with('$') || has_dollar_field(v)),
+        Bson::Document(d) => {
+            d.keys().next().is_some_and(|k| k.starts_with('$'))
+                && !(d.contains_key("$ref") && d.contains_key("$id"))
+        }
         _ => false,
     }
+}
+
+/// The documents of `coll` whose `_id` is one of `ids`.
+async fn find_ids(
+    coll: &mongodb::Collection<RawDocumentBuf>,
+    ids: Vec<Bson>,
+) -> Result<Vec<RawDocumentBuf>, mongodb::error::Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    coll.find(doc! {"_id": {"$in": ids}})
+        .await?
+        .try_collect()
+        .await
+}
+
+/// Whether the server refused the query itself (a command error such as BadValue), as opposed
+/// to failing to answer it.
+fn is_refused_query(e: &mongodb::error::Error) -> bool {
+    matches!(*e.kind, mongodb::error::ErrorKind::Command(_))
 }
 
 fn candidates(v: &Value) -> Vec<Bson> {
@@ -403,10 +435,16 @@ mod tests {
             let key = to_json(&id);
             let c = candidate_ids(&key);
             assert!(c.contains(&id), "{id:?}: {c:?}");
-            assert!(!c.iter().any(has_dollar_field), "{c:?}");
+            assert!(!c.iter().any(refused_under_in), "{c:?}");
         }
         assert!(candidate_ids(&json!({"$weird": 1})).is_empty());
-        assert!(candidate_ids(&json!({"a": {"$weird": 1}})).is_empty());
+        // Only the first field of an `$in` value decides (and a DBRef is a value).
+        let nested = Bson::Document(doc! {"a": {"$weird": 1}});
+        assert!(candidate_ids(&json!({"a": {"$weird": 1}})).contains(&nested));
+        assert!(!refused_under_in(&Bson::Document(
+            doc! {"$id": 1, "$ref": "c"}
+        )));
+        assert!(refused_under_in(&Bson::Document(doc! {"$ref": "c"})));
     }
 
     #[test]

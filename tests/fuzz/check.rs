@@ -288,14 +288,6 @@ impl World {
         {
             return Ok(());
         }
-        // A DBRef inside a letter's key cannot be looked up yet (KNOWN_BUGS).
-        if known_bug("letter_of_an_id_holding_a_dbref_settles_once_deleted")
-            && letters
-                .iter()
-                .any(|l| l.key.to_string().contains("\"$ref\""))
-        {
-            return Ok(());
-        }
         let open: Vec<Letter> = letters.into_iter().filter(|l| l.open).collect();
         let mut failures = Vec::new();
         for l in &open {

@@ -62,7 +62,7 @@ fn rules() -> Rules {
 /// Product bugs found and not fixed yet, by the name of their test in `regressions` (which is
 /// `#[ignore]`d meanwhile): the checks step around them so that a run keeps looking for other
 /// failures. Remove an entry, and the `#[ignore]`, once the fix is in.
-const KNOWN_BUGS: &[&str] = &["letter_of_an_id_holding_a_dbref_settles_once_deleted"];
+const KNOWN_BUGS: &[&str] = &[];
 
 pub fn known_bug(name: &str) -> bool {
     KNOWN_BUGS.contains(&name)

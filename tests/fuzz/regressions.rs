@@ -332,11 +332,8 @@ fn letter_of_an_id_with_an_array_and_binary_settles_once_deleted() {
 
 /// Found by the fuzzer: a refused `_id` holding a DBRef (`{$ref, $id}`) was left out of the
 /// retry's lookup as if it were a `$` operator, so its letter stayed open after the document
-/// was deleted. Not fixed yet: letting a DBRef into the retry's `$in` made other letters of
-/// the same lookup stay open in the bounded run (mongo-sim refuses that `$in`, so the whole
-/// chunk fails); the fix needs the server's exact DBRef rule in both places.
+/// was deleted (and mongo-sim refused a DBRef under `$in`, which MongoDB takes as a value).
 #[test]
-#[ignore = "product bug: src/pipeline/dead_letters.rs leaves a DBRef-holding _id out of the retry's lookup"]
 fn letter_of_an_id_holding_a_dbref_settles_once_deleted() {
     let m = mapping(SqlType::Jsonb, vec![column("v", "v", SqlType::Integer)]);
     let oid = bson::oid::ObjectId::parse_str("9bced9c6643293c2483cdd85").unwrap();

@@ -274,7 +274,13 @@ async fn fail_point(req: &Req<'_>, conn: &Conn) -> Result<(), Option<CommandErro
     if matches!(req.name.as_str(), "configureFailPoint") {
         return Ok(());
     }
-    let inj = lock(&req.shared.failpoints).on_command(&req.name, conn.app_name.as_deref());
+    // The command's namespace as the server names it for `failCommand`'s `namespace`.
+    let namespace = match req.cmd.get(&req.name) {
+        Some(Bson::String(coll)) => format!("{}.{coll}", req.db),
+        _ => format!("{}.$cmd", req.db),
+    };
+    let inj =
+        lock(&req.shared.failpoints).on_command(&req.name, conn.app_name.as_deref(), &namespace);
     let Some(inj) = inj else {
         return Ok(());
     };

@@ -102,10 +102,17 @@ pub(crate) fn is_operator_doc(v: &Bson) -> Option<&Document> {
     }
 }
 
+/// A query value that is a document of operators, as the server's matcher decides it
+/// (`isExpressionDocument`): the first field starts with `$` and the document is not a DBRef
+/// (one holding both `$ref` and `$id`, in any order), which is compared as a value instead.
+fn is_expression_doc(v: &Bson) -> Option<&Document> {
+    is_operator_doc(v).filter(|d| !(d.contains_key("$ref") && d.contains_key("$id")))
+}
+
 fn parse_path_value(value: &Bson) -> Result<Pred, QueryError> {
     match value {
         Bson::RegularExpression(r) => Ok(Pred::Regex(compile_regex(&r.pattern, &r.options)?)),
-        _ => match is_operator_doc(value) {
+        _ => match is_expression_doc(value) {
             Some(ops) => parse_operators(ops),
             None => Ok(Pred::Cmp(CmpOp::Eq, value.clone())),
         },
@@ -184,7 +191,7 @@ fn parse_in_list(v: &Bson, op: &str) -> Result<Vec<InItem>, QueryError> {
         .iter()
         .map(|item| match item {
             Bson::RegularExpression(r) => Ok(InItem::Regex(compile_regex(&r.pattern, &r.options)?)),
-            Bson::Document(_) if is_operator_doc(item).is_some() => {
+            Bson::Document(_) if is_expression_doc(item).is_some() => {
                 Err(QueryError::bad_value(format!("cannot nest $ under {op}")))
             }
             other => Ok(InItem::Value(other.clone())),
