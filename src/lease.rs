@@ -50,6 +50,8 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a holder that lost its connection keeps trying to reach Postgres again before
 /// giving up ("a connection that stayed down", exit 3).
 const RECONNECT_PATIENCE: Duration = Duration::from_secs(300);
+/// How often an outage longer than a restart is reported while the lock is retried.
+const UNREACHABLE_REPORT: Duration = Duration::from_secs(10);
 
 /// Why the lease could not be taken or kept.
 #[derive(Debug, thiserror::Error)]
@@ -174,18 +176,30 @@ impl Lease {
         tokio::pin!(shutdown);
         let mut announced = false;
         let mut unreachable_since: Option<tokio::time::Instant> = None;
+        let mut next_report = UNREACHABLE_REPORT;
         loop {
             match try_lock(&connector, stream).await {
                 Ok(Attempt::Held(lease)) => {
-                    tracing::info!(
-                        stream,
-                        backend_pid = lease.backend_pid,
-                        "Holding the lock of stream {stream}: this process is its writer."
-                    );
+                    // Taken back after this process lost it to an outage: the caller's
+                    // "Streaming changes." is the one line that says so.
+                    if patient && !announced {
+                        tracing::debug!(
+                            stream,
+                            backend_pid = lease.backend_pid,
+                            "Holding the lock of stream {stream} again."
+                        );
+                    } else {
+                        tracing::info!(
+                            stream,
+                            backend_pid = lease.backend_pid,
+                            "Holding the lock of stream {stream}: this process is its writer."
+                        );
+                    }
                     return Ok(Some(lease));
                 }
                 Ok(Attempt::Taken(holder)) => {
                     unreachable_since = None;
+                    next_report = UNREACHABLE_REPORT;
                     if !announced {
                         announced = true;
                         let (pid, host, since) = describe_holder(holder.as_ref());
@@ -198,10 +212,19 @@ impl Lease {
                         return Err(e);
                     }
                     let first = *unreachable_since.get_or_insert_with(tokio::time::Instant::now);
-                    if first.elapsed() > RECONNECT_PATIENCE {
+                    let down = first.elapsed();
+                    if down > RECONNECT_PATIENCE {
                         return Err(e);
                     }
-                    tracing::warn!(stream, error = %e, "Cannot reach Postgres to take the lock of stream {stream}; trying again.");
+                    // Patience follows a loss already reported at WARN: a restart of a few
+                    // seconds stays that one line; an outage is reported again every
+                    // UNREACHABLE_REPORT while the retries go on.
+                    if down >= next_report {
+                        next_report += UNREACHABLE_REPORT;
+                        tracing::warn!(stream, error = %e, down_secs = down.as_secs(), "Postgres is still unreachable, so the lock of stream {stream} cannot be taken; trying again every {} ms for up to {} s.", POLL.as_millis(), RECONNECT_PATIENCE.as_secs());
+                    } else {
+                        tracing::debug!(stream, error = %e, "Cannot reach Postgres to take the lock of stream {stream}; trying again.");
+                    }
                 }
             }
             tokio::select! {

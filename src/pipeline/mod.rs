@@ -356,22 +356,31 @@ fn sink_backoff() -> backon::ExponentialBuilder {
 /// seconds by back-to-back failures.
 const RETRY_EVERY: Duration = Duration::from_millis(500);
 
-/// The pace of one batch's retries: tried every `RETRY_EVERY`, reported and counted on the
-/// backoff's schedule, given up when the backoff runs out.
+/// Failures of a batch within this long of its first are retried without a WARN: a Postgres
+/// restart is reported once, by the lease that loses its lock with it ("Lost the lock …"),
+/// and a lone dropped connection that the next try gets past is not news.
+const QUIET_FIRST: Duration = Duration::from_secs(2);
+
+/// The pace of one batch's retries: tried every `RETRY_EVERY`, counted at the first failure,
+/// reported from `QUIET_FIRST` on and then on the backoff's schedule, given up when the
+/// backoff runs out.
 struct SinkRetry {
     backoff: backon::ExponentialBackoff,
     /// Failures before this instant are retried without a report.
     next_report: tokio::time::Instant,
     /// Failures since the last report, said in the next one.
     unreported: u32,
+    /// No report yet: the first failure is the one counted in `tributary_errors_total`.
+    never_reported: bool,
 }
 
 impl SinkRetry {
     fn new() -> Self {
         SinkRetry {
             backoff: backon::BackoffBuilder::build(sink_backoff()),
-            next_report: tokio::time::Instant::now(),
+            next_report: tokio::time::Instant::now() + QUIET_FIRST,
             unreported: 0,
+            never_reported: true,
         }
     }
 
@@ -380,8 +389,11 @@ impl SinkRetry {
         self.unreported += 1;
         let now = tokio::time::Instant::now();
         if now < self.next_report {
-            return Retried::Quietly;
+            return Retried::Quietly {
+                first: self.unreported == 1 && self.never_reported,
+            };
         }
+        self.never_reported = false;
         let Some(delay) = self.backoff.next() else {
             return Retried::GiveUp;
         };
@@ -395,8 +407,9 @@ impl SinkRetry {
 
 /// `SinkRetry::failed`'s answer.
 enum Retried {
-    /// Retry without a word: reported recently.
-    Quietly,
+    /// Retry without a WARN: reported recently, or within `QUIET_FIRST` of the first failure
+    /// (`first`: this is it, to be counted).
+    Quietly { first: bool },
     /// Retry, and say so: `failures` since the last report, the next one in `next_report`.
     Report {
         failures: u32,
@@ -467,7 +480,12 @@ async fn write_batches<S: Sink>(
                 Err(e) if e.is_retryable() => {
                     match retry.failed() {
                         Retried::GiveUp => return Err(e),
-                        Retried::Quietly => {}
+                        Retried::Quietly { first } => {
+                            if let (Some(m), true) = (&config.metrics, first) {
+                                m.errors_total.with_label_values(&[e.kind()]).inc();
+                            }
+                            tracing::debug!(error = %e, "Writing a batch failed; retrying it.");
+                        }
                         Retried::Report {
                             failures,
                             next_report,
