@@ -107,16 +107,20 @@ pub fn acceptor(
 #[error("cannot read the client certificate's subject: {0}")]
 pub struct SubjectError(String);
 
-/// The subject of a DER certificate as mongod names an X.509 user: RFC 2253 (the last RDN
-/// first, `,` between RDNs, `+` inside a multi-valued one), with mongod's short names for the
-/// usual attribute types and `OID=#HEX` (the DER value) for others.
+/// The subject of a DER certificate as mongod names an X.509 user, which is what `openssl x509
+/// -noout -subject -nameopt RFC2253` prints: RFC 2253 (the last RDN first, `,` between RDNs,
+/// `+` inside a multi-valued one), with mongod's short names for the usual attribute types and
+/// `OID=#HEX` (the DER value) for others.
 pub fn subject(cert: &[u8]) -> Result<String, SubjectError> {
     use x509_cert::der::{Decode, Encode, Tag, Tagged};
     let cert = x509_cert::Certificate::from_der(cert).map_err(|e| SubjectError(e.to_string()))?;
     let mut rdns = Vec::new();
     for rdn in cert.tbs_certificate.subject.0.iter().rev() {
         let mut parts = Vec::new();
-        for atv in rdn.0.iter() {
+        // Reversed inside a multi-valued RDN too: OpenSSL (whose RFC 2253 printing mongod's
+        // names follow, and which MongoDB's docs tell operators to use) reverses the flat
+        // list of attributes, not the list of RDNs.
+        for atv in rdn.0.iter().rev() {
             let text = match atv.value.tag() {
                 Tag::Utf8String | Tag::PrintableString | Tag::Ia5String | Tag::TeletexString => {
                     std::str::from_utf8(atv.value.value()).ok()

@@ -3,7 +3,8 @@
 //! write and allowed a change stream, and TLS with a CA made here (`pki`). With
 //! `--tls-ca-file` and `--x509-user`: MONGODB-X509 logins with the certificate's roles, a
 //! certificate from another CA refused in the handshake, an unknown subject refused with
-//! mongod's replies, and clients without a certificate.
+//! mongod's replies, clients without a certificate, and user names written exactly as
+//! `openssl x509 -nameopt RFC2253` prints the subject (escapes, multi-valued RDNs).
 
 use std::path::Path;
 use std::time::Duration;
@@ -578,6 +579,59 @@ async fn a_client_without_a_certificate_is_refused_unless_the_server_allows_it()
     assert_eq!(
         (reply.code, reply.message.as_str()),
         (18, "Authentication failed.")
+    );
+    c.shutdown().immediate(true).await;
+    sim.shutdown().await;
+}
+
+/// The subject of the certificate in `pem` as `openssl x509 -nameopt RFC2253` prints it (what
+/// MongoDB's documentation tells operators to create the user from).
+fn openssl_subject(pem: &Path) -> String {
+    let out = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-subject", "-nameopt", "RFC2253", "-in"])
+        .arg(pem)
+        .output()
+        .expect("run openssl");
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).expect("UTF-8 subject");
+    text.trim()
+        .strip_prefix("subject=")
+        .expect("subject= prefix")
+        .trim()
+        .to_string()
+}
+
+#[tokio::test]
+async fn x509_user_names_are_the_subject_as_openssl_prints_it_in_rfc_2253() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "names-ca");
+    // Escaped separators, a multi-valued RDN, and attribute types beyond CN/OU/O.
+    let pem = ca.client(
+        "tricky",
+        "/C=US/ST=New York/O=Example, Inc./OU=sync+UID=42/CN=x\\+y;z/emailAddress=ops@example.com",
+    );
+    let subject = openssl_subject(&pem);
+    let sim = mongo_sim::start(SimOptions {
+        tls: Some(ca.server()),
+        tls_ca_file: Some(ca.cert.clone()),
+        x509_users: vec![format!("{subject}:read@shop")],
+        ..SimOptions::default()
+    })
+    .await
+    .expect("start simulator");
+    let c = cert_client(&sim, &ca.cert, &pem, X509).await;
+    let status = whoami(&c).await;
+    let users = status
+        .get_document("authInfo")
+        .unwrap()
+        .get_array("authenticatedUsers")
+        .unwrap();
+    assert_eq!(
+        users,
+        &vec![bson::Bson::Document(
+            doc! {"user": &subject, "db": "$external"}
+        )],
+        "{status}"
     );
     c.shutdown().immediate(true).await;
     sim.shutdown().await;
