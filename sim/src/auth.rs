@@ -1,6 +1,7 @@
-//! `--auth`: the users a secured simulator knows (all in `admin`, as `mongod --auth` users
-//! created with `db.getSiblingDB("admin").createUser`), their built-in roles, the SCRAM
-//! commands that log a connection in (`saslStart`, `saslContinue`, and the
+//! `--auth` and `--x509-user`: the users a secured simulator knows (SCRAM users in `admin`, as
+//! `mongod --auth` users created with `db.getSiblingDB("admin").createUser`; X.509 users in
+//! `$external`, named by their certificate's subject), their built-in roles, the commands that
+//! log a connection in (`saslStart`, `saslContinue`, MONGODB-X509's `authenticate`, and the
 //! `speculativeAuthenticate` of `hello`), and the check every other command passes first:
 //! 13 Unauthorized before login ("Command find requires authentication") and for a role that
 //! lacks the privilege ("not authorized on shop to execute command { insert: ... }").
@@ -62,8 +63,11 @@ fn internal_db(db: &str) -> bool {
 
 /// One user: its name, roles and SCRAM credentials (computed on first use: PBKDF2 with
 /// mongod's iteration counts is slow in debug builds, and most tests use one mechanism).
+/// X.509 users have no password and never log in with SCRAM.
 pub struct User {
     pub name: String,
+    /// `admin` (SCRAM users) or `$external` (X.509 users).
+    pub db: &'static str,
     pub roles: Vec<Role>,
     password: String,
     sha1: OnceLock<Credential>,
@@ -74,6 +78,7 @@ impl std::fmt::Debug for User {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("User")
             .field("name", &self.name)
+            .field("db", &self.db)
             .field("roles", &self.roles)
             .finish_non_exhaustive()
     }
@@ -132,11 +137,16 @@ impl User {
     }
 }
 
-/// The users of `--auth`.
+/// The users of `--auth` (in `admin`) and `--x509-user` (in `$external`).
 #[derive(Debug, Default)]
 pub struct Users {
     by_name: HashMap<String, Arc<User>>,
+    /// X.509 users by certificate subject (RFC 2253).
+    external: HashMap<String, Arc<User>>,
 }
+
+/// The database MONGODB-X509 users live in.
+pub const EXTERNAL: &str = "$external";
 
 /// A bad `--auth` value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -147,6 +157,20 @@ pub enum AuthSpecError {
     Role { user: String, role: String },
     #[error("--auth names user {0:?} twice")]
     Duplicate(String),
+    #[error("--x509-user {0:?}: expected SUBJECT[:ROLE[+ROLE...]] with SUBJECT a distinguished name such as CN=client,OU=sync,O=Example")]
+    X509Shape(String),
+    #[error("--x509-user {subject:?}: unknown role {role:?} (root, readWriteAnyDatabase, readAnyDatabase, read@DB, readWrite@DB); a subject holding ':' must name its roles")]
+    X509Role { subject: String, role: String },
+    #[error("--x509-user names subject {0:?} twice")]
+    X509Duplicate(String),
+}
+
+/// `ROLE[+ROLE...]`, or the first role that is not one.
+fn parse_roles(roles: &str) -> Result<Vec<Role>, String> {
+    roles
+        .split('+')
+        .map(|r| Role::parse(r).ok_or_else(|| r.to_string()))
+        .collect()
 }
 
 impl Users {
@@ -182,6 +206,7 @@ impl Users {
             };
             let user = User {
                 name: name.to_string(),
+                db: "admin",
                 roles,
                 password: password.to_string(),
                 sha1: OnceLock::new(),
@@ -196,6 +221,41 @@ impl Users {
             }
         }
         Ok(users)
+    }
+
+    /// Adds an X.509 user, `SUBJECT[:ROLE[+ROLE...]]` (`--x509-user`; ROLE defaults to
+    /// `root`). A DN holds commas, hence one flag per user rather than `--auth`'s list; the
+    /// last `:` separates the roles, so a subject holding `:` must name them.
+    pub fn add_x509(&mut self, spec: &str) -> Result<(), AuthSpecError> {
+        let (subject, roles) = match spec.rsplit_once(':') {
+            Some((subject, roles)) => {
+                let roles = parse_roles(roles).map_err(|role| AuthSpecError::X509Role {
+                    subject: subject.to_string(),
+                    role,
+                })?;
+                (subject, roles)
+            }
+            None => (spec, vec![Role::Root]),
+        };
+        if !subject.contains('=') {
+            return Err(AuthSpecError::X509Shape(spec.to_string()));
+        }
+        let user = User {
+            name: subject.to_string(),
+            db: EXTERNAL,
+            roles,
+            password: String::new(),
+            sha1: OnceLock::new(),
+            sha256: OnceLock::new(),
+        };
+        if self
+            .external
+            .insert(subject.to_string(), Arc::new(user))
+            .is_some()
+        {
+            return Err(AuthSpecError::X509Duplicate(subject.to_string()));
+        }
+        Ok(())
     }
 
     fn get(&self, db: &str, user: &str) -> Option<Arc<User>> {
@@ -221,6 +281,8 @@ fn redact(entry: &str) -> String {
 pub struct Session {
     /// The user this connection logged in as.
     pub user: Option<Arc<User>>,
+    /// The subject (RFC 2253) of the client certificate the TLS handshake verified.
+    x509_subject: Option<String>,
     /// The SCRAM exchange under way, with its conversation id.
     conversation: Option<(i32, Arc<User>, Conversation, bool)>,
     next_conversation_id: i32,
@@ -258,7 +320,115 @@ fn payload(cmd: &Document) -> Result<Vec<u8>, CommandError> {
     }
 }
 
+/// The command arguments every command accepts besides its own (mongod's generic arguments);
+/// `$`-prefixed ones (`$db`, `$clusterTime`, `$readPreference`, ...) are accepted too.
+const GENERIC_ARGUMENTS: &[&str] = &[
+    "lsid",
+    "txnNumber",
+    "autocommit",
+    "startTransaction",
+    "comment",
+    "maxTimeMS",
+    "maxTimeMSOpOnly",
+    "readConcern",
+    "writeConcern",
+    "apiVersion",
+    "apiStrict",
+    "apiDeprecationErrors",
+    "clientOperationKey",
+    "mayBypassWriteBlocking",
+];
+
 impl Session {
+    /// A session for a connection whose TLS handshake verified a client certificate with this
+    /// subject (`None`: no certificate, or no TLS).
+    pub fn with_certificate(x509_subject: Option<String>) -> Session {
+        Session {
+            x509_subject,
+            ..Session::default()
+        }
+    }
+
+    /// `authenticate` on `db` (MONGODB-X509; also the body of a `speculativeAuthenticate`).
+    /// mongod's replies: `{dbname, user}` on success. An unknown certificate subject is 11
+    /// UserNotFound `Could not find user "SUBJECT" for db "$external"` and a database other
+    /// than `$external` 17 ProtocolError (mongod passes those two through); everything else
+    /// (no certificate, a `user` that is not the certificate's subject, another mechanism)
+    /// becomes 18 "Authentication failed.", as mongod's `CmdAuthenticate` rewrites it.
+    pub fn authenticate(
+        &mut self,
+        users: Option<&Users>,
+        db: &str,
+        cmd: &Document,
+    ) -> Result<Document, CommandError> {
+        // The IDL parse (strict): before the command runs, so its errors are not rewritten.
+        for key in cmd.keys() {
+            if key != "authenticate"
+                && key != "mechanism"
+                && key != "user"
+                && !key.starts_with('$')
+                && !GENERIC_ARGUMENTS.contains(&key.as_str())
+            {
+                return Err(CommandError::new(
+                    40415,
+                    "IDLUnknownField",
+                    format!("BSON field 'authenticate.{key}' is an unknown field."),
+                ));
+            }
+        }
+        let string_field = |name: &str| match cmd.get(name) {
+            None => Ok(None),
+            Some(Bson::String(s)) => Ok(Some(s.as_str())),
+            Some(other) => Err(CommandError::type_mismatch(format!(
+                "BSON field 'authenticate.{name}' is the wrong type '{}', expected type 'string'",
+                crate::commands::type_name(other)
+            ))),
+        };
+        let Some(mechanism) = string_field("mechanism")? else {
+            return Err(CommandError::new(
+                40414,
+                "IDLFailedToParse",
+                "BSON field 'authenticate.mechanism' is missing but a required field",
+            ));
+        };
+        let user = string_field("user")?;
+        if mechanism != "MONGODB-X509" {
+            tracing::debug!(mechanism, "authenticate with an unsupported mechanism");
+            return Err(auth_failed());
+        }
+        let Some(subject) = self.x509_subject.as_deref() else {
+            // mongod: "No verified subject name available from client".
+            tracing::debug!("MONGODB-X509 without a client certificate");
+            return Err(auth_failed());
+        };
+        if user.is_some_and(|u| u != subject) {
+            // mongod: "There is no x.509 client certificate matching the user."
+            tracing::debug!(
+                user,
+                subject,
+                "MONGODB-X509 user is not the certificate's subject"
+            );
+            return Err(auth_failed());
+        }
+        if db != EXTERNAL {
+            return Err(CommandError::new(
+                17,
+                "ProtocolError",
+                "X.509 authentication must always use the $external database.",
+            ));
+        }
+        let Some(found) = users.and_then(|u| u.external.get(subject)).cloned() else {
+            return Err(CommandError::new(
+                11,
+                "UserNotFound",
+                format!("Could not find user \"{subject}\" for db \"{EXTERNAL}\""),
+            ));
+        };
+        tracing::debug!(user = %found.name, "authenticated with MONGODB-X509");
+        self.user = Some(found);
+        Ok(doc! {"dbname": EXTERNAL, "user": subject})
+    }
+
     /// `saslStart` on `db` (also the body of a `speculativeAuthenticate`).
     pub fn sasl_start(
         &mut self,
@@ -354,9 +524,18 @@ impl Session {
     /// The `speculativeAuthenticate` of a `hello`: the reply's field, or `None` when the
     /// attempt failed (the client then authenticates the ordinary way and gets the error).
     pub fn speculative(&mut self, users: &Users, spec: &Document) -> Option<Document> {
+        if spec.contains_key("authenticate") {
+            // mongod renames `db` to `$db` and defaults it to `$external`.
+            let mut cmd = spec.clone();
+            let db = match cmd.remove("db") {
+                Some(Bson::String(db)) => db,
+                _ => EXTERNAL.to_string(),
+            };
+            return self.authenticate(Some(users), &db, &cmd).ok();
+        }
         let db = spec.get_str("db").unwrap_or("admin").to_string();
         if !spec.contains_key("saslStart") {
-            return None; // MONGODB-X509 `authenticate`: not implemented
+            return None;
         }
         self.sasl_start(users, &db, spec).ok()
     }
@@ -732,6 +911,126 @@ mod tests {
             .sasl_start(&users, "shop", &start)
             .unwrap_err();
         assert_eq!(e.code, 18);
+    }
+
+    #[test]
+    fn x509_users_are_declared_by_subject_with_roles() {
+        let mut users = Users::parse("").unwrap();
+        users.add_x509("CN=a,OU=sync,O=Example").unwrap();
+        users
+            .add_x509("CN=b,O=Example:readAnyDatabase+read@local")
+            .unwrap();
+        assert_eq!(
+            users.external["CN=a,OU=sync,O=Example"].roles,
+            vec![Role::Root]
+        );
+        assert_eq!(
+            users.external["CN=b,O=Example"].roles,
+            vec![Role::ReadAnyDatabase, Role::Read("local".into())]
+        );
+        assert!(users.get("admin", "CN=a,OU=sync,O=Example").is_none());
+        assert!(matches!(
+            users.add_x509("CN=a,OU=sync,O=Example"),
+            Err(AuthSpecError::X509Duplicate(_))
+        ));
+        assert!(matches!(
+            users.add_x509("CN=c:superuser"),
+            Err(AuthSpecError::X509Role { .. })
+        ));
+        assert!(matches!(
+            users.add_x509("nobody"),
+            Err(AuthSpecError::X509Shape(_))
+        ));
+    }
+
+    #[test]
+    fn x509_authenticate_replies_as_mongod() {
+        let mut users = Users::parse("").unwrap();
+        users.add_x509("CN=a,O=Example:read@shop").unwrap();
+        let x509 = doc! {"authenticate": 1, "mechanism": "MONGODB-X509", "$db": "$external"};
+        let err = |r: Result<Document, CommandError>| {
+            let e = r.unwrap_err();
+            (e.code, e.message)
+        };
+        // No certificate: 18, whatever else is right.
+        assert_eq!(
+            err(Session::default().authenticate(Some(&users), EXTERNAL, &x509)),
+            (18, "Authentication failed.".into())
+        );
+        let mut stranger = Session::with_certificate(Some("CN=b,O=Example".into()));
+        assert_eq!(
+            err(stranger.authenticate(Some(&users), EXTERNAL, &x509)),
+            (
+                11,
+                "Could not find user \"CN=b,O=Example\" for db \"$external\"".into()
+            )
+        );
+        let mut claimed = x509.clone();
+        claimed.insert("user", "CN=a,O=Example");
+        assert_eq!(
+            err(stranger.authenticate(Some(&users), EXTERNAL, &claimed)).0,
+            18
+        );
+        let mut scram = x509.clone();
+        scram.insert("mechanism", "SCRAM-SHA-256");
+        assert_eq!(
+            err(stranger.authenticate(Some(&users), EXTERNAL, &scram)).0,
+            18
+        );
+        // The strict IDL parse: the field is `user`, and `mechanism` is required.
+        let mut username = x509.clone();
+        username.insert("username", "CN=b,O=Example");
+        assert_eq!(
+            err(stranger.authenticate(Some(&users), EXTERNAL, &username)),
+            (
+                40415,
+                "BSON field 'authenticate.username' is an unknown field.".into()
+            )
+        );
+        assert_eq!(
+            err(stranger.authenticate(Some(&users), EXTERNAL, &doc! {"authenticate": 1})).0,
+            40414
+        );
+        assert!(stranger.user.is_none());
+
+        let mut known = Session::with_certificate(Some("CN=a,O=Example".into()));
+        assert_eq!(
+            err(known.authenticate(Some(&users), "admin", &x509)),
+            (
+                17,
+                "X.509 authentication must always use the $external database.".into()
+            )
+        );
+        let reply = known
+            .authenticate(Some(&users), EXTERNAL, &claimed)
+            .unwrap();
+        assert_eq!(
+            reply,
+            doc! {"dbname": "$external", "user": "CN=a,O=Example"}
+        );
+        let user = known.user.clone().unwrap();
+        assert_eq!((user.name.as_str(), user.db), ("CN=a,O=Example", EXTERNAL));
+        authorize(Some(&user), "find", "shop", &doc! {"find": "orders"}).unwrap();
+        assert!(authorize(Some(&user), "insert", "shop", &doc! {"insert": "orders"}).is_err());
+    }
+
+    #[test]
+    fn speculative_x509_defaults_to_external_and_fails_silently() {
+        let mut users = Users::parse("").unwrap();
+        users.add_x509("CN=a,O=Example").unwrap();
+        // What the Rust driver and pymongo put in `hello` (no `db`).
+        let spec = doc! {"authenticate": 1, "mechanism": "MONGODB-X509"};
+        let mut session = Session::with_certificate(Some("CN=a,O=Example".into()));
+        assert_eq!(
+            session.speculative(&users, &spec),
+            Some(doc! {"dbname": "$external", "user": "CN=a,O=Example"})
+        );
+        assert!(session.user.is_some());
+        let mut stranger = Session::with_certificate(Some("CN=b".into()));
+        assert_eq!(stranger.speculative(&users, &spec), None);
+        let mut elsewhere = Session::with_certificate(Some("CN=a,O=Example".into()));
+        let on_admin = doc! {"authenticate": 1, "mechanism": "MONGODB-X509", "db": "admin"};
+        assert_eq!(elsewhere.speculative(&users, &on_admin), None);
     }
 
     #[test]

@@ -2,8 +2,10 @@
 //!
 //! Layout (data flows top to bottom):
 //! - `server`: TCP listener, one task per connection, `SimOptions`/`SimHandle`;
-//!   `tls`: `--tls-cert`/`--tls-key` (requireTLS on the one port).
-//! - `auth`: `--auth` users and roles, the SASL commands, the 13 Unauthorized check;
+//!   `tls`: `--tls-cert`/`--tls-key` (requireTLS on the one port), `--tls-ca-file` (client
+//!   certificates and their subjects).
+//! - `auth`: `--auth` and `--x509-user` users and roles, the SASL commands and MONGODB-X509's
+//!   `authenticate`, the 13 Unauthorized check;
 //!   `scram`: the SCRAM-SHA-1/SHA-256 server exchange (pure).
 //! - `wire`: OP_MSG / OP_QUERY framing, OP_MSG / OP_REPLY encoding;
 //!   `wire::canonical` spots inserted documents that can be kept as sent.

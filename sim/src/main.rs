@@ -35,6 +35,20 @@ struct Args {
     /// SCRAM-SHA-256 or SCRAM-SHA-1 against authSource=admin.
     #[arg(long, value_name = "USERS")]
     auth: Option<String>,
+    /// Ask clients for a certificate and verify it against this PEM CA (mongod's
+    /// net.tls.CAFile); a client without one is refused unless
+    /// --tls-allow-connections-without-certificates.
+    #[arg(long, requires = "tls_cert", value_name = "FILE")]
+    tls_ca_file: Option<std::path::PathBuf>,
+    /// With --tls-ca-file, let clients without a certificate connect (mongod's
+    /// net.tls.allowConnectionsWithoutCertificates), e.g. SCRAM users.
+    #[arg(long, requires = "tls_ca_file")]
+    tls_allow_connections_without_certificates: bool,
+    /// A MONGODB-X509 user in $external: SUBJECT[:ROLE[+ROLE...]], SUBJECT the client
+    /// certificate's subject in RFC 2253 form (e.g. CN=tributary,OU=sync,O=Example), ROLE as
+    /// in --auth (default root). Repeatable; needs --tls-ca-file.
+    #[arg(long, requires = "tls_ca_file", value_name = "SUBJECT[:ROLE]")]
+    x509_user: Vec<String>,
 }
 
 #[tokio::main]
@@ -57,9 +71,12 @@ async fn main() -> std::io::Result<()> {
             _ => None,
         },
         auth: args.auth,
+        tls_ca_file: args.tls_ca_file,
+        tls_allow_connections_without_certificates: args.tls_allow_connections_without_certificates,
+        x509_users: args.x509_user,
     })
     .await;
-    // A bad --auth, --tls-cert or --tls-key (or a port in use) is a sentence, not a Debug dump.
+    // A bad --auth, --x509-user, --tls-cert, --tls-key or --tls-ca-file (or a port in use) is a sentence, not a Debug dump.
     let handle = match handle {
         Ok(h) => h,
         Err(e) => {

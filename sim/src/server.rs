@@ -29,6 +29,16 @@ pub struct SimOptions {
     pub tls: Option<TlsFiles>,
     /// Access control: `USER:PASSWORD[:ROLE[+ROLE...]],...` (`--auth`, see `auth`).
     pub auth: Option<String>,
+    /// Ask clients for a certificate and verify it against this CA (`--tls-ca-file`, mongod's
+    /// `net.tls.CAFile`); needs `tls`. A client without one is refused unless
+    /// `tls_allow_connections_without_certificates`.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Let clients without a certificate connect when `tls_ca_file` is set
+    /// (`--tls-allow-connections-without-certificates`).
+    pub tls_allow_connections_without_certificates: bool,
+    /// MONGODB-X509 users in `$external`, each `SUBJECT[:ROLE[+ROLE...]]` (`--x509-user`, see
+    /// `auth`); needs `tls_ca_file`, and turns access control on as `auth` does.
+    pub x509_users: Vec<String>,
 }
 
 /// PEM files for `SimOptions::tls`.
@@ -49,6 +59,9 @@ impl Default for SimOptions {
             seed_demo: 0,
             tls: None,
             auth: None,
+            tls_ca_file: None,
+            tls_allow_connections_without_certificates: false,
+            x509_users: Vec::new(),
         }
     }
 }
@@ -84,16 +97,38 @@ impl SimHandle {
 /// Starts the simulator and returns once it is listening.
 pub async fn start(opts: SimOptions) -> std::io::Result<SimHandle> {
     let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
-    let users = opts
-        .auth
+    if opts.tls_ca_file.is_some() && opts.tls.is_none() {
+        return Err(invalid(
+            "--tls-ca-file needs --tls-cert and --tls-key".into(),
+        ));
+    }
+    if !opts.x509_users.is_empty() && opts.tls_ca_file.is_none() {
+        // Without a CA the server never learns a verified subject, so nobody could log in.
+        return Err(invalid(
+            "--x509-user needs --tls-ca-file (client certificates are verified against it)".into(),
+        ));
+    }
+    let users = if opts.auth.is_some() || !opts.x509_users.is_empty() {
+        let mut users = crate::auth::Users::parse(opts.auth.as_deref().unwrap_or(""))
+            .map_err(|e| invalid(e.to_string()))?;
+        for spec in &opts.x509_users {
+            users.add_x509(spec).map_err(|e| invalid(e.to_string()))?;
+        }
+        Some(users)
+    } else {
+        None
+    };
+    let clients = opts
+        .tls_ca_file
         .as_deref()
-        .map(crate::auth::Users::parse)
-        .transpose()
-        .map_err(|e| invalid(e.to_string()))?;
+        .map(|ca| crate::tls::ClientCertificates {
+            ca,
+            optional: opts.tls_allow_connections_without_certificates,
+        });
     let tls = opts
         .tls
         .as_ref()
-        .map(|t| crate::tls::acceptor(&t.cert, &t.key))
+        .map(|t| crate::tls::acceptor(&t.cert, &t.key, clients))
         .transpose()
         .map_err(|e| invalid(e.to_string()))?;
     let shared = Arc::new(Shared::new(opts.oplog_max_entries, users));
@@ -160,7 +195,7 @@ async fn serve(
     let me = stream.local_addr()?.to_string();
     let Some(tls) = tls else {
         let (read_half, write_half) = stream.into_split();
-        return serve_frames(read_half, write_half, me, shared).await;
+        return serve_frames(read_half, write_half, me, None, shared).await;
     };
     // requireTLS: a connection whose first byte does not start a TLS handshake is closed
     // without a reply, as mongod closes it.
@@ -178,14 +213,29 @@ async fn serve(
         return Ok(());
     }
     let stream = tls.accept(stream).await?;
+    // With --tls-ca-file the handshake has verified the client's certificate (if it sent
+    // one): its subject is who MONGODB-X509 logs this connection in as.
+    let subject = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|leaf| match crate::tls::subject(leaf) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "client certificate without a usable subject");
+                None
+            }
+        });
     let (read_half, write_half) = tokio::io::split(stream);
-    serve_frames(read_half, write_half, me, shared).await
+    serve_frames(read_half, write_half, me, subject, shared).await
 }
 
 async fn serve_frames<R, W>(
     read_half: R,
     mut write_half: W,
     me: String,
+    x509_subject: Option<String>,
     shared: Arc<Shared>,
 ) -> Result<(), WireError>
 where
@@ -197,7 +247,7 @@ where
         id: shared.next_connection_id(),
         app_name: None,
         me,
-        session: Default::default(),
+        session: crate::auth::Session::with_certificate(x509_subject),
     };
     let mut out = Vec::with_capacity(64 * 1024);
     let mut body = Vec::with_capacity(64 * 1024);

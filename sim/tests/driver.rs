@@ -3,6 +3,9 @@
 #[path = "driver/support.rs"]
 mod support;
 
+#[path = "driver/pki.rs"]
+mod pki;
+
 #[path = "driver/crud.rs"]
 mod crud;
 

@@ -300,7 +300,10 @@ async fn oplog_window(client: &Client, source: SourceKind) -> (Finding, Option<O
 fn describe(e: &Error) -> String {
     let text = match e.kind.as_ref() {
         ErrorKind::Command(c) => format!("{} (code {} {})", c.message, c.code, c.code_name),
-        ErrorKind::Authentication { message, .. } => format!("authentication failed: {message}"),
+        ErrorKind::Authentication { message, .. } => format!(
+            "authentication failed: {message}; {}",
+            crate::source::authentication_hint(message)
+        ),
         _ => e.to_string(),
     };
     redact_uri(&text)

@@ -135,6 +135,19 @@ pub fn classify(err: &mongodb::error::Error) -> ErrorClass {
     }
 }
 
+/// What to check after a failed login, from the driver's message (which names the mechanism).
+pub fn authentication_hint(message: &str) -> &'static str {
+    if message.contains("MONGODB-X509") {
+        // No user name or password: the server logs in the certificate's subject, which must
+        // be a user in $external (drivers do not pass the server's reason on).
+        "check that the subject of the client certificate (tlsCertificateKeyFile), in RFC 2253 \
+         form, is a user of the $external database and that tlsCAFile trusts the server"
+    } else {
+        "check the user name, the password and the authSource and authMechanism options of \
+         mongo.uri"
+    }
+}
+
 /// Turns a final driver error into a `SourceError`.
 pub fn source_error(err: &mongodb::error::Error, attempts: usize) -> SourceError {
     use mongodb::error::ErrorKind;
@@ -148,8 +161,8 @@ pub fn source_error(err: &mongodb::error::Error, attempts: usize) -> SourceError
             message: err.to_string(),
         },
         (_, ErrorKind::Authentication { message, .. }) => SourceError::Fatal(format!(
-            "authentication failed ({message}); check the user name, the password and the \
-             authSource and authMechanism options of mongo.uri"
+            "authentication failed ({message}); {}",
+            authentication_hint(message)
         )),
         // 13 Unauthorized: the server's message names the database and the command; the
         // operator needs to know which privileges to grant.

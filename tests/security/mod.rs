@@ -1,12 +1,12 @@
 //! Security and connectivity (issue 13): Postgres over TLS with libpq's `sslmode`s against a
 //! server that accepts nothing but TLS, a least-privilege role, secrets that never reach any
-//! output, and MongoDB secured like a real deployment (`mongo`: mongo-sim with TLS and SCRAM
-//! users).
+//! output, and MongoDB secured like a real deployment (`mongo`: mongo-sim with TLS, SCRAM
+//! users and X.509 client certificates).
 //!
 //! The server: one throwaway cluster per test process, separate from `support::postgres`'s
 //! (which must keep accepting plain connections), started with `ssl = on`, a certificate for
-//! `localhost` signed by a CA made here with the `openssl` CLI, and a `pg_hba.conf` that allows
-//! TCP logins only over TLS (`hostssl`, SCRAM passwords). Tests administer it through its Unix
+//! `localhost` signed by a CA made here with the `openssl` CLI (`support::pki`), and a
+//! `pg_hba.conf` that allows TCP logins only over TLS (`hostssl`, SCRAM passwords). Tests administer it through its Unix
 //! socket (`local … trust`). Cleanup: the same watchdog as `support::postgres` (it stops the
 //! cluster once this process is gone), and leftovers of killed runs are removed at the next
 //! start through the shared directory prefix.
@@ -25,6 +25,7 @@ use tokio_postgres::{Client, NoTls};
 use tributary::config::Config;
 use tributary::mapping::model::MappingSet;
 
+use crate::support::pki::TestCa;
 use crate::support::postgres::{
     find_bindir, free_port, is_root, pg_command, remove_leftovers, run, spawn_watchdog, DIR_PREFIX,
 };
@@ -48,84 +49,6 @@ pub fn server() -> &'static TlsServer {
     SERVER.get_or_init(|| start().unwrap_or_else(|e| panic!("cannot start the TLS Postgres: {e}")))
 }
 
-fn openssl(dir: &Path, args: &[&str]) -> Result<(), String> {
-    run(Command::new("openssl").current_dir(dir).args(args))
-}
-
-/// A CA, a second unrelated CA, and a server certificate for `localhost` signed by the first
-/// (EC P-256 keys: fast to make).
-fn make_certificates(dir: &Path) -> Result<(), String> {
-    for ca in ["ca", "other-ca"] {
-        openssl(
-            dir,
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                &format!("/CN=tributary test {ca}"),
-                "-keyout",
-                &format!("{ca}.key"),
-                "-out",
-                &format!("{ca}.crt"),
-                "-addext",
-                "basicConstraints=critical,CA:TRUE",
-                "-addext",
-                "keyUsage=critical,keyCertSign,cRLSign",
-            ],
-        )?;
-    }
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-subj",
-            "/CN=localhost",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-        ],
-    )?;
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=DNS:localhost\nbasicConstraints=critical,CA:FALSE\n\
-         keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
-    )
-    .map_err(|e| e.to_string())?;
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "server.ext",
-            "-out",
-            "server.crt",
-        ],
-    )
-}
-
 fn start() -> Result<TlsServer, String> {
     let bindir = find_bindir().ok_or("no Postgres server binaries (initdb, pg_ctl) found")?;
     let as_root = is_root();
@@ -140,7 +63,11 @@ fn start() -> Result<TlsServer, String> {
         .map_err(|e| e.to_string())?;
     let certs = dir.join("certs");
     std::fs::create_dir_all(&certs).map_err(|e| e.to_string())?;
-    make_certificates(&certs)?;
+    // Two CAs, and a server certificate for `localhost` only (no IP: the tests that connect
+    // to 127.0.0.1 expect a host name mismatch).
+    let ca = TestCa::new(&certs, "ca");
+    let other_ca = TestCa::new(&certs, "other-ca");
+    let (server_crt, server_key) = ca.server_for("server", "DNS:localhost");
     if as_root {
         run(Command::new("chown")
             .arg("-R")
@@ -169,8 +96,8 @@ fn start() -> Result<TlsServer, String> {
     // directory; `pg_ctl` reads them as postgres, so they get the same owner below.
     std::fs::write(data.join("pg_hba.conf"), hba).map_err(|e| e.to_string())?;
     let key = data.join("server.key");
-    std::fs::copy(certs.join("server.key"), &key).map_err(|e| e.to_string())?;
-    std::fs::copy(certs.join("server.crt"), data.join("server.crt")).map_err(|e| e.to_string())?;
+    std::fs::copy(&server_key, &key).map_err(|e| e.to_string())?;
+    std::fs::copy(&server_crt, data.join("server.crt")).map_err(|e| e.to_string())?;
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
@@ -204,8 +131,8 @@ fn start() -> Result<TlsServer, String> {
                 let server = TlsServer {
                     port,
                     socket_dir: dir.clone(),
-                    ca: certs.join("ca.crt"),
-                    other_ca: certs.join("other-ca.crt"),
+                    ca: ca.cert.clone(),
+                    other_ca: other_ca.cert.clone(),
                 };
                 return Ok(server);
             }

@@ -1,13 +1,16 @@
 //! MongoDB secured like a real deployment (mongo-sim with `--tls-cert/--tls-key` and
 //! `--auth`): the copy-then-stream equivalence over TLS with SCRAM-SHA-256, a wrong password
 //! (exit 3, "authentication failed", no secret in any output), and a user that cannot read a
-//! mapped namespace (refused, the namespace named).
+//! mapped namespace (refused, the namespace named). With client certificates checked
+//! (`--tls-ca-file`) and an X.509 user (`--x509-user`): the same equivalence logged in with
+//! MONGODB-X509, and a certificate whose subject is no user (exit 3, "authentication failed").
 
 use std::path::{Path, PathBuf};
 
-use mongo_sim::{SimHandle, SimOptions, TlsFiles};
+use mongo_sim::{SimHandle, SimOptions};
 
-use super::{copy_then_stream, openssl, text, Setup};
+use super::{copy_then_stream, text, Setup};
+use crate::support::pki::TestCa;
 use crate::support::postgres::fresh_database;
 
 const ROOT_PASSWORD: &str = "R00t-s3cret-6e1d02";
@@ -19,89 +22,18 @@ fn users() -> String {
     format!("tributary:{ROOT_PASSWORD},reader:{READER_PASSWORD}:read@shop+read@local")
 }
 
-/// A CA and a certificate for `localhost` and 127.0.0.1 (what the simulator advertises in
-/// `hello`) signed by it.
-fn certificates(dir: &Path) -> (PathBuf, TlsFiles) {
-    let run = |args: &[&str]| openssl(dir, args).unwrap_or_else(|e| panic!("openssl: {e}"));
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=tributary mongo test CA",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-subj",
-        "/CN=localhost",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-    ]);
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n\
-         keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        "server.ext",
-        "-out",
-        "server.crt",
-    ]);
-    (
-        dir.join("ca.crt"),
-        TlsFiles {
-            cert: dir.join("server.crt"),
-            key: dir.join("server.key"),
-        },
-    )
-}
-
 /// A simulator with TLS and `users()`, the test CA, and the directory holding them.
 async fn secured_sim() -> (SimHandle, PathBuf, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let (ca, files) = certificates(dir.path());
+    let ca = TestCa::new(dir.path(), "mongo-ca");
     let sim = mongo_sim::start(SimOptions {
-        tls: Some(files),
+        tls: Some(ca.server()),
         auth: Some(users()),
         ..SimOptions::default()
     })
     .await
     .unwrap();
-    (sim, ca, dir)
+    (sim, ca.cert, dir)
 }
 
 /// `mongodb://user:password@HOST:PORT/?replicaSet=rs0&tls=true&tlsCAFile=CA&...`.
@@ -241,4 +173,75 @@ async fn the_driver_is_built_with_aws_iam_authentication() {
         credential.mechanism,
         Some(mongodb::options::AuthMechanism::MongoDbAws)
     );
+}
+
+/// The X.509 user Tributary logs in as (root): the subject of the certificate made with
+/// `-subj /O=Example/OU=sync/CN=tributary`, in RFC 2253 form.
+const X509_SUBJECT: &str = "CN=tributary,OU=sync,O=Example";
+
+/// A simulator with TLS that verifies client certificates against a CA made in `dir` and
+/// knows one X.509 user, `X509_SUBJECT`.
+async fn x509_sim(dir: &Path) -> (SimHandle, TestCa) {
+    let ca = TestCa::new(dir, "x509-ca");
+    let sim = mongo_sim::start(SimOptions {
+        tls: Some(ca.server()),
+        tls_ca_file: Some(ca.cert.clone()),
+        x509_users: vec![X509_SUBJECT.to_string()],
+        ..SimOptions::default()
+    })
+    .await
+    .unwrap();
+    (sim, ca)
+}
+
+/// The connection string docs/privileges.md shows for X.509: no user name (the server takes
+/// it from the certificate), `authSource` defaults to `$external`.
+fn x509_uri(sim: &SimHandle, ca: &Path, certificate: &Path) -> String {
+    format!(
+        "mongodb://{}/?replicaSet=rs0&tls=true&tlsCAFile={}&tlsCertificateKeyFile={}\
+         &authMechanism=MONGODB-X509&serverSelectionTimeoutMS=5000",
+        sim.addr(),
+        ca.display(),
+        certificate.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_then_stream_is_equal_over_tls_with_an_x509_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sim, ca) = x509_sim(dir.path()).await;
+    let certificate = ca.client("tributary", "/O=Example/OU=sync/CN=tributary");
+    let db = fresh_database().await;
+    let setup = Setup::new(&x509_uri(&sim, &ca.cert, &certificate), &db.url);
+    copy_then_stream(&setup, &db.client, 40).await;
+
+    // The binary too: the pre-flight over the same connection.
+    let out = setup.tributary(&["check"], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_whose_subject_is_no_user_exits_3_saying_authentication_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sim, ca) = x509_sim(dir.path()).await;
+    // Signed by the CA the server trusts, so the handshake succeeds; only the login fails.
+    let stranger = ca.client("stranger", "/O=Example/OU=sync/CN=stranger");
+    let db = fresh_database().await;
+    let setup = Setup::new(&x509_uri(&sim, &ca.cert, &stranger), &db.url);
+    for command in [&["sync"][..], &["full-sync"], &["check"]] {
+        let out = setup.tributary(command, &[]).await;
+        let all = text(&out);
+        assert_eq!(out.status.code(), Some(3), "{command:?}: {all}");
+        let stderr = String::from_utf8_lossy(&out.stderr).to_lowercase();
+        assert!(
+            stderr.contains("authentication failed"),
+            "{command:?} should say authentication failed: {all}"
+        );
+        assert!(
+            stderr.contains("certificate"),
+            "{command:?} should point at the client certificate: {all}"
+        );
+    }
+    sim.shutdown().await;
 }

@@ -243,7 +243,7 @@ pub fn connection_status(conn: &Conn) -> Document {
     let (users, roles) = match &conn.session.user {
         Some(u) => (
             vec![bson::Bson::Document(
-                doc! {"user": u.name.clone(), "db": "admin"},
+                doc! {"user": u.name.clone(), "db": u.db},
             )],
             u.roles
                 .iter()

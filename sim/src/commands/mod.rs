@@ -302,6 +302,9 @@ async fn dispatch(req: &mut Req<'_>, conn: &mut Conn) -> Result<Option<Document>
         "hello" | "isMaster" | "ismaster" => admin::hello(req, conn),
         "ping" => Ok(Document::new()),
         "saslStart" | "saslContinue" => sasl(req, conn),
+        "authenticate" => conn
+            .session
+            .authenticate(req.shared.users.as_ref(), &req.db, &req.cmd),
         "logout" => {
             conn.session.user = None;
             Ok(Document::new())

@@ -1,10 +1,12 @@
 //! `--auth` and `--tls-cert/--tls-key` with the official driver: SCRAM-SHA-256 and SCRAM-SHA-1
 //! logins, a wrong password (18), commands before login (13), a read-only user refused a
-//! write and allowed a change stream, and TLS with a CA made here (the `openssl` CLI, as the
-//! main crate's Postgres TLS tests make theirs).
+//! write and allowed a change stream, and TLS with a CA made here (`pki`). With
+//! `--tls-ca-file` and `--x509-user`: MONGODB-X509 logins with the certificate's roles, a
+//! certificate from another CA refused in the handshake, an unknown subject refused with
+//! mongod's replies, clients without a certificate, and user names written exactly as
+//! `openssl x509 -nameopt RFC2253` prints the subject (escapes, multi-valued RDNs).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
 use bson::{doc, Document};
@@ -12,6 +14,8 @@ use futures::StreamExt;
 use mongo_sim::{SimHandle, SimOptions, TlsFiles};
 use mongodb::error::ErrorKind;
 use mongodb::Client;
+
+use crate::pki::TestCa;
 
 const USERS: &str = "admin:Adm1n-s3cret,reader:R3ad-only:readAnyDatabase,shopper:Sh0p:read@shop";
 
@@ -283,94 +287,12 @@ async fn a_database_role_cannot_watch_the_deployment_or_read_elsewhere() {
     sim.shutdown().await;
 }
 
-/// A CA and a server certificate for `localhost` and 127.0.0.1 signed by it, in `dir`
-/// (EC P-256 keys: fast to make).
-pub fn make_certificates(dir: &Path) -> (PathBuf, TlsFiles) {
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .current_dir(dir)
-            .args(args)
-            .output()
-            .expect("run openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let mut ca = vec!["req", "-x509"];
-    ca.extend(ec);
-    ca.extend([
-        "-days",
-        "2",
-        "-subj",
-        "/CN=mongo-sim test CA",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-    ]);
-    openssl(&ca);
-    let mut csr = vec!["req"];
-    csr.extend(ec);
-    csr.extend([
-        "-subj",
-        "/CN=localhost",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-    ]);
-    openssl(&csr);
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n\
-         keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        "server.ext",
-        "-out",
-        "server.crt",
-    ]);
-    (
-        dir.join("ca.crt"),
-        TlsFiles {
-            cert: dir.join("server.crt"),
-            key: dir.join("server.key"),
-        },
-    )
-}
-
 #[tokio::test]
 async fn tls_with_a_test_ca_and_scram_and_plaintext_is_disconnected() {
     let dir = tempfile::tempdir().unwrap();
-    let (ca, files) = make_certificates(dir.path());
-    let sim = secured(Some(files)).await;
-    let tls = format!("&tls=true&tlsCAFile={}", ca.display());
+    let ca = TestCa::new(dir.path(), "test-ca");
+    let sim = secured(Some(ca.server())).await;
+    let tls = format!("&tls=true&tlsCAFile={}", ca.cert.display());
     for mechanism in ["&authMechanism=SCRAM-SHA-256", "&authMechanism=SCRAM-SHA-1"] {
         let c = client(&sim, "admin", "Adm1n-s3cret", &format!("{tls}{mechanism}")).await;
         c.database("shop")
@@ -407,15 +329,14 @@ async fn tls_with_a_test_ca_and_scram_and_plaintext_is_disconnected() {
     plain.shutdown().immediate(true).await;
 
     // A CA that did not sign the server's certificate: the handshake fails.
-    let other = tempfile::tempdir().unwrap();
-    let (other_ca, _) = make_certificates(other.path());
+    let other_ca = TestCa::new(dir.path(), "other-ca");
     let wrong = client(
         &sim,
         "admin",
         "Adm1n-s3cret",
         &format!(
             "&tls=true&tlsCAFile={}&serverSelectionTimeoutMS=2000",
-            other_ca.display()
+            other_ca.cert.display()
         ),
     )
     .await;
@@ -426,5 +347,292 @@ async fn tls_with_a_test_ca_and_scram_and_plaintext_is_disconnected() {
         .expect_err("an unknown issuer must be refused");
     assert!(e.to_string().contains("certificate"), "{e}");
     wrong.shutdown().immediate(true).await;
+    sim.shutdown().await;
+}
+
+/// X.509 users: `CN=ops` is root, `CN=tributary` reads.
+const X509_ADMIN: &str = "CN=ops,OU=sync,O=Example";
+const X509_READER: &str = "CN=tributary,OU=sync,O=Example";
+
+/// A simulator with TLS, client certificates checked against a CA made in `dir`, the X.509
+/// users above and `USERS` (SCRAM).
+async fn x509_sim(dir: &Path, allow_without_certificates: bool) -> (SimHandle, TestCa) {
+    let ca = TestCa::new(dir, "x509-ca");
+    let sim = mongo_sim::start(SimOptions {
+        auth: Some(USERS.into()),
+        tls: Some(ca.server()),
+        tls_ca_file: Some(ca.cert.clone()),
+        tls_allow_connections_without_certificates: allow_without_certificates,
+        x509_users: vec![
+            X509_ADMIN.to_string(),
+            format!("{X509_READER}:readAnyDatabase"),
+        ],
+        ..SimOptions::default()
+    })
+    .await
+    .expect("start simulator");
+    (sim, ca)
+}
+
+/// A client presenting `cert` (certificate + key PEM), trusting `ca`, with `extra` options.
+async fn cert_client(sim: &SimHandle, ca: &Path, cert: &Path, extra: &str) -> Client {
+    let uri = format!(
+        "mongodb://{}/?replicaSet=rs0&tls=true&tlsCAFile={}&tlsCertificateKeyFile={}{extra}",
+        sim.addr(),
+        ca.display(),
+        cert.display()
+    );
+    Client::with_uri_str(uri).await.expect("client")
+}
+
+const X509: &str = "&authMechanism=MONGODB-X509&serverSelectionTimeoutMS=10000";
+
+#[tokio::test]
+async fn mongodb_x509_logs_in_as_the_certificate_subject_with_its_roles() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sim, ca) = x509_sim(dir.path(), false).await;
+    let admin_pem = ca.client("ops", "/O=Example/OU=sync/CN=ops");
+    let reader_pem = ca.client("tributary", "/O=Example/OU=sync/CN=tributary");
+    let admin = cert_client(&sim, &ca.cert, &admin_pem, X509).await;
+    admin
+        .database("shop")
+        .collection::<Document>("orders")
+        .insert_one(doc! {"_id": 1, "qty": 1})
+        .await
+        .expect("root writes");
+
+    let reader = cert_client(&sim, &ca.cert, &reader_pem, X509).await;
+    let orders = reader.database("shop").collection::<Document>("orders");
+    let found = orders
+        .find_one(doc! {})
+        .await
+        .expect("readAnyDatabase reads");
+    assert_eq!(found, Some(doc! {"_id": 1, "qty": 1}));
+    let status = whoami(&reader).await;
+    let auth = status.get_document("authInfo").unwrap();
+    assert_eq!(
+        auth.get_array("authenticatedUsers").unwrap(),
+        &vec![bson::Bson::Document(
+            doc! {"user": X509_READER, "db": "$external"}
+        )],
+        "{status}"
+    );
+    assert_eq!(
+        auth.get_array("authenticatedUserRoles").unwrap(),
+        &vec![bson::Bson::Document(
+            doc! {"role": "readAnyDatabase", "db": "admin"}
+        )],
+        "{status}"
+    );
+    // The roles apply as a SCRAM user's do.
+    let e = orders
+        .insert_one(doc! {"_id": 2})
+        .await
+        .expect_err("a read-only X.509 user must not insert");
+    assert_eq!(code(&e), Some(13), "{e:?}");
+    for c in [admin, reader] {
+        c.shutdown().immediate(true).await;
+    }
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_certificate_from_another_ca_fails_the_tls_handshake() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sim, ca) = x509_sim(dir.path(), false).await;
+    // Same subject as a declared user, but signed by a CA the server does not trust.
+    let other = TestCa::new(dir.path(), "other-ca");
+    let forged = other.client("tributary", "/O=Example/OU=sync/CN=tributary");
+    let c = cert_client(
+        &sim,
+        &ca.cert,
+        &forged,
+        "&authMechanism=MONGODB-X509&serverSelectionTimeoutMS=2000",
+    )
+    .await;
+    let e = c
+        .database("shop")
+        .collection::<Document>("orders")
+        .find_one(doc! {})
+        .await
+        .expect_err("a certificate from another CA must be refused");
+    assert!(
+        matches!(e.kind.as_ref(), ErrorKind::ServerSelection { .. }),
+        "{e:?}"
+    );
+    let text = e.to_string();
+    assert!(
+        text.contains("UnknownCA") || text.contains("BadCertificate"),
+        "the TLS alert: {text}"
+    );
+    c.shutdown().immediate(true).await;
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_certificate_whose_subject_is_no_user_is_refused_as_mongod_refuses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sim, ca) = x509_sim(dir.path(), false).await;
+    let stranger = ca.client("stranger", "/O=Example/OU=sync/CN=stranger");
+    // The driver turns any refusal of MONGODB-X509 into one authentication error.
+    let c = cert_client(&sim, &ca.cert, &stranger, X509).await;
+    let e = c
+        .database("shop")
+        .collection::<Document>("orders")
+        .find_one(doc! {})
+        .await
+        .expect_err("an unknown subject must not log in");
+    assert!(
+        matches!(e.kind.as_ref(), ErrorKind::Authentication { .. }),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("Authentication failed"), "{e}");
+    c.shutdown().immediate(true).await;
+
+    // The server's replies, through the `authenticate` command itself.
+    let anon = cert_client(&sim, &ca.cert, &stranger, "&serverSelectionTimeoutMS=10000").await;
+    let run = |db: &'static str, cmd: Document| {
+        let anon = anon.clone();
+        async move {
+            let e = anon
+                .database(db)
+                .run_command(cmd)
+                .await
+                .expect_err("authenticate must fail");
+            let ErrorKind::Command(c) = e.kind.as_ref() else {
+                panic!("{e:?}")
+            };
+            (c.code, c.code_name.clone(), c.message.clone())
+        }
+    };
+    let x509 = doc! {"authenticate": 1, "mechanism": "MONGODB-X509"};
+    assert_eq!(
+        run("$external", x509.clone()).await,
+        (
+            11,
+            "UserNotFound".into(),
+            "Could not find user \"CN=stranger,OU=sync,O=Example\" for db \"$external\"".into()
+        )
+    );
+    let mut claimed = x509.clone();
+    claimed.insert("user", X509_READER);
+    assert_eq!(
+        run("$external", claimed).await,
+        (
+            18,
+            "AuthenticationFailed".into(),
+            "Authentication failed.".into()
+        )
+    );
+    assert_eq!(
+        run("admin", x509.clone()).await,
+        (
+            17,
+            "ProtocolError".into(),
+            "X.509 authentication must always use the $external database.".into()
+        )
+    );
+    anon.shutdown().immediate(true).await;
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_client_without_a_certificate_is_refused_unless_the_server_allows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // mongod's default with a CA file: no certificate, no connection.
+    let (sim, ca) = x509_sim(dir.path(), false).await;
+    let tls = format!(
+        "&tls=true&tlsCAFile={}&serverSelectionTimeoutMS=2000",
+        ca.cert.display()
+    );
+    let c = client(&sim, "admin", "Adm1n-s3cret", &tls).await;
+    let e = c
+        .database("admin")
+        .run_command(doc! {"ping": 1})
+        .await
+        .expect_err("a client without a certificate must be refused");
+    assert!(
+        matches!(e.kind.as_ref(), ErrorKind::ServerSelection { .. }),
+        "{e:?}"
+    );
+    c.shutdown().immediate(true).await;
+    sim.shutdown().await;
+
+    // allowConnectionsWithoutCertificates: SCRAM users get in; X.509 has no subject to use.
+    let other = tempfile::tempdir().unwrap();
+    let (sim, ca) = x509_sim(other.path(), true).await;
+    let tls = format!("&tls=true&tlsCAFile={}", ca.cert.display());
+    let c = client(&sim, "admin", "Adm1n-s3cret", &tls).await;
+    c.database("shop")
+        .collection::<Document>("orders")
+        .insert_one(doc! {"by": "scram"})
+        .await
+        .expect("a SCRAM user without a certificate");
+    let e = c
+        .database("$external")
+        .run_command(doc! {"authenticate": 1, "mechanism": "MONGODB-X509"})
+        .await
+        .expect_err("MONGODB-X509 without a certificate");
+    let ErrorKind::Command(reply) = e.kind.as_ref() else {
+        panic!("{e:?}")
+    };
+    assert_eq!(
+        (reply.code, reply.message.as_str()),
+        (18, "Authentication failed.")
+    );
+    c.shutdown().immediate(true).await;
+    sim.shutdown().await;
+}
+
+/// The subject of the certificate in `pem` as `openssl x509 -nameopt RFC2253` prints it (what
+/// MongoDB's documentation tells operators to create the user from).
+fn openssl_subject(pem: &Path) -> String {
+    let out = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-subject", "-nameopt", "RFC2253", "-in"])
+        .arg(pem)
+        .output()
+        .expect("run openssl");
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).expect("UTF-8 subject");
+    text.trim()
+        .strip_prefix("subject=")
+        .expect("subject= prefix")
+        .trim()
+        .to_string()
+}
+
+#[tokio::test]
+async fn x509_user_names_are_the_subject_as_openssl_prints_it_in_rfc_2253() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "names-ca");
+    // Escaped separators, a multi-valued RDN, and attribute types beyond CN/OU/O.
+    let pem = ca.client(
+        "tricky",
+        "/C=US/ST=New York/O=Example, Inc./OU=sync+UID=42/CN=x\\+y;z/emailAddress=ops@example.com",
+    );
+    let subject = openssl_subject(&pem);
+    let sim = mongo_sim::start(SimOptions {
+        tls: Some(ca.server()),
+        tls_ca_file: Some(ca.cert.clone()),
+        x509_users: vec![format!("{subject}:read@shop")],
+        ..SimOptions::default()
+    })
+    .await
+    .expect("start simulator");
+    let c = cert_client(&sim, &ca.cert, &pem, X509).await;
+    let status = whoami(&c).await;
+    let users = status
+        .get_document("authInfo")
+        .unwrap()
+        .get_array("authenticatedUsers")
+        .unwrap();
+    assert_eq!(
+        users,
+        &vec![bson::Bson::Document(
+            doc! {"user": &subject, "db": "$external"}
+        )],
+        "{status}"
+    );
+    c.shutdown().immediate(true).await;
     sim.shutdown().await;
 }
