@@ -1,8 +1,7 @@
 //! A throwaway PKI for the TLS and X.509 tests, made with the `openssl` CLI (EC P-256 keys:
 //! fast to make): CAs, server certificates (for `localhost` and 127.0.0.1, what the simulator
 //! advertises in `hello`), and client certificates with a chosen subject for MONGODB-X509.
-//! The main crate's tests have the same module (`tests/support/pki.rs`): two crates, no
-//! shared test code between them.
+//! The main crate's tests include this file too (`tests/support/mod.rs`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
