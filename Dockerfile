@@ -8,7 +8,7 @@
 # Cargo.lock against stub sources (only the manifests are copied), so that layer is reused until
 # Cargo.toml/Cargo.lock change; editing src/ recompiles only tributary itself.
 
-FROM rust:1.93.0-trixie AS build
+FROM rust:1.95.0-trixie AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY sim/Cargo.toml sim/Cargo.toml

@@ -58,10 +58,20 @@ impl Finding {
     }
 }
 
+/// What the Postgres half found of the stream's checkpoint, for the MongoDB half to judge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoredCheckpoint {
+    /// No state table, no row, or a checkpoint without a cluster time.
+    Absent,
+    At(bson::Timestamp),
+    /// Postgres could not be asked, or the row cannot be used; the Postgres half says which.
+    Unknown,
+}
+
 /// Both ends, Postgres first: the stream's checkpoint lives there, and the MongoDB half judges
 /// it against the oplog.
 pub async fn run(config: &Config, mappings: &MappingSet) -> Vec<Finding> {
     let (mut findings, checkpoint) = postgres::check(config, mappings).await;
-    findings.extend(mongo::check(config, mappings, checkpoint.as_ref()).await);
+    findings.extend(mongo::check(config, mappings, checkpoint).await);
     findings
 }

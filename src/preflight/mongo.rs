@@ -5,11 +5,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bson::{doc, Document, Timestamp};
+use bson::{doc, Document};
 use mongodb::error::{Error, ErrorKind};
 use mongodb::Client;
 
 use super::window::{judge_checkpoint, judge_window, OplogWindow};
+use super::StoredCheckpoint;
 use super::{Finding, Level};
 use crate::config::{redact_uri, Config, SourceKind};
 use crate::mapping::model::MappingSet;
@@ -30,7 +31,7 @@ enum Topology {
 pub async fn check(
     config: &Config,
     mappings: &MappingSet,
-    checkpoint: Option<&Timestamp>,
+    checkpoint: StoredCheckpoint,
 ) -> Vec<Finding> {
     let uri = redact_uri(&config.mongo.uri);
     let mut options = match mongodb::options::ClientOptions::parse(&config.mongo.uri).await {
@@ -67,7 +68,7 @@ async fn inspect(
     uri: &str,
     config: &Config,
     mappings: &MappingSet,
-    checkpoint: Option<&Timestamp>,
+    checkpoint: StoredCheckpoint,
 ) -> Vec<Finding> {
     let admin = client.database("admin");
     let hello = match admin.run_command(doc! {"hello": 1}).await {
@@ -132,18 +133,20 @@ async fn inspect(
     };
     let stream = &config.sync.name;
     out.push(match (checkpoint, window) {
-        (None, _) => Finding::new(
+        // The Postgres half said why.
+        (StoredCheckpoint::Unknown, _) => return out,
+        (StoredCheckpoint::Absent, _) => Finding::new(
             Level::Ok,
             "checkpoint",
             "checkpoint",
             format!("stream {stream:?} has no checkpoint yet: sync starts with a full copy"),
         ),
-        (Some(cp), Some(w)) => {
+        (StoredCheckpoint::At(cp), Some(w)) => {
             let (level, message) =
-                judge_checkpoint(stream, *cp, &w, config.sync.resync_on_history_lost);
+                judge_checkpoint(stream, cp, &w, config.sync.resync_on_history_lost);
             Finding::new(level, "checkpoint", "checkpoint", message)
         }
-        (Some(_), None) => Finding::new(
+        (StoredCheckpoint::At(_), None) => Finding::new(
             Level::Warning,
             "checkpoint",
             "checkpoint",

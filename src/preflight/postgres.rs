@@ -3,10 +3,9 @@
 
 use std::time::Duration;
 
-use bson::Timestamp;
 use tokio_postgres::Client;
 
-use super::{Finding, Level};
+use super::{Finding, Level, StoredCheckpoint};
 use crate::config::{redact_uri, Config};
 use crate::mapping::model::MappingSet;
 use crate::position::Position;
@@ -21,8 +20,8 @@ const TABLE_PRIVILEGES: [&str; 5] = ["SELECT", "INSERT", "UPDATE", "DELETE", "TR
 
 const AREA: &str = "postgres";
 
-/// The findings, and the stream's checkpoint time when it has one.
-pub async fn check(config: &Config, mappings: &MappingSet) -> (Vec<Finding>, Option<Timestamp>) {
+/// The findings, and what the stream's checkpoint is.
+pub async fn check(config: &Config, mappings: &MappingSet) -> (Vec<Finding>, StoredCheckpoint) {
     let uri = redact_uri(&config.postgres.uri);
     let connector = match crate::pg::Connector::from_uri(&config.postgres.uri) {
         Ok(c) => c,
@@ -30,7 +29,7 @@ pub async fn check(config: &Config, mappings: &MappingSet) -> (Vec<Finding>, Opt
             let msg = format!("postgres.uri cannot be used: {e}");
             return (
                 vec![Finding::new(Level::Error, AREA, "reachable", msg)],
-                None,
+                StoredCheckpoint::Unknown,
             );
         }
     };
@@ -43,33 +42,35 @@ pub async fn check(config: &Config, mappings: &MappingSet) -> (Vec<Finding>, Opt
             );
             return (
                 vec![Finding::new(Level::Error, AREA, "reachable", msg)],
-                None,
+                StoredCheckpoint::Unknown,
             );
         }
         Err(_) => {
             let msg = format!("postgres {uri} did not answer within {TIMEOUT:?} (postgres.uri)");
             return (
                 vec![Finding::new(Level::Error, AREA, "reachable", msg)],
-                None,
+                StoredCheckpoint::Unknown,
             );
         }
     };
     let probe = async {
         let mut out = vec![server(&client, &uri, connector.mode().as_str()).await?];
         out.extend(privileges(&client, config, mappings).await?);
-        let checkpoint = checkpoint(&client, config).await?;
+        let (checkpoint, unreadable) = checkpoint(&client, config).await?;
+        out.extend(unreadable);
         Ok::<_, tokio_postgres::Error>((out, checkpoint))
     };
     match tokio::time::timeout(TIMEOUT * 3, probe).await {
         Ok(Ok(found)) => found,
         Ok(Err(e)) => {
             let msg = format!(
-                "postgres {uri} refused a catalog query: {}",
-                crate::sink::error::describe(&e)
+                "postgres {uri} refused a catalog query: {}; check that the role of postgres.uri may read the system catalogs and the state schema ({})",
+                crate::sink::error::describe(&e),
+                config.sync.state_schema
             );
             (
                 vec![Finding::new(Level::Error, AREA, "reachable", msg)],
-                None,
+                StoredCheckpoint::Unknown,
             )
         }
         Err(_) => {
@@ -79,7 +80,7 @@ pub async fn check(config: &Config, mappings: &MappingSet) -> (Vec<Finding>, Opt
             );
             (
                 vec![Finding::new(Level::Error, AREA, "reachable", msg)],
-                None,
+                StoredCheckpoint::Unknown,
             )
         }
     }
@@ -267,26 +268,36 @@ async fn table_privileges(
     )))
 }
 
-/// The cluster time of the stream's checkpoint, when the state table and a checkpoint exist
-/// and the checkpoint has a time.
+/// The stream's checkpoint, with the finding when it exists but cannot be used (`sync` would
+/// refuse it at start too).
 async fn checkpoint(
     client: &Client,
     config: &Config,
-) -> Result<Option<Timestamp>, tokio_postgres::Error> {
+) -> Result<(StoredCheckpoint, Option<Finding>), tokio_postgres::Error> {
     let table = qualified(&config.sync.state_schema, "checkpoints");
     let exists: bool = client
         .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
         .await?
         .get(0);
     if !exists {
-        return Ok(None);
+        return Ok((StoredCheckpoint::Absent, None));
     }
-    let Ok(Some(cp)) =
-        state::read_checkpoint(client, &config.sync.state_schema, &config.sync.name).await
-    else {
-        return Ok(None);
+    let stream = &config.sync.name;
+    let unreadable = |why: String| {
+        let message = format!("stream {stream:?}'s checkpoint in {table} cannot be used: {why}; `tributary sync` would refuse to resume from it: run `tributary full-sync` to start the stream over");
+        let finding = Finding::new(Level::Error, "checkpoint", "checkpoint", message);
+        (StoredCheckpoint::Unknown, Some(finding))
     };
-    Ok(Position::from_checkpoint(&cp)
-        .ok()
-        .and_then(|p| p.cluster_time()))
+    let cp = match state::read_checkpoint(client, &config.sync.state_schema, stream).await {
+        Ok(Some(cp)) => cp,
+        Ok(None) => return Ok((StoredCheckpoint::Absent, None)),
+        Err(e) => return Ok(unreadable(e.to_string())),
+    };
+    Ok(match Position::from_checkpoint(&cp) {
+        Ok(p) => match p.cluster_time() {
+            Some(t) => (StoredCheckpoint::At(t), None),
+            None => (StoredCheckpoint::Absent, None),
+        },
+        Err(e) => unreadable(e.to_string()),
+    })
 }

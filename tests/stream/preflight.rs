@@ -114,3 +114,35 @@ async fn check_warns_of_a_stale_checkpoint_then_reports_lost_history_change_stre
 async fn check_warns_of_a_stale_checkpoint_then_reports_lost_history_oplog() {
     stale_checkpoint(SourceKind::Oplog).await;
 }
+
+/// A checkpoint row that cannot be used is an error naming the table and what to do, not
+/// "no checkpoint yet".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_an_unusable_checkpoint() {
+    let w = World::new(SourceKind::ChangeStream, 100).await;
+    let (stop, task) = w.start_sync();
+    w.orders().insert_one(order("a", 1, &["x"])).await.unwrap();
+    w.sync_point("first").await;
+    stop_sync(stop, task).await;
+    w.db.client
+        .execute(
+            "UPDATE tributary.checkpoints SET source = 'carrier-pigeon'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (code, report, all) = check(&w).await;
+    assert_eq!(code, Some(3), "{all}");
+    let checkpoints: Vec<&Value> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["check"] == "checkpoint")
+        .collect();
+    assert_eq!(checkpoints.len(), 1, "{all}");
+    assert_eq!(checkpoints[0]["level"], "error", "{all}");
+    let message = checkpoints[0]["message"].as_str().unwrap();
+    assert!(message.contains("cannot be used"), "{all}");
+    assert!(message.contains("tributary full-sync"), "{all}");
+    w.stop().await;
+}
