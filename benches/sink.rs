@@ -90,7 +90,7 @@ fn row(i: usize, version: u32) -> Row {
         PgValue::Int8((i * 7 + v) as i64),
         PgValue::Numeric(format!("{}.{:02}", (i + v) % 100_000, i % 100)),
         PgValue::Timestamptz(1_700_000_000_000_000 + (i as i64) * 1_000 + v as i64),
-        PgValue::Bool((i + v) % 2 == 0),
+        PgValue::Bool((i + v).is_multiple_of(2)),
         PgValue::Json(serde_json::json!({
             "sku": format!("SKU-{}", i % 5000),
             "qty": i % 17,

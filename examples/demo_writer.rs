@@ -81,7 +81,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
         written += 1;
-        if written % (rate.max(1) * 10) == 0 {
+        if written.is_multiple_of(rate.max(1) * 10) {
             eprintln!("demo_writer: {written} changes written");
         }
     }

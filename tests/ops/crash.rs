@@ -114,7 +114,7 @@ async fn workload(
                 live.push(id);
             }
         }
-        if n % 20 == 0 {
+        if n.is_multiple_of(20) {
             // Let the other core breathe; the kills land between and inside batches either way.
             let _ = tokio::time::timeout(Duration::from_millis(5), stop.changed()).await;
         }

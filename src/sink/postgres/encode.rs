@@ -263,7 +263,7 @@ pub fn encode_numeric(text: &str, out: &mut BytesMut) -> Result<(), BoxError> {
     let point = point + pad;
     let mut aligned = vec![0u8; pad as usize];
     aligned.extend_from_slice(&digits);
-    while aligned.len() % 4 != 0 {
+    while !aligned.len().is_multiple_of(4) {
         aligned.push(0);
     }
     let groups: Vec<i16> = aligned
