@@ -357,8 +357,9 @@ fn sink_backoff() -> backon::ExponentialBuilder {
 const RETRY_EVERY: Duration = Duration::from_millis(500);
 
 /// The pace of one batch's retries: tried every `RETRY_EVERY`, reported and counted on the
-/// backoff's schedule, given up when the backoff runs out.
-struct SinkRetry {
+/// backoff's schedule, given up when the backoff runs out. A full sync's chunk writes use it
+/// too (`full_sync`): one policy for every write that Postgres may fail transiently.
+pub(crate) struct SinkRetry {
     backoff: backon::ExponentialBackoff,
     /// Failures before this instant are retried without a report.
     next_report: tokio::time::Instant,
@@ -367,12 +368,39 @@ struct SinkRetry {
 }
 
 impl SinkRetry {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         SinkRetry {
             backoff: backon::BackoffBuilder::build(sink_backoff()),
             next_report: tokio::time::Instant::now(),
             unreported: 0,
         }
+    }
+
+    /// After the retryable failure `e` of writing `what` (e.g. "a batch"): reports it (WARN and
+    /// `tributary_errors_total`) on the backoff's schedule and waits `RETRY_EVERY`; `Err(e)`
+    /// when the backoff ran out (Postgres stayed down).
+    pub(crate) async fn pause(
+        &mut self,
+        e: SinkError,
+        metrics: Option<&Metrics>,
+        what: &str,
+    ) -> Result<(), SinkError> {
+        match self.failed() {
+            Retried::GiveUp => return Err(e),
+            Retried::Quietly => {}
+            Retried::Report {
+                failures,
+                next_report,
+            } => {
+                if let Some(m) = metrics {
+                    m.errors_total.with_label_values(&[e.kind()]).inc();
+                }
+                let same = what.strip_prefix("a ").unwrap_or(what);
+                tracing::warn!(error = %e, failures, retry_every_ms = RETRY_EVERY.as_millis() as u64, next_report_ms = next_report.as_millis() as u64, "Writing {what} failed; retrying the same {same} until Postgres takes it.");
+            }
+        }
+        tokio::time::sleep(RETRY_EVERY).await;
+        Ok(())
     }
 
     /// What to do after a retryable failure.
@@ -465,20 +493,7 @@ async fn write_batches<S: Sink>(
                     }
                 }
                 Err(e) if e.is_retryable() => {
-                    match retry.failed() {
-                        Retried::GiveUp => return Err(e),
-                        Retried::Quietly => {}
-                        Retried::Report {
-                            failures,
-                            next_report,
-                        } => {
-                            if let Some(m) = &config.metrics {
-                                m.errors_total.with_label_values(&[e.kind()]).inc();
-                            }
-                            tracing::warn!(error = %e, failures, retry_every_ms = RETRY_EVERY.as_millis() as u64, next_report_ms = next_report.as_millis() as u64, "Writing a batch failed; retrying the same batch until Postgres takes it.");
-                        }
-                    }
-                    tokio::time::sleep(RETRY_EVERY).await;
+                    retry.pause(e, config.metrics.as_deref(), "a batch").await?;
                 }
                 Err(e) => {
                     // A lost lock is counted by `lease::sync_exclusively`, which handles it.
