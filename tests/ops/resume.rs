@@ -300,3 +300,32 @@ async fn killed_postgres_sessions_under_the_copy_are_retried_in_place() {
     assert!(!log.contains("ERROR"), "an error was logged:\n{log}");
     assert_eq!(daemon.terminate().await, Some(0), "SIGTERM is a clean stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saved_copy_is_not_resumed_by_a_copy_that_loads_another_way() {
+    let w = seeded_world().await;
+    let cfg = ConfigFile::new(&w, "test", "public", "change_stream", CHUNK);
+    let first = Daemon::spawn_args(&["full-sync"], &cfg.path, cfg.dir.path().join("first.log"));
+    kill_at_forty_percent(&w, first).await;
+
+    let args = ["full-sync", "--mode", "replace"];
+    let second = Daemon::spawn_args(&args, &cfg.path, cfg.dir.path().join("second.log"));
+    let log_path = second.log.clone();
+    let code = second.wait(120).await;
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert_eq!(code, Some(0), "the full sync failed:\n{log}");
+    assert!(
+        log.contains("is not used: it loaded the upsert way and this copy loads the shadow way"),
+        "no reason given for not resuming:\n{log}"
+    );
+    assert!(
+        !log.contains("Resuming the copy"),
+        "an upsert copy was resumed as a replace load:\n{log}"
+    );
+    assert!(
+        log.contains("Full sync of the collection started."),
+        "{log}"
+    );
+    w.assert_equal().await;
+    assert_progress_cleared(&w).await;
+}

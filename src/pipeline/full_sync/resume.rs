@@ -82,37 +82,12 @@ pub(super) async fn saved_copy(
         let pg = state_client(sink).await?;
         copy_progress::read_chunks(&**pg, state_schema, stream, &namespace).await?
     };
-    let mut starts = vec![RangeStart::default(); ranges];
-    let mut documents = 0u64;
+    let (starts, runs, documents) = continue_from(&chunks, ranges)?;
     let mut continuing = Vec::new();
-    for (range, start) in starts.iter_mut().enumerate() {
-        let index = i32::try_from(range).unwrap_or(i32::MAX);
-        // The chunks of one range commit in any order (two are written at once): the range
-        // continues after the last chunk of the unbroken run from its first one, and chunks
-        // beyond a gap are read and written again.
-        let mut last: Option<&ChunkDone> = None;
-        for c in chunks.iter().filter(|c| c.range == index) {
-            if c.seq != last.map_or(0, |l| l.seq + 1) {
-                break;
-            }
-            documents += u64::try_from(c.documents).unwrap_or(0);
-            last = Some(c);
-        }
-        if let Some(last) = last {
-            start.after = last.last_id.as_deref().map(decode_id).transpose()?;
-            start.next_seq = u64::try_from(last.seq + 1).unwrap_or(0);
-            start.done = last.range_done;
-        }
+    for (range, (start, run)) in starts.iter().zip(runs).enumerate() {
         let pg = state_client(sink).await?;
-        copy_progress::forget_after(
-            &**pg,
-            state_schema,
-            stream,
-            &namespace,
-            index,
-            last.map(|l| l.seq),
-        )
-        .await?;
+        let index = i32::try_from(range).unwrap_or(i32::MAX);
+        copy_progress::forget_after(&**pg, state_schema, stream, &namespace, index, run).await?;
         if !start.done {
             continuing.push(match &start.after {
                 Some(id) => format!("range {} after _id {}", range + 1, to_json(id)),
@@ -136,6 +111,43 @@ pub(super) async fn saved_copy(
         documents,
         started_at: plan.started_at,
     }))
+}
+
+/// Where each of `ranges` ranges continues, given the recorded `chunks`; also the sequence
+/// number of the last chunk of each range's unbroken run (chunks after it are forgotten) and
+/// the documents in those runs.
+///
+/// The chunks of one range commit in any order (two are written at once): a range continues
+/// after the last chunk of the unbroken run of sequence numbers from 0, and chunks beyond a gap
+/// are read and written again.
+#[allow(clippy::type_complexity)]
+fn continue_from(
+    chunks: &[ChunkDone],
+    ranges: usize,
+) -> Result<(Vec<RangeStart>, Vec<Option<i64>>, u64), SyncError> {
+    let mut sorted: Vec<&ChunkDone> = chunks.iter().collect();
+    sorted.sort_by_key(|c| (c.range, c.seq));
+    let mut starts = vec![RangeStart::default(); ranges];
+    let mut runs = vec![None; ranges];
+    let mut documents = 0u64;
+    for (range, (start, run)) in starts.iter_mut().zip(runs.iter_mut()).enumerate() {
+        let index = i32::try_from(range).unwrap_or(i32::MAX);
+        let mut last: Option<&ChunkDone> = None;
+        for c in sorted.iter().filter(|c| c.range == index) {
+            if c.seq != last.map_or(0, |l| l.seq + 1) {
+                break;
+            }
+            documents += u64::try_from(c.documents).unwrap_or(0);
+            last = Some(c);
+        }
+        if let Some(last) = last {
+            start.after = last.last_id.as_deref().map(decode_id).transpose()?;
+            start.next_seq = u64::try_from(last.seq + 1).unwrap_or(0);
+            start.done = last.range_done;
+            *run = Some(last.seq);
+        }
+    }
+    Ok((starts, runs, documents))
 }
 
 /// Starts a new copy of `collection`: forgets any earlier progress, prepares the tables
@@ -234,4 +246,65 @@ fn decode_id(bytes: &[u8]) -> Result<Bson, SyncError> {
     d.get("_id")
         .cloned()
         .ok_or_else(|| SyncError::Config("a saved _id of a copy has no _id".to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(range: i32, seq: i64, last: &str, documents: i64, range_done: bool) -> ChunkDone {
+        ChunkDone {
+            namespace: "shop.orders".into(),
+            range,
+            seq,
+            last_id: Some(encode_id(&Bson::String(last.into())).unwrap()),
+            documents,
+            range_done,
+        }
+    }
+
+    #[test]
+    fn ranges_continue_after_their_unbroken_run_of_chunks() {
+        let chunks = vec![
+            // Range 0: 0, 1, then 3 committed before 2 (two written at once): 3 is redone.
+            chunk(0, 3, "d", 10, false),
+            chunk(0, 0, "a", 10, false),
+            chunk(0, 1, "b", 10, false),
+            // Range 1: finished.
+            chunk(1, 0, "m", 10, false),
+            chunk(1, 1, "n", 5, true),
+            // Range 2: its first chunk is missing, so it starts over.
+            chunk(2, 1, "y", 10, false),
+            // Range 3: nothing yet.
+        ];
+        let (starts, runs, documents) = continue_from(&chunks, 4).unwrap();
+        assert_eq!(documents, 35);
+        assert_eq!(runs, vec![Some(1), Some(1), None, None]);
+        assert_eq!(starts[0].after, Some(Bson::String("b".into())));
+        assert_eq!(starts[0].next_seq, 2);
+        assert!(!starts[0].done);
+        assert!(starts[1].done);
+        assert_eq!(starts[2], RangeStart::default());
+        assert_eq!(starts[3], RangeStart::default());
+    }
+
+    #[test]
+    fn a_range_ended_by_an_empty_chunk_is_done() {
+        let mut end = chunk(0, 1, "a", 0, true);
+        end.last_id = None;
+        let (starts, _, documents) = continue_from(&[chunk(0, 0, "a", 7, false), end], 1).unwrap();
+        assert!(starts[0].done);
+        assert_eq!(documents, 7);
+    }
+
+    #[test]
+    fn split_points_and_ids_round_trip_through_bson() {
+        let bounds = vec![Bson::Int32(5), Bson::String("m".into())];
+        assert_eq!(
+            decode_bounds(&encode_bounds(&bounds).unwrap()).unwrap(),
+            bounds
+        );
+        let id = Bson::ObjectId(bson::oid::ObjectId::from_bytes([3; 12]));
+        assert_eq!(decode_id(&encode_id(&id).unwrap()).unwrap(), id);
+    }
 }
