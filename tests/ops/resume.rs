@@ -20,10 +20,10 @@ use tributary::config::SourceKind;
 use super::{wait_until, ConfigFile, Daemon};
 use crate::stream::{order, World};
 
-const DOCS: usize = 50_000;
-const CHUNK: usize = 400;
+pub(super) const DOCS: usize = 50_000;
+pub(super) const CHUNK: usize = 400;
 
-async fn seeded_world() -> World {
+pub(super) async fn seeded_world() -> World {
     let w = World::new(SourceKind::ChangeStream, CHUNK).await;
     let docs: Vec<bson::Document> = (0..DOCS)
         .map(|i| order(&format!("o{i:06}"), i as i32, &["a", "b", "c"][..i % 3]))
