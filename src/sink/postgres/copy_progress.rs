@@ -244,5 +244,5 @@ pub async fn forget_after(
     client
         .execute(&sql, &[&stream, &namespace, &range, &seq.unwrap_or(-1)])
         .await
-        .map_err(pg("reading the progress of a copy"))
+        .map_err(pg("forgetting chunks of a copy that are copied again"))
 }
