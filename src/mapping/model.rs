@@ -180,6 +180,19 @@ impl CollectionMapping {
     pub fn key_column(&self) -> &ColumnMapping {
         &self.columns[self.key_index()]
     }
+
+    /// A fingerprint of everything that decides which rows a document becomes (FNV-1a, 64
+    /// bits, of the mapping's `Debug` form, which holds no file position): a copy saved under
+    /// one mapping is not resumed under another (`pipeline::full_sync`). A change of Tributary
+    /// that changes the form only makes an interrupted copy start over.
+    pub fn fingerprint(&self) -> String {
+        let hash = format!("{self:?}")
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            });
+        format!("{hash:016x}")
+    }
 }
 
 /// Every mapped collection of a config, validated.

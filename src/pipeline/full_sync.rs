@@ -9,11 +9,18 @@
 //! - `tributary full-sync --mode replace`: into fresh shadow tables (`sink::postgres::swap`),
 //!   swapped in by one transaction that also stores phase `streaming`; readers of the live
 //!   tables see the old rows until that commit and the new ones after it, never an empty or
-//!   half-loaded table. Shadow tables left by an interrupted run are dropped before the load.
+//!   half-loaded table. An interrupted load resumes in the shadow tables it left.
 //! - `sync`'s own initial copy (and the copy of a rename target): the live tables are truncated
 //!   and filled chunk by chunk with `copy_rows` (`copy_collections` with `Replace`); nobody is
 //!   expected to read a collection that has never been copied.
 //! - `--mode upsert`: chunks are upserted over the live tables with `copy_rows`.
+//!
+//! Resuming (`resume`, docs/resumable-copies.md): every chunk is one range reader's next run of
+//! `_id`s, and its progress (range, sequence number, last `_id`) commits in the transaction that
+//! writes its rows. A copy killed or failed at any point resumes from those records: each range
+//! continues after the last chunk of its unbroken run, with the split points saved when the
+//! copy first started. A chunk's write is retried on transient Postgres errors with the
+//! streaming path's policy (`SinkRetry`), so a Postgres restart does not even stop the copy.
 //!
 //! The hand-off guarantee lives in the callers' order of operations: the stream position is
 //! recorded (and committed as the checkpoint when there is none) BEFORE any copy starts, and
@@ -43,6 +50,10 @@ use tokio::task::JoinHandle;
 
 use super::normalize::FatalConversion;
 use super::sync::{connect, record_position, state_client, SyncError};
+use super::SinkRetry;
+use resume::{encode_id, saved_copy, start_copy};
+
+mod resume;
 use crate::config::Config;
 use crate::event::document_id;
 use crate::event::Namespace;
@@ -52,10 +63,11 @@ use crate::mapping::json::to_json;
 use crate::mapping::model::{CollectionMapping, MappingSet, OnError};
 use crate::metrics::Metrics;
 use crate::progress::{CollectionProgress, Progress, ProgressMode};
+use crate::sink::postgres::copy_progress::{self, ChunkDone, CopyLoad};
 use crate::sink::postgres::state::{self, CollectionState, Phase};
 use crate::sink::postgres::{swap, PostgresSink};
 use crate::sink::{Batch, Change, DeadLetter, DocumentRows, Sink, SinkError};
-use crate::source::snapshot::SnapshotReader;
+use crate::source::snapshot::{SnapshotChunk, SnapshotReader};
 use crate::source::SourceError;
 use serde_json::Value;
 
@@ -81,7 +93,7 @@ pub struct CollectionReport {
 }
 
 /// What a full sync did; `interrupted` when the shutdown future fired before it finished (the
-/// unfinished collection stays in phase `snapshot` and is copied again next time).
+/// unfinished collection stays in phase `snapshot` and its copy resumes next time).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct FullSyncReport {
     pub collections: Vec<CollectionReport>,
@@ -291,8 +303,23 @@ where
     let namespace = mapping.namespace();
     let state_schema = sink.state_schema().to_owned();
     let stream = sink.stream().to_owned();
-    let started_at = chrono::Utc::now();
     let started = Instant::now();
+    let reader = SnapshotReader::new(
+        client.clone(),
+        Namespace::new(&mapping.database, &mapping.collection),
+        chunk,
+    );
+    let swapping = matches!(load, Load::Swap { .. });
+    let (resume, rewrite) = match saved_copy(sink, collection, load.kind()).await? {
+        // Chunks after a range's high-water mark may be in the shadow tables already (the
+        // live tables are written by upserts, which do not mind).
+        Some(resume) => (resume, swapping),
+        None => (start_copy(sink, collection, load, &reader).await?, false),
+    };
+    progress.inc(resume.documents);
+    let mut documents = resume.documents;
+    let started_at = resume.started_at;
+    let reader = reader.with_plan(resume.bounds, resume.starts);
     {
         let pg = state_client(sink).await?;
         state::set_collection_state(
@@ -309,34 +336,15 @@ where
         )
         .await?;
     }
-    tracing::info!(namespace = %namespace, "Full sync of the collection started.");
-    match load {
-        Load::TruncateThenCopy => {
-            sink.apply(&Batch {
-                changes: vec![Change::Truncate { collection }],
-                ..Batch::default()
-            })
-            .await?;
-        }
-        Load::Swap { .. } => swap::create_shadows(sink, collection).await?,
-        Load::Upsert => {}
-    }
-    let swapping = matches!(load, Load::Swap { .. });
     // Reading and converting run in their own task, one chunk ahead: the next chunk is
     // converted while this one is written (converting in the writer's loop left Postgres idle
     // during every conversion).
-    let reader = SnapshotReader::new(
-        client.clone(),
-        Namespace::new(&mapping.database, &mapping.collection),
-        chunk,
-    );
     let mut prepared = spawn_prepare(
         reader,
         Arc::new(mapping.clone()),
         collection,
         namespace.clone(),
     );
-    let mut documents = 0u64;
     let mut dead = 0u64;
     // Two chunks are written at once, on two connections: while one waits for Postgres to
     // take its rows and commit, the other is encoded and sent. Chunks hold distinct documents
@@ -373,6 +381,7 @@ where
                     refused,
                     documents: count,
                     nulled,
+                    done,
                 } = item;
                 if let Some(m) = metrics {
                     for (column, n) in &nulled {
@@ -381,43 +390,42 @@ where
                             .inc_by(*n);
                     }
                 }
+                dead += letters.len() as u64;
                 let chunk_namespace = namespace.clone();
                 in_flight.push(
                     async move {
                         let namespace = chunk_namespace;
-                        let refused = copy_narrowed(shared, swapping, collection, rows).await?;
-                        if refused.is_empty() {
-                            return Ok(count);
+                        let letters_of = letters.len() as u64;
+                        if !letters.is_empty() {
+                            // Before the rows and their progress, so a recorded chunk never
+                            // lacks its letters (a letter written twice is recorded once).
+                            let batch = Batch {
+                                changes: refused,
+                                dead_letters: letters,
+                                ..Batch::default()
+                            };
+                            retrying(metrics, || shared.apply_uncheckpointed(&batch)).await?;
+                            count_dead_letters(metrics, &namespace, letters_of);
                         }
+                        let written = copy_narrowed(
+                            shared, swapping, rewrite, collection, rows, &done, metrics,
+                        )
+                        .await?;
+                        let Narrowed::Split(refused) = written else {
+                            return Ok(count - letters_of);
+                        };
                         // Postgres refused what the mapping accepted (a live table whose type
-                        // differs, say): those documents become dead letters, the rest stays.
+                        // differs, say): those documents become dead letters, the rest stays;
+                        // the chunk's progress commits with the letters.
                         let batch = refused_batch(mapping, collection, &namespace, refused);
-                        let dead = batch.dead_letters.len() as u64;
-                        shared.apply_uncheckpointed(&batch).await?;
-                        count_dead_letters(metrics, &namespace, dead);
-                        Ok(count - dead)
+                        let refused_of = batch.dead_letters.len() as u64;
+                        retrying(metrics, || shared.apply_with_progress(&batch, Some(&done)))
+                            .await?;
+                        count_dead_letters(metrics, &namespace, refused_of);
+                        Ok(count - letters_of - refused_of)
                     }
                     .boxed(),
                 );
-                if !letters.is_empty() {
-                    let letters_of = letters.len() as u64;
-                    dead += letters_of;
-                    let namespace = namespace.clone();
-                    in_flight.push(
-                        async move {
-                            shared
-                                .apply_uncheckpointed(&Batch {
-                                    changes: refused,
-                                    dead_letters: letters,
-                                    ..Batch::default()
-                                })
-                                .await?;
-                            count_dead_letters(metrics, &namespace, letters_of);
-                            Ok(0)
-                        }
-                        .boxed(),
-                    );
-                }
             }
             Some(written) = in_flight.next(), if !in_flight.is_empty() => {
                 let count = match written {
@@ -441,13 +449,7 @@ where
         }
     }
     if interrupted {
-        tracing::info!(namespace = %namespace, documents, "Full sync of the collection interrupted by shutdown; it stays in phase snapshot and the next `sync` or `full-sync` copies it again.");
-        if swapping {
-            // Best effort: the next load drops leftovers anyway.
-            if let Err(e) = swap::drop_shadows(sink, collection).await {
-                tracing::warn!(namespace = %namespace, error = %e, "Could not drop the shadow tables of the interrupted load; the next load drops them.");
-            }
-        }
+        tracing::info!(namespace = %namespace, documents, "Full sync of the collection interrupted by shutdown; it stays in phase snapshot, and the next `sync` or `full-sync` resumes the copy from the chunks committed so far.");
         return Ok(None);
     }
     let done = CollectionState {
@@ -460,8 +462,17 @@ where
     if let Load::Swap { lease } = load {
         swap::swap_in(sink, collection, &done, lease).await?;
     } else {
-        let pg = state_client(sink).await?;
-        state::set_collection_state(&**pg, &state_schema, &stream, &done).await?;
+        let mut pg = state_client(sink).await?;
+        let tx = pg
+            .transaction()
+            .await
+            .map_err(|e| SinkError::postgres("starting a transaction", e))?;
+        state::set_collection_state(&*tx, &state_schema, &stream, &done).await?;
+        // The copy is complete: nothing is left to resume.
+        copy_progress::clear(&*tx, &state_schema, &stream, &namespace).await?;
+        tx.commit()
+            .await
+            .map_err(|e| SinkError::postgres("recording the end of a copy", e))?;
     }
     let elapsed = started.elapsed();
     tracing::info!(namespace = %namespace, documents, dead_letters = dead, seconds = elapsed.as_secs_f64(), "Full sync of the collection finished.");
@@ -473,39 +484,96 @@ where
     }))
 }
 
-/// Writes one chunk into the live tables (or, `swapping`, the shadow tables), narrowing a
-/// Postgres data error to the documents that cause it: the rows are split in halves and each
-/// half written again, so every other row commits. Halves commit on their own, which a copy
-/// allows: it holds no checkpoint and its writes are idempotent. Returns the refused rows with
-/// Postgres's reason.
+impl Load<'_> {
+    fn kind(self) -> CopyLoad {
+        match self {
+            Load::Upsert => CopyLoad::Upsert,
+            Load::TruncateThenCopy => CopyLoad::Truncate,
+            Load::Swap { .. } => CopyLoad::Shadow,
+        }
+    }
+}
+
+/// Runs `write` until it succeeds, retrying transient Postgres errors on the streaming path's
+/// policy (`SinkRetry`); any other error, or a Postgres that stays down, is returned.
+async fn retrying<F, Fut>(metrics: Option<&Metrics>, mut write: F) -> Result<(), SinkError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), SinkError>>,
+{
+    let mut retry = SinkRetry::new();
+    loop {
+        match write().await {
+            Err(e) if e.is_retryable() => retry.pause(e, metrics, "a chunk of the copy").await?,
+            other => return other,
+        }
+    }
+}
+
+/// How a chunk was written by `copy_narrowed`.
+enum Narrowed {
+    /// In one transaction, with its progress.
+    Whole,
+    /// In parts, around the rows Postgres refused (given with its reason); its progress is
+    /// still to be recorded.
+    Split(Vec<(DocumentRows, SinkError)>),
+}
+
+/// Writes one chunk into the live tables (or, `swapping`, the shadow tables) with its progress
+/// `done` in the same transaction. Transient errors are retried (`retrying`'s policy); a
+/// Postgres data error is narrowed to the documents that cause it: the rows are split in halves
+/// and each half written again, so every other row commits. Halves commit on their own, which a
+/// copy allows: its writes are idempotent, and the chunk's progress is recorded only after the
+/// last part (by the caller, with the refused rows' dead letters).
+#[allow(clippy::too_many_arguments)]
 async fn copy_narrowed(
     sink: &PostgresSink,
     swapping: bool,
+    rewrite: bool,
     collection: usize,
     rows: Vec<DocumentRows>,
-) -> Result<Vec<(DocumentRows, SinkError)>, SinkError> {
+    done: &ChunkDone,
+    metrics: Option<&Metrics>,
+) -> Result<Narrowed, SinkError> {
     let mut pending = vec![rows];
     let mut refused = Vec::new();
+    let mut split = false;
+    let mut rewrite = rewrite;
+    let mut retry = SinkRetry::new();
     while let Some(mut part) = pending.pop() {
+        let progress = (!split).then_some(done);
         let written = if swapping {
-            swap::copy_rows_into(sink, collection, &mut part).await
+            swap::copy_rows_into(sink, collection, &mut part, progress, rewrite).await
         } else {
-            sink.copy_rows(collection, &mut part).await
+            sink.copy_chunk(collection, &mut part, progress).await
         };
         match written {
             Ok(_) => {}
             Err(e) if e.is_data_error() && part.len() == 1 => {
+                split = true;
                 refused.extend(part.pop().map(|r| (r, e)));
             }
             Err(e) if e.is_data_error() && part.len() > 1 => {
+                split = true;
                 let second = part.split_off(part.len() / 2);
                 pending.push(second);
+                pending.push(part);
+            }
+            Err(e) if e.is_retryable() => {
+                retry.pause(e, metrics, "a chunk of the copy").await?;
+                // The lost attempt may have committed before its answer was lost: the next
+                // one replaces what it finds instead of failing on the primary key.
+                rewrite = true;
                 pending.push(part);
             }
             Err(e) => return Err(e),
         }
     }
-    Ok(refused)
+    Ok(if split {
+        Narrowed::Split(refused)
+    } else {
+        Narrowed::Whole
+    })
 }
 
 /// The dead letters (and `Change::Refused`) of documents whose rows Postgres refused.
@@ -553,6 +621,8 @@ struct PreparedChunk {
     documents: u64,
     /// Values stored as NULL under `on_error: null`, per column (logged once per chunk).
     nulled: Vec<(String, u64)>,
+    /// Its progress, committed with its rows.
+    done: ChunkDone,
 }
 
 /// The read-and-convert task of one collection's copy and the one-slot channel it fills.
@@ -573,8 +643,8 @@ fn spawn_prepare(
     let name = namespace.clone();
     let task = tokio::spawn(async move {
         loop {
-            let item = match reader.next_chunk().await {
-                Ok(Some(docs)) => convert_chunk(&mapping, collection, &namespace, docs),
+            let item = match reader.next_piece().await {
+                Ok(Some(piece)) => prepare_piece(&mapping, collection, &namespace, piece),
                 Ok(None) => return,
                 Err(e) => Err(e.into()),
             };
@@ -621,6 +691,26 @@ impl Drop for Prepare {
             task.abort();
         }
     }
+}
+
+/// Converts one chunk and describes its progress.
+fn prepare_piece(
+    mapping: &CollectionMapping,
+    collection: usize,
+    namespace: &str,
+    piece: SnapshotChunk,
+) -> Result<PreparedChunk, SyncError> {
+    let done = ChunkDone {
+        namespace: namespace.to_owned(),
+        range: i32::try_from(piece.range).unwrap_or(i32::MAX),
+        seq: i64::try_from(piece.seq).unwrap_or(i64::MAX),
+        last_id: piece.last_id.as_ref().map(encode_id).transpose()?,
+        documents: i64::try_from(piece.docs.len()).unwrap_or(i64::MAX),
+        range_done: piece.range_done,
+    };
+    let mut prepared = convert_chunk(mapping, collection, namespace, piece.docs)?;
+    prepared.done = done;
+    Ok(prepared)
 }
 
 /// Converts one chunk; a document that cannot be converted becomes a dead letter, or stops the
@@ -681,5 +771,13 @@ fn convert_chunk(
             .into_iter()
             .map(|(column, values, ..)| (column, values))
             .collect(),
+        done: ChunkDone {
+            namespace: namespace.to_owned(),
+            range: 0,
+            seq: 0,
+            last_id: None,
+            documents: 0,
+            range_done: false,
+        },
     })
 }

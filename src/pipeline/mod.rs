@@ -356,15 +356,16 @@ fn sink_backoff() -> backon::ExponentialBuilder {
 /// seconds by back-to-back failures.
 const RETRY_EVERY: Duration = Duration::from_millis(500);
 
-/// Failures of a batch within this long of its first are retried without a WARN: a Postgres
+/// Failures of a write within this long of its first are retried without a WARN: a Postgres
 /// restart is reported once, by the lease that loses its lock with it ("Lost the lock …"),
 /// and a lone dropped connection that the next try gets past is not news.
 const QUIET_FIRST: Duration = Duration::from_secs(2);
 
-/// The pace of one batch's retries: tried every `RETRY_EVERY`, counted at the first failure,
+/// The pace of one write's retries: tried every `RETRY_EVERY`, counted at the first failure,
 /// reported from `QUIET_FIRST` on and then on the backoff's schedule, given up when the
-/// backoff runs out.
-struct SinkRetry {
+/// backoff runs out. A full sync's chunk writes use it too (`full_sync`): one policy for every
+/// write that Postgres may fail transiently.
+pub(crate) struct SinkRetry {
     backoff: backon::ExponentialBackoff,
     /// Failures before this instant are retried without a report.
     next_report: tokio::time::Instant,
@@ -375,13 +376,46 @@ struct SinkRetry {
 }
 
 impl SinkRetry {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         SinkRetry {
             backoff: backon::BackoffBuilder::build(sink_backoff()),
             next_report: tokio::time::Instant::now() + QUIET_FIRST,
             unreported: 0,
             never_reported: true,
         }
+    }
+
+    /// After the retryable failure `e` of writing `what` (e.g. "a batch"): counts the first
+    /// failure in `tributary_errors_total`, reports (WARN, counted) from `QUIET_FIRST` on, on
+    /// the backoff's schedule, and waits `RETRY_EVERY`; `Err(e)` when the backoff ran out
+    /// (Postgres stayed down).
+    pub(crate) async fn pause(
+        &mut self,
+        e: SinkError,
+        metrics: Option<&Metrics>,
+        what: &str,
+    ) -> Result<(), SinkError> {
+        match self.failed() {
+            Retried::GiveUp => return Err(e),
+            Retried::Quietly { first } => {
+                if let (Some(m), true) = (metrics, first) {
+                    m.errors_total.with_label_values(&[e.kind()]).inc();
+                }
+                tracing::debug!(error = %e, "Writing {what} failed; retrying it.");
+            }
+            Retried::Report {
+                failures,
+                next_report,
+            } => {
+                if let Some(m) = metrics {
+                    m.errors_total.with_label_values(&[e.kind()]).inc();
+                }
+                let same = what.strip_prefix("a ").unwrap_or(what);
+                tracing::warn!(error = %e, failures, retry_every_ms = RETRY_EVERY.as_millis() as u64, next_report_ms = next_report.as_millis() as u64, "Writing {what} failed; retrying the same {same} until Postgres takes it.");
+            }
+        }
+        tokio::time::sleep(RETRY_EVERY).await;
+        Ok(())
     }
 
     /// What to do after a retryable failure.
@@ -478,25 +512,7 @@ async fn write_batches<S: Sink>(
                     }
                 }
                 Err(e) if e.is_retryable() => {
-                    match retry.failed() {
-                        Retried::GiveUp => return Err(e),
-                        Retried::Quietly { first } => {
-                            if let (Some(m), true) = (&config.metrics, first) {
-                                m.errors_total.with_label_values(&[e.kind()]).inc();
-                            }
-                            tracing::debug!(error = %e, "Writing a batch failed; retrying it.");
-                        }
-                        Retried::Report {
-                            failures,
-                            next_report,
-                        } => {
-                            if let Some(m) = &config.metrics {
-                                m.errors_total.with_label_values(&[e.kind()]).inc();
-                            }
-                            tracing::warn!(error = %e, failures, retry_every_ms = RETRY_EVERY.as_millis() as u64, next_report_ms = next_report.as_millis() as u64, "Writing a batch failed; retrying the same batch until Postgres takes it.");
-                        }
-                    }
-                    tokio::time::sleep(RETRY_EVERY).await;
+                    retry.pause(e, config.metrics.as_deref(), "a batch").await?;
                 }
                 Err(e) => {
                     // A lost lock is counted by `lease::sync_exclusively`, which handles it.

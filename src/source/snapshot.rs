@@ -16,6 +16,11 @@
 //! its smallest value) and the start of the high bound's bracket. Every clause is an `_id`
 //! index range. With no usable boundary one reader reads the whole collection.
 //!
+//! A resumable copy saves the split points (`plan_bounds`) and gives them back with where each
+//! range continues (`with_plan`); `next_piece` says which range a chunk came from, its place in
+//! that range and the range's last `_id` so far, and a range's end is always said (by a chunk
+//! without documents when needed), so the copy can record exactly what it committed.
+//!
 //! Each range is read sorted by `_id` (the `_id` index, so a document is seen at most once even
 //! while it is being updated) with the driver's batch size equal to the chunk size. A transient
 //! error reopens that range after the last `_id` it returned, using per-bracket lower bounds so
@@ -43,7 +48,32 @@ pub const DEFAULT_READERS: usize = 4;
 /// (and at least one chunk); smaller collections are read by fewer readers, or one.
 const MIN_RANGE_DOCUMENTS: u64 = 1000;
 
-type ChunkResult = Result<Vec<RawDocumentBuf>, SourceError>;
+type ChunkResult = Result<SnapshotChunk, SourceError>;
+
+/// One chunk of one range, in `_id` order within its range: what a resumable copy records.
+#[derive(Debug)]
+pub struct SnapshotChunk {
+    pub docs: Vec<RawDocumentBuf>,
+    /// Index of the range (of `SnapshotReader::bounds`) it was read from.
+    pub range: usize,
+    /// Its position among its range's chunks (continuing a resumed range's numbering).
+    pub seq: u64,
+    /// The range's last `_id` read so far: a resumed range continues after it.
+    pub last_id: Option<Bson>,
+    /// Nothing of the range is left after this chunk (a chunk may then hold no document).
+    pub range_done: bool,
+}
+
+/// Where one range of a resumed read starts.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RangeStart {
+    /// Read after this `_id` (`None`: from the range's start).
+    pub after: Option<Bson>,
+    /// The sequence number of the range's next chunk.
+    pub next_seq: u64,
+    /// The range was read to its end already.
+    pub done: bool,
+}
 
 enum State {
     NotStarted,
@@ -62,6 +92,8 @@ pub struct SnapshotReader {
     readers: usize,
     /// Ranges in use once reading started (for tests and logs).
     ranges: Option<usize>,
+    /// Split points and per-range starts given by a resumable copy (`with_plan`).
+    preset: Option<(Vec<Bson>, Vec<RangeStart>)>,
     state: State,
 }
 
@@ -73,6 +105,7 @@ impl SnapshotReader {
             chunk: chunk.max(1),
             readers: DEFAULT_READERS,
             ranges: None,
+            preset: None,
             state: State::NotStarted,
         }
     }
@@ -81,6 +114,19 @@ impl SnapshotReader {
     pub fn with_readers(mut self, readers: usize) -> Self {
         self.readers = readers.max(1);
         self
+    }
+
+    /// Reads the ranges of these split points (from `plan_bounds`, possibly in an earlier
+    /// run), each from its `starts` entry (missing entries: from the start). A resumable copy
+    /// saves the split points, so a resumed read has exactly the ranges of the first one.
+    pub fn with_plan(mut self, bounds: Vec<Bson>, starts: Vec<RangeStart>) -> Self {
+        self.preset = Some((bounds, starts));
+        self
+    }
+
+    /// The number of ranges the split points `bounds` give.
+    pub fn range_count(bounds: &[Bson]) -> usize {
+        split(bounds).len().max(1)
     }
 
     /// How many ranges are being read; `None` before the first `next_chunk`.
@@ -99,10 +145,11 @@ impl SnapshotReader {
         self.collection().estimated_document_count().await.ok()
     }
 
-    /// The ranges to read; one whole-collection range when splitting is not worth it or the
-    /// boundaries cannot be found (splitting is only an optimisation).
-    async fn plan(&self) -> Vec<Range> {
-        let whole = vec![Range::whole()];
+    /// The split points of the ranges to read, sorted and deduplicated: none (one
+    /// whole-collection range) when splitting is not worth it or the boundaries cannot be
+    /// found (splitting is only an optimisation).
+    pub async fn plan_bounds(&self) -> Vec<Bson> {
+        let whole = Vec::new();
         let count = self.estimated_count().await.unwrap_or(0);
         let per_range = (self.chunk as u64).max(MIN_RANGE_DOCUMENTS);
         let by_size = usize::try_from(count / per_range).unwrap_or(usize::MAX);
@@ -123,12 +170,7 @@ impl SnapshotReader {
                 }
             }
         }
-        let ranges = split(bounds);
-        if ranges.is_empty() {
-            whole
-        } else {
-            ranges
-        }
+        clean(bounds)
     }
 
     async fn boundary(&self, skip: u64) -> Result<Option<Bson>, mongodb::error::Error> {
@@ -143,23 +185,38 @@ impl SnapshotReader {
     }
 
     async fn start(&mut self) {
-        let ranges = self.plan().await;
+        let (bounds, starts) = match self.preset.take() {
+            Some(preset) => preset,
+            None => (self.plan_bounds().await, Vec::new()),
+        };
+        let mut ranges = split(&bounds);
+        if ranges.is_empty() {
+            ranges.push(Range::whole());
+        }
         self.ranges = Some(ranges.len());
         tracing::debug!(namespace = %self.namespace, ranges = ranges.len(), "Full sync reads the collection in ranges.");
+        let open: Vec<(usize, Range, RangeStart)> = ranges
+            .into_iter()
+            .enumerate()
+            .map(|(i, range)| (i, range, starts.get(i).cloned().unwrap_or_default()))
+            .filter(|(_, _, start)| !start.done)
+            .collect();
         // The readers share one chunk's worth of documents: each holds a chunk it is filling,
         // one blocked in `send` and the driver's buffered batch, so full-size chunks per reader
         // multiplied memory by the reader count (355 MiB peak RSS at four readers).
-        let per_reader = self.chunk.div_ceil(ranges.len()).max(1);
+        let per_reader = self.chunk.div_ceil(open.len().max(1)).max(1);
         let (tx, rx) = mpsc::channel(1);
         let mut tasks = JoinSet::new();
-        for range in ranges {
+        for (index, range, start) in open {
             let mut reader = RangeReader {
                 collection: self.collection().clone_with_type(),
                 namespace: self.namespace.clone(),
                 chunk: per_reader,
                 range,
+                index,
+                seq: start.next_seq,
                 cursor: None,
-                last_id: None,
+                last_id: start.after,
                 done: false,
             };
             let tx = tx.clone();
@@ -186,6 +243,19 @@ impl SnapshotReader {
     /// The next chunk of up to `chunk` documents; `None` when the collection is exhausted.
     /// Documents stay BSON bytes: the full sync converts them without parsing them whole.
     pub async fn next_chunk(&mut self) -> Result<Option<Vec<RawDocumentBuf>>, SourceError> {
+        loop {
+            match self.next_piece().await? {
+                None => return Ok(None),
+                // The end of a range, said for resumable copies only.
+                Some(piece) if piece.docs.is_empty() => continue,
+                Some(piece) => return Ok(Some(piece.docs)),
+            }
+        }
+    }
+
+    /// `next_chunk` with where the chunk lies: its range, its place in it and whether the range
+    /// ends with it (then possibly without documents), for a copy that records its progress.
+    pub async fn next_piece(&mut self) -> Result<Option<SnapshotChunk>, SourceError> {
         if matches!(self.state, State::NotStarted) {
             self.start().await;
         }
@@ -239,10 +309,8 @@ impl Range {
 /// The ranges for the found boundaries (in `_id` order, possibly of mixed types and, under
 /// concurrent writes, out of order): `(-inf, b_1)`, `[b_i, b_i+1)`, `[b_k, +inf)` in MongoDB's
 /// sort order; empty when no usable boundary remains.
-fn split(bounds: Vec<Bson>) -> Vec<Range> {
-    let mut bounds: Vec<Bson> = bounds.into_iter().filter(comparable).collect();
-    bounds.sort_by(order);
-    bounds.dedup_by(|a, b| order(a, b) == Ordering::Equal);
+fn split(bounds: &[Bson]) -> Vec<Range> {
+    let bounds = clean(bounds.to_vec());
     let (Some(first), Some(last)) = (bounds.first(), bounds.last()) else {
         return Vec::new();
     };
@@ -256,6 +324,14 @@ fn split(bounds: Vec<Bson>) -> Vec<Range> {
         one_bracket: false,
     });
     ranges
+}
+
+/// The usable boundaries of `bounds`, in MongoDB's sort order, without duplicates.
+fn clean(bounds: Vec<Bson>) -> Vec<Bson> {
+    let mut bounds: Vec<Bson> = bounds.into_iter().filter(comparable).collect();
+    bounds.sort_by(order);
+    bounds.dedup_by(|a, b| order(a, b) == Ordering::Equal);
+    bounds
 }
 
 /// `[lo, hi)` for `lo < hi`.
@@ -435,6 +511,9 @@ struct RangeReader {
     namespace: Namespace,
     chunk: usize,
     range: Range,
+    /// Its index among the collection's ranges, and the sequence number of its next chunk.
+    index: usize,
+    seq: u64,
     cursor: Option<Cursor<RawDocumentBuf>>,
     /// The last `_id` returned: a reopened read continues after it.
     last_id: Option<Bson>,
@@ -466,6 +545,7 @@ impl RangeReader {
         }
         let mut docs = Vec::new();
         let Some(cursor) = self.cursor.as_mut() else {
+            self.done = true;
             return Ok(docs);
         };
         while docs.len() < self.chunk {
@@ -484,8 +564,9 @@ impl RangeReader {
         Ok(docs)
     }
 
-    /// The next chunk of this range; `None` when it is exhausted.
-    async fn next_chunk(&mut self) -> Result<Option<Vec<RawDocumentBuf>>, SourceError> {
+    /// The next chunk of this range; `None` after the chunk that ended it (which may hold no
+    /// document, so that the end of a range is always said).
+    async fn next_chunk(&mut self) -> Result<Option<SnapshotChunk>, SourceError> {
         let mut retry = Retry::default();
         loop {
             if self.done {
@@ -494,8 +575,17 @@ impl RangeReader {
             // Documents read before an error are kept by `last_id`; re-reading starts after it.
             let before = self.last_id.clone();
             match self.read().await {
-                Ok(docs) if docs.is_empty() => return Ok(None),
-                Ok(docs) => return Ok(Some(docs)),
+                Ok(docs) => {
+                    let chunk = SnapshotChunk {
+                        docs,
+                        range: self.index,
+                        seq: self.seq,
+                        last_id: self.last_id.clone(),
+                        range_done: self.done,
+                    };
+                    self.seq += 1;
+                    return Ok(Some(chunk));
+                }
                 Err(e) => {
                     self.cursor = None;
                     self.last_id = before;
@@ -517,7 +607,7 @@ mod tests {
     #[test]
     fn split_sorts_and_dedups_boundaries_across_brackets() {
         let oid = ObjectId::from_bytes([7; 12]);
-        let ranges = split(vec![
+        let ranges = split(&[
             Bson::String("m".into()),
             Bson::Int32(5),
             Bson::Int64(5),
@@ -540,11 +630,11 @@ mod tests {
 
     #[test]
     fn split_within_one_bracket_uses_plain_bounds() {
-        let ranges = split(vec![Bson::Int64(9), Bson::Double(2.5)]);
+        let ranges = split(&[Bson::Int64(9), Bson::Double(2.5)]);
         assert_eq!(ranges.len(), 3);
         assert_eq!(ranges[1].filter, doc! {"_id": {"$gte": 2.5, "$lt": 9_i64}});
         assert!(ranges[1].one_bracket);
-        assert!(split(vec![Bson::Null, Bson::Boolean(true)]).is_empty());
+        assert!(split(&[Bson::Null, Bson::Boolean(true)]).is_empty());
     }
 
     #[test]

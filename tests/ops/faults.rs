@@ -472,3 +472,85 @@ async fn a_postgres_restart_logs_warnings_then_streaming_again_and_no_error() {
     drop(cluster);
     w.stop().await;
 }
+
+/// A Postgres restart in the middle of `sync`'s initial copy (the binary, 50,000 documents):
+/// the restart also ends the lock's session, so the daemon goes through standby, takes the lock
+/// again and resumes the copy from its committed chunks (docs/resumable-copies.md); it never
+/// starts the copy over, and the tables end equal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_restart_during_the_initial_copy_resumes_it() {
+    use super::resume::{seeded_world, CHUNK, DOCS};
+    let w = seeded_world().await;
+    let cluster = Cluster::start();
+    let path = cluster.dir.path().join("tributary.toml");
+    std::fs::write(
+        &path,
+        config_text(&w, &cluster.url, "test", "public", "change_stream", CHUNK),
+    )
+    .unwrap();
+    let daemon = super::Daemon::spawn(&path, cluster.dir.path().join("sync.log"));
+    let copied = |url: String| async move {
+        let Ok((c, conn)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await else {
+            return (0, None);
+        };
+        tokio::spawn(conn);
+        let n = c
+            .query_one(
+                "SELECT coalesce(sum(documents), 0)::bigint FROM tributary.copy_chunks",
+                &[],
+            )
+            .await
+            .map(|r| r.get::<_, i64>(0))
+            .unwrap_or(0);
+        let phase = c
+            .query_opt(
+                "SELECT phase FROM tributary.collections WHERE namespace = 'shop.orders'",
+                &[],
+            )
+            .await
+            .ok()
+            .flatten()
+            .map(|r| r.get::<_, String>(0));
+        (n, phase)
+    };
+    wait_until(90, "30 % of the copy to be committed", || async {
+        copied(cluster.url.clone()).await.0 >= (DOCS * 3 / 10) as i64
+    })
+    .await;
+    let restart = tokio::task::spawn_blocking(move || {
+        cluster.restart("fast");
+        cluster
+    });
+    let cluster = restart.await.unwrap();
+    wait_until(120, "the copy to finish after the restart", || async {
+        copied(cluster.url.clone()).await.1.as_deref() == Some("streaming")
+    })
+    .await;
+    w.orders()
+        .insert_one(doc! {"_id": "~after-restart", "qty": 1})
+        .await
+        .unwrap();
+    wait_until(60, "the stream after the copy", || {
+        cluster.has_order("~after-restart")
+    })
+    .await;
+    let pg = crate::support::postgres::connect(&cluster.url).await;
+    assert_eq!(
+        rows_in(&pg, "public").await,
+        w.expected().await,
+        "tables differ after the restart"
+    );
+    let log = daemon.log_text();
+    assert_eq!(
+        log.matches("Full sync of the collection started.").count(),
+        1,
+        "the copy was started over:\n{log}"
+    );
+    assert!(
+        log.contains("Resuming the copy of shop.orders:"),
+        "the copy did not resume after the restart:\n{log}"
+    );
+    assert_eq!(daemon.terminate().await, Some(0), "SIGTERM is a clean stop");
+    drop(pg);
+    drop(cluster);
+}

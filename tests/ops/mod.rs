@@ -1,6 +1,6 @@
 //! Operating the streamer: metrics and health endpoints, lag through a stopped MongoDB,
 //! injected faults (MongoDB fail points, killed Postgres sessions, a Postgres restart), SIGKILLs
-//! of the real binary, fail-over between two daemons, and two streams sharing one database.
+//! of the real binary (in streaming, and in the middle of copies that must resume), fail-over between two daemons, and two streams sharing one database.
 //! Everything runs against real Postgres and mongo-sim over TCP with the official driver.
 
 mod crash;
@@ -13,6 +13,7 @@ mod lease;
 mod logs;
 mod metrics;
 mod progress;
+mod resume;
 mod streams;
 
 use std::path::{Path, PathBuf};
@@ -215,9 +216,15 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn spawn(config: &Path, log: PathBuf) -> Daemon {
+        Daemon::spawn_args(&["sync"], config, log)
+    }
+
+    /// `tributary <args> --config <config>` (e.g. `["full-sync", "--mode", "upsert"]`).
+    pub fn spawn_args(args: &[&str], config: &Path, log: PathBuf) -> Daemon {
         let err = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_tributary"))
-            .args(["sync", "--config"])
+            .args(args)
+            .arg("--config")
             .arg(config)
             .env("RUST_LOG", "info,tokio_postgres=warn")
             .stdin(Stdio::null())
@@ -247,6 +254,15 @@ impl Daemon {
             }
         }
         out
+    }
+
+    /// Waits up to `secs` for the process to exit by itself; its exit code.
+    pub async fn wait(mut self, secs: u64) -> Option<i32> {
+        let status = tokio::time::timeout(Duration::from_secs(secs), self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("tributary did not exit within {secs} s"))
+            .unwrap();
+        status.code()
     }
 
     /// SIGKILL: no flush, no clean close of anything.

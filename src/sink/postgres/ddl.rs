@@ -85,7 +85,8 @@ pub fn table_ddl(schema: &str, t: &TableDef) -> Vec<String> {
 }
 
 /// The state tables of SPEC "What is written where", exactly as named there (`cutovers`
-/// holds every cutover's verdict), and the sink's own `stale_children` (`stale`).
+/// holds every cutover's verdict), the sink's own `stale_children` (`stale`), and the progress
+/// of copies, `copies` and `copy_chunks` (`copy_progress`).
 pub fn state_ddl(state_schema: &str) -> Vec<String> {
     let checkpoints = qualified(state_schema, "checkpoints");
     let collections = qualified(state_schema, "collections");
@@ -147,6 +148,32 @@ pub fn state_ddl(state_schema: &str) -> Vec<String> {
             quote_ident("dead_letters_open_row_key")
         ),
         super::stale::table_ddl(state_schema),
+        // The progress of copies, so a killed copy resumes (`copy_progress`).
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} (\
+             stream text NOT NULL, \
+             namespace text NOT NULL, \
+             load text NOT NULL, \
+             mapping text NOT NULL, \
+             bounds bytea NOT NULL, \
+             ranges integer NOT NULL, \
+             started_at timestamptz NOT NULL, \
+             PRIMARY KEY (stream, namespace))",
+            qualified(state_schema, "copies")
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} (\
+             stream text NOT NULL, \
+             namespace text NOT NULL, \
+             range_no integer NOT NULL, \
+             seq bigint NOT NULL, \
+             last_id bytea, \
+             documents bigint NOT NULL, \
+             range_done boolean NOT NULL, \
+             at timestamptz NOT NULL DEFAULT now(), \
+             PRIMARY KEY (stream, namespace, range_no, seq))",
+            qualified(state_schema, "copy_chunks")
+        ),
         format!(
             "CREATE TABLE IF NOT EXISTS {} (\
              id bigserial PRIMARY KEY, \

@@ -1,11 +1,13 @@
 //! The Postgres sink, split by meaning: `ddl` (what tables look like), `encode` / `decode`
 //! (how values travel on the wire, both ways), `copy` (binary COPY in large chunks), `state`
-//! (Tributary's own tables: checkpoints, phases, dead letters), `plan` (a batch reduced to its
+//! (Tributary's own tables: checkpoints, phases, dead letters), `copy_progress` (what a
+//! copy under way has committed, so it resumes), `plan` (a batch reduced to its
 //! net effect per table), `stale` (documents whose child rows must be rewritten at their next
 //! update), `service` (one batch, one transaction) and `catalog` (which DDL is still needed).
 
 pub mod catalog;
 pub mod copy;
+pub mod copy_progress;
 pub mod ddl;
 pub mod decode;
 pub mod encode;

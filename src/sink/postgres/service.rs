@@ -24,6 +24,7 @@ use tokio_postgres::types::Type;
 
 use super::catalog;
 use super::copy::{self, CopyError};
+use super::copy_progress::{self, ChunkDone};
 use super::ddl::{self, qualified, quote_ident};
 use super::plan::{self, CollectionPlan};
 use super::stale::{StaleRecords, StaleSql};
@@ -273,10 +274,24 @@ impl PostgresSink {
         collection: usize,
         rows: &mut Vec<DocumentRows>,
     ) -> Result<u64, SinkError> {
+        self.copy_chunk(collection, rows, None).await
+    }
+
+    /// `copy_rows`, recording `done` (the chunk's progress, `copy_progress`) in the same
+    /// transaction, so a resumed copy knows exactly which chunks are in the tables. `rows` is
+    /// also handed back after a retryable error, so the caller can write the same chunk again.
+    pub async fn copy_chunk(
+        &self,
+        collection: usize,
+        rows: &mut Vec<DocumentRows>,
+        done: Option<&ChunkDone>,
+    ) -> Result<u64, SinkError> {
         let tables = self.table_defs.get(collection).ok_or_else(|| {
             SinkError::InvalidBatch(format!("collection #{collection} is not mapped"))
         })?;
         let key_index = tables[0].primary_key[0];
+        // Before the rows are taken: a connection that cannot be had leaves them to the caller.
+        let mut client = self.connection().await?;
         let changes: Vec<Change> = std::mem::take(rows)
             .into_iter()
             .map(|rows| Change::Upsert {
@@ -287,9 +302,13 @@ impl PostgresSink {
             .collect();
         let plans = plan::plan(&changes, &self.table_defs)?;
         let written = plans[collection].upserts.len() as u64;
-        let mut client = self.connection().await?;
-        let result = self.write(&mut client, plans, &[], None, None).await;
-        if result.as_ref().is_err_and(SinkError::is_data_error) {
+        let result = self
+            .write_then(&mut client, plans, &[], None, None, &[], done, true)
+            .await;
+        if result
+            .as_ref()
+            .is_err_and(|e| e.is_data_error() || e.is_retryable())
+        {
             rows.extend(changes.into_iter().filter_map(|c| match c {
                 Change::Upsert { rows, .. } => Some(rows),
                 _ => None,
@@ -311,6 +330,16 @@ impl PostgresSink {
     /// their `Change::Refused`), like `apply` but through a shared reference, so it can run
     /// beside `copy_rows` calls.
     pub async fn apply_uncheckpointed(&self, batch: &Batch) -> Result<(), SinkError> {
+        self.apply_with_progress(batch, None).await
+    }
+
+    /// `apply_uncheckpointed`, recording a copy's chunk `done` in the same transaction (the
+    /// last step of a chunk whose rows Postgres partly refused: its dead letters and progress).
+    pub async fn apply_with_progress(
+        &self,
+        batch: &Batch,
+        done: Option<&ChunkDone>,
+    ) -> Result<(), SinkError> {
         if batch.checkpoint.is_some() {
             return Err(SinkError::InvalidBatch(
                 "apply_uncheckpointed was given a checkpoint; use Sink::apply".into(),
@@ -319,7 +348,16 @@ impl PostgresSink {
         let plans = plan::plan(&batch.changes, &self.table_defs)?;
         let mut client = self.connection().await?;
         let result = self
-            .write(&mut client, plans, &batch.dead_letters, None, None)
+            .write_then(
+                &mut client,
+                plans,
+                &batch.dead_letters,
+                None,
+                None,
+                &[],
+                done,
+                true,
+            )
             .await;
         if result.is_err() {
             discard(client);
@@ -334,7 +372,7 @@ impl PostgresSink {
         let plans = plan::plan(changes, &self.table_defs)?;
         let mut client = self.connection().await?;
         let result = self
-            .write_then(&mut client, plans, &[], None, None, ids, true)
+            .write_then(&mut client, plans, &[], None, None, ids, None, true)
             .await;
         if result.is_err() {
             discard(client);
@@ -350,12 +388,21 @@ impl PostgresSink {
         checkpoint: Option<&Checkpoint>,
         previous: Option<&serde_json::Value>,
     ) -> Result<(), SinkError> {
-        self.write_then(client, plans, dead_letters, checkpoint, previous, &[], true)
-            .await
+        self.write_then(
+            client,
+            plans,
+            dead_letters,
+            checkpoint,
+            previous,
+            &[],
+            None,
+            true,
+        )
+        .await
     }
 
-    /// `write`, also resolving the dead letters `resolve` (by id), ending in `COMMIT` or (for
-    /// `probe`) `ROLLBACK`.
+    /// `write`, also resolving the dead letters `resolve` (by id) and recording a copy's
+    /// `chunk`, ending in `COMMIT` or (for `probe`) `ROLLBACK`.
     #[allow(clippy::too_many_arguments)]
     async fn write_then(
         &self,
@@ -365,6 +412,7 @@ impl PostgresSink {
         checkpoint: Option<&Checkpoint>,
         previous: Option<&serde_json::Value>,
         resolve: &[i64],
+        chunk: Option<&ChunkDone>,
         commit: bool,
     ) -> Result<(), SinkError> {
         let tx = client
@@ -419,6 +467,9 @@ impl PostgresSink {
             }
         }
         state::insert_dead_letters(&*tx, &self.state_schema, &self.stream, dead_letters).await?;
+        if let Some(chunk) = chunk {
+            copy_progress::record_chunk(&*tx, &self.state_schema, &self.stream, chunk).await?;
+        }
         if let Some(cp) = checkpoint {
             let doing = || format!("writing the checkpoint of stream {:?}", cp.stream);
             let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
@@ -473,7 +524,7 @@ impl Sink for PostgresSink {
         let plans = plan::plan(changes, &self.table_defs)?;
         let mut client = self.connection().await?;
         let result = self
-            .write_then(&mut client, plans, &[], None, None, &[], false)
+            .write_then(&mut client, plans, &[], None, None, &[], None, false)
             .await;
         if result.is_err() {
             discard(client);

@@ -3,9 +3,10 @@
 //! and swapped in by one transaction, so readers of the live tables see either the old rows or
 //! the new ones, never an empty or half-loaded table.
 //!
-//! Steps (driven by `pipeline::full_sync`): `create_shadows` (drops leftovers of an interrupted
-//! run first), `copy_rows_into` per chunk (binary COPY, one short transaction each; nobody
-//! reads a shadow table), then `swap_in`: lock the live tables `ACCESS EXCLUSIVE`, drop them,
+//! Steps (driven by `pipeline::full_sync`): `create_shadows` (drops leftovers of an earlier
+//! run first) — or, when the load resumes, `shadows_exist` — `copy_rows_into` per chunk (binary
+//! COPY with the chunk's progress, one short transaction each; nobody reads a shadow table),
+//! then `swap_in`: lock the live tables `ACCESS EXCLUSIVE`, drop them,
 //! rename the shadows (and their primary-key constraints, so names match what `schema` creates)
 //! to the live names, store the collection's phase row, commit. Readers queued on the lock
 //! resolve the name again once it is released and read the new table.
@@ -21,6 +22,7 @@ use deadpool_postgres::Object;
 use tokio_postgres::types::Type;
 
 use super::copy::{self, CopyError};
+use super::copy_progress::{self, ChunkDone};
 use super::ddl::{self, qualified, quote_ident};
 use super::plan;
 use super::state::{self, CollectionState};
@@ -105,17 +107,42 @@ pub async fn create_shadows(sink: &PostgresSink, collection: usize) -> Result<()
     ddl::apply_ddl(&client, &statements).await
 }
 
+/// Whether every shadow table of `collection` exists (a resumed load continues in them).
+pub async fn shadows_exist(sink: &PostgresSink, collection: usize) -> Result<bool, SinkError> {
+    let shadows = shadow_defs(&live_defs(sink, collection)?);
+    let client = connection(sink).await?;
+    for t in &shadows {
+        let name = qualified(sink.schema(), &t.name);
+        let row = client
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&name])
+            .await
+            .map_err(|e| SinkError::postgres(format!("looking up {name}"), e))?;
+        if !row.get::<_, bool>(0) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// Writes one chunk of converted documents into the shadow tables of `collection` (one
-/// transaction) and returns how many parent rows were written. A document repeated in `rows`
-/// keeps its last occurrence, as with `PostgresSink::copy_rows`, and `rows` is handed back
-/// after a data error as there.
+/// transaction, which also records `done`, the chunk's progress) and returns how many parent
+/// rows were written. A document repeated in `rows` keeps its last occurrence, as with
+/// `PostgresSink::copy_rows`, and `rows` is handed back after a data or retryable error.
+///
+/// `rewrite`: the shadow tables may already hold some of these documents (a resumed load, or a
+/// retry whose commit may have gone through), so their rows are deleted first; a plain COPY
+/// would fail on the primary key.
 pub async fn copy_rows_into(
     sink: &PostgresSink,
     collection: usize,
     rows: &mut Vec<DocumentRows>,
+    done: Option<&ChunkDone>,
+    rewrite: bool,
 ) -> Result<u64, SinkError> {
     let shadows = shadow_defs(&live_defs(sink, collection)?);
     let key_index = shadows[0].primary_key[0];
+    // Before the rows are taken: a connection that cannot be had leaves them to the caller.
+    let mut client = connection(sink).await?;
     let changes: Vec<Change> = std::mem::take(rows)
         .into_iter()
         .map(|rows| Change::Upsert {
@@ -130,12 +157,34 @@ pub async fn copy_rows_into(
         .flat_map(|p| p.upserts)
         .map(|(_, rows)| rows)
         .collect();
-    let mut client = connection(sink).await?;
     let result = async {
         let tx = client
             .transaction()
             .await
             .map_err(|e| SinkError::postgres("starting a transaction", e))?;
+        if rewrite && !docs.is_empty() {
+            let keys = PgValue::Array(
+                docs.iter()
+                    .map(|d| d.parent.get(key_index).cloned().unwrap_or(PgValue::Null))
+                    .collect(),
+            );
+            // Children first: their first key column holds the parent's key.
+            for table in shadows.iter().rev() {
+                let first = table.primary_key.first().copied().unwrap_or(0);
+                let column = table
+                    .columns
+                    .get(first)
+                    .map(|(n, _)| n.as_str())
+                    .unwrap_or("");
+                let name = qualified(sink.schema(), &table.name);
+                tx.execute(
+                    &format!("DELETE FROM {name} WHERE {} = ANY($1)", quote_ident(column)),
+                    &[&keys],
+                )
+                .await
+                .map_err(|e| SinkError::postgres(format!("deleting from {name}"), e))?;
+            }
+        }
         for (i, table) in shadows.iter().enumerate() {
             let rows: Vec<&Row> = if i == 0 {
                 docs.iter().map(|d| &d.parent).collect()
@@ -145,6 +194,9 @@ pub async fn copy_rows_into(
                     .collect()
             };
             copy_in(&tx, sink.schema(), table, &rows).await?;
+        }
+        if let Some(done) = done {
+            copy_progress::record_chunk(&*tx, sink.state_schema(), sink.stream(), done).await?;
         }
         tx.commit()
             .await
@@ -158,8 +210,8 @@ pub async fn copy_rows_into(
         Err(e) => {
             // The connection's state is uncertain after a failed COPY: do not reuse it.
             drop(Object::take(client));
-            if e.is_data_error() {
-                // Handed back, so the caller can narrow the error (as `copy_rows` does).
+            if e.is_data_error() || e.is_retryable() {
+                // Handed back, so the caller can narrow the error or write the chunk again.
                 rows.extend(changes.into_iter().filter_map(|c| match c {
                     Change::Upsert { rows, .. } => Some(rows),
                     _ => None,
@@ -331,6 +383,8 @@ async fn try_swap_in(
             .map_err(|e| SinkError::postgres(doing("renaming the shadow tables"), e))?;
     }
     state::set_collection_state(&*tx, sink.state_schema(), sink.stream(), phase).await?;
+    // The load is complete: nothing is left to resume.
+    copy_progress::clear(&*tx, sink.state_schema(), sink.stream(), &phase.namespace).await?;
     if let Some(lease) = lease {
         lease.ensure_held()?;
     }
