@@ -453,7 +453,9 @@ fn change_stream(
     user_stages: Vec<Document>,
     requested: Option<usize>,
 ) -> CmdResult {
-    let spec = StreamSpec::parse(&stage)?;
+    let mut spec = StreamSpec::parse(&stage)?;
+    let mut user_stages = user_stages;
+    spec.split = crate::split::take_stage(&mut user_stages)?;
     let scope = match req.cmd.get("aggregate") {
         Some(Bson::String(coll)) => {
             if req.db == "admin" || req.db == "config" || req.db == "local" {
