@@ -57,6 +57,7 @@ async fn main() -> std::io::Result<()> {
             _ => None,
         },
         auth: args.auth,
+        ..mongo_sim::SimOptions::default()
     })
     .await;
     // A bad --auth, --tls-cert or --tls-key (or a port in use) is a sentence, not a Debug dump.

@@ -244,3 +244,27 @@ async fn the_split_stage_must_be_last() {
     assert_eq!(code(&e), Some(7182800), "{e}");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn an_older_wire_version_has_no_split_stage() {
+    let s = crate::support::sim_with(mongo_sim::SimOptions {
+        max_wire_version: 17,
+        ..mongo_sim::SimOptions::default()
+    })
+    .await;
+    let hello = s
+        .client
+        .database("admin")
+        .run_command(doc! {"hello": 1})
+        .await
+        .unwrap();
+    assert_eq!(hello.get_i32("maxWireVersion").unwrap(), 17);
+    let coll = s.client.database("d").collection::<Document>("c");
+    let e = coll
+        .watch()
+        .pipeline(vec![doc! {"$changeStreamSplitLargeEvent": {}}])
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Some(40324), "{e}");
+    s.stop().await;
+}
