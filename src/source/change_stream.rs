@@ -2,6 +2,12 @@
 //! filtered to the mapped namespaces and their DDL, with `fullDocument: updateLookup`, resumed
 //! from the stored token (`resumeAfter`) or started at a recorded token for a fresh stream.
 //!
+//! Post-images: when every mapped collection has `changeStreamPreAndPostImages` enabled
+//! (`listCollections` at start), the stream asks for `fullDocument: whenAvailable` instead, so
+//! each update carries the document as that update left it (`updateLookup` reads it when the
+//! event is read, collapsing intermediate versions, and costs a lookup per update). The mode
+//! is one per stream: with a mix of collections, `updateLookup` stays for all of them.
+//!
 //! The driver already resumes once on resumable `getMore` errors; anything else that is
 //! transient (the initial `aggregate` failing, a server selection timeout) is retried here with
 //! capped backoff by reopening from the last position this source returned.
@@ -46,6 +52,10 @@ pub struct ChangeStreamSource {
     stream: Option<ChangeStream<RawDocumentBuf>>,
     /// Whether the server splits large events (`$changeStreamSplitLargeEvent`); asked once.
     splits: Option<bool>,
+    /// The `fullDocument` mode, decided at the first open from the collections' options.
+    full_document: Option<FullDocumentType>,
+    /// The mapped namespaces, whose options decide `full_document`.
+    namespaces: Vec<Namespace>,
     /// An event too large to read (no split stage) that the stream is reading past.
     skipping: Option<Skipping>,
     /// The position after the last event returned: where a reopen resumes.
@@ -111,6 +121,8 @@ impl ChangeStreamSource {
             pipeline: vec![match_stage(mappings)],
             stream: None,
             splits: None,
+            full_document: None,
+            namespaces: mapped_namespaces(mappings),
             skipping: None,
             position,
             start_after: false,
@@ -136,6 +148,19 @@ impl ChangeStreamSource {
                 splits
             }
         };
+        let full_document = match &self.full_document {
+            Some(mode) => mode.clone(),
+            None => {
+                let mode = if post_images_everywhere(&self.client, &self.namespaces).await? {
+                    tracing::info!("Every mapped collection has changeStreamPreAndPostImages: updates are read with their post-images (fullDocument: whenAvailable).");
+                    FullDocumentType::WhenAvailable
+                } else {
+                    FullDocumentType::UpdateLookup
+                };
+                self.full_document = Some(mode.clone());
+                mode
+            }
+        };
         let mut pipeline = self.pipeline.clone();
         if let Some(skipping) = &self.skipping {
             pipeline.push(skipping.filter());
@@ -147,7 +172,7 @@ impl ChangeStreamSource {
             .client
             .watch()
             .pipeline(pipeline)
-            .full_document(FullDocumentType::UpdateLookup)
+            .full_document(full_document)
             .max_await_time(MAX_AWAIT)
             .batch_size(BATCH_SIZE);
         let stream = if self.start_after {
@@ -403,6 +428,43 @@ impl ChangeStreamSource {
         });
         Ok(())
     }
+}
+
+/// Whether every namespace is a collection with `changeStreamPreAndPostImages` enabled
+/// (`listCollections` options); `false` for none.
+async fn post_images_everywhere(
+    client: &Client,
+    namespaces: &[Namespace],
+) -> Result<bool, mongodb::error::Error> {
+    if namespaces.is_empty() {
+        return Ok(false);
+    }
+    let mut with_images = 0;
+    let mut dbs: Vec<&str> = namespaces.iter().map(|ns| ns.db.as_str()).collect();
+    dbs.sort_unstable();
+    dbs.dedup();
+    for db in dbs {
+        let names: Vec<&str> = namespaces
+            .iter()
+            .filter(|ns| ns.db == db)
+            .map(|ns| ns.coll.as_str())
+            .collect();
+        let mut specs = client
+            .database(db)
+            .list_collections()
+            .filter(doc! {"name": {"$in": names}})
+            .await?;
+        while let Some(spec) = futures::StreamExt::next(&mut specs).await {
+            let enabled = spec?
+                .options
+                .change_stream_pre_and_post_images
+                .is_some_and(|images| images.enabled);
+            if enabled {
+                with_images += 1;
+            }
+        }
+    }
+    Ok(with_images == namespaces.len())
 }
 
 /// Why an event too large to read is a dead letter, and what to do.

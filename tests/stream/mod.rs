@@ -5,6 +5,7 @@ mod ddl;
 mod failures;
 mod handoff;
 mod hostile;
+mod images;
 mod large;
 mod measure;
 mod preflight;
