@@ -57,6 +57,11 @@ pub enum Op {
     },
     /// The whole database was dropped.
     DropDatabase,
+    /// An event the source could not read (over 16 MB without a server that splits it):
+    /// the document is dead-lettered with `reason` and its row keeps its last version.
+    Unreadable {
+        reason: String,
+    },
     /// Nothing happened but the position moved (idle heartbeat, oplog no-op, an event for an
     /// unmapped namespace). Carries the position so checkpoints and lag stay fresh.
     Noop,
@@ -65,7 +70,7 @@ pub enum Op {
 impl Op {
     /// Every `tributary_events_total{op}` label a counted event can have (`noop` is never
     /// counted), so each series starts at 0.
-    pub const LABELS: [&'static str; 7] = [
+    pub const LABELS: [&'static str; 8] = [
         "insert",
         "update",
         "replace",
@@ -73,6 +78,7 @@ impl Op {
         "drop",
         "rename",
         "drop_database",
+        "unreadable",
     ];
 
     /// Label for `tributary_events_total{op}`.
@@ -85,6 +91,7 @@ impl Op {
             Op::Drop => "drop",
             Op::Rename { .. } => "rename",
             Op::DropDatabase => "drop_database",
+            Op::Unreadable { .. } => "unreadable",
             Op::Noop => "noop",
         }
     }

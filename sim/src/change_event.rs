@@ -626,6 +626,7 @@ pub fn invalidate_event(after: &ResumeToken, ts: Timestamp, wall: DateTime) -> D
     let token = ResumeToken {
         from_invalidate: true,
         kind: TokenKind::Event,
+        fragment: None,
         ..after.clone()
     };
     let mut ev = Document::new();

@@ -14,7 +14,8 @@
 //! - `writes`: the write engine over live storage or a transaction's copy.
 //! - `store`, `oplog`: collections and the capped `local.oplog.rs`.
 //! - `tail`, `stream`, `scan`, `cursor`: oplog tail cursors, change streams,
-//!   batch-at-a-time collection scans, cursor table.
+//!   batch-at-a-time collection scans, cursor table; `split`: the 16 MB
+//!   limits on documents and events, `$changeStreamSplitLargeEvent`.
 //! - `failpoint`, `error`, `demo`: fail points, command errors, `--seed-demo`.
 //! - `write_block`: `setUserWriteBlockMode` state and the 371 check writes make.
 //! - Pure modules (no I/O): `bson_order`, `query`, `update`, `diff`, `token`,
@@ -38,6 +39,7 @@ mod oplog;
 mod scan;
 mod scram;
 mod server;
+mod split;
 mod state;
 mod store;
 mod stream;

@@ -74,6 +74,7 @@ async fn main() -> std::io::Result<()> {
         tls_ca_file: args.tls_ca_file,
         tls_allow_connections_without_certificates: args.tls_allow_connections_without_certificates,
         x509_users: args.x509_user,
+        ..mongo_sim::SimOptions::default()
     })
     .await;
     // A bad --auth, --x509-user, --tls-cert, --tls-key or --tls-ca-file (or a port in use) is a sentence, not a Debug dump.

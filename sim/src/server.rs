@@ -39,6 +39,10 @@ pub struct SimOptions {
     /// MONGODB-X509 users in `$external`, each `SUBJECT[:ROLE[+ROLE...]]` (`--x509-user`, see
     /// `auth`); needs `tls_ca_file`, and turns access control on as `auth` does.
     pub x509_users: Vec<String>,
+    /// The `maxWireVersion` `hello` reports: 21 is MongoDB 7.0. Below 21 the server refuses
+    /// what 7.0 added and clients decide by it (`$changeStreamSplitLargeEvent` is then an
+    /// unknown stage, as on 6.0 before 6.0.9), so tests can see a client's older-server path.
+    pub max_wire_version: i32,
 }
 
 /// PEM files for `SimOptions::tls`.
@@ -62,6 +66,7 @@ impl Default for SimOptions {
             tls_ca_file: None,
             tls_allow_connections_without_certificates: false,
             x509_users: Vec::new(),
+            max_wire_version: crate::state::MAX_WIRE_VERSION,
         }
     }
 }
@@ -131,7 +136,9 @@ pub async fn start(opts: SimOptions) -> std::io::Result<SimHandle> {
         .map(|t| crate::tls::acceptor(&t.cert, &t.key, clients))
         .transpose()
         .map_err(|e| invalid(e.to_string()))?;
-    let shared = Arc::new(Shared::new(opts.oplog_max_entries, users));
+    let mut shared = Shared::new(opts.oplog_max_entries, users);
+    shared.max_wire_version = opts.max_wire_version;
+    let shared = Arc::new(shared);
     if opts.seed_demo > 0 {
         crate::demo::load(&shared, opts.seed_demo);
     }

@@ -46,7 +46,12 @@ pub struct Shared {
     next_connection_id: AtomicI64,
     /// `--auth`'s users; `None` when the server runs without access control.
     pub users: Option<crate::auth::Users>,
+    /// What `hello` reports as `maxWireVersion` (`SimOptions::max_wire_version`).
+    pub max_wire_version: i32,
 }
+
+/// MongoDB 7.0's wire version, what the simulator presents itself as by default.
+pub const MAX_WIRE_VERSION: i32 = 21;
 
 /// Locks a mutex, ignoring poisoning: a panicking handler must not take the
 /// whole simulator down with it.
@@ -69,6 +74,7 @@ impl Shared {
             failpoints: Mutex::new(FailPoints::default()),
             next_connection_id: AtomicI64::new(1),
             users,
+            max_wire_version: MAX_WIRE_VERSION,
         }
     }
 

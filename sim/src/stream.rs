@@ -4,7 +4,10 @@
 //! `postBatchResumeToken` high-water mark that advances while idle.
 //! Without user stages or images, events are queued as encoded BSON
 //! (`change_event::encoded_events_from_oplog_entry`) and spliced into the
-//! reply as they are.
+//! reply as they are. Each event's size is checked as the server's
+//! serialisation does (`split`): with `$changeStreamSplitLargeEvent` a large
+//! one is queued as fragments, without it the batch that reaches it fails
+//! with 10334 and the cursor dies.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -21,6 +24,7 @@ use crate::cursor::BatchDoc;
 use crate::error::CommandError;
 use crate::oplog::{cmp_ts, ts_after, Images, Oplog, OplogEntry};
 use crate::query::Fields;
+use crate::split;
 use crate::state::Shared;
 use crate::store::approx_size;
 use crate::token::{self, ResumeToken, TokenKind};
@@ -110,6 +114,22 @@ pub struct StreamCursor {
     /// High-water timestamp: every event before it has been examined.
     hw_ts: Timestamp,
     invalidated: bool,
+    /// `$changeStreamSplitLargeEvent` ends the pipeline.
+    split: bool,
+    /// Resuming from this fragment (from 0) of the event `skip_through`
+    /// names: the fragments up to it are skipped, the rest returned.
+    resume_fragment: Option<u32>,
+    /// The error of an event too large to return (10334): generation stops
+    /// there and the batch that reaches it fails.
+    doomed: Option<CommandError>,
+}
+
+/// What a resumed stream does with an event, by its token.
+enum Skip {
+    /// At or before the resume point.
+    Drop,
+    /// Return it, without its first `n` fragments.
+    Pass(usize),
 }
 
 /// Where and how a stream starts, parsed from the `$changeStream` stage.
@@ -119,6 +139,9 @@ pub struct StreamSpec {
     pub start_after: Option<Document>,
     pub start_at: Option<Timestamp>,
     pub all_changes_for_cluster: bool,
+    /// `$changeStreamSplitLargeEvent` was the pipeline's last stage
+    /// (set by the caller, see `split::take_stage`).
+    pub split: bool,
 }
 
 impl StreamSpec {
@@ -130,6 +153,7 @@ impl StreamSpec {
             start_after: None,
             start_at: None,
             all_changes_for_cluster: false,
+            split: false,
         };
         for (k, v) in stage {
             match (k.as_str(), v) {
@@ -196,6 +220,7 @@ fn hw_token(ts: Timestamp) -> Document {
         kind: TokenKind::HighWater,
         from_invalidate: false,
         document_key: None,
+        fragment: None,
     })
 }
 
@@ -221,6 +246,9 @@ impl StreamCursor {
             pending_bytes: 0,
             hw_ts: ts_after(oplog.last_ts()),
             invalidated: false,
+            split: spec.split,
+            resume_fragment: None,
+            doomed: None,
         };
         let resume = match (&spec.resume_after, &spec.start_after) {
             (Some(t), _) => Some((t, false)),
@@ -249,7 +277,29 @@ impl StreamCursor {
             }
             cursor.next_seq = oplog.seq_at_or_after(tok.ts);
             cursor.hw_ts = tok.ts;
-            let data = raw.get_str("_data").unwrap_or_default().to_string();
+            let data = match tok.fragment {
+                Some(n) => {
+                    if !cursor.split {
+                        return Err(CommandError::new(
+                            280,
+                            "ChangeStreamFatalError",
+                            "Attempted to resume from a split event fragment, but the pipeline \
+                             does not end with $changeStreamSplitLargeEvent. Ensure that the \
+                             pipeline used to resume is the same as the original",
+                        ));
+                    }
+                    // Fragments are found through the token of the event they split.
+                    cursor.resume_fragment = Some(n);
+                    token::encode(&ResumeToken {
+                        fragment: None,
+                        ..tok
+                    })
+                    .get_str("_data")
+                    .unwrap_or_default()
+                    .to_string()
+                }
+                None => raw.get_str("_data").unwrap_or_default().to_string(),
+            };
             cursor.skip_through = Some(data);
         } else if let Some(ts) = spec.start_at {
             if cmp_ts(ts, oplog.oldest_ts()).is_lt() {
@@ -300,6 +350,7 @@ impl StreamCursor {
                 .map(|d| d.doc().into_owned())
         };
         while !self.invalidated
+            && self.doomed.is_none()
             && self.pending.len() < want
             && self.pending_bytes < crate::cursor::MAX_BATCH_BYTES
         {
@@ -341,25 +392,20 @@ impl StreamCursor {
                             if !self.scope.ns_in_scope(ev.ns.as_ref()) {
                                 continue;
                             }
-                            if let Some(skip) = &self.skip_through {
-                                if ev.token.as_str() <= skip.as_str() {
-                                    continue;
-                                }
-                                self.skip_through = None;
-                            }
+                            let Skip::Pass(fragments) = self.skip(&ev.token) else {
+                                continue;
+                            };
                             let token = Token::Data(ev.token);
                             let inval = self
                                 .scope
                                 .invalidated_by(ev.operation_type)
                                 .then(|| self.invalidate_for(&token.to_id(), entry));
-                            self.pending_bytes += ev.approx_size;
-                            self.pending.push_back((
-                                BatchDoc::Raw(ev.bytes),
-                                ev.approx_size,
-                                token,
-                            ));
+                            self.admit(BatchDoc::Raw(ev.bytes), ev.approx_size, token, fragments)?;
+                            if self.doomed.is_some() {
+                                return Ok(());
+                            }
                             if let Some(inval) = inval {
-                                if self.end_with(inval?) {
+                                if self.end_with(inval?)? {
                                     return Ok(());
                                 }
                             }
@@ -373,20 +419,24 @@ impl StreamCursor {
                         continue;
                     }
                     let event = self.with_images(event, images)?;
-                    if let (Some(skip), Some(data)) = (&self.skip_through, token_data(&event)) {
-                        if data <= skip.as_str() {
-                            continue;
-                        }
-                        self.skip_through = None;
-                    }
+                    let fragments = match token_data(&event).map(str::to_string) {
+                        Some(data) => match self.skip(&data) {
+                            Skip::Drop => continue,
+                            Skip::Pass(n) => n,
+                        },
+                        None => 0,
+                    };
                     let invalidates = self.scope.invalidates(&event);
                     let inval = invalidates.then(|| {
                         let id = event.get_document("_id").cloned().unwrap_or_default();
                         self.invalidate_for(&id, entry)
                     });
-                    self.push_event(event)?;
+                    self.push_event(event, fragments)?;
+                    if self.doomed.is_some() {
+                        return Ok(());
+                    }
                     if let Some(inval) = inval {
-                        if self.end_with(inval?) {
+                        if self.end_with(inval?)? {
                             return Ok(());
                         }
                     }
@@ -457,16 +507,16 @@ impl StreamCursor {
 
     /// Queues the `invalidate` event that ends the stream, unless a resume
     /// token skips it; whether it was queued.
-    fn end_with(&mut self, inval: Document) -> bool {
+    fn end_with(&mut self, inval: Document) -> Result<bool, CommandError> {
         let passes = match &self.skip_through {
             Some(skip) => token_data(&inval).is_some_and(|d| d > skip.as_str()),
             None => true,
         };
         if passes {
-            self.enqueue(inval);
+            self.enqueue(inval, 0)?;
             self.invalidated = true;
         }
-        passes
+        Ok(passes)
     }
 
     /// The `invalidate` event after the event whose `_id` is `id`.
@@ -476,10 +526,9 @@ impl StreamCursor {
         Ok(invalidate_event(&after, entry.ts, wall))
     }
 
-    fn push_event(&mut self, event: Document) -> Result<(), CommandError> {
+    fn push_event(&mut self, event: Document, fragments: usize) -> Result<(), CommandError> {
         if self.stages.is_empty() {
-            self.enqueue(event);
-            return Ok(());
+            return self.enqueue(event, fragments);
         }
         let id = event.get("_id").cloned();
         let Some(out) = apply_event_stages(event, &self.stages)? else {
@@ -495,15 +544,121 @@ impl StreamCursor {
                  retain the unmodified _id field are allowed.",
             ));
         }
-        self.enqueue(out);
+        self.enqueue(out, fragments)
+    }
+
+    fn enqueue(&mut self, event: Document, fragments: usize) -> Result<(), CommandError> {
+        let size = approx_size(&event);
+        self.admit(BatchDoc::Owned(event), size, Token::InEvent, fragments)
+    }
+
+    /// Whether a resumed stream returns the event with token `data`, and
+    /// how many of its fragments it skips.
+    fn skip(&mut self, data: &str) -> Skip {
+        let Some(skip) = &self.skip_through else {
+            return Skip::Pass(0);
+        };
+        match data.cmp(skip.as_str()) {
+            std::cmp::Ordering::Less => Skip::Drop,
+            std::cmp::Ordering::Equal => {
+                self.skip_through = None;
+                match self.resume_fragment.take() {
+                    // The fragment resumed from was returned already.
+                    Some(n) => Skip::Pass(n as usize + 1),
+                    None => Skip::Drop,
+                }
+            }
+            std::cmp::Ordering::Greater => {
+                self.skip_through = None;
+                self.resume_fragment = None;
+                Skip::Pass(0)
+            }
+        }
+    }
+
+    /// Queues an event as the server's serialisation would let it through:
+    /// whole, as fragments (split stage), or not at all (too large).
+    fn admit(
+        &mut self,
+        event: BatchDoc,
+        approx: usize,
+        token: Token,
+        skip_fragments: usize,
+    ) -> Result<(), CommandError> {
+        let size = match &event {
+            BatchDoc::Raw(bytes) => bytes.len(),
+            BatchDoc::Owned(doc) => split::size_if_large(doc, approx),
+            BatchDoc::Entry(_) => approx,
+        };
+        if self.split && size > split::MAX_CHANGE_EVENT_SIZE {
+            let doc = match event {
+                BatchDoc::Raw(bytes) => bson::from_slice::<Document>(&bytes).map_err(|e| {
+                    CommandError::new(1, "InternalError", format!("event decoding: {e}"))
+                })?,
+                BatchDoc::Owned(doc) => doc,
+                BatchDoc::Entry(_) => return Ok(()),
+            };
+            let fragments = split::split(&doc, 0)?;
+            // Resuming from the last fragment leaves nothing of this event;
+            // resuming from one it does not have means another split.
+            if fragments.len() < skip_fragments {
+                return Err(CommandError::new(
+                    280,
+                    "ChangeStreamFatalError",
+                    "Attempted to resume from a split event, but the resumed stream produced a \
+                     different split. Ensure that the pipeline used to resume is the same as \
+                     the original",
+                ));
+            }
+            for fragment in fragments.into_iter().skip(skip_fragments) {
+                let size = approx_size(&fragment);
+                self.pending_bytes += size;
+                self.pending
+                    .push_back((BatchDoc::Owned(fragment), size, Token::InEvent));
+            }
+            return Ok(());
+        }
+        if skip_fragments > 0 {
+            return Err(CommandError::new(
+                280,
+                "ChangeStreamFatalError",
+                "Attempted to resume from a split event fragment, but the event in the resumed \
+                 stream was not large enough to be split",
+            ));
+        }
+        if size > split::MAX_INTERNAL_SIZE {
+            let data = match (&token, &event) {
+                (Token::Data(d), _) => d.clone(),
+                (Token::InEvent, BatchDoc::Owned(doc)) => {
+                    token_data(doc).unwrap_or_default().to_string()
+                }
+                _ => String::new(),
+            };
+            self.doomed = Some(split::event_too_large(size, &data));
+            return Ok(());
+        }
+        self.pending_bytes += approx;
+        self.pending.push_back((event, approx, token));
         Ok(())
     }
 
-    fn enqueue(&mut self, event: Document) {
-        let size = approx_size(&event);
-        self.pending_bytes += size;
-        self.pending
-            .push_back((BatchDoc::Owned(event), size, Token::InEvent));
+    /// The 10334 of an event too large, once the batch being built reaches
+    /// it: `batch` is what came before it in this batch (lost, as on the
+    /// server, whose whole command fails).
+    fn reached_doomed(
+        &self,
+        batch: &[BatchDoc],
+        want: usize,
+        prefix: &str,
+    ) -> Option<CommandError> {
+        let e = self.doomed.as_ref()?;
+        (self.pending.is_empty() && batch.len() < want).then(|| {
+            CommandError::new(
+                e.code,
+                &e.code_name,
+                format!("{prefix} :: caused by :: {}", e.message),
+            )
+        })
     }
 
     fn take(&mut self, batch_size: usize) -> Vec<BatchDoc> {
@@ -544,7 +699,11 @@ impl StreamCursor {
         if batch_size > 0 {
             self.fill(shared, batch_size)?;
         }
-        Ok(self.take(batch_size))
+        let batch = self.take(batch_size);
+        match self.reached_doomed(&batch, batch_size, "PlanExecutor error during aggregation") {
+            Some(e) => Err(e),
+            None => Ok(batch),
+        }
     }
 
     /// A getMore: returns pending events, or waits up to `max_wait` for some.
@@ -564,8 +723,12 @@ impl StreamCursor {
         loop {
             rx.borrow_and_update();
             self.fill(shared, want.min(100_000))?;
-            if !self.pending.is_empty() || self.invalidated {
-                return Ok(self.take(want));
+            if !self.pending.is_empty() || self.invalidated || self.doomed.is_some() {
+                let batch = self.take(want);
+                return match self.reached_doomed(&batch, want, "Executor error during getMore") {
+                    Some(e) => Err(e),
+                    None => Ok(batch),
+                };
             }
             match tokio::time::timeout_at(deadline, rx.changed()).await {
                 Ok(Ok(())) => continue,

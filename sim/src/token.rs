@@ -43,6 +43,9 @@ pub struct ResumeToken {
     pub from_invalidate: bool,
     /// The event's `documentKey` (`{_id: ...}`), for CRUD events.
     pub document_key: Option<Bson>,
+    /// The fragment's index (from 0) when the token is that of a fragment
+    /// of an event `$changeStreamSplitLargeEvent` split.
+    pub fragment: Option<u32>,
 }
 
 // KeyString type bytes (`key_string.cpp` CType).
@@ -70,10 +73,14 @@ const CT_END: u8 = 4;
 const CT_RAW: u8 = 0xFE;
 
 const VERSION: u64 = 1;
+/// The server writes `fragmentNum` only into version-2 tokens (7182504).
+const FRAGMENT_VERSION: u64 = 2;
 const TYPE_HIGH_WATER: u64 = 0;
 const TYPE_EVENT: u64 = 128;
 
-/// Encodes a token as the `_id` of an event / a `postBatchResumeToken`.
+/// Encodes a token as the `_id` of an event / a `postBatchResumeToken`
+/// (`fragment` is ignored: fragments' tokens come from [`encode_fragment`],
+/// which needs the event's operation type).
 pub fn encode(token: &ResumeToken) -> Document {
     let mut out = token_prefix(
         token.ts,
@@ -105,6 +112,36 @@ pub fn encode_data(
     }
     out.push(CT_END);
     hex_upper(&out)
+}
+
+/// The token of fragment `fragment` (from 0) of a split event, laid out
+/// as the server's version-2 tokens are: prefix, collection UUID (or null),
+/// eventIdentifier `{operationType, documentKey}`, then `fragmentNum`
+/// (`resume_token.cpp`); `event_identifier` is `{operationType,
+/// documentKey}` (or `operationDescription`). Version 2 sorts after version 1 at one cluster
+/// time, so a fragment's token follows the (unsplit) event's own token.
+pub fn encode_fragment(
+    ts: Timestamp,
+    txn_op_index: u32,
+    uuid: Option<&Bson>,
+    event_identifier: &Document,
+    fragment: u32,
+) -> Document {
+    let mut out = Vec::with_capacity(64);
+    out.push(CT_TIMESTAMP);
+    out.extend_from_slice(&ts.time.to_be_bytes());
+    out.extend_from_slice(&ts.increment.to_be_bytes());
+    put_uint(&mut out, FRAGMENT_VERSION);
+    put_uint(&mut out, TYPE_EVENT);
+    put_uint(&mut out, u64::from(txn_op_index));
+    out.push(CT_FALSE);
+    put_value(&mut out, uuid.unwrap_or(&Bson::Null));
+    put_document(&mut out, event_identifier);
+    put_uint(&mut out, u64::from(fragment));
+    out.push(CT_END);
+    let mut d = Document::new();
+    d.insert("_data", hex_upper(&out));
+    d
 }
 
 fn token_prefix(
@@ -179,31 +216,42 @@ pub fn decode(doc: &Document) -> Result<ResumeToken, QueryError> {
     };
     // The tail (uuid, documentKey or eventIdentifier) is best effort: a
     // real token may hold values this decoder does not read.
-    let document_key = decode_tail(&mut r, version).unwrap_or(None);
+    let (document_key, fragment) = decode_tail(&mut r, version).unwrap_or((None, None));
     Ok(ResumeToken {
         ts: Timestamp { time, increment },
         txn_op_index,
         kind,
         from_invalidate,
         document_key,
+        fragment,
     })
 }
 
-fn decode_tail(r: &mut Reader, version: u64) -> Result<Option<Bson>, QueryError> {
+/// The document key and, for a version-2 fragment token, the fragment number.
+fn decode_tail(r: &mut Reader, version: u64) -> Result<(Option<Bson>, Option<u32>), QueryError> {
     let mut key = None;
+    let mut seen_ident = false;
     loop {
         match r.peek() {
-            None | Some(CT_END) => return Ok(key),
-            Some(CT_BINDATA) => {
+            None | Some(CT_END) => return Ok((key, None)),
+            Some(CT_BINDATA) if !seen_ident => {
                 // Collection UUID.
+                r.value()?;
+            }
+            Some(CT_NULL) if version == 2 && !seen_ident => {
+                // A version-2 token without a UUID writes null in its place.
                 r.value()?;
             }
             Some(_) => {
                 let v = r.value()?;
-                key = match (version, v) {
-                    (2, Bson::Document(ident)) => ident.get("documentKey").cloned(),
-                    (_, v) => Some(v),
-                };
+                match (version, v, seen_ident) {
+                    (2, Bson::Int32(n), true) => return Ok((key, u32::try_from(n).ok())),
+                    (2, Bson::Document(ident), _) => {
+                        key = ident.get("documentKey").cloned();
+                        seen_ident = true;
+                    }
+                    (_, v, _) => key = Some(v),
+                }
             }
         }
     }
@@ -524,6 +572,7 @@ mod tests {
             kind,
             from_invalidate: false,
             document_key: None,
+            fragment: None,
         }
     }
 

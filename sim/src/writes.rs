@@ -13,7 +13,10 @@ use crate::diff::update_oplog_object;
 use crate::error::CommandError;
 use crate::oplog::{Images, Oplog, OplogEntry, OplogOp};
 use crate::query::{sort_documents, Filter};
-use crate::store::{check_collection_name, Catalog, Collection, DuplicateKey, StoredDoc};
+use crate::split;
+use crate::store::{
+    approx_size, check_collection_name, Catalog, Collection, DuplicateKey, StoredDoc,
+};
 use crate::update::{self, UpdateSpec};
 use crate::wire::RawInsert;
 use crate::write_block;
@@ -445,6 +448,14 @@ fn insert_new(
     id: Bson,
     doc: NewDoc<'_>,
 ) -> Result<(), WriteError> {
+    // mongod checks the size before anything else (`fixDocumentForInsert`).
+    let size = match &doc {
+        NewDoc::Decoded(d) => split::size_if_large(d, approx_size(d)),
+        NewDoc::Raw(raw) => raw.bytes.len(),
+    };
+    if size > split::MAX_USER_SIZE {
+        return Err(split::insert_too_large(size).into());
+    }
     let Some((c, sink)) = t.write(db, coll, true)? else {
         return Err(CommandError::namespace_not_found("collection vanished").into());
     };
@@ -572,6 +583,9 @@ pub fn update(
         let pre = pre.doc();
         out.matched += 1;
         let post = update::apply(st.spec, &pre)?;
+        if split::size_if_large(&post, approx_size(&post)) > split::MAX_USER_SIZE {
+            return Err(split::update_too_large().into());
+        }
         let o = update_oplog_object(st.spec, &pre, &post);
         out.pre = Some(pre.clone().into_owned());
         out.post = Some(post.clone());
@@ -658,6 +672,9 @@ fn upsert(
         _ => update::apply_for_upsert_insert(st.spec, &update::upsert_seed(st.filter))?,
     };
     let new_doc = with_id_first(new_doc);
+    if split::size_if_large(&new_doc, approx_size(&new_doc)) > split::MAX_USER_SIZE {
+        return Err(split::upsert_too_large().into());
+    }
     let id = new_doc.get("_id").cloned().unwrap_or(Bson::Null);
     insert_one(t, db, coll, new_doc.clone())?;
     out.upserted = Some(id);

@@ -32,3 +32,6 @@ mod write_block;
 
 #[path = "driver/security.rs"]
 mod security;
+
+#[path = "driver/large.rs"]
+mod large;

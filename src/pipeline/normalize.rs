@@ -152,6 +152,40 @@ fn normalize_one(
                 }
             }
         }
+        Op::Unreadable { reason } => {
+            let Some(collection) = collection_index(mappings, &event.namespace) else {
+                if event.namespace.db.is_empty() {
+                    // Not even its namespace could be read: the letter names the position.
+                    tracing::error!(position = %event.position.to_json(), reason = %reason, "A change event could not be read; it is written to the dead letters without namespace.");
+                    out.dead_letters.push(DeadLetter::new(
+                        "",
+                        None,
+                        None,
+                        &format!("{reason} (resume token {})", event.position.to_json()),
+                        cluster_time,
+                    ));
+                }
+                return Ok(());
+            };
+            let mapping = &mappings.collections[collection];
+            let row_key = event
+                .key
+                .as_ref()
+                .and_then(|id| convert_key(mapping, id).ok());
+            if let Some(key) = row_key.clone().filter(|_| !mapping.children.is_empty()) {
+                out.changes.push(Change::Refused { collection, key });
+            }
+            refuse(
+                OnError::DeadLetter,
+                false,
+                &event.namespace,
+                (event.key.clone(), row_key.as_ref()),
+                None,
+                reason.clone(),
+                cluster_time,
+                out,
+            )?;
+        }
         Op::Drop => {
             if let Some(collection) = collection_index(mappings, &event.namespace) {
                 tracing::warn!(namespace = %event.namespace, "The collection was dropped in MongoDB; its tables are truncated with this batch and streaming continues.");

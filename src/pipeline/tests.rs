@@ -679,3 +679,35 @@ async fn postgres_back_after_many_failures_is_written_to_within_a_second() {
         .get();
     assert!((1..12).contains(&counted), "{counted} failures counted");
 }
+
+#[test]
+fn an_unreadable_event_is_a_dead_letter_without_document() {
+    let m = mappings(OnError::Fail);
+    let reason = "the change event is over 16 MB".to_owned();
+    let events = [
+        ev(
+            1,
+            Op::Unreadable {
+                reason: reason.clone(),
+            },
+            "orders",
+            "a",
+            None,
+        ),
+        // Not mapped: nothing.
+        ev(
+            2,
+            Op::Unreadable {
+                reason: reason.clone(),
+            },
+            "other",
+            "b",
+            None,
+        ),
+    ];
+    let mut out = Normalized::default();
+    // `on_error: fail` concerns conversions; an event nobody can read never stops the stream.
+    normalize(&m, &events, &mut out).unwrap();
+    assert!(out.changes.is_empty());
+    assert_eq!(out.dead_letters.len(), 1);
+}

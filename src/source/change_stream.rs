@@ -2,9 +2,23 @@
 //! filtered to the mapped namespaces and their DDL, with `fullDocument: updateLookup`, resumed
 //! from the stored token (`resumeAfter`) or started at a recorded token for a fresh stream.
 //!
+//! Post-images: when every mapped collection has `changeStreamPreAndPostImages` enabled
+//! (`listCollections` at start), the stream asks for `fullDocument: whenAvailable` instead, so
+//! each update carries the document as that update left it (`updateLookup` reads it when the
+//! event is read, collapsing intermediate versions, and costs a lookup per update). The mode
+//! is one per stream: with a mix of collections, `updateLookup` stays for all of them.
+//!
 //! The driver already resumes once on resumable `getMore` errors; anything else that is
 //! transient (the initial `aggregate` failing, a server selection timeout) is retried here with
 //! capped backoff by reopening from the last position this source returned.
+//!
+//! Large events: an event over 16 MB (a large document with `updateLookup` plus a large
+//! `updateDescription`) cannot be returned whole; the server fails the read with 10334
+//! BSONObjectTooLarge, and again at the same event after every reopen. Where the server has
+//! `$changeStreamSplitLargeEvent` (decided from `hello`'s `maxWireVersion`: 21 is MongoDB 7.0)
+//! the pipeline ends with it and the fragments (`splitEvent: {fragment, of}`) are joined back
+//! into one event here, whose position is its last fragment's token: a reopen in the middle
+//! of an event starts again at its first fragment, so only whole events are ever checkpointed.
 
 use std::time::Duration;
 
@@ -14,6 +28,7 @@ use mongodb::change_stream::ChangeStream;
 use mongodb::options::FullDocumentType;
 use mongodb::Client;
 
+use super::large_events::{decode_event, splits_large_events, Fragments, SPLIT_STAGE};
 use super::{mapped_namespaces, source_error, Retry, Source, SourceError, SourceHealth};
 use crate::event::{ChangeEvent, Namespace, Op, TxnId};
 use crate::mapping::model::MappingSet;
@@ -33,7 +48,16 @@ pub struct ChangeStreamSource {
     pipeline: Vec<Document>,
     /// Full documents stay BSON bytes: the driver would otherwise build a `Document` of each
     /// that normalisation only walks once.
-    stream: Option<ChangeStream<ChangeStreamEvent<RawDocumentBuf>>>,
+    /// Events stay raw until fragments are joined (`next_event`).
+    stream: Option<ChangeStream<RawDocumentBuf>>,
+    /// Whether the server splits large events (`$changeStreamSplitLargeEvent`); asked once.
+    splits: Option<bool>,
+    /// The `fullDocument` mode, decided at the first open from the collections' options.
+    full_document: Option<FullDocumentType>,
+    /// The mapped namespaces, whose options decide `full_document`.
+    namespaces: Vec<Namespace>,
+    /// An event too large to read (no split stage) that the stream is reading past.
+    skipping: Option<Skipping>,
     /// The position after the last event returned: where a reopen resumes.
     position: Position,
     /// After an `invalidate`, a new stream must `startAfter` instead of `resumeAfter`.
@@ -96,6 +120,10 @@ impl ChangeStreamSource {
             client,
             pipeline: vec![match_stage(mappings)],
             stream: None,
+            splits: None,
+            full_document: None,
+            namespaces: mapped_namespaces(mappings),
+            skipping: None,
             position,
             start_after: false,
             stash: None,
@@ -112,11 +140,39 @@ impl ChangeStreamSource {
         };
         let token: ResumeToken = bson::from_bson(Bson::Document(token.clone()))
             .map_err(|e| mongodb::error::Error::custom(e.to_string()))?;
+        let splits = match self.splits {
+            Some(splits) => splits,
+            None => {
+                let splits = splits_large_events(&self.client).await?;
+                self.splits = Some(splits);
+                splits
+            }
+        };
+        let full_document = match &self.full_document {
+            Some(mode) => mode.clone(),
+            None => {
+                let mode = if post_images_everywhere(&self.client, &self.namespaces).await? {
+                    tracing::info!("Every mapped collection has changeStreamPreAndPostImages: updates are read with their post-images (fullDocument: whenAvailable).");
+                    FullDocumentType::WhenAvailable
+                } else {
+                    FullDocumentType::UpdateLookup
+                };
+                self.full_document = Some(mode.clone());
+                mode
+            }
+        };
+        let mut pipeline = self.pipeline.clone();
+        if let Some(skipping) = &self.skipping {
+            pipeline.push(skipping.filter());
+        }
+        if splits {
+            pipeline.push(doc! {SPLIT_STAGE: {}});
+        }
         let watch = self
             .client
             .watch()
-            .pipeline(self.pipeline.clone())
-            .full_document(FullDocumentType::UpdateLookup)
+            .pipeline(pipeline)
+            .full_document(full_document)
             .max_await_time(MAX_AWAIT)
             .batch_size(BATCH_SIZE);
         let stream = if self.start_after {
@@ -130,20 +186,68 @@ impl ChangeStreamSource {
         Ok(())
     }
 
+    /// The next whole event of the open stream (fragments joined), or `None` after an empty
+    /// batch.
+    async fn next_event(
+        &mut self,
+    ) -> Result<Option<ChangeStreamEvent<RawDocumentBuf>>, mongodb::error::Error> {
+        let Some(stream) = self.stream.as_mut() else {
+            return Ok(None);
+        };
+        let Some(first) = answered(&self.health, stream.next_if_any().await)? else {
+            return Ok(None);
+        };
+        let Some(mut joined) = Fragments::start(&first)? else {
+            return decode_event(&first).map(Some);
+        };
+        // The fragments of one event come one after the other, all available at once.
+        while !joined.complete() {
+            match answered(&self.health, stream.next_if_any().await)? {
+                Some(fragment) => joined.add(&fragment)?,
+                None if stream.is_alive() => continue,
+                None => {
+                    return Err(mongodb::error::Error::custom(
+                        "the change stream ended in the middle of a split event",
+                    ))
+                }
+            }
+        }
+        joined.finish().map(Some)
+    }
+
     /// One attempt: events (a transaction completed), a heartbeat, or a driver error.
     async fn read(&mut self) -> Result<Vec<ChangeEvent>, mongodb::error::Error> {
         if self.stream.is_none() {
             self.open().await?;
         }
-        let Some(stream) = self.stream.as_mut() else {
+        if self.stream.is_none() {
             return Ok(Vec::new());
-        };
+        }
         let first = match self.stash.take() {
+            Some(e)
+                if self
+                    .skipping
+                    .as_ref()
+                    .is_some_and(|s| s.passed_by(&e.position)) =>
+            {
+                // The unreadable event comes first, in its place in the stream.
+                self.stash = Some(e);
+                return Ok(self.skipping.take().map(|s| s.event).into_iter().collect());
+            }
             Some(e) => e,
             // One `getMore` at most: an empty batch is the server's word that nothing newer
             // exists, with its post-batch resume token as the new position.
-            None => match answered(&self.health, stream.next_if_any().await)? {
+            None => match self.next_event().await? {
                 Some(raw) => match convert(raw) {
+                    Converted::Event(e)
+                        if self
+                            .skipping
+                            .as_ref()
+                            .is_some_and(|s| s.passed_by(&e.position)) =>
+                    {
+                        self.stash = Some(*e);
+                        return Ok(self.skipping.take().map(|s| s.event).into_iter().collect());
+                    }
                     Converted::Event(e) => *e,
                     Converted::Invalidate(token) => {
                         // Only reachable if the deployment invalidates a cluster stream; start
@@ -155,6 +259,9 @@ impl ChangeStreamSource {
                     }
                 },
                 None => {
+                    let Some(stream) = self.stream.as_ref() else {
+                        return Ok(Vec::new());
+                    };
                     if !stream.is_alive() {
                         self.stream = None;
                         return Ok(Vec::new());
@@ -164,6 +271,13 @@ impl ChangeStreamSource {
                         return Ok(Vec::new());
                     };
                     let position = Position::change_stream(token, None);
+                    if self
+                        .skipping
+                        .as_ref()
+                        .is_some_and(|s| s.passed_by(&position))
+                    {
+                        return Ok(self.skipping.take().map(|s| s.event).into_iter().collect());
+                    }
                     let ct = position.cluster_time().unwrap_or(Timestamp {
                         time: 0,
                         increment: 0,
@@ -177,7 +291,7 @@ impl ChangeStreamSource {
             // Complete the transaction: its events share txn id and cluster time, and are
             // all available once the first is (one applyOps entry).
             loop {
-                let next = match answered(&self.health, stream.next_if_any().await)? {
+                let next = match self.next_event().await? {
                     Some(raw) => match convert(raw) {
                         Converted::Event(e) => *e,
                         Converted::Invalidate(_) => break,
@@ -227,6 +341,17 @@ impl Source for ChangeStreamSource {
                     self.health.failed();
                     self.stream = None;
                     self.stash = None;
+                    if let Some(token) = too_large_event_token(&e) {
+                        if self.splits == Some(true) {
+                            return Err(SourceError::Fatal(format!("{e}; the change stream splits large events ($changeStreamSplitLargeEvent) and still failed: report this with the MongoDB version")));
+                        }
+                        match self.skip_too_large(&token).await {
+                            Ok(()) => continue,
+                            Err(probe) => {
+                                tracing::warn!(error = %probe, "The change event over 16 MB could not be looked up; retrying.");
+                            }
+                        }
+                    }
                     let delay = retry.after(&e)?;
                     tracing::warn!(error = %e, attempt = retry.attempts(), delay_ms = delay.as_millis() as u64, "The change stream failed; reopening it from the last position.");
                     tokio::time::sleep(delay).await;
@@ -234,6 +359,169 @@ impl Source for ChangeStreamSource {
             }
         }
     }
+}
+
+impl ChangeStreamSource {
+    /// After a 10334 without the split stage: looks the failed event up (its namespace and
+    /// `_id`, without the large fields), then reopens with the event filtered out; it is
+    /// handed on as `Op::Unreadable` in its place, so it is dead-lettered and the stream goes
+    /// on instead of failing at the same event after every restart.
+    async fn skip_too_large(&mut self, data: &str) -> Result<(), mongodb::error::Error> {
+        let Position::ChangeStream { token, .. } = &self.position else {
+            return Err(mongodb::error::Error::custom(
+                "not a change-stream position",
+            ));
+        };
+        let token: ResumeToken = bson::from_bson(Bson::Document(token.clone()))
+            .map_err(|e| mongodb::error::Error::custom(e.to_string()))?;
+        let mut pipeline = self.pipeline.clone();
+        pipeline.extend(probe_stages(data));
+        let watch = self
+            .client
+            .watch()
+            .pipeline(pipeline)
+            .max_await_time(MAX_AWAIT);
+        let mut probe = if self.start_after {
+            watch.start_after(token).await?
+        } else {
+            watch.resume_after(token).await?
+        };
+        let mut found = None;
+        // The event is in the history already; a few empty batches mean it is out of reach.
+        for _ in 0..10 {
+            if let Some(event) = probe.next_if_any().await? {
+                found = Some(event);
+                break;
+            }
+        }
+        let token_doc = doc! {"_data": data};
+        let position =
+            Position::change_stream(token_doc, found.as_ref().and_then(|e| e.cluster_time));
+        let cluster_time = position.cluster_time().unwrap_or(Timestamp {
+            time: 0,
+            increment: 0,
+        });
+        let namespace = found
+            .as_ref()
+            .and_then(|e| e.ns.as_ref())
+            .map(|ns| Namespace::new(&ns.db, ns.coll.clone().unwrap_or_default()))
+            .unwrap_or_default();
+        let key = found
+            .as_ref()
+            .and_then(|e| e.document_key.as_ref())
+            .and_then(|k| k.get("_id").cloned());
+        tracing::error!(namespace = %namespace, key = ?key, token = %data, "A change event is over 16 MB (MongoDB error 10334) and this server cannot split it ($changeStreamSplitLargeEvent needs MongoDB 7.0); it is written to the dead letters and the stream goes on past it.");
+        self.skipping = Some(Skipping {
+            data: data.to_owned(),
+            event: ChangeEvent {
+                op: Op::Unreadable {
+                    reason: TOO_LARGE_REASON.to_owned(),
+                },
+                namespace,
+                key,
+                document: None,
+                updated_paths: None,
+                txn: None,
+                cluster_time,
+                position,
+            },
+        });
+        Ok(())
+    }
+}
+
+/// Whether every namespace is a collection with `changeStreamPreAndPostImages` enabled
+/// (`listCollections` options); `false` for none.
+async fn post_images_everywhere(
+    client: &Client,
+    namespaces: &[Namespace],
+) -> Result<bool, mongodb::error::Error> {
+    if namespaces.is_empty() {
+        return Ok(false);
+    }
+    let mut with_images = 0;
+    let mut dbs: Vec<&str> = namespaces.iter().map(|ns| ns.db.as_str()).collect();
+    dbs.sort_unstable();
+    dbs.dedup();
+    for db in dbs {
+        let names: Vec<&str> = namespaces
+            .iter()
+            .filter(|ns| ns.db == db)
+            .map(|ns| ns.coll.as_str())
+            .collect();
+        let mut specs = client
+            .database(db)
+            .list_collections()
+            .filter(doc! {"name": {"$in": names}})
+            .await?;
+        while let Some(spec) = futures::StreamExt::next(&mut specs).await {
+            let enabled = spec?
+                .options
+                .change_stream_pre_and_post_images
+                .is_some_and(|images| images.enabled);
+            if enabled {
+                with_images += 1;
+            }
+        }
+    }
+    Ok(with_images == namespaces.len())
+}
+
+/// Why an event too large to read is a dead letter, and what to do.
+const TOO_LARGE_REASON: &str = "the change event is over 16 MB (MongoDB error 10334 \
+BSONObjectTooLarge: a large document with updateLookup plus a large update) and this MongoDB \
+cannot split it ($changeStreamSplitLargeEvent needs MongoDB 7.0 or 6.0.9); the row keeps its \
+previous version until a later change of the document, or the dead-letter retry at the next \
+start reads the current document";
+
+/// An event the stream reads past: its token, and the event handed on in its place.
+struct Skipping {
+    /// The `_data` of the event's resume token.
+    data: String,
+    event: ChangeEvent,
+}
+
+impl Skipping {
+    /// The stage keeping the event out of a reopened stream (the server fails when it
+    /// serialises it, after the user stages).
+    fn filter(&self) -> Document {
+        doc! {"$match": {"_id._data": {"$ne": &self.data}}}
+    }
+
+    /// Whether `position` lies after the skipped event, which is then due.
+    fn passed_by(&self, position: &Position) -> bool {
+        match position {
+            Position::ChangeStream { token, .. } => {
+                token.get_str("_data").is_ok_and(|d| d > self.data.as_str())
+            }
+            Position::Oplog { .. } => false,
+        }
+    }
+}
+
+/// The stages that find one event by its token without its large fields.
+fn probe_stages(data: &str) -> Vec<Document> {
+    vec![
+        doc! {"$match": {"_id._data": data}},
+        doc! {"$project": {"fullDocument": 0, "updateDescription": 0, "fullDocumentBeforeChange": 0}},
+    ]
+}
+
+/// The resume token of the event a 10334 BSONObjectTooLarge names: the server's message
+/// ends with the object's first element, the event's `_id`:
+/// `... First element: _id: { _data: "8265..." }`.
+fn too_large_event_token(err: &mongodb::error::Error) -> Option<String> {
+    let mongodb::error::ErrorKind::Command(c) = err.kind.as_ref() else {
+        return None;
+    };
+    if c.code != 10334 {
+        return None;
+    }
+    let (_, rest) = c.message.split_once("First element: _id: { _data: \"")?;
+    let (data, _) = rest.split_once('"')?;
+    data.chars()
+        .all(|ch| ch.is_ascii_hexdigit())
+        .then(|| data.to_owned())
 }
 
 /// Records a reply of the server (events or an empty batch) before passing it on.
@@ -450,6 +738,47 @@ mod tests {
         assert_eq!(
             or[4].as_document().unwrap(),
             &doc! {"operationType": "dropDatabase", "ns.db": {"$in": ["shop", "crm"]}}
+        );
+    }
+
+    #[test]
+    fn a_too_large_error_names_the_event_to_read_past() {
+        let err = |code: i32, message: &str| -> mongodb::error::Error {
+            bson::from_document::<mongodb::error::CommandError>(
+                doc! {"code": code, "codeName": "X", "errmsg": message},
+            )
+            .map(|c| mongodb::error::Error::from(mongodb::error::ErrorKind::Command(c)))
+            .unwrap()
+        };
+        let msg = "Executor error during getMore :: caused by :: BSONObj size: 17826141 \
+                   (0x110015D) is invalid. Size must be between 0 and 16793600(16MB) First \
+                   element: _id: { _data: \"826B1187C4000000012B042C0100296E5A\" }";
+        assert_eq!(
+            too_large_event_token(&err(10334, msg)).as_deref(),
+            Some("826B1187C4000000012B042C0100296E5A")
+        );
+        assert_eq!(too_large_event_token(&err(2, msg)), None);
+        assert_eq!(
+            too_large_event_token(&err(10334, "BSONObj size: 1 is invalid")),
+            None
+        );
+        let skipping = Skipping {
+            data: "8265000002".into(),
+            event: ChangeEvent::noop(
+                Position::change_stream(doc! {"_data": "8265000002"}, None),
+                Timestamp {
+                    time: 0,
+                    increment: 0,
+                },
+            ),
+        };
+        let at = |d: &str| Position::change_stream(doc! {"_data": d}, None);
+        assert!(!skipping.passed_by(&at("8265000001")));
+        assert!(!skipping.passed_by(&at("8265000002")));
+        assert!(skipping.passed_by(&at("8265000003")));
+        assert_eq!(
+            skipping.filter(),
+            doc! {"$match": {"_id._data": {"$ne": "8265000002"}}}
         );
     }
 }

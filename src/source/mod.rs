@@ -4,6 +4,7 @@
 
 pub mod change_stream;
 pub mod health;
+pub mod large_events;
 pub mod oplog;
 pub mod paths;
 pub mod snapshot;

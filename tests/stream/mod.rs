@@ -5,6 +5,8 @@ mod ddl;
 mod failures;
 mod handoff;
 mod hostile;
+mod images;
+mod large;
 mod measure;
 mod preflight;
 mod replace;

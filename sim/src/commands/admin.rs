@@ -12,9 +12,6 @@ use crate::wire::MAX_MESSAGE_SIZE_BYTES;
 use crate::write_block;
 
 pub const VERSION: &str = "7.0.14";
-/// MongoDB 7.0's wire version.
-const MAX_WIRE_VERSION: i32 = 21;
-
 fn election_id() -> ObjectId {
     ObjectId::from_bytes([0x7f, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, TERM as u8])
 }
@@ -58,7 +55,7 @@ pub fn hello_reply(
     d.insert("logicalSessionTimeoutMinutes", 30);
     d.insert("connectionId", connection_id as i32);
     d.insert("minWireVersion", 0);
-    d.insert("maxWireVersion", MAX_WIRE_VERSION);
+    d.insert("maxWireVersion", shared.max_wire_version);
     d.insert("readOnly", false);
     if hello_ok {
         d.insert("helloOk", true);

@@ -453,7 +453,20 @@ fn change_stream(
     user_stages: Vec<Document>,
     requested: Option<usize>,
 ) -> CmdResult {
-    let spec = StreamSpec::parse(&stage)?;
+    let mut spec = StreamSpec::parse(&stage)?;
+    let mut user_stages = user_stages;
+    spec.split = crate::split::take_stage(&mut user_stages)?;
+    if spec.split && req.shared.max_wire_version < crate::state::MAX_WIRE_VERSION {
+        // An older server does not know the stage.
+        return Err(CommandError::new(
+            40324,
+            "Location40324",
+            format!(
+                "Unrecognized pipeline stage name: '{}'",
+                crate::split::STAGE
+            ),
+        ));
+    }
     let scope = match req.cmd.get("aggregate") {
         Some(Bson::String(coll)) => {
             if req.db == "admin" || req.db == "config" || req.db == "local" {
