@@ -326,13 +326,7 @@ where
             &**pg,
             &state_schema,
             &stream,
-            &CollectionState {
-                namespace: namespace.clone(),
-                phase: Phase::Snapshot,
-                snapshot_started_at: Some(started_at),
-                snapshot_done_at: None,
-                documents: None,
-            },
+            &CollectionState::copying(namespace.clone(), started_at),
         )
         .await?;
     }

@@ -13,7 +13,7 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
 use tributary::config::SourceKind;
 
-use super::{wait_until, ConfigFile, Daemon};
+use super::{phase, wait_until, ConfigFile, Daemon};
 use crate::stream::{order, World};
 
 const SEEDED: usize = 3000;
@@ -217,18 +217,6 @@ async fn sigkilled_binary_restarts_without_loss_or_doubling() {
     w.assert_equal().await;
     let code = daemon.terminate().await;
     assert_eq!(code, Some(0), "SIGTERM is a clean stop");
-}
-
-async fn phase(w: &World) -> Option<String> {
-    w.db.client
-        .query_opt(
-            "SELECT phase FROM tributary.collections WHERE stream = 'test' AND namespace = 'shop.orders'",
-            &[],
-        )
-        .await
-        .ok()
-        .flatten()
-        .map(|r| r.get(0))
 }
 
 async fn checkpoint_written(w: &World) -> Option<chrono::DateTime<chrono::Utc>> {

@@ -295,3 +295,16 @@ pub async fn holder_pid(client: &Client, stream: &str) -> Option<i32> {
         .unwrap()
         .map(|h| h.pid)
 }
+
+/// The phase of stream `test`'s `shop.orders` in the state table (`None` before it exists).
+pub async fn phase(w: &crate::stream::World) -> Option<String> {
+    w.db.client
+        .query_opt(
+            "SELECT phase FROM tributary.collections WHERE stream = 'test' AND namespace = 'shop.orders'",
+            &[],
+        )
+        .await
+        .ok()
+        .flatten()
+        .map(|r| r.get(0))
+}

@@ -17,7 +17,7 @@ use bson::doc;
 use tokio::sync::watch;
 use tributary::config::SourceKind;
 
-use super::{wait_until, ConfigFile, Daemon};
+use super::{phase, wait_until, ConfigFile, Daemon};
 use crate::stream::{order, World};
 
 pub(super) const DOCS: usize = 50_000;
@@ -45,18 +45,6 @@ async fn copied(w: &World) -> i64 {
         .await
         .map(|r| r.get(0))
         .unwrap_or(0)
-}
-
-async fn phase(w: &World) -> Option<String> {
-    w.db.client
-        .query_opt(
-            "SELECT phase FROM tributary.collections WHERE stream = 'test' AND namespace = 'shop.orders'",
-            &[],
-        )
-        .await
-        .ok()
-        .flatten()
-        .map(|r| r.get(0))
 }
 
 /// Kills the binary once at least 40 % of the documents are committed.
@@ -190,7 +178,7 @@ async fn workload(
             }
         }
         writes.fetch_add(1, Ordering::Relaxed);
-        if n % 10 == 0 {
+        if n.is_multiple_of(10) {
             let _ = tokio::time::timeout(Duration::from_millis(5), stop.changed()).await;
         }
     }

@@ -170,13 +170,7 @@ pub(super) async fn start_copy(
             &**pg,
             state_schema,
             stream,
-            &CollectionState {
-                namespace: namespace.clone(),
-                phase: Phase::Snapshot,
-                snapshot_started_at: Some(started_at),
-                snapshot_done_at: None,
-                documents: None,
-            },
+            &CollectionState::copying(namespace.clone(), started_at),
         )
         .await?;
         let earlier = copy_progress::read_plan(&**pg, state_schema, stream, &namespace).await?;

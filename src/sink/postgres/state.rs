@@ -50,6 +50,19 @@ pub struct CollectionState {
     pub documents: Option<i64>,
 }
 
+impl CollectionState {
+    /// A copy of `namespace` under way since `started_at`.
+    pub fn copying(namespace: String, started_at: DateTime<Utc>) -> Self {
+        CollectionState {
+            namespace,
+            phase: Phase::Snapshot,
+            snapshot_started_at: Some(started_at),
+            snapshot_done_at: None,
+            documents: None,
+        }
+    }
+}
+
 /// The checkpoint row of a stream, with when it was written.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CheckpointStatus {
