@@ -55,6 +55,22 @@ async fn kill_at_forty_percent(w: &World, daemon: Daemon) -> i64 {
     })
     .await;
     daemon.kill().await;
+    // A COMMIT the dead process had sent still completes: count once its sessions are idle.
+    wait_until(
+        30,
+        "the killed process's sessions to finish their statements",
+        || async {
+            w.db.client
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                 AND pid <> pg_backend_pid() AND state = 'active'",
+                    &[],
+                )
+                .await
+                .is_ok_and(|r| r.get::<_, i64>(0) == 0)
+        },
+    )
+    .await;
     let at = copied(w).await;
     assert_eq!(
         phase(w).await.as_deref(),
