@@ -14,6 +14,7 @@
 //! - `tail`, `stream`, `scan`, `cursor`: oplog tail cursors, change streams,
 //!   batch-at-a-time collection scans, cursor table.
 //! - `failpoint`, `error`, `demo`: fail points, command errors, `--seed-demo`.
+//! - `retry`: retryable writes deduplicated by `lsid` + `txnNumber` + `stmtId`.
 //! - `write_block`: `setUserWriteBlockMode` state and the 371 check writes make.
 //! - Pure modules (no I/O): `bson_order`, `query`, `update`, `diff`, `token`,
 //!   `change_event`, `aggregate`, `seed`.
@@ -33,6 +34,7 @@ mod demo;
 mod error;
 mod failpoint;
 mod oplog;
+mod retry;
 mod scan;
 mod scram;
 mod server;
