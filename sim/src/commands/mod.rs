@@ -222,6 +222,7 @@ pub async fn execute<'a>(
             match authorize(&req, conn)
                 .and_then(|()| check_snapshot_read_concern(&req))
                 .and_then(|()| txn::enter(&mut req))
+                .and_then(|()| check_write_concern_in_transaction(&req))
             {
                 Ok(()) => dispatch(&mut req, conn).await,
                 Err(e) => Err(e),
@@ -361,6 +362,40 @@ fn check_snapshot_read_concern(req: &Req<'_>) -> Result<(), CommandError> {
             "Command {} does not support {{ readConcern: {{ level: \"snapshot\" }} }}",
             req.name
         ),
+    ))
+}
+
+/// Operations inside a transaction take the transaction's write concern, given at commit:
+/// one of their own is refused (mongod: 72 InvalidOptions).
+fn check_write_concern_in_transaction(req: &Req<'_>) -> Result<(), CommandError> {
+    if req.txn.is_some() {
+        check_ddl_in_transaction(req)?;
+    }
+    let commit_or_abort = matches!(req.name.as_str(), "commitTransaction" | "abortTransaction");
+    if req.txn.is_none() || commit_or_abort || !req.cmd.contains_key("writeConcern") {
+        return Ok(());
+    }
+    Err(CommandError::new(
+        72,
+        "InvalidOptions",
+        "writeConcern is not allowed within a multi-statement transaction",
+    ))
+}
+
+/// DDL MongoDB 7.0 refuses inside a transaction (263 OperationNotSupportedInTransaction).
+/// `create` and `createIndexes` are allowed there (on a collection that is new to the
+/// transaction), and still applied at once here, not at commit (sim/README.md).
+fn check_ddl_in_transaction(req: &Req<'_>) -> Result<(), CommandError> {
+    if !matches!(
+        req.name.as_str(),
+        "drop" | "dropDatabase" | "renameCollection" | "dropIndexes" | "deleteIndexes" | "collMod"
+    ) {
+        return Ok(());
+    }
+    Err(CommandError::new(
+        263,
+        "OperationNotSupportedInTransaction",
+        format!("Cannot run '{}' in a multi-document transaction.", req.name),
     ))
 }
 
