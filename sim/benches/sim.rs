@@ -7,8 +7,14 @@
 //! consumers only count, reading raw BSON (`RawDocumentBuf`) instead of
 //! decoding every event into a `Document`.
 //!
+//! A second table times lookups by `_id` (`find_one`, `aggregate` with a
+//! leading `$match`, `countDocuments`) in collections of 10,000 and
+//! 1,000,000 small documents: served from the ordered `_id` index, they cost
+//! the same order of time at both sizes, as on MongoDB.
+//!
 //! Run: `cargo bench -p mongo-sim --bench sim` (set `SIM_BENCH_DOCS` to
-//! change the document count, default 200000).
+//! change the document count, default 200000; `SIM_BENCH_LOOKUP_SIZES` to
+//! change the lookup collections' sizes, default `10000,1000000`).
 
 use std::time::{Duration, Instant};
 
@@ -118,6 +124,74 @@ async fn bench_oplog_tail(client: &Client, from: Timestamp, n: usize) -> Row {
     }
 }
 
+/// Microseconds per lookup of a random existing `_id`, for each way of asking.
+struct Lookup {
+    docs: usize,
+    find_us: f64,
+    aggregate_us: f64,
+    count_us: f64,
+}
+
+async fn bench_id_lookups(client: &Client, docs: usize) -> Lookup {
+    const LOOKUPS: usize = 2_000;
+    let coll = client
+        .database("bench")
+        .collection::<Document>(&format!("lookup_{docs}"));
+    let all: Vec<Document> = (0..docs as i64)
+        .map(|i| doc! {"_id": i, "x": i, "s": "payload"})
+        .collect();
+    for chunk in all.chunks(10_000) {
+        coll.insert_many(chunk).await.expect("insert_many");
+    }
+    // A fixed stride over the key space: the same keys at every size, spread across it.
+    let keys: Vec<i64> = (0..LOOKUPS)
+        .map(|i| (i as i64 * 7_919) % docs as i64)
+        .collect();
+    let per = |start: Instant| start.elapsed().as_secs_f64() * 1e6 / LOOKUPS as f64;
+    let start = Instant::now();
+    for &k in &keys {
+        let found = coll.find_one(doc! {"_id": k}).await.expect("find_one");
+        assert!(found.is_some());
+    }
+    let find_us = per(start);
+    let start = Instant::now();
+    for &k in &keys {
+        let mut cursor = coll
+            .aggregate(vec![doc! {"$match": {"_id": k}}])
+            .await
+            .expect("aggregate");
+        assert!(cursor.next().await.is_some());
+    }
+    let aggregate_us = per(start);
+    let start = Instant::now();
+    for &k in &keys {
+        let n = coll.count_documents(doc! {"_id": k}).await.expect("count");
+        assert_eq!(n, 1);
+    }
+    let count_us = per(start);
+    coll.drop().await.expect("drop");
+    Lookup {
+        docs,
+        find_us,
+        aggregate_us,
+        count_us,
+    }
+}
+
+async fn run_lookups(sizes: &[usize]) -> Vec<Lookup> {
+    let sim: SimHandle = mongo_sim::start(SimOptions::default())
+        .await
+        .expect("start simulator");
+    let client = Client::with_uri_str(sim.uri()).await.expect("client");
+    let mut out = Vec::new();
+    for &docs in sizes {
+        out.push(bench_id_lookups(&client, docs).await);
+    }
+    client.shutdown().immediate(true).await;
+    sim.shutdown().await;
+    out
+}
+
 async fn run(n: usize) -> Vec<Row> {
     let sim: SimHandle = mongo_sim::start(SimOptions {
         oplog_max_entries: n * 2 + 1000,
@@ -163,6 +237,23 @@ fn main() {
             secs,
             r.count as f64 / secs,
             r.target
+        );
+    }
+    let sizes: Vec<usize> = std::env::var("SIM_BENCH_LOOKUP_SIZES")
+        .unwrap_or_else(|_| "10000,1000000".into())
+        .split(',')
+        .filter_map(|v| v.trim().parse().ok())
+        .collect();
+    let lookups = runtime.block_on(run_lookups(&sizes));
+    println!();
+    println!(
+        "| lookup by _id | documents | find_one µs | aggregate $match µs | countDocuments µs |"
+    );
+    println!("|---|---:|---:|---:|---:|");
+    for l in lookups {
+        println!(
+            "| one key, 2,000 lookups | {} | {:.0} | {:.0} | {:.0} |",
+            l.docs, l.find_us, l.aggregate_us, l.count_us
         );
     }
 }

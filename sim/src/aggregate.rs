@@ -96,7 +96,7 @@ pub fn run_stages(docs: Vec<Document>, stages: &[Document]) -> Result<Vec<Docume
             }
             "$group" => group(docs, as_doc(name, spec)?)?,
             "$unwind" => unwind(docs, spec)?,
-            _ => {
+            "$project" | "$addFields" | "$set" | "$unset" | "$replaceRoot" | "$replaceWith" => {
                 let mut out = Vec::with_capacity(docs.len());
                 for d in docs {
                     if let Some(d) = apply_document_stage(name, spec, d)? {
@@ -105,6 +105,9 @@ pub fn run_stages(docs: Vec<Document>, stages: &[Document]) -> Result<Vec<Docume
                 }
                 out
             }
+            // Refused whether or not there are documents to run it on (mongod parses the
+            // whole pipeline before reading anything).
+            _ => return Err(unknown_stage(name)),
         };
     }
     Ok(docs)

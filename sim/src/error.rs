@@ -14,6 +14,8 @@ pub struct CommandError {
     pub code_name: String,
     pub message: String,
     pub labels: Option<Vec<String>>,
+    /// Fields the reply carries beside the code (a DuplicateKey's `keyPattern`/`keyValue`).
+    pub extra: Option<Box<Document>>,
 }
 
 impl CommandError {
@@ -23,6 +25,7 @@ impl CommandError {
             code_name: code_name.to_string(),
             message: message.into(),
             labels: None,
+            extra: None,
         }
     }
 
@@ -64,18 +67,20 @@ impl CommandError {
         Self::new(43, "CursorNotFound", format!("cursor id {id} not found"))
     }
 
-    /// The reply body, labels resolved for `command` (`is_change_stream` says
-    /// whether the command is an aggregate/getMore of a change stream).
-    pub fn to_reply(&self, is_change_stream: bool) -> Document {
+    /// The reply body, labels resolved as the server resolves them for the command (`ctx`).
+    pub fn to_reply(&self, ctx: &LabelContext) -> Document {
         let mut reply = doc! {
             "ok": 0.0,
             "errmsg": self.message.clone(),
             "code": self.code,
             "codeName": self.code_name.clone(),
         };
+        for (k, v) in self.extra.iter().flat_map(|e| e.iter()) {
+            reply.insert(k.clone(), v.clone());
+        }
         let labels = match &self.labels {
             Some(labels) => labels.clone(),
-            None => server_labels(self.code, is_change_stream),
+            None => server_labels(Some(self.code), None, ctx),
         };
         if !labels.is_empty() {
             reply.insert("errorLabels", labels);
@@ -90,6 +95,43 @@ impl From<QueryError> for CommandError {
     }
 }
 
+/// Whether `e` refuses something the client asked for that this server does not implement
+/// or does not know (an unknown command, stage, expression, operator, field or fail point):
+/// those are logged, one line each, so a test author sees what was asked for in vain
+/// (sim/README.md, "refuse, never answer differently").
+pub fn is_refusal(e: &CommandError) -> bool {
+    // CommandNotFound, unknown field (IDL), unknown stage, unknown expression.
+    matches!(e.code, 59 | 40415 | 40324 | 168)
+        || e.message.starts_with("unknown operator")
+        || e.message.starts_with("unknown top level operator")
+        || e.message.starts_with("unknown fail point")
+        || e.message.contains("not supported by mongo-sim")
+        || e.message.contains("not implemented by mongo-sim")
+}
+
+/// What the server's error labels depend on besides the code (mongod's `ErrorLabelBuilder`).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LabelContext {
+    /// An aggregate/getMore of a change stream.
+    pub change_stream: bool,
+    /// The command carries `txnNumber` and `autocommit` (runs in a transaction).
+    pub in_transaction: bool,
+    /// The command carries `txnNumber` without `autocommit` (a retryable write).
+    pub retryable_write: bool,
+    /// `commitTransaction` or `abortTransaction`.
+    pub commit_or_abort: bool,
+}
+
+/// mongod's RetriableError category (error_codes.yml): the errors a retryable write or read
+/// may be retried after.
+const RETRIABLE_CODES: &[i32] = &[
+    6, 7, 89, 91, 134, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 50915,
+];
+
+/// NeedRetargettingError (StaleEpoch, StaleConfig) and SnapshotError (SnapshotTooOld,
+/// SnapshotUnavailable, StaleChunkHistory, MigrationConflict).
+const RETARGET_AND_SNAPSHOT_CODES: &[i32] = &[150, 13388, 239, 246, 250, 272];
+
 /// Codes in the RetriableError / NetworkError / NeedRetargettingError
 /// categories, plus RetryChangeStream and FailedToSatisfyReadPreference:
 /// mongod's `isResumableChangeStreamError`.
@@ -100,16 +142,46 @@ const RESUMABLE_CHANGE_STREAM_CODES: &[i32] = &[
 /// ChangeStreamFatalError and ChangeStreamHistoryLost.
 const NON_RESUMABLE_CHANGE_STREAM_CODES: &[i32] = &[280, 286];
 
-fn server_labels(code: i32, is_change_stream: bool) -> Vec<String> {
+/// mongod's `isTransientTransactionError`: a failure that left nothing behind, so the whole
+/// transaction may be retried.
+fn transient_transaction_error(code: i32, has_wc_error: bool, commit_or_abort: bool) -> bool {
+    // WriteConflict, LockTimeout, PreparedTransactionInProgress, ShardCannotRefreshDueToLocksHeld,
+    // StaleDbVersion.
+    if matches!(code, 112 | 24 | 267 | 343 | 249) || RETARGET_AND_SNAPSHOT_CODES.contains(&code) {
+        return true;
+    }
+    if commit_or_abort {
+        // After a commit attempt NoSuchTransaction is safe to retry only if nothing could
+        // have been majority-committed.
+        code == 251 && !has_wc_error
+    } else {
+        RETRIABLE_CODES.contains(&code) || code == 251
+    }
+}
+
+/// The labels mongod adds to an error (`ErrorLabelBuilder::build`): TransientTransactionError
+/// inside transactions, else RetryableWriteError for retryable writes and commit/abort,
+/// else the change-stream labels. `code` is the command's error, `wc_code` a write concern
+/// error's code.
+pub fn server_labels(code: Option<i32>, wc_code: Option<i32>, ctx: &LabelContext) -> Vec<String> {
     let mut labels = Vec::new();
-    if is_change_stream && RESUMABLE_CHANGE_STREAM_CODES.contains(&code) {
-        labels.push("ResumableChangeStreamError".to_string());
-    }
-    if NON_RESUMABLE_CHANGE_STREAM_CODES.contains(&code) {
-        labels.push("NonResumableChangeStreamError".to_string());
-    }
-    if code == 251 || code == 112 {
+    let transient = ctx.in_transaction
+        && code.is_some_and(|c| {
+            transient_transaction_error(c, wc_code.is_some(), ctx.commit_or_abort)
+        });
+    if transient {
         labels.push("TransientTransactionError".to_string());
+    } else if (ctx.retryable_write || (ctx.in_transaction && ctx.commit_or_abort))
+        && (code.is_some_and(|c| RETRIABLE_CODES.contains(&c))
+            || wc_code.is_some_and(|c| RETRIABLE_CODES.contains(&c)))
+    {
+        labels.push("RetryableWriteError".to_string());
+    } else if let Some(code) = code {
+        if ctx.change_stream && wc_code.is_none() && RESUMABLE_CHANGE_STREAM_CODES.contains(&code) {
+            labels.push("ResumableChangeStreamError".to_string());
+        } else if NON_RESUMABLE_CHANGE_STREAM_CODES.contains(&code) {
+            labels.push("NonResumableChangeStreamError".to_string());
+        }
     }
     labels
 }
@@ -118,28 +190,69 @@ fn server_labels(code: i32, is_change_stream: bool) -> Vec<String> {
 mod tests {
     use super::*;
 
+    fn cs() -> LabelContext {
+        LabelContext {
+            change_stream: true,
+            ..LabelContext::default()
+        }
+    }
+
+    #[test]
+    fn transaction_and_retryable_write_labels() {
+        let txn = LabelContext {
+            in_transaction: true,
+            ..LabelContext::default()
+        };
+        let commit = LabelContext {
+            commit_or_abort: true,
+            ..txn
+        };
+        let retry = LabelContext {
+            retryable_write: true,
+            ..LabelContext::default()
+        };
+        let l = |code, wc, ctx: &LabelContext| server_labels(code, wc, ctx);
+        assert_eq!(l(Some(251), None, &txn), ["TransientTransactionError"]);
+        assert_eq!(l(Some(24), None, &txn), ["TransientTransactionError"]);
+        assert_eq!(l(Some(10107), None, &txn), ["TransientTransactionError"]);
+        // On commit, a retriable error means "unknown result": retry the commit, not the txn.
+        assert_eq!(l(Some(10107), None, &commit), ["RetryableWriteError"]);
+        assert_eq!(l(Some(251), Some(64), &commit), Vec::<String>::new());
+        assert_eq!(l(Some(91), None, &retry), ["RetryableWriteError"]);
+        assert_eq!(l(None, Some(91), &retry), ["RetryableWriteError"]);
+        assert_eq!(l(Some(11000), None, &retry), Vec::<String>::new());
+        // Outside a transaction a WriteConflict is not transient.
+        assert_eq!(
+            l(Some(112), None, &LabelContext::default()),
+            Vec::<String>::new()
+        );
+    }
+
     #[test]
     fn server_adds_resumable_label_only_for_change_streams() {
         let e = CommandError::new(10107, "NotWritablePrimary", "x");
         assert_eq!(
-            e.to_reply(true).get_array("errorLabels").unwrap()[0]
+            e.to_reply(&cs()).get_array("errorLabels").unwrap()[0]
                 .as_str()
                 .unwrap(),
             "ResumableChangeStreamError"
         );
-        assert!(e.to_reply(false).get("errorLabels").is_none());
+        assert!(e
+            .to_reply(&LabelContext::default())
+            .get("errorLabels")
+            .is_none());
     }
 
     #[test]
     fn fail_point_labels_override() {
         let e = CommandError::new(10107, "NotWritablePrimary", "x").with_labels(vec![]);
-        assert!(e.to_reply(true).get("errorLabels").is_none());
+        assert!(e.to_reply(&cs()).get("errorLabels").is_none());
     }
 
     #[test]
     fn history_lost_is_non_resumable() {
         let e = CommandError::new(286, "ChangeStreamHistoryLost", "x");
-        let reply = e.to_reply(true);
+        let reply = e.to_reply(&cs());
         let labels = reply.get_array("errorLabels").unwrap();
         assert_eq!(labels[0].as_str(), Some("NonResumableChangeStreamError"));
     }

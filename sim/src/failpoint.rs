@@ -1,6 +1,9 @@
 //! Fail points set by `configureFailPoint`: `failCommand` (errors, dropped
-//! connections, blocking) and `failGetMoreAfterCursorCheckout`, with the
-//! server's `mode` semantics (`alwaysOn`, `off`, `{times: n}`, `{skip: n}`).
+//! connections, blocking, `writeConcernError`), `failGetMoreAfterCursorCheckout` and
+//! `onPrimaryTransactionalWrite` (retryable writes: drop the connection after a statement
+//! commits, or fail it before) and `maxTimeAlwaysTimeOut`, with the server's `mode` semantics (`alwaysOn`, `off`,
+//! `{times: n}`, `{skip: n}`). Any other name is refused, as mongod refuses a fail point it
+//! does not have.
 
 use bson::{Bson, Document};
 
@@ -46,6 +49,10 @@ impl FailPoint {
 pub struct FailPoints {
     fail_command: Option<FailPoint>,
     fail_get_more: Option<FailPoint>,
+    /// Fires for each statement of a retryable write that is about to commit.
+    transactional_write: Option<FailPoint>,
+    /// Every operation with a time limit exceeds it (mongod's `maxTimeAlwaysTimeOut`).
+    max_time_always: Option<FailPoint>,
 }
 
 /// What a fired fail point does to the command.
@@ -54,6 +61,18 @@ pub struct Injection {
     pub close_connection: bool,
     pub block_ms: Option<u64>,
     pub error: Option<CommandError>,
+    /// `failCommand`'s `writeConcernError` (the command still runs), with the fail point's
+    /// `errorLabels` when it names them.
+    pub write_concern_error: Option<(Document, Option<Vec<String>>)>,
+}
+
+/// What `onPrimaryTransactionalWrite` does to one retryable-write statement.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TransactionalWrite {
+    /// Drop the connection (after the statement committed, unless `fail_code`).
+    pub close_connection: bool,
+    /// Fail the statement before it commits, with this code.
+    pub fail_code: Option<i32>,
 }
 
 fn int(v: Option<&Bson>) -> Option<i64> {
@@ -86,34 +105,93 @@ fn parse_mode(mode: &Bson) -> Result<Option<Mode>, CommandError> {
     }
 }
 
-fn error_name(code: i32) -> &'static str {
+/// The server's name for an error code (error_codes.yml), for the codes drivers' tests and
+/// fail points use; others are reported as `UnknownError`, as the code says nothing more.
+pub fn error_name(code: i32) -> &'static str {
     match code {
+        1 => "InternalError",
+        2 => "BadValue",
         6 => "HostUnreachable",
         7 => "HostNotFound",
+        8 => "UnknownError",
+        9 => "FailedToParse",
+        11 => "UserNotFound",
+        13 => "Unauthorized",
+        14 => "TypeMismatch",
+        18 => "AuthenticationFailed",
+        20 => "IllegalOperation",
+        24 => "LockTimeout",
+        26 => "NamespaceNotFound",
         43 => "CursorNotFound",
+        48 => "NamespaceExists",
         50 => "MaxTimeMSExpired",
+        59 => "CommandNotFound",
+        64 => "WriteConcernTimeout",
+        72 => "InvalidOptions",
+        73 => "InvalidNamespace",
+        79 => "UnknownReplWriteConcern",
         89 => "NetworkTimeout",
         91 => "ShutdownInProgress",
+        100 => "UnsatisfiableWriteConcern",
         112 => "WriteConflict",
+        121 => "DocumentValidationFailure",
         133 => "FailedToSatisfyReadPreference",
+        134 => "ReadConcernMajorityNotAvailableYet",
+        136 => "CappedPositionLost",
+        150 => "StaleEpoch",
+        175 => "QueryPlanKilled",
         189 => "PrimarySteppedDown",
         216 => "ElectionInProgress",
+        225 => "TransactionTooOld",
         234 => "RetryChangeStream",
+        237 => "CursorKilled",
+        239 => "SnapshotTooOld",
+        244 => "NOT_YET_AVAILABLE_TransactionAborted",
+        246 => "SnapshotUnavailable",
+        249 => "StaleDbVersion",
+        250 => "StaleChunkHistory",
         251 => "NoSuchTransaction",
+        256 => "TransactionCommitted",
+        257 => "TransactionTooLarge",
+        260 => "InvalidResumeToken",
         262 => "ExceededTimeLimit",
+        263 => "OperationNotSupportedInTransaction",
+        267 => "PreparedTransactionInProgress",
+        272 => "MigrationConflict",
+        279 => "ClientDisconnect",
         280 => "ChangeStreamFatalError",
         286 => "ChangeStreamHistoryLost",
+        290 => "TransactionExceededLifetimeLimitSeconds",
+        343 => "ShardCannotRefreshDueToLocksHeld",
+        358 => "InternalTransactionNotSupported",
+        371 => "UserWritesBlocked",
         9001 => "SocketException",
         10107 => "NotWritablePrimary",
+        10334 => "BSONObjectTooLarge",
+        11000 => "DuplicateKey",
         11600 => "InterruptedAtShutdown",
+        11601 => "Interrupted",
         11602 => "InterruptedDueToReplStateChange",
+        13388 => "StaleConfig",
         13435 => "NotPrimaryNoSecondaryOk",
         13436 => "NotPrimaryOrSecondary",
+        50915 => "BackupCursorOpenConflictWithCheckpoint",
         _ => "UnknownError",
     }
 }
 
-fn injection(data: &Document, labels_override: bool) -> Injection {
+fn labels_of(data: &Document) -> Option<Vec<String>> {
+    data.get_array("errorLabels").ok().map(|a| {
+        a.iter()
+            .filter_map(|l| l.as_str().map(str::to_string))
+            .collect()
+    })
+}
+
+/// `failCommand`'s (and `failGetMoreAfterCursorCheckout`'s) effect. The error's labels are
+/// the fail point's `errorLabels` when it names them (mongod's `errorLabelsOverride`, also
+/// an empty list), else the server computes them as for a real error.
+fn injection(data: &Document) -> Injection {
     let mut inj = Injection {
         close_connection: data.get_bool("closeConnection").unwrap_or(false),
         ..Injection::default()
@@ -128,24 +206,13 @@ fn injection(data: &Document, labels_override: bool) -> Injection {
             error_name(code),
             "Failing command via 'failCommand' failpoint",
         );
-        if labels_override {
-            let labels = data
-                .get_array("errorLabels")
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|l| l.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default();
+        if let Some(labels) = labels_of(data) {
             e = e.with_labels(labels);
-        } else if let Ok(a) = data.get_array("errorLabels") {
-            e = e.with_labels(
-                a.iter()
-                    .filter_map(|l| l.as_str().map(str::to_string))
-                    .collect(),
-            );
         }
         inj.error = Some(e);
+    } else if let Ok(wce) = data.get_document("writeConcernError") {
+        // Reported verbatim, as mongod appends the fail point's document.
+        inj.write_concern_error = Some((wce.clone(), labels_of(data)));
     }
     inj
 }
@@ -163,6 +230,8 @@ impl FailPoints {
         match name {
             "failCommand" => self.fail_command = fp,
             "failGetMoreAfterCursorCheckout" => self.fail_get_more = fp,
+            "onPrimaryTransactionalWrite" => self.transactional_write = fp,
+            "maxTimeAlwaysTimeOut" => self.max_time_always = fp,
             other => {
                 return Err(CommandError::bad_value(format!(
                     "unknown fail point: {other}"
@@ -201,11 +270,45 @@ impl FailPoints {
         if !fp.fire() {
             return None;
         }
-        let inj = injection(&fp.data, true);
+        let inj = injection(&fp.data);
         if fp.exhausted() {
             self.fail_command = None;
         }
         Some(inj)
+    }
+
+    /// Checks `maxTimeAlwaysTimeOut` for a command that carries a `maxTimeMS`: the error
+    /// mongod gives when the operation's deadline passes (50 MaxTimeMSExpired).
+    pub fn on_time_limited(&mut self) -> Option<CommandError> {
+        let fp = self.max_time_always.as_mut()?;
+        if !fp.fire() {
+            return None;
+        }
+        if fp.exhausted() {
+            self.max_time_always = None;
+        }
+        Some(CommandError::new(
+            50,
+            "MaxTimeMSExpired",
+            "operation exceeded time limit",
+        ))
+    }
+
+    /// Checks `onPrimaryTransactionalWrite` for a retryable-write statement about to commit
+    /// (an insert command's documents commit together, as on mongod).
+    pub fn on_transactional_write(&mut self) -> Option<TransactionalWrite> {
+        let fp = self.transactional_write.as_mut()?;
+        if !fp.fire() {
+            return None;
+        }
+        let out = TransactionalWrite {
+            close_connection: fp.data.get_bool("closeConnection").unwrap_or(true),
+            fail_code: int(fp.data.get("failBeforeCommitExceptionCode")).map(|c| c as i32),
+        };
+        if fp.exhausted() {
+            self.transactional_write = None;
+        }
+        Some(out)
     }
 
     /// Checks `failGetMoreAfterCursorCheckout`; its errors get the server's
@@ -215,7 +318,7 @@ impl FailPoints {
         if !fp.fire() {
             return None;
         }
-        let inj = injection(&fp.data, false);
+        let inj = injection(&fp.data);
         if fp.exhausted() {
             self.fail_get_more = None;
         }
@@ -241,7 +344,9 @@ mod tests {
         let inj = fps.on_command("getMore", None, "db.c").unwrap();
         let err = inj.error.unwrap();
         assert_eq!(err.code, 6);
-        assert_eq!(err.labels, Some(vec![]));
+        // No `errorLabels` in the fail point: the server's own rule labels it.
+        assert_eq!(err.labels, None);
+        assert_eq!(err.code_name, "HostUnreachable");
         assert!(fps.on_command("getMore", None, "db.c").is_some());
         assert!(fps.on_command("getMore", None, "db.c").is_none());
     }

@@ -17,6 +17,7 @@
 //!   batch-at-a-time collection scans, cursor table; `split`: the 16 MB
 //!   limits on documents and events, `$changeStreamSplitLargeEvent`.
 //! - `failpoint`, `error`, `demo`: fail points, command errors, `--seed-demo`.
+//! - `retry`: retryable writes deduplicated by `lsid` + `txnNumber` + `stmtId`.
 //! - `write_block`: `setUserWriteBlockMode` state and the 371 check writes make.
 //! - Pure modules (no I/O): `bson_order`, `query`, `update`, `diff`, `token`,
 //!   `change_event`, `aggregate`, `seed`.
@@ -36,6 +37,7 @@ mod demo;
 mod error;
 mod failpoint;
 mod oplog;
+mod retry;
 mod scan;
 mod scram;
 mod server;

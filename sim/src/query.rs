@@ -8,7 +8,8 @@
 //! turns it into `{ok: 0, errmsg, code, codeName}`.
 //!
 //! Layout: `parse` (filter document → expression tree), this file
-//! (matching, paths), `sort`, `projection`.
+//! (matching, paths), `keys` (the `_id` keys a filter can match), `sort`,
+//! `projection`.
 //!
 //! Nuances of the real server not reproduced: collations, `$where`,
 //! `$text`, geo and bitwise operators, `$jsonSchema` (all rejected with
@@ -63,6 +64,7 @@ pub struct Filter {
     root: Expr,
     id_eq: Option<Bson>,
     id_in: Option<Vec<Bson>>,
+    id_keys: IdKeys,
 }
 
 #[derive(Debug, Clone)]
@@ -126,7 +128,12 @@ impl Filter {
             Some(v) if filter.len() == 1 => id_in_list(v),
             _ => None,
         };
-        Ok(Filter { root, id_eq, id_in })
+        Ok(Filter {
+            root,
+            id_eq,
+            id_in,
+            id_keys: IdKeys::of(filter),
+        })
     }
 
     /// A filter that matches every document.
@@ -135,6 +142,7 @@ impl Filter {
             root: Expr::Const(true),
             id_eq: None,
             id_in: None,
+            id_keys: IdKeys::Any,
         }
     }
 
@@ -159,6 +167,11 @@ impl Filter {
     /// the store can look each one up by key instead of scanning.
     pub fn id_in(&self) -> Option<&[Bson]> {
         self.id_in.as_deref()
+    }
+
+    /// The `_id` keys this filter can match: what the store visits (see `keys`).
+    pub fn id_keys(&self) -> &IdKeys {
+        &self.id_keys
     }
 
     /// The index the positional operator `$` stands for in an update of
@@ -482,10 +495,12 @@ pub fn get_path<'a>(doc: &'a Document, path: &str) -> Option<&'a Bson> {
     Some(current)
 }
 
+mod keys;
 mod parse;
 mod projection;
 mod sort;
 
+pub use keys::{IdKeys, IdRange};
 pub use parse::bson_type_code;
 use parse::{id_in_list, id_literal, parse_document};
 pub(crate) use parse::{is_operator_doc, truthy};

@@ -1,6 +1,7 @@
 //! Collection scans in `_id` order that read one batch at a time: the cursor
-//! of a `find` with no filter or an `_id` range, sorted by `_id` (or not
-//! sorted, the store's natural order being `_id` order).
+//! of a `find` whose filter reads `_id` alone (none, equality, `$in`, a
+//! range), sorted by `_id` (or not sorted, the store's natural order being
+//! `_id` order). Equality and `$in` are point lookups, ranges seek.
 //!
 //! A full-sync reader pages through whole collections this way; holding the
 //! entire result as `Document` copies doubled the simulator's memory and
@@ -17,7 +18,7 @@ use bson::{Bson, Document};
 use crate::bson_order::{type_bracket, OrderedBson};
 use crate::cursor::{BatchDoc, MAX_BATCH_BYTES};
 use crate::error::CommandError;
-use crate::query::{project, Fields, Filter};
+use crate::query::{project, Fields, Filter, IdKeys};
 use crate::store::{approx_size, Catalog, Collection};
 
 pub struct ScanCursor {
@@ -36,10 +37,13 @@ pub struct ScanCursor {
     skip: usize,
     /// Documents the `limit` still allows (`None` = no limit).
     remaining: Option<usize>,
-    /// The sorted, distinct values of `{_id: {$in: [...]}}`: looked up one by one instead
-    /// of walking every key (tributary's oplog source re-reads updated documents this way;
-    /// thousands of keys matched against every stored `_id` cost 360 µs per change).
+    /// The sorted, distinct values of `{_id: v}` or `{_id: {$in: [...]}}`: looked up one by
+    /// one instead of walking every key (tributary's oplog source re-reads updated documents
+    /// this way; thousands of keys matched against every stored `_id` cost 360 µs per change).
     keys: Option<Vec<OrderedBson>>,
+    /// The type bracket of an `_id` range: range operators match nothing outside it, so the
+    /// walk skips to it and stops at its end (see `query::IdKeys`).
+    bracket: Option<u8>,
 }
 
 /// What a `find` asks for, as far as a scan cares.
@@ -52,65 +56,6 @@ pub struct ScanSpec<'a> {
     pub skip: usize,
     /// 0 = no limit.
     pub limit: usize,
-}
-
-/// The `_id` bounds of a filter that is empty or of the exact shape
-/// `{_id: {$gte|$gt: lo, $lt|$lte: hi}}` (either side optional); `None` for
-/// any other filter. The bounds only seek and stop the scan: every document
-/// in between is still checked against the filter (range operators match
-/// within the operand's type bracket only).
-fn id_range(filter: &Document) -> Option<(Bound<OrderedBson>, Bound<OrderedBson>)> {
-    if filter.is_empty() {
-        return Some((Bound::Unbounded, Bound::Unbounded));
-    }
-    if filter.len() != 1 {
-        return None;
-    }
-    let Some(Bson::Document(ops)) = filter.get("_id") else {
-        return None;
-    };
-    if ops.is_empty() {
-        return None;
-    }
-    let (mut from, mut to) = (Bound::Unbounded, Bound::Unbounded);
-    for (op, v) in ops {
-        // Null, MinKey/MaxKey, arrays and regexes have comparison rules of
-        // their own (null matches missing, brackets that bound every type).
-        if matches!(
-            v,
-            Bson::Null
-                | Bson::Undefined
-                | Bson::MinKey
-                | Bson::MaxKey
-                | Bson::Array(_)
-                | Bson::RegularExpression(_)
-        ) {
-            return None;
-        }
-        let key = OrderedBson(v.clone());
-        let (slot, bound) = match op.as_str() {
-            "$gte" => (&mut from, Bound::Included(key)),
-            "$gt" => (&mut from, Bound::Excluded(key)),
-            "$lt" => (&mut to, Bound::Excluded(key)),
-            "$lte" => (&mut to, Bound::Included(key)),
-            _ => return None,
-        };
-        if !matches!(slot, Bound::Unbounded) {
-            return None;
-        }
-        *slot = bound;
-    }
-    // A range whose ends lie in different type brackets matches nothing of
-    // one of them; leave such rare filters to the general path.
-    if let (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) =
-        (&from, &to)
-    {
-        let both_included = matches!((&from, &to), (Bound::Included(_), Bound::Included(_)));
-        if type_bracket(&a.0) != type_bracket(&b.0) || a > b || (a == b && !both_included) {
-            return None;
-        }
-    }
-    Some((from, to))
 }
 
 /// Whether `filter` reads no field but `_id`: its top-level keys are `_id`, or `$and`/`$or`/
@@ -126,31 +71,6 @@ fn only_id(filter: &Document) -> bool {
         },
         _ => false,
     })
-}
-
-/// The values of a filter of the exact shape `{_id: {$in: [v, ...]}}` without regular
-/// expressions, sorted and distinct; `None` for any other filter. Each is still checked
-/// against the filter: the lookup only finds the candidates.
-fn id_in(filter: &Document) -> Option<Vec<OrderedBson>> {
-    if filter.len() != 1 {
-        return None;
-    }
-    let Some(Bson::Document(cond)) = filter.get("_id") else {
-        return None;
-    };
-    let Some(Bson::Array(values)) = cond.get("$in").filter(|_| cond.len() == 1) else {
-        return None;
-    };
-    if values
-        .iter()
-        .any(|v| matches!(v, Bson::RegularExpression(_)))
-    {
-        return None;
-    }
-    let mut keys: Vec<OrderedBson> = values.iter().cloned().map(OrderedBson).collect();
-    keys.sort();
-    keys.dedup();
-    Some(keys)
 }
 
 /// Whether `sort` leaves documents in `_id` order: absent, empty or `{_id: 1}`.
@@ -172,12 +92,16 @@ impl ScanCursor {
         if !sorted_by_id(spec.sort) {
             return Ok(None);
         }
-        let Some((from, to)) = id_range(spec.filter).or_else(|| {
-            // Any other filter on `_id` alone (the `$or` of type brackets a full-sync reader
-            // sends for its first and last range) is still decided by the key: walk them all.
-            only_id(spec.filter).then_some((Bound::Unbounded, Bound::Unbounded))
-        }) else {
+        // Any filter on `_id` alone (also the `$or` of type brackets a full-sync reader sends
+        // for its first and last range) is decided by the key; its `_id` conditions say
+        // which keys to visit.
+        if !only_id(spec.filter) {
             return Ok(None);
+        }
+        let (from, to, keys, bracket) = match IdKeys::of(spec.filter) {
+            IdKeys::Any => (Bound::Unbounded, Bound::Unbounded, None, None),
+            IdKeys::Points(p) => (Bound::Unbounded, Bound::Unbounded, Some(p), None),
+            IdKeys::Range(r) => (r.from, r.to, None, Some(r.bracket)),
         };
         Ok(Some(Self {
             db: spec.db.to_string(),
@@ -189,7 +113,8 @@ impl ScanCursor {
             projection: spec.projection.filter(|p| !p.is_empty()).cloned(),
             skip: spec.skip,
             remaining: (spec.limit > 0).then_some(spec.limit),
-            keys: id_in(spec.filter),
+            keys,
+            bracket,
         }))
     }
 
@@ -234,10 +159,22 @@ impl ScanCursor {
                         .filter(|k| std::ops::RangeBounds::contains(&range, *k))
                         .filter_map(|k| coll.docs.get_key_value(k)),
                 ),
-                None => Box::new(coll.docs.range(range.clone())),
+                None => {
+                    let bracket = self.bracket;
+                    Box::new(
+                        coll.docs
+                            .range(range.clone())
+                            .skip_while(move |(k, _)| {
+                                bracket.is_some_and(|b| type_bracket(&k.0) < b)
+                            })
+                            .take_while(move |(k, _)| {
+                                bracket.is_none_or(|b| type_bracket(&k.0) == b)
+                            }),
+                    )
+                }
             };
         for (key, stored) in candidates {
-            // The filter is about `_id` only (see `id_range`): the key is enough.
+            // The filter is about `_id` only (see `only_id`): the key is enough.
             if !self.filter.matches(&IdOnly(&key.0)) {
                 continue;
             }

@@ -43,6 +43,10 @@ pub struct Shared {
     /// Keyed by the lsid's `id` bytes.
     pub sessions: Mutex<HashMap<Vec<u8>, SessionTxn>>,
     pub failpoints: Mutex<FailPoints>,
+    /// Retryable writes already executed, per session (see `retry`).
+    pub retries: Mutex<crate::retry::RetryCatalog>,
+    /// Every session a command named, as `{id, uid}` with its last use (`$listLocalSessions`).
+    pub seen_sessions: Mutex<HashMap<Vec<u8>, (Document, bson::DateTime)>>,
     next_connection_id: AtomicI64,
     /// `--auth`'s users; `None` when the server runs without access control.
     pub users: Option<crate::auth::Users>,
@@ -72,6 +76,8 @@ impl Shared {
             cursors: Mutex::new(CursorTable::default()),
             sessions: Mutex::new(HashMap::new()),
             failpoints: Mutex::new(FailPoints::default()),
+            retries: Mutex::new(crate::retry::RetryCatalog::default()),
+            seen_sessions: Mutex::new(HashMap::new()),
             next_connection_id: AtomicI64::new(1),
             users,
             max_wire_version: MAX_WIRE_VERSION,

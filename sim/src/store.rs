@@ -13,10 +13,10 @@ use std::sync::Arc;
 
 use bson::{doc, Bson, Document, RawDocument};
 
-use crate::bson_order::OrderedBson;
+use crate::bson_order::{type_bracket, OrderedBson};
 use crate::error::CommandError;
 use crate::oplog::OplogEntry;
-use crate::query::Fields;
+use crate::query::{Fields, IdKeys};
 
 /// A stored document: its own copy, or the `o` of the insert's oplog entry.
 #[derive(Debug, Clone)]
@@ -84,6 +84,31 @@ impl Collection {
             .get_document("changeStreamPreAndPostImages")
             .and_then(|d| d.get_bool("enabled"))
             .unwrap_or(false)
+    }
+
+    /// The stored documents whose `_id` is among `keys`, in `_id` order, with their stored
+    /// key (`{_id: 2.0}` finds the document stored under `2i64`, and oplog entries must name
+    /// the stored one). Point lookups and range seeks on the ordered map, as mongod's `_id`
+    /// index answers them; the caller still applies the whole filter.
+    pub fn candidates<'a>(
+        &'a self,
+        keys: &'a IdKeys,
+    ) -> Box<dyn Iterator<Item = (&'a OrderedBson, &'a StoredDoc)> + 'a> {
+        match keys {
+            IdKeys::Any => Box::new(self.docs.iter()),
+            IdKeys::Points(points) => {
+                Box::new(points.iter().filter_map(|k| self.docs.get_key_value(k)))
+            }
+            IdKeys::Range(r) => {
+                let bracket = r.bracket;
+                Box::new(
+                    self.docs
+                        .range((r.from.clone(), r.to.clone()))
+                        .skip_while(move |(k, _)| type_bracket(&k.0) < bracket)
+                        .take_while(move |(k, _)| type_bracket(&k.0) == bracket),
+                )
+            }
+        }
     }
 
     pub fn new(options: Document) -> Self {

@@ -63,8 +63,12 @@ impl WriteError {
         }
     }
 
+    /// The error as a command error (findAndModify's): a DuplicateKey keeps its
+    /// `keyPattern`/`keyValue`, as mongod's reply does.
     pub fn to_command_error(&self) -> CommandError {
-        CommandError::new(self.code, &self.code_name, self.errmsg.clone())
+        let mut e = CommandError::new(self.code, &self.code_name, self.errmsg.clone());
+        e.extra = self.details.clone();
+        e
     }
 
     /// The `writeErrors` element for statement `index`.
@@ -489,36 +493,11 @@ fn insert_op(ns: String, ui: bson::Uuid, id: Bson, doc: Document) -> OplogOp {
     }
 }
 
-/// Keys of documents matching `filter`, in `_id` order, up to `limit` (0 = all).
+/// Keys of documents matching `filter`, in `_id` order, up to `limit` (0 = all): the
+/// filter's `_id` conditions pick the candidates from the `_id` index (`query::IdKeys`).
 pub fn matching_keys(c: &Collection, filter: &Filter, limit: usize) -> Vec<OrderedBson> {
-    if let Some(id) = filter.id_equality() {
-        // The stored key, not the query value: `{_id: 2.0}` finds the
-        // document stored under 2i64, and its oplog entry must say 2i64.
-        return match c.docs.get_key_value(&OrderedBson(id.clone())) {
-            Some((key, d)) if filter.matches(d.doc().as_ref()) => vec![key.clone()],
-            _ => Vec::new(),
-        };
-    }
-    if let Some(ids) = filter.id_in() {
-        // Point lookups, then `_id` order without duplicates (1 and 1.0 are
-        // one key), exactly what the scan below would return.
-        // The stored key is returned, not the query value (2.0 finds 2i64).
-        let mut keys: Vec<OrderedBson> = ids
-            .iter()
-            .filter_map(|id| c.docs.get_key_value(&OrderedBson(id.clone())))
-            .filter(|(_, d)| filter.matches(d.doc().as_ref()))
-            .map(|(k, _)| k.clone())
-            .collect();
-        keys.sort();
-        keys.dedup();
-        if limit > 0 {
-            keys.truncate(limit);
-        }
-        return keys;
-    }
     let it = c
-        .docs
-        .iter()
+        .candidates(filter.id_keys())
         .filter(|(_, d)| filter.matches(d.doc().as_ref()))
         .map(|(k, _)| k.clone());
     if limit == 0 {

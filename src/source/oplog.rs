@@ -18,8 +18,10 @@
 //! - Commands: `drop`, `renameCollection`, `dropDatabase` become DDL events; `create`,
 //!   indexes and other commands, `n` no-ops and `fromMigrate` entries only advance the position.
 //!
-//! Every oplog entry is read (no `ns` filter on the server): a tailable cursor whose first
-//! query matches nothing is dead, and the stored entry may belong to any namespace.
+//! Every oplog entry is read (no `ns` filter on the server): the stored entry may belong to
+//! any namespace. A first batch may be empty (mongod keeps a tailable cursor on a non-empty
+//! collection even when its query matches nothing yet), so `open` asks again until the
+//! resume point arrives.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;

@@ -466,6 +466,68 @@ fn operator(op: &str, arg: &Bson, root: &Document) -> Result<Option<Bson>, Query
                 Some(v) => type_name(v).into(),
             })
         }
+        "$setField" | "$unsetField" => {
+            let Bson::Document(spec) = arg else {
+                return Err(QueryError::new(
+                    4161100,
+                    "Location4161100",
+                    format!("{op} only supports an object as its argument"),
+                ));
+            };
+            // `field` must be a constant: a string, or `$literal` of one (for names that
+            // start with `$` or hold dots, which is what the operator exists for).
+            let field = match spec.get("field") {
+                Some(Bson::String(f)) if !f.starts_with('$') => f.clone(),
+                Some(Bson::Document(l)) if l.len() == 1 => match l.get("$literal") {
+                    Some(Bson::String(f)) => f.clone(),
+                    _ => return Err(set_field_constant(op)),
+                },
+                _ => return Err(set_field_constant(op)),
+            };
+            let input = match spec.get("input") {
+                Some(e) => eval_expression(e, root)?,
+                None => {
+                    return Err(QueryError::new(
+                        4161102,
+                        "Location4161102",
+                        format!("{op} requires 'input' to be specified"),
+                    ))
+                }
+            };
+            let value = match (op, spec.get("value")) {
+                ("$unsetField", _) => None,
+                (_, Some(e)) => eval_expression(e, root)?,
+                (_, None) => {
+                    return Err(QueryError::new(
+                        4161103,
+                        "Location4161103",
+                        "$setField requires 'value' to be specified",
+                    ))
+                }
+            };
+            match input {
+                None | Some(Bson::Null) | Some(Bson::Undefined) => Bson::Null,
+                Some(Bson::Document(mut d)) => {
+                    // A missing value ($$REMOVE) removes the field.
+                    match value {
+                        Some(v) => {
+                            d.insert(field, v);
+                        }
+                        None => {
+                            d.remove(&field);
+                        }
+                    }
+                    Bson::Document(d)
+                }
+                Some(_) => {
+                    return Err(QueryError::new(
+                        4161105,
+                        "Location4161105",
+                        format!("{op} requires 'input' to evaluate to type Object"),
+                    ))
+                }
+            }
+        }
         "$getField" => {
             let (field, input) = match arg {
                 Bson::String(f) => (f.clone(), Some(Bson::Document(root.clone()))),
@@ -533,6 +595,15 @@ pub(crate) fn type_name(v: &Bson) -> &'static str {
         Bson::MinKey => "minKey",
         Bson::MaxKey => "maxKey",
     }
+}
+
+/// `$setField`'s error for a `field` that is not a constant string.
+fn set_field_constant(op: &str) -> QueryError {
+    QueryError::new(
+        4161106,
+        "Location4161106",
+        format!("{op} requires 'field' to evaluate to a constant, but got a non-constant argument"),
+    )
 }
 
 #[cfg(test)]

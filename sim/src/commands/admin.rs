@@ -126,7 +126,11 @@ pub fn build_info() -> Document {
 pub fn get_parameter(req: &Req<'_>) -> CmdResult {
     let all = matches!(req.cmd.get("getParameter"), Some(bson::Bson::String(s)) if s == "*");
     let mut out = Document::new();
+    // `enableTestCommands`: mongod answers `configureFailPoint` only when started with it,
+    // and this server always does, so it reports it on as such a mongod would (drivers'
+    // test harnesses read it to decide whether fail points exist).
     let known = doc! {
+        "enableTestCommands": true,
         "featureCompatibilityVersion": {"version": "7.0"},
         "requireApiVersion": false,
         "transactionLifetimeLimitSeconds": 60,

@@ -55,6 +55,9 @@ pub struct Req<'a> {
     /// An insert's `documents` sequence, when it came as one (`cmd` then
     /// has no `documents`): borrowed from the request frame.
     pub documents: Option<Vec<InsertDoc<'a>>>,
+    /// Set by a handler whose fail point (`onPrimaryTransactionalWrite`) drops the
+    /// connection after the command ran: no reply is sent.
+    pub close_connection: bool,
 }
 
 pub enum Outcome {
@@ -207,15 +210,34 @@ pub async fn execute<'a>(
         txn: None,
         batch: None,
         documents,
+        close_connection: false,
     };
+    note_session(&req);
+    let mut write_concern_error = None;
     let result = match fail_point(&req, conn).await {
         Err(Some(e)) => Err(e),
         Err(None) => return Outcome::CloseConnection,
-        Ok(()) => match authorize(&req, conn).and_then(|()| txn::enter(&mut req)) {
-            Ok(()) => dispatch(&mut req, conn).await,
-            Err(e) => Err(e),
-        },
+        Ok(wce) => {
+            write_concern_error = wce;
+            match authorize(&req, conn)
+                .and_then(|()| check_snapshot_read_concern(&req))
+                .and_then(|()| txn::enter(&mut req))
+                .and_then(|()| check_write_concern_in_transaction(&req))
+            {
+                Ok(()) => dispatch(&mut req, conn).await,
+                Err(e) => Err(e),
+            }
+        }
     };
+    if req.close_connection {
+        return Outcome::CloseConnection;
+    }
+    let write_concern_error = write_concern_error.or_else(|| {
+        result
+            .as_ref()
+            .ok()
+            .and_then(|_| unsatisfiable_write_concern(&req))
+    });
     let result = match result {
         Ok(Some(reply)) => Ok(reply),
         Ok(None) => return Outcome::CloseConnection,
@@ -236,13 +258,145 @@ pub async fn execute<'a>(
             body
         }
         Err(e) => {
-            tracing::debug!(command = %req.name, code = e.code, error = %e.message, "command failed");
-            e.to_reply(req.is_change_stream)
+            if crate::error::is_refusal(&e) {
+                // What a client asked for in vain, one line each (the rule in sim/README.md).
+                tracing::warn!(command = %req.name, db = %req.db, code = e.code, "refused: {}", e.message);
+            } else {
+                tracing::debug!(command = %req.name, code = e.code, error = %e.message, "command failed");
+            }
+            e.to_reply(&label_context(&req))
         }
     };
+    if let Some((wce, labels)) = write_concern_error {
+        // `failCommand`'s `writeConcernError`: the command ran, the wait for its write
+        // concern "failed"; mongod labels the reply by the wait's code unless the fail
+        // point names the labels.
+        if !reply.contains_key("errorLabels") {
+            let labels = labels.unwrap_or_else(|| {
+                let code = wce.get_i32("code").ok();
+                crate::error::server_labels(None, code, &label_context(&req))
+            });
+            if !labels.is_empty() {
+                reply.insert("errorLabels", labels);
+            }
+        }
+        reply.insert("writeConcernError", wce);
+    }
     reply.insert("$clusterTime", cluster_time_doc(ts));
     reply.insert("operationTime", ts);
     Outcome::Reply(reply, batch)
+}
+
+/// Commands that wait for their write concern (writes and DDL).
+fn waits_for_write_concern(name: &str) -> bool {
+    matches!(
+        name,
+        "insert"
+            | "update"
+            | "delete"
+            | "findAndModify"
+            | "findandmodify"
+            | "create"
+            | "drop"
+            | "dropDatabase"
+            | "renameCollection"
+            | "collMod"
+            | "createIndexes"
+            | "dropIndexes"
+            | "deleteIndexes"
+            | "commitTransaction"
+            | "abortTransaction"
+    )
+}
+
+/// The `writeConcernError` a one-member replica set gives a write concern it cannot meet:
+/// `w` above 1 (100 UnsatisfiableWriteConcern) or a tag mode other than "majority" (79
+/// UnknownReplWriteConcern). The write itself is done, as on mongod.
+fn unsatisfiable_write_concern(req: &Req<'_>) -> InjectedWriteConcernError {
+    if !waits_for_write_concern(&req.name) {
+        return None;
+    }
+    let wc = req.cmd.get_document("writeConcern").ok()?;
+    let (code, name, msg) = match wc.get("w")? {
+        Bson::String(mode) if mode != "majority" => (
+            79,
+            "UnknownReplWriteConcern",
+            format!("No write concern mode named '{mode}' found in replica set configuration"),
+        ),
+        w => match as_i64(Some(w)) {
+            Some(n) if n > 1 => (
+                100,
+                "UnsatisfiableWriteConcern",
+                "Not enough data-bearing nodes".to_string(),
+            ),
+            _ => return None,
+        },
+    };
+    Some((
+        bson::doc! {"code": code, "codeName": name, "errmsg": msg},
+        None,
+    ))
+}
+
+/// `readConcern: {level: "snapshot"}` outside a transaction: only reads that can run at a
+/// point in time accept it (mongod: "Command X does not support { readConcern: { level:
+/// \"snapshot\" } }", 72 InvalidOptions).
+fn check_snapshot_read_concern(req: &Req<'_>) -> Result<(), CommandError> {
+    let snapshot = req
+        .cmd
+        .get_document("readConcern")
+        .is_ok_and(|rc| rc.get_str("level") == Ok("snapshot"));
+    if !snapshot || req.cmd.contains_key("autocommit") {
+        return Ok(());
+    }
+    if matches!(
+        req.name.as_str(),
+        "find" | "aggregate" | "distinct" | "getMore"
+    ) {
+        return Ok(());
+    }
+    Err(CommandError::new(
+        72,
+        "InvalidOptions",
+        format!(
+            "Command {} does not support {{ readConcern: {{ level: \"snapshot\" }} }}",
+            req.name
+        ),
+    ))
+}
+
+/// Operations inside a transaction take the transaction's write concern, given at commit:
+/// one of their own is refused (mongod: 72 InvalidOptions).
+fn check_write_concern_in_transaction(req: &Req<'_>) -> Result<(), CommandError> {
+    if req.txn.is_some() {
+        check_ddl_in_transaction(req)?;
+    }
+    let commit_or_abort = matches!(req.name.as_str(), "commitTransaction" | "abortTransaction");
+    if req.txn.is_none() || commit_or_abort || !req.cmd.contains_key("writeConcern") {
+        return Ok(());
+    }
+    Err(CommandError::new(
+        72,
+        "InvalidOptions",
+        "writeConcern is not allowed within a multi-statement transaction",
+    ))
+}
+
+/// DDL MongoDB 7.0 refuses inside a transaction (263 OperationNotSupportedInTransaction).
+/// `create` and `createIndexes` are allowed there (on a collection that is new to the
+/// transaction), and still applied at once here, not at commit (sim/README.md).
+fn check_ddl_in_transaction(req: &Req<'_>) -> Result<(), CommandError> {
+    if !matches!(
+        req.name.as_str(),
+        "drop" | "dropDatabase" | "renameCollection" | "dropIndexes" | "deleteIndexes" | "collMod"
+    ) {
+        return Ok(());
+    }
+    Err(CommandError::new(
+        263,
+        "OperationNotSupportedInTransaction",
+        format!("Cannot run '{}' in a multi-document transaction.", req.name),
+    ))
 }
 
 /// With `--auth`, refuses what this connection's user may not run (13 Unauthorized).
@@ -269,10 +423,46 @@ fn sasl(req: &Req<'_>, conn: &mut Conn) -> CmdResult {
     }
 }
 
-/// Applies `failCommand`. `Err(None)` means drop the connection.
-async fn fail_point(req: &Req<'_>, conn: &Conn) -> Result<(), Option<CommandError>> {
+/// Remembers the command's logical session for `$listLocalSessions`.
+fn note_session(req: &Req<'_>) {
+    let Ok(lsid) = req.cmd.get_document("lsid") else {
+        return;
+    };
+    if let Some(Bson::Binary(id)) = lsid.get("id") {
+        let entry = (txn::oplog_lsid(lsid), bson::DateTime::now());
+        lock(&req.shared.seen_sessions).insert(id.bytes.clone(), entry);
+    }
+}
+
+/// The facts mongod's error labels depend on, read off the command.
+fn label_context(req: &Req<'_>) -> crate::error::LabelContext {
+    let has_txn_number = req.cmd.contains_key("txnNumber");
+    let in_transaction = has_txn_number && req.cmd.contains_key("autocommit");
+    crate::error::LabelContext {
+        change_stream: req.is_change_stream,
+        in_transaction,
+        retryable_write: has_txn_number && !in_transaction,
+        commit_or_abort: matches!(req.name.as_str(), "commitTransaction" | "abortTransaction"),
+    }
+}
+
+/// What `failCommand` leaves for after the command: a `writeConcernError` and the labels
+/// the fail point dictates (`None`: the server's own).
+type InjectedWriteConcernError = Option<(Document, Option<Vec<String>>)>;
+
+/// Applies `failCommand`. `Err(None)` means drop the connection; `Ok(Some(..))` lets the
+/// command run and then reports a `writeConcernError`.
+async fn fail_point(
+    req: &Req<'_>,
+    conn: &Conn,
+) -> Result<InjectedWriteConcernError, Option<CommandError>> {
     if matches!(req.name.as_str(), "configureFailPoint") {
-        return Ok(());
+        return Ok(None);
+    }
+    if as_i64(req.cmd.get("maxTimeMS")).is_some_and(|ms| ms > 0) {
+        if let Some(e) = lock(&req.shared.failpoints).on_time_limited() {
+            return Err(Some(e));
+        }
     }
     // The command's namespace as the server names it for `failCommand`'s `namespace`.
     let namespace = match req.cmd.get(&req.name) {
@@ -282,7 +472,7 @@ async fn fail_point(req: &Req<'_>, conn: &Conn) -> Result<(), Option<CommandErro
     let inj =
         lock(&req.shared.failpoints).on_command(&req.name, conn.app_name.as_deref(), &namespace);
     let Some(inj) = inj else {
-        return Ok(());
+        return Ok(None);
     };
     if let Some(ms) = inj.block_ms {
         tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -292,7 +482,7 @@ async fn fail_point(req: &Req<'_>, conn: &Conn) -> Result<(), Option<CommandErro
     }
     match inj.error {
         Some(e) => Err(Some(e)),
-        None => Ok(()),
+        None => Ok(inj.write_concern_error),
     }
 }
 

@@ -30,8 +30,16 @@ fn is_oplog(req: &Req<'_>, coll: &str) -> bool {
 }
 
 /// Registers what is left of a result as a cursor and returns its id (0 if none).
-fn register(req: &Req<'_>, ns: String, rest: VecDeque<Document>, single_batch: bool) -> i64 {
-    if rest.is_empty() || single_batch {
+/// `keep` registers it even when nothing is left: the first batch of `batchSize: 0` is
+/// empty and mongod returns a live cursor without having run the query yet.
+fn register(
+    req: &Req<'_>,
+    ns: String,
+    rest: VecDeque<Document>,
+    single_batch: bool,
+    keep: bool,
+) -> i64 {
+    if (rest.is_empty() && !keep) || single_batch {
         return 0;
     }
     lock(&req.shared.cursors).insert(ns, CursorKind::Docs(rest))
@@ -51,6 +59,9 @@ pub fn find(req: &mut Req<'_>) -> CmdResult {
     let mut single_batch = truthy(req.cmd.get("singleBatch")) || limit < 0;
     let limit = limit.unsigned_abs() as usize;
     let requested = batch_size(req.cmd.get("batchSize"))?;
+    // `batchSize: 0`: an empty first batch and a cursor for the rest (mongod does not even
+    // run the query before the first getMore).
+    let empty_first = requested == Some(0);
     let mut first_size = requested.unwrap_or(DEFAULT_FIRST_BATCH);
     if limit > 0 && (first_size == 0 || first_size > limit) {
         first_size = limit;
@@ -63,14 +74,20 @@ pub fn find(req: &mut Req<'_>) -> CmdResult {
             )));
         }
         let await_data = truthy(req.cmd.get("awaitData"));
-        let (tail, batch) = {
+        let (tail, batch, has_records) = {
             let st = req.shared.state();
             let mut c = TailCursor::open(&st.oplog, &filter, projection.as_ref(), await_data)?;
-            let batch = c.collect(&st.oplog, first_size, true)?;
-            (c, batch)
+            let batch = if empty_first {
+                Vec::new()
+            } else {
+                c.collect(&st.oplog, first_size, true)?
+            };
+            let has_records = st.oplog.next_seq() > st.oplog.first_seq();
+            (c, batch, has_records)
         };
-        // A tailable cursor whose initial query matches nothing is dead.
-        let id = if batch.is_empty() {
+        // mongod keeps a tailable cursor, even after an empty first batch, unless the
+        // collection it tails has no records (`shouldSaveCursor`, SERVER-13955).
+        let id = if !has_records || single_batch {
             0
         } else {
             lock(&req.shared.cursors).insert(ns.clone(), CursorKind::Tail(Box::new(tail)))
@@ -91,6 +108,10 @@ pub fn find(req: &mut Req<'_>) -> CmdResult {
         let opened = {
             let st = req.shared.state();
             match ScanCursor::open(&st.catalog, &spec)? {
+                Some(scan) if empty_first => {
+                    let exists = st.catalog.get(&req.db, &coll).is_some();
+                    Some((scan, Vec::new(), exists))
+                }
                 Some(mut scan) => {
                     let (batch, more) = scan.next_batch(&st.catalog, first_size)?;
                     Some((scan, batch, more))
@@ -108,6 +129,7 @@ pub fn find(req: &mut Req<'_>) -> CmdResult {
             return Ok(cursor_reply_shared(true, id, &ns, None));
         }
     }
+    let mut exists = true;
     let mut docs: Vec<Document> = if is_oplog(req, &coll) {
         let st = req.shared.state();
         find_all(
@@ -122,11 +144,11 @@ pub fn find(req: &mut Req<'_>) -> CmdResult {
         )?
     } else {
         let parsed = Filter::parse(&filter)?;
-        let mut docs = req.with_target(|t| {
-            t.read(&req.db, &coll)
-                .map(|c| matching_docs(c, &parsed))
-                .unwrap_or_default()
+        let (mut docs, found) = req.with_target(|t| match t.read(&req.db, &coll) {
+            Some(c) => (matching_docs(c, &parsed), true),
+            None => (Vec::new(), false),
         })?;
+        exists = found;
         if let Some(sort) = sort.as_ref().filter(|s| !s.is_empty()) {
             sort_documents(&mut docs, sort)?;
         }
@@ -142,12 +164,16 @@ pub fn find(req: &mut Req<'_>) -> CmdResult {
         }
         docs
     };
-    if limit > 0 && docs.len() <= first_size {
+    if limit > 0 && docs.len() <= first_size && !empty_first {
         single_batch = true;
     }
     let mut rest: VecDeque<Document> = std::mem::take(&mut docs).into();
-    let batch = take_batch(&mut rest, first_size);
-    let id = register(req, ns.clone(), rest, single_batch);
+    let batch = if empty_first {
+        Vec::new()
+    } else {
+        take_batch(&mut rest, first_size)
+    };
+    let id = register(req, ns.clone(), rest, single_batch, empty_first && exists);
     Ok(cursor_reply(true, batch, id, &ns, None))
 }
 
@@ -293,9 +319,8 @@ pub fn count(req: &Req<'_>) -> CmdResult {
     let total = req.with_target(|t| match t.read(&req.db, &coll) {
         Some(c) if query.is_empty() => c.docs.len(),
         Some(c) => c
-            .docs
-            .values()
-            .filter(|d| filter.matches(d.doc().as_ref()))
+            .candidates(filter.id_keys())
+            .filter(|(_, d)| filter.matches(d.doc().as_ref()))
             .count(),
         None => 0,
     })?;
@@ -379,6 +404,19 @@ pub fn aggregate(req: &mut Req<'_>) -> CmdResult {
     }
     if let Some(Bson::Document(cs)) = stages.first().and_then(|s| s.get("$changeStream")) {
         req.is_change_stream = true;
+        // A change stream reads majority-committed changes only: an explicit other level
+        // is refused (mongod's ReadConcernSupportResult for $changeStream).
+        if let Some(level) = req
+            .doc_arg("readConcern")?
+            .and_then(|rc| rc.get_str("level").ok())
+            .filter(|l| *l != "majority")
+        {
+            return Err(CommandError::new(
+                72,
+                "InvalidOptions",
+                format!("$changeStream does not support readConcern level '{level}'"),
+            ));
+        }
         let cs = cs.clone();
         return change_stream(req, cs, stages[1..].to_vec(), requested);
     }
@@ -410,12 +448,36 @@ pub fn aggregate(req: &mut Req<'_>) -> CmdResult {
                     },
                 )?
             } else {
+                // A leading `$match` reads through the `_id` index like a find (mongod
+                // pushes it down into the query layer), so only its matches are decoded.
+                let leading_match = stages
+                    .first()
+                    .filter(|s| s.len() == 1)
+                    .and_then(|s| s.get_document("$match").ok())
+                    .map(Filter::parse)
+                    .transpose()?;
+                if leading_match.is_some() {
+                    stages = &stages[1..];
+                }
+                let filter = leading_match.unwrap_or_else(Filter::all);
                 req.with_target(|t| {
                     t.read(&req.db, &coll)
-                        .map(|c| c.docs.values().map(|d| d.doc().into_owned()).collect())
+                        .map(|c| matching_docs(c, &filter))
                         .unwrap_or_default()
                 })?
             }
+        }
+        // `{aggregate: 1}` with `$listLocalSessions` first: the sessions this server has
+        // seen (mongod's logical session cache), one `{_id: {id, uid}, lastUse}` each.
+        _ if stages
+            .first()
+            .is_some_and(|s| s.len() == 1 && s.contains_key("$listLocalSessions")) =>
+        {
+            stages = &stages[1..];
+            lock(&req.shared.seen_sessions)
+                .values()
+                .map(|(lsid, last_use)| doc! {"_id": lsid.clone(), "lastUse": *last_use})
+                .collect()
         }
         _ => Vec::new(),
     };
@@ -425,8 +487,14 @@ pub fn aggregate(req: &mut Req<'_>) -> CmdResult {
         _ => format!("{}.$cmd.aggregate", req.db),
     };
     let mut rest: VecDeque<Document> = out.into();
-    let batch = take_batch(&mut rest, requested.unwrap_or(DEFAULT_FIRST_BATCH));
-    let id = register(req, ns.clone(), rest, false);
+    // `cursor: {batchSize: 0}`: an empty first batch and a live cursor, as mongod answers.
+    let empty_first = requested == Some(0);
+    let batch = if empty_first {
+        Vec::new()
+    } else {
+        take_batch(&mut rest, requested.unwrap_or(DEFAULT_FIRST_BATCH))
+    };
+    let id = register(req, ns.clone(), rest, false, empty_first);
     Ok(cursor_reply(true, batch, id, &ns, None))
 }
 

@@ -247,15 +247,20 @@ pub fn abort(req: &Req<'_>) -> CmdResult {
 /// endSessions / killSessions / killAllSessions: open transactions die.
 pub fn end_sessions(req: &Req<'_>) -> CmdResult {
     let mut sessions = lock(&req.shared.sessions);
+    let mut seen = lock(&req.shared.seen_sessions);
     match req.cmd.get(&req.name) {
         Some(Bson::Array(ids)) if req.name != "killAllSessions" => {
             for lsid in ids {
                 if let Some(Bson::Binary(b)) = lsid.as_document().and_then(|d| d.get("id")) {
                     sessions.remove(&b.bytes);
+                    seen.remove(&b.bytes);
                 }
             }
         }
-        _ => sessions.clear(),
+        _ => {
+            sessions.clear();
+            seen.clear();
+        }
     }
     Ok(Document::new())
 }

@@ -5,6 +5,9 @@ use bson::{doc, Bson, Document};
 
 use super::{truthy, CmdResult, Req};
 use crate::error::CommandError;
+use crate::failpoint::error_name;
+use crate::retry::{RetryableWrite, StmtOutcome};
+use crate::state::lock;
 use crate::update::UpdateSpec;
 use crate::wire::InsertDoc;
 use crate::writes::{self, UpdateStatement, WriteError};
@@ -30,6 +33,38 @@ fn statements(req: &Req<'_>, field: &str) -> Result<Vec<Document>, CommandError>
         .collect()
 }
 
+/// Refuses a statement field mongod 7.0 does not know (40415, as its IDL parser does): an
+/// option must never be accepted and ignored (`sort` on update is MongoDB 8.0's).
+fn check_statement_fields(
+    req: &Req<'_>,
+    field: &str,
+    st: &Document,
+    known: &[&str],
+) -> Result<(), WriteError> {
+    match st.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(k) => Err(CommandError::new(
+            40415,
+            "Location40415",
+            format!("BSON field '{}.{field}.{k}' is an unknown field.", req.name),
+        )
+        .into()),
+        None => Ok(()),
+    }
+}
+
+const UPDATE_FIELDS: &[&str] = &[
+    "q",
+    "u",
+    "c",
+    "arrayFilters",
+    "multi",
+    "upsert",
+    "upsertSupplied",
+    "collation",
+    "hint",
+    "sampleId",
+];
+
 fn ordered(req: &Req<'_>) -> bool {
     req.cmd
         .get("ordered")
@@ -46,6 +81,50 @@ fn abort_txn_on_error(req: &Req<'_>, had_error: bool) {
             s.writes = Default::default();
         }
     }
+}
+
+/// The retryable-write identity of this command (`lsid` + `txnNumber`, no transaction),
+/// with its `txnNumber` made the session's current one.
+fn retryable(req: &Req<'_>) -> Result<Option<RetryableWrite>, CommandError> {
+    let Some(w) = RetryableWrite::of(&req.cmd, req.txn.is_some()) else {
+        return Ok(None);
+    };
+    lock(&req.shared.retries).begin(&w.key, w.txn_number)?;
+    Ok(Some(w))
+}
+
+/// What statement `i` did on an earlier attempt of this retryable write.
+fn done_before(req: &Req<'_>, w: Option<&RetryableWrite>, i: usize) -> Option<StmtOutcome> {
+    let w = w?;
+    lock(&req.shared.retries)
+        .executed(&w.key, w.txn_number, w.stmt(i))
+        .cloned()
+}
+
+fn record(req: &Req<'_>, w: Option<&RetryableWrite>, i: usize, outcome: StmtOutcome) {
+    if let Some(w) = w {
+        lock(&req.shared.retries).record(&w.key, w.txn_number, w.stmt(i), outcome);
+    }
+}
+
+/// `onPrimaryTransactionalWrite` for a retryable-write statement about to commit: sets
+/// `close` when the connection is to drop after the command, and returns the error that
+/// fails the statement before it commits.
+fn transactional_write(
+    req: &Req<'_>,
+    w: Option<&RetryableWrite>,
+    close: &mut bool,
+) -> Option<WriteError> {
+    w?;
+    let fired = lock(&req.shared.failpoints).on_transactional_write()?;
+    *close |= fired.close_connection;
+    fired.fail_code.map(|code| {
+        WriteError::from(CommandError::new(
+            code,
+            error_name(code),
+            "Failing write due to failpoint. The write must not be reflected.",
+        ))
+    })
 }
 
 fn finish(req: &Req<'_>, mut reply: Document, errors: Vec<Document>) -> CmdResult {
@@ -82,12 +161,27 @@ pub fn insert(req: &mut Req<'_>) -> CmdResult {
             }
         },
     };
-    let req = &*req;
+    let retry = retryable(req)?;
+    let w = retry.as_ref();
+    let mut close = false;
     let ordered = ordered(req);
     let (n, errors) = req.with_target(|t| {
         let mut n = 0i32;
         let mut errors = Vec::new();
+        // An insert's documents commit together on mongod: its fail point fires once.
+        let mut checked = false;
         for (i, d) in docs.into_iter().enumerate() {
+            if done_before(req, w, i).is_some() {
+                n += 1;
+                continue;
+            }
+            if !checked {
+                checked = true;
+                if let Some(e) = transactional_write(req, w, &mut close) {
+                    errors.push(e.to_document(i));
+                    break;
+                }
+            }
             let inserted = match d {
                 Some(InsertDoc::Raw(raw)) => writes::insert_raw(t, &req.db, &coll, raw),
                 Some(InsertDoc::Decoded(d)) => writes::insert_one(t, &req.db, &coll, d),
@@ -96,7 +190,10 @@ pub fn insert(req: &mut Req<'_>) -> CmdResult {
                 ))),
             };
             match inserted {
-                Ok(()) => n += 1,
+                Ok(()) => {
+                    n += 1;
+                    record(req, w, i, StmtOutcome::Inserted);
+                }
                 Err(e) => {
                     errors.push(e.to_document(i));
                     if ordered {
@@ -107,20 +204,41 @@ pub fn insert(req: &mut Req<'_>) -> CmdResult {
         }
         (n, errors)
     })?;
+    req.close_connection |= close;
     finish(req, doc! {"n": n}, errors)
 }
 
-pub fn update(req: &Req<'_>) -> CmdResult {
+pub fn update(req: &mut Req<'_>) -> CmdResult {
     let coll = req.coll()?;
     let stmts = statements(req, "updates")?;
     let ordered = ordered(req);
+    let retry = retryable(req)?;
+    let w = retry.as_ref();
+    let mut close = false;
     let (n, modified, upserted, errors) = req.with_target(|t| {
         let mut n = 0i64;
         let mut modified = 0i64;
         let mut upserted = Vec::new();
         let mut errors = Vec::new();
         for (i, st) in stmts.iter().enumerate() {
+            let upserted_at = |id: Bson| Bson::Document(doc! {"index": i as i32, "_id": id});
+            if let Some(StmtOutcome::Updated {
+                n: sn,
+                modified: sm,
+                upserted: su,
+            }) = done_before(req, w, i)
+            {
+                n += sn;
+                modified += sm;
+                upserted.extend(su.map(upserted_at));
+                continue;
+            }
+            if let Some(e) = transactional_write(req, w, &mut close) {
+                errors.push(e.to_document(i));
+                break;
+            }
             let r = (|| -> Result<writes::UpdateOutcome, WriteError> {
+                check_statement_fields(req, "updates", st, UPDATE_FIELDS)?;
                 let filter = st.get_document("q").cloned().unwrap_or_default();
                 let u = st
                     .get("u")
@@ -148,12 +266,20 @@ pub fn update(req: &Req<'_>) -> CmdResult {
             })();
             match r {
                 Ok(out) => {
-                    n += out.matched;
+                    let sn = out.matched + i64::from(out.upserted.is_some());
+                    n += sn;
                     modified += out.modified;
-                    if let Some(id) = out.upserted {
-                        n += 1;
-                        upserted.push(Bson::Document(doc! {"index": i as i32, "_id": id}));
-                    }
+                    record(
+                        req,
+                        w,
+                        i,
+                        StmtOutcome::Updated {
+                            n: sn,
+                            modified: out.modified,
+                            upserted: out.upserted.clone(),
+                        },
+                    );
+                    upserted.extend(out.upserted.map(upserted_at));
                 }
                 Err(e) => {
                     errors.push(e.to_document(i));
@@ -165,6 +291,7 @@ pub fn update(req: &Req<'_>) -> CmdResult {
         }
         (n, modified, upserted, errors)
     })?;
+    req.close_connection |= close;
     let mut reply = doc! {"n": n as i32, "nModified": modified as i32};
     if !upserted.is_empty() {
         reply.insert("upserted", upserted);
@@ -172,18 +299,32 @@ pub fn update(req: &Req<'_>) -> CmdResult {
     finish(req, reply, errors)
 }
 
-pub fn delete(req: &Req<'_>) -> CmdResult {
+pub fn delete(req: &mut Req<'_>) -> CmdResult {
     let coll = req.coll()?;
     let stmts = statements(req, "deletes")?;
     let ordered = ordered(req);
+    let retry = retryable(req)?;
+    let w = retry.as_ref();
+    let mut close = false;
     let (n, errors) = req.with_target(|t| {
         let mut n = 0i64;
         let mut errors = Vec::new();
         for (i, st) in stmts.iter().enumerate() {
+            if let Some(StmtOutcome::Deleted { n: sn }) = done_before(req, w, i) {
+                n += sn;
+                continue;
+            }
+            if let Some(e) = transactional_write(req, w, &mut close) {
+                errors.push(e.to_document(i));
+                break;
+            }
             let filter = st.get_document("q").cloned().unwrap_or_default();
             let limit_one = super::as_i64(st.get("limit")).unwrap_or(0) == 1;
             match writes::delete(t, &req.db, &coll, &filter, limit_one, None) {
-                Ok(out) => n += out.deleted,
+                Ok(out) => {
+                    n += out.deleted;
+                    record(req, w, i, StmtOutcome::Deleted { n: out.deleted });
+                }
                 Err(e) => {
                     errors.push(e.to_document(i));
                     if ordered {
@@ -194,11 +335,23 @@ pub fn delete(req: &Req<'_>) -> CmdResult {
         }
         (n, errors)
     })?;
+    req.close_connection |= close;
     finish(req, doc! {"n": n as i32}, errors)
 }
 
-pub fn find_and_modify(req: &Req<'_>) -> CmdResult {
+pub fn find_and_modify(req: &mut Req<'_>) -> CmdResult {
     let coll = req.coll()?;
+    let retry = retryable(req)?;
+    let w = retry.as_ref();
+    if let Some(StmtOutcome::FindAndModify(reply)) = done_before(req, w, 0) {
+        return Ok(reply);
+    }
+    let mut close = false;
+    if let Some(e) = transactional_write(req, w, &mut close) {
+        req.close_connection |= close;
+        return Err(e.to_command_error());
+    }
+    req.close_connection |= close;
     let query = req.doc_arg("query")?.cloned().unwrap_or_default();
     let sort = req.doc_arg("sort")?.cloned();
     let fields = req.doc_arg("fields")?.cloned();
@@ -271,6 +424,7 @@ pub fn find_and_modify(req: &Req<'_>) -> CmdResult {
                 let projected = crate::query::project(v, &f)?;
                 reply.insert("value", projected);
             }
+            record(req, w, 0, StmtOutcome::FindAndModify(reply.clone()));
             Ok(reply)
         }
         Err(e) => {

@@ -101,19 +101,50 @@ async fn tailable_await_cursor_follows_new_writes() {
     s.stop().await;
 }
 
+/// mongod keeps a tailable cursor whose first batch is empty unless the collection it tails
+/// has no records (`shouldSaveCursor`, SERVER-13955): an oplog tailer that starts after the
+/// last entry gets a live cursor, and its getMore delivers what comes next.
 #[tokio::test]
-async fn tailable_query_matching_nothing_gives_a_dead_cursor() {
+async fn tailable_query_matching_nothing_yet_keeps_a_live_cursor() {
     let s = sim().await;
-    let reply = s
-        .client
-        .database("local")
+    let db = s.client.database("local");
+    let reply = db
         .run_command(doc! {
             "find": "oplog.rs", "filter": {"ns": "nope.nothing"},
             "tailable": true, "awaitData": true,
         })
         .await
         .unwrap();
-    assert_eq!(reply.get_document("cursor").unwrap().get_i64("id"), Ok(0));
+    let cursor = reply.get_document("cursor").unwrap();
+    assert!(cursor.get_array("firstBatch").unwrap().is_empty());
+    let id = cursor.get_i64("id").unwrap();
+    assert_ne!(id, 0);
+    s.client
+        .database("nope")
+        .collection::<Document>("nothing")
+        .insert_one(doc! {"_id": 1})
+        .await
+        .unwrap();
+    let more = db
+        .run_command(doc! {"getMore": id, "collection": "oplog.rs", "maxTimeMS": 2000})
+        .await
+        .unwrap();
+    let next = more
+        .get_document("cursor")
+        .unwrap()
+        .get_array("nextBatch")
+        .unwrap();
+    assert!(!next.is_empty(), "{more}");
+    // `batchSize: 0`: an empty first batch and a live cursor for a plain find as well.
+    let reply = s
+        .client
+        .database("nope")
+        .run_command(doc! {"find": "nothing", "batchSize": 0})
+        .await
+        .unwrap();
+    let cursor = reply.get_document("cursor").unwrap();
+    assert!(cursor.get_array("firstBatch").unwrap().is_empty());
+    assert_ne!(cursor.get_i64("id").unwrap(), 0);
     s.stop().await;
 }
 

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# `make test-fidelity`: pymongo's own test suite (PyPI sdist, pinned, unpatched) against mongo-sim,
+# one fresh simulator per test file, compared with sim/fidelity/expected-failures.txt.
+#
+#   bash sim/fidelity/run.sh [--list-failures] [test_file ...] [extra pytest args]
+#
+# - downloads pymongo's sdist once (pip download --no-binary :all:) into <repo>/.tmp/fidelity
+#   (gitignored) and checks its sha256, so the tests run are exactly the pinned release's;
+# - creates a venv there with pytest and the sdist's own test requirements, pymongo built from
+#   the same sdist;
+# - builds mongo-sim (release; CARGO_TARGET_DIR is honoured) unless MONGO_SIM_BIN names one;
+# - runs fidelity.py: per file pass/fail/skip, a table, and the comparison with the list.
+# Only the synchronous tests (test/test_*.py) run: test/asynchronous/ repeats them over asyncio
+# and would double the time without asking the server anything new.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+CACHE="${FIDELITY_CACHE:-$ROOT/.tmp/fidelity}"
+VERSION="4.20.1"
+SDIST_SHA256="1ac112b3ffa3d010cfc2fc54e3ae677a12c63d18c6115db4451df64f1a1175eb"
+SDIST="$CACHE/pymongo-$VERSION.tar.gz"
+SRC="$CACHE/pymongo-$VERSION"
+VENV="$CACHE/venv"
+# The sdist's requirements/test.txt, pinned, plus pytest-timeout so a hung test fails alone.
+REQS=(pytest==9.2.0 pytest-asyncio==1.5.0 pytest-timeout==2.4.0 dnspython==2.9.2)
+
+log() { echo "fidelity: $*" >&2; }
+mkdir -p "$CACHE"
+
+if [ ! -f "$SDIST" ]; then
+    log "downloading pymongo $VERSION sdist from PyPI"
+    python3 -m pip download -q --disable-pip-version-check --no-binary :all: --no-deps \
+        "pymongo==$VERSION" -d "$CACHE"
+fi
+got="$(sha256sum "$SDIST" | cut -d' ' -f1)"
+[ "$got" = "$SDIST_SHA256" ] || { log "$SDIST: sha256 $got, expected $SDIST_SHA256"; exit 1; }
+if [ ! -f "$SRC/test/__init__.py" ]; then
+    tar -xzf "$SDIST" -C "$CACHE"
+fi
+
+stamp="$VENV/.fidelity-$VERSION-$(echo "${REQS[*]}" | sha256sum | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+    log "creating $VENV"
+    rm -rf "$VENV"
+    python3 -m venv "$VENV"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${REQS[@]}" "$SDIST"
+    touch "$stamp"
+fi
+
+if [ -z "${MONGO_SIM_BIN:-}" ]; then
+    cd "$ROOT"
+    log "building mongo-sim (release)"
+    cargo build -q -p mongo-sim --release
+    target_dir="$(cargo metadata --format-version 1 --no-deps \
+        | "$VENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+    MONGO_SIM_BIN="$target_dir/release/mongo-sim"
+fi
+[ -x "$MONGO_SIM_BIN" ] || { log "no binary at $MONGO_SIM_BIN"; exit 1; }
+
+exec "$VENV/bin/python" "$HERE/fidelity.py" --sim "$MONGO_SIM_BIN" --src "$SRC" \
+    --expected "$HERE/expected-failures.txt" --results "$CACHE/results" "$@"
