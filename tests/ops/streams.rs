@@ -109,7 +109,10 @@ async fn full_sync_refuses_while_a_writer_holds_the_stream() {
             .unwrap()
             .get(0);
     assert_eq!(table, None, "nothing was written, not even the tables");
-    // Once the writer is gone, the copy runs.
+    // Once the writer is gone, the copy runs. Unlocked explicitly: a dropped client's backend
+    // ends (and lets go of the lock) some time after the drop returns.
+    let unlock = format!("SELECT pg_advisory_unlock({})", tributary::lease::KEY_SQL);
+    holder.execute(&unlock, &[&"test"]).await.unwrap();
     drop(holder);
     let report = full_sync(
         &w.config,
