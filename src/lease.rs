@@ -270,6 +270,19 @@ impl Lease {
     }
 }
 
+impl Lease {
+    /// Lets go of the lock before the connection closes: a closed connection's backend ends,
+    /// and frees the lock, some time after the client is gone, so a `full-sync` or standby
+    /// started right after this process exits could still find it taken. Best effort: a lock
+    /// that cannot be released here goes with its connection as before.
+    pub async fn release(self) {
+        let unlock = format!("SELECT pg_advisory_unlock({KEY_SQL})");
+        let stream = self.flag.stream.clone();
+        let _ =
+            tokio::time::timeout(KEEPALIVE_TIMEOUT, self.client.execute(&unlock, &[&stream])).await;
+    }
+}
+
 impl Drop for Lease {
     fn drop(&mut self) {
         self.keepalive.abort();
@@ -394,6 +407,7 @@ where
         let result = run(flag, stop).await;
         let stopping = shutdown.clone().now_or_never().is_some();
         if stopping || lease.check().await {
+            lease.release().await;
             return result;
         }
         // Counted here only, whether a commit was refused for it (streaming or copying) or the

@@ -122,48 +122,68 @@ pub async fn full_sync(
 ) -> Result<FullSyncReport, SyncError> {
     let selected = select_collections(&mappings, collections.as_deref())?;
     // Hold the stream's lock while copying: never race a running `sync` of the same stream.
-    let Some(lease) =
-        crate::lease::Lease::try_take(&config.postgres.uri, &config.sync.name).await?
-    else {
+    let Some(lease) = take_lock(config).await? else {
         return Err(SyncError::Config(format!(
             "a running `tributary sync` holds the lock of stream {:?} (see `tributary status`); stop it before a full sync, or use another sync.name",
             config.sync.name
         )));
     };
-    let (client, mut sink) = connect(config, &mappings).await?;
-    sink.set_lease(lease.flag());
-    let flag = lease.flag();
-    let existing = {
-        let pg = state_client(&sink).await?;
-        state::read_checkpoint(&**pg, &config.sync.state_schema, &config.sync.name).await?
-    };
-    if existing.is_none() {
-        let position = record_position(&client, config, &mappings).await?;
-        sink.apply(&Batch {
-            checkpoint: Some(position.to_checkpoint(&config.sync.name)),
-            ..Batch::default()
-        })
-        .await?;
+    // Let go of the lock before returning, so a command started right after this one finds
+    // it free (`Lease::release`).
+    let result = async {
+        let (client, mut sink) = connect(config, &mappings).await?;
+        sink.set_lease(lease.flag());
+        let flag = lease.flag();
+        let existing = {
+            let pg = state_client(&sink).await?;
+            state::read_checkpoint(&**pg, &config.sync.state_schema, &config.sync.name).await?
+        };
+        if existing.is_none() {
+            let position = record_position(&client, config, &mappings).await?;
+            sink.apply(&Batch {
+                checkpoint: Some(position.to_checkpoint(&config.sync.name)),
+                ..Batch::default()
+            })
+            .await?;
+        }
+        // Letters whose documents convert now are written and resolved before the copy, which
+        // then records a letter only for versions without an open one.
+        super::dead_letters::retry_open_letters(&client, &sink, &mappings, Some(&selected)).await;
+        let shutdown = shutdown.boxed().shared();
+        let load = match mode {
+            FullSyncMode::Replace => Load::Swap { lease: Some(&flag) },
+            FullSyncMode::Upsert => Load::Upsert,
+        };
+        copy_with(
+            &client,
+            &mut sink,
+            &mappings,
+            &selected,
+            load,
+            config.sync.batch_max_rows,
+            metrics.as_deref(),
+            shutdown,
+        )
+        .await
     }
-    // Letters whose documents convert now are written and resolved before the copy, which
-    // then records a letter only for versions without an open one.
-    super::dead_letters::retry_open_letters(&client, &sink, &mappings, Some(&selected)).await;
-    let shutdown = shutdown.boxed().shared();
-    let load = match mode {
-        FullSyncMode::Replace => Load::Swap { lease: Some(&flag) },
-        FullSyncMode::Upsert => Load::Upsert,
-    };
-    copy_with(
-        &client,
-        &mut sink,
-        &mappings,
-        &selected,
-        load,
-        config.sync.batch_max_rows,
-        metrics.as_deref(),
-        shutdown,
-    )
-    .await
+    .await;
+    lease.release().await;
+    result
+}
+
+/// The stream's lock, or `None` while another session holds it. Tried for a few seconds: the
+/// backend of a process that just exited (killed, say) lets go of the lock only once it
+/// notices its client is gone.
+async fn take_lock(config: &Config) -> Result<Option<crate::lease::Lease>, SyncError> {
+    const PATIENCE: Duration = Duration::from_secs(3);
+    let started = tokio::time::Instant::now();
+    loop {
+        let taken = crate::lease::Lease::try_take(&config.postgres.uri, &config.sync.name).await?;
+        if taken.is_some() || started.elapsed() >= PATIENCE {
+            return Ok(taken);
+        }
+        tokio::time::sleep(crate::lease::POLL / 2).await;
+    }
 }
 
 /// How one collection's chunks reach Postgres (module doc).
