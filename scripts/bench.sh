@@ -6,7 +6,8 @@
 #     PIPELINE_BENCH_WRITE=1 scripts/bench.sh      # a quick run that still refreshes the doc
 #
 # The cluster keeps the server defaults (fsync and synchronous commit on: what a user runs),
-# plus track_commit_timestamp = on so the lag benchmark can read each row's commit instant.
+# plus track_commit_timestamp = on so the lag benchmark can read each row's commit instant; the
+# full-sync scenario alone turns fsync off (its strict baseline is a CPU-bound COPY).
 # Each benchmark refreshes its own sections of BENCHMARKS.md; see benches/*.rs for the sizes.
 # BENCH_DATABASE_URL=postgres://... uses that server instead (databases are created per run).
 set -euo pipefail
@@ -38,6 +39,8 @@ if [[ -z "${BENCH_DATABASE_URL:-}" ]]; then
     "$bindir/pg_ctl" -D "$pgdir/data" -l "$pgdir/postgres.log" -w restart >/dev/null
   fi
   export BENCH_DATABASE_URL="$url"
+  # Ours to reconfigure: the full-sync scenario turns fsync off for its strict baseline.
+  export BENCH_THROWAWAY=1
 fi
 export TEST_DATABASE_URL="$BENCH_DATABASE_URL"
 

@@ -553,8 +553,7 @@ async fn write_batches<S: Sink>(
             "Committed a batch."
         );
         // Freeing a batch's rows takes real time; the other core can do it meanwhile.
-        let batch = p.batch;
-        tokio::task::spawn_blocking(move || drop(batch));
+        crate::sink::free_later::free_later(p.batch);
     }
     Ok(committed)
 }

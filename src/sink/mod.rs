@@ -7,6 +7,7 @@ use crate::mapping::value::PgValue;
 
 pub mod dead_letter;
 pub mod error;
+pub mod free_later;
 pub mod postgres;
 
 pub use error::SinkError;

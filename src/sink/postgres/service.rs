@@ -315,7 +315,7 @@ impl PostgresSink {
             }));
         } else {
             // Freeing a chunk's rows takes real time; the other core can do it meanwhile.
-            tokio::task::spawn_blocking(move || drop(changes));
+            crate::sink::free_later::free_later(changes);
         }
         match result {
             Ok(()) => Ok(written),
