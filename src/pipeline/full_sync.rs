@@ -49,7 +49,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::normalize::FatalConversion;
-use super::sync::{connect, record_position, state_client, SyncError};
+use super::sync::{claim_tables, connect, record_position, state_client, SyncError};
 use super::SinkRetry;
 use resume::{encode_id, saved_copy, start_copy};
 
@@ -132,6 +132,8 @@ pub async fn full_sync(
     // it free (`Lease::release`).
     let result = async {
         let (client, mut sink) = connect(config, &mappings).await?;
+        // Under the stream's lock, before the first row: the tables become this stream's.
+        claim_tables(&sink).await?;
         sink.set_lease(lease.flag());
         let flag = lease.flag();
         let existing = {
