@@ -223,7 +223,28 @@ async fn upsert_full_sync_and_streaming_into_a_partitioned_table() {
 
     let (stop, task) = w.start_sync();
     churn(&w).await;
+    // No qty: NULL in a primary-key column. Refused alone, as a dead letter; the rest streams.
+    w.orders()
+        .insert_one(doc! {"_id": "no-qty", "name": "no qty"})
+        .await
+        .unwrap();
     w.sync_point("upsert").await;
+    let letters: i64 =
+        w.db.client
+            .query_one(
+                "SELECT count(*) FROM tributary.dead_letters WHERE document_key = '\"no-qty\"' \
+                 AND resolved_at IS NULL",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+    assert_eq!(
+        letters, 1,
+        "the document without a partition key was not dead-lettered"
+    );
+    w.orders().delete_one(doc! {"_id": "no-qty"}).await.unwrap();
+    w.sync_point("upsert-2").await;
     w.assert_equal().await;
     assert_rows_in_their_partitions(&w).await;
     stop_sync(stop, task).await;
@@ -273,5 +294,50 @@ async fn a_partitioned_table_without_a_usable_key_is_refused_before_any_write() 
             .unwrap()
             .get(0);
     assert_eq!(written, 0, "rows or tables were written before the refusal");
+    w.stop().await;
+}
+
+/// Citus cannot run here; its catalog table is enough for the refusal: a replace would swap a
+/// plain table in for a distributed one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replace_refuses_a_citus_distributed_table() {
+    let w = World::new(SourceKind::ChangeStream, 200).await;
+    w.db.client
+        .batch_execute(
+            "SET allow_system_table_mods = on;
+             CREATE TABLE pg_catalog.pg_dist_partition (logicalrelid regclass);
+             RESET allow_system_table_mods;
+             CREATE TABLE public.orders (id text PRIMARY KEY, qty integer, name text);
+             INSERT INTO pg_catalog.pg_dist_partition VALUES ('public.orders');",
+        )
+        .await
+        .unwrap();
+    insert(&w, 0, 10).await;
+    let result = full_sync(
+        &w.config,
+        Arc::clone(&w.mappings),
+        None,
+        FullSyncMode::Replace,
+        None,
+        std::future::pending(),
+    )
+    .await;
+    match result {
+        Err(SyncError::Config(msg)) => {
+            assert!(msg.contains("Citus-distributed"), "{msg}");
+            assert!(msg.contains("--mode upsert"), "{msg}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let rows: i64 =
+        w.db.client
+            .query_one("SELECT count(*) FROM public.orders", &[])
+            .await
+            .unwrap()
+            .get(0);
+    assert_eq!(rows, 0);
+    // The upsert mode writes into the (here: plain) table as Citus would take it.
+    run(&w, FullSyncMode::Upsert).await;
+    w.assert_equal().await;
     w.stop().await;
 }

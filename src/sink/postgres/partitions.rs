@@ -133,6 +133,34 @@ pub async fn read_tree(
     }))
 }
 
+/// Whether `schema.table` is a Citus-distributed table (`pg_dist_partition`, present only
+/// where the extension is installed). `full-sync --mode replace` refuses those: its shadow
+/// tables would be plain local tables, and the swap would quietly un-distribute the table.
+pub async fn citus_distributed(
+    client: &impl GenericClient,
+    schema: &str,
+    table: &str,
+) -> Result<bool, tokio_postgres::Error> {
+    let citus: bool = client
+        .query_one(
+            "SELECT to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL",
+            &[],
+        )
+        .await?
+        .get(0);
+    if !citus {
+        return Ok(false);
+    }
+    Ok(client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition \
+             WHERE logicalrelid = to_regclass($1))",
+            &[&qualified(schema, table)],
+        )
+        .await?
+        .get(0))
+}
+
 impl Tree {
     /// The root's partition key as `pg_get_partkeydef` spells it.
     pub fn partition_by(&self) -> &str {
