@@ -37,7 +37,6 @@ use futures::FutureExt;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::pg::Connector;
-use crate::pipeline::sync::SyncError;
 use crate::sink::error::LEASE_LOST_KIND;
 use crate::sink::SinkError;
 
@@ -375,15 +374,19 @@ async fn keep_alive(client: Arc<Client>, held: Arc<watch::Sender<bool>>, stream:
 /// `shutdown` fires, or with `run`'s result when it ended with the lock still held. A lost lock
 /// is counted as `tributary_errors_total{kind="lease_lost"}` even when no commit was refused
 /// (the keep-alive noticed first): operators should see that the writer lost its lock.
-pub async fn sync_exclusively<'a, F, Fut>(
+///
+/// Generic over `run`'s error (the pipeline's `SyncError`), so this lower layer does not
+/// import the pipeline: all it needs is to turn its own `LeaseError` into it and to log it.
+pub async fn sync_exclusively<'a, F, Fut, E>(
     config: &Config,
     metrics: Option<&Metrics>,
     shutdown: impl Future<Output = ()> + Send + 'a,
     mut run: F,
-) -> Result<(), SyncError>
+) -> Result<(), E>
 where
     F: FnMut(LeaseFlag, BoxFuture<'a, ()>) -> Fut,
-    Fut: Future<Output = Result<(), SyncError>>,
+    Fut: Future<Output = Result<(), E>>,
+    E: From<LeaseError> + std::fmt::Display,
 {
     let stream = config.sync.name.as_str();
     let shutdown = shutdown.boxed().shared();

@@ -73,7 +73,9 @@ pub async fn run_full_sync(path: &Path, collections: Vec<String>, mode: FullSync
 /// SPEC exit codes: config problems are 2 (nothing was written), everything else at run time is 3.
 fn failure(e: SyncError) -> Failure {
     match e {
-        SyncError::Config(_) => Failure::usage(e),
+        SyncError::Config(_) | SyncError::TableOwned(_) | SyncError::Partitioned(_) => {
+            Failure::usage(e)
+        }
         other => Failure::runtime(other),
     }
 }

@@ -49,7 +49,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::normalize::FatalConversion;
-use super::sync::{connect, record_position, state_client, SyncError};
+use super::sync::{claim_tables, connect, record_position, state_client, SyncError};
 use super::SinkRetry;
 use resume::{encode_id, saved_copy, start_copy};
 
@@ -132,6 +132,11 @@ pub async fn full_sync(
     // it free (`Lease::release`).
     let result = async {
         let (client, mut sink) = connect(config, &mappings).await?;
+        // Under the stream's lock, before the first row: the tables become this stream's.
+        claim_tables(&sink).await?;
+        if mode == FullSyncMode::Replace {
+            refuse_distributed(&sink, &mappings, &selected).await?;
+        }
         sink.set_lease(lease.flag());
         let flag = lease.flag();
         let existing = {
@@ -169,6 +174,36 @@ pub async fn full_sync(
     .await;
     lease.release().await;
     result
+}
+
+/// `--mode replace` on a Citus-distributed table would swap in a plain local table: refused
+/// before anything is written (docs/scaling.md, "Citus-distributed targets").
+async fn refuse_distributed(
+    sink: &PostgresSink,
+    mappings: &MappingSet,
+    selected: &[usize],
+) -> Result<(), SyncError> {
+    let pg = state_client(sink).await?;
+    for &c in selected {
+        for t in mappings.collections[c].tables() {
+            let distributed =
+                crate::sink::postgres::partitions::citus_distributed(&**pg, sink.schema(), &t.name)
+                    .await
+                    .map_err(|e| {
+                        SinkError::postgres(
+                            format!("looking up whether {} is distributed", t.name),
+                            e,
+                        )
+                    })?;
+            if distributed {
+                return Err(SyncError::Config(format!(
+                    "table {} is a Citus-distributed table, and `full-sync --mode replace` would replace it with a plain local table; no row was written. Use `--mode upsert` (docs/scaling.md, \"Citus-distributed targets\")",
+                    crate::sink::postgres::ddl::qualified(sink.schema(), &t.name)
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The stream's lock, or `None` while another session holds it. Tried for a few seconds: the

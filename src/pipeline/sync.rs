@@ -17,6 +17,8 @@ use crate::config::{Config, SourceKind};
 use crate::mapping::model::MappingSet;
 use crate::metrics::Metrics;
 use crate::position::{Position, PositionError};
+use crate::sink::postgres::owners::{self, TableOwned};
+use crate::sink::postgres::partitions;
 use crate::sink::postgres::state::{self, CollectionState, Phase};
 use crate::sink::postgres::PostgresSink;
 use crate::sink::{Batch, Sink, SinkError};
@@ -57,6 +59,12 @@ pub enum SyncError {
     /// The stream's lock could not be taken (Postgres unreachable).
     #[error(transparent)]
     Lease(#[from] crate::lease::LeaseError),
+    /// Another stream owns a table of this stream's mappings; nothing was written.
+    #[error(transparent)]
+    TableOwned(#[from] TableOwned),
+    /// A mapped table is partitioned in a way the writes cannot use; nothing was written.
+    #[error(transparent)]
+    Partitioned(#[from] partitions::Unfit),
 }
 
 impl SyncError {
@@ -64,7 +72,9 @@ impl SyncError {
     /// happened (failed MongoDB commands and Postgres writes are counted as they occur).
     pub fn uncounted_kind(&self) -> Option<&'static str> {
         match self {
-            SyncError::Config(_) => Some("config"),
+            SyncError::Config(_) | SyncError::TableOwned(_) | SyncError::Partitioned(_) => {
+                Some("config")
+            }
             SyncError::Conversion(_) => Some("conversion"),
             SyncError::Lease(_) => Some("lease"),
             SyncError::Shutdown(_) => Some("shutdown"),
@@ -104,7 +114,10 @@ impl From<PositionError> for SyncError {
 }
 
 /// Connects to MongoDB (lazily: the driver connects on first use) and to Postgres, and makes
-/// sure the tables exist.
+/// sure the tables exist. Refuses before any write when another stream owns one of the
+/// mapped tables (`owners`), or when a pre-created partitioned table cannot take the writes
+/// (`partitions`); claiming them is the caller's, under the stream's lock
+/// (`claim_tables`).
 pub(crate) async fn connect(
     config: &Config,
     mappings: &Arc<MappingSet>,
@@ -129,8 +142,61 @@ pub(crate) async fn connect_counting(
     )
     .await?;
     sink.set_synchronous_commit(config.postgres.synchronous_commit);
+    {
+        let pg = state_client(&sink).await?;
+        let tables = owners::mapped_tables(mappings);
+        let taken = owners::conflicts(
+            &**pg,
+            sink.state_schema(),
+            sink.schema(),
+            sink.stream(),
+            &tables,
+        )
+        .await
+        .map_err(|e| SinkError::postgres("reading the owners of the mapped tables", e))?;
+        refuse_owned(&sink, taken)?;
+        // A pre-created partitioned table must fit the writes (`partitions::check`).
+        for def in mappings.collections.iter().flat_map(|c| c.tables()) {
+            let tree = partitions::read_tree(&**pg, sink.schema(), &def.name)
+                .await
+                .map_err(|e| {
+                    SinkError::postgres(format!("reading the partitions of {}", def.name), e)
+                })?;
+            if let Some(tree) = tree {
+                partitions::check(sink.schema(), &def, &tree)?;
+            }
+        }
+    }
     sink.ensure_schema().await?;
     Ok((client, sink))
+}
+
+/// Claims every mapped table for the stream (`owners::claim`), or refuses with the tables
+/// another stream owns. Run under the stream's lock, before the first write of rows.
+pub(crate) async fn claim_tables(sink: &PostgresSink) -> Result<(), SyncError> {
+    let mut pg = state_client(sink).await?;
+    let tables = owners::mapped_tables(sink.mappings());
+    let taken = owners::claim(
+        &mut pg,
+        sink.state_schema(),
+        sink.schema(),
+        sink.stream(),
+        &tables,
+    )
+    .await
+    .map_err(|e| SinkError::postgres("claiming the mapped tables for the stream", e))?;
+    refuse_owned(sink, taken)
+}
+
+fn refuse_owned(sink: &PostgresSink, taken: Vec<owners::Owned>) -> Result<(), SyncError> {
+    if taken.is_empty() {
+        return Ok(());
+    }
+    Err(SyncError::TableOwned(TableOwned {
+        stream: sink.stream().to_owned(),
+        state_schema: sink.state_schema().to_owned(),
+        tables: taken,
+    }))
 }
 
 /// The MongoDB client of `mongo.uri` (lazy: the driver connects on first use), with failed
@@ -254,6 +320,8 @@ async fn sync_inner(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), SyncError> {
     let (client, mut sink) = connect_counting(config, &mappings, opts.metrics.as_ref()).await?;
+    // Under the stream's lock, before the first row: the tables become this stream's.
+    claim_tables(&sink).await?;
     // No commit without the stream's lock (checked right before every COMMIT).
     sink.set_lease(lease);
     // The oplog's window and the checkpoint's headroom, through copies and streaming alike (a

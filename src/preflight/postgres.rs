@@ -11,6 +11,7 @@ use crate::mapping::model::MappingSet;
 use crate::position::Position;
 use crate::sink::postgres::catalog::{self, Object};
 use crate::sink::postgres::ddl::{self, qualified, quote_ident};
+use crate::sink::postgres::owners;
 use crate::sink::postgres::state;
 
 /// How long Postgres gets to answer: long enough for a slow network, short enough for a human.
@@ -56,6 +57,7 @@ pub async fn check(config: &Config, mappings: &MappingSet) -> (Vec<Finding>, Sto
     let probe = async {
         let mut out = vec![server(&client, &uri, connector.mode().as_str()).await?];
         out.extend(privileges(&client, config, mappings).await?);
+        out.push(ownership(&client, config, mappings).await?);
         let (checkpoint, unreadable) = checkpoint(&client, config).await?;
         out.extend(unreadable);
         Ok::<_, tokio_postgres::Error>((out, checkpoint))
@@ -266,6 +268,46 @@ async fn table_privileges(
             grants.join(" ")
         ),
     )))
+}
+
+/// Whether another stream owns a mapped table (`sync` and `full-sync` would refuse to start).
+async fn ownership(
+    client: &Client,
+    config: &Config,
+    mappings: &MappingSet,
+) -> Result<Finding, tokio_postgres::Error> {
+    let stream = &config.sync.name;
+    let tables = owners::mapped_tables(mappings);
+    let taken = owners::conflicts(
+        client,
+        &config.sync.state_schema,
+        &config.postgres.schema,
+        stream,
+        &tables,
+    )
+    .await?;
+    if taken.is_empty() {
+        return Ok(Finding::new(
+            Level::Ok,
+            AREA,
+            "table_owners",
+            format!(
+                "no other stream owns the {} mapped table(s) of stream {stream:?}",
+                tables.len()
+            ),
+        ));
+    }
+    let refusal = owners::TableOwned {
+        stream: stream.clone(),
+        state_schema: config.sync.state_schema.clone(),
+        tables: taken,
+    };
+    Ok(Finding::new(
+        Level::Error,
+        AREA,
+        "table_owners",
+        refusal.to_string(),
+    ))
 }
 
 /// The stream's checkpoint, with the finding when it exists but cannot be used (`sync` would

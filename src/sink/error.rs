@@ -119,9 +119,16 @@ impl SinkError {
 
     /// True when Postgres refused a value (SQLSTATE class 22, "data exception", or a value
     /// that did not fit its column's wire type): the fault lies with one document's content,
-    /// so the batch is narrowed to the documents that cause it (`pipeline::narrow`).
+    /// so the batch is narrowed to the documents that cause it (`pipeline::narrow`). So is a
+    /// NULL in a `NOT NULL` column (23502) and a row no partition takes or a check refuses
+    /// (23514): with a pre-created table (a partition key in the primary key, docs/scaling.md)
+    /// a document missing that field, or outside every partition, is refused alone. A unique
+    /// violation is not: it means a second writer, never one document's content.
     pub fn is_data_error(&self) -> bool {
-        matches!(self, SinkError::Value { .. }) || self.code().is_some_and(|c| c.starts_with("22"))
+        matches!(self, SinkError::Value { .. })
+            || self
+                .code()
+                .is_some_and(|c| c.starts_with("22") || c == "23502" || c == "23514")
     }
 
     /// The short class of this error for `tributary_errors_total{kind}` (see

@@ -8,6 +8,8 @@ mod hostile;
 mod images;
 mod large;
 mod measure;
+mod owners;
+mod partitions;
 mod preflight;
 mod replace;
 mod snapshot_ranges;

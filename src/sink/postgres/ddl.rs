@@ -85,7 +85,8 @@ pub fn table_ddl(schema: &str, t: &TableDef) -> Vec<String> {
 }
 
 /// The state tables of SPEC "What is written where", exactly as named there (`cutovers`
-/// holds every cutover's verdict), the sink's own `stale_children` (`stale`), and the progress
+/// holds every cutover's verdict), the sink's own `stale_children` (`stale`), the registry of
+/// table owners (`owners`), and the progress
 /// of copies, `copies` and `copy_chunks` (`copy_progress`).
 pub fn state_ddl(state_schema: &str) -> Vec<String> {
     let checkpoints = qualified(state_schema, "checkpoints");
@@ -148,6 +149,8 @@ pub fn state_ddl(state_schema: &str) -> Vec<String> {
             quote_ident("dead_letters_open_row_key")
         ),
         super::stale::table_ddl(state_schema),
+        // Which stream owns which mapped table (`owners`).
+        super::owners::table_ddl(state_schema),
         // The progress of copies, so a killed copy resumes (`copy_progress`).
         format!(
             "CREATE TABLE IF NOT EXISTS {} (\

@@ -2,7 +2,7 @@
 //! (how values travel on the wire, both ways), `copy` (binary COPY in large chunks), `state`
 //! (Tributary's own tables: checkpoints, phases, dead letters), `copy_progress` (what a
 //! copy under way has committed, so it resumes), `plan` (a batch reduced to its
-//! net effect per table), `stale` (documents whose child rows must be rewritten at their next
+//! net effect per table), `owners` (which stream owns which table), `partitions` (partitioned target tables), `stale` (documents whose child rows must be rewritten at their next
 //! update), `service` (one batch, one transaction) and `catalog` (which DDL is still needed).
 
 pub mod catalog;
@@ -11,6 +11,8 @@ pub mod copy_progress;
 pub mod ddl;
 pub mod decode;
 pub mod encode;
+pub mod owners;
+pub mod partitions;
 pub mod plan;
 pub mod service;
 pub mod stale;

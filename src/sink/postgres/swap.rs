@@ -11,6 +11,10 @@
 //! to the live names, store the collection's phase row, commit. Readers queued on the lock
 //! resolve the name again once it is released and read the new table.
 //!
+//! A partitioned live table is rebuilt partitioned: its shadow gets the same partition key,
+//! primary key and partitions (with their bounds, nested ones included), and the swap renames
+//! the shadow partitions and their primary keys to the live names (`partitions`).
+//!
 //! What the swap does not carry over: anything added to a live table by hand (grants, extra
 //! indexes, triggers, columns no longer mapped). A view or foreign key that depends on a live
 //! table makes the `DROP` fail; the transaction then rolls back and the live tables are
@@ -24,6 +28,7 @@ use tokio_postgres::types::Type;
 use super::copy::{self, CopyError};
 use super::copy_progress::{self, ChunkDone};
 use super::ddl::{self, qualified, quote_ident};
+use super::partitions;
 use super::plan;
 use super::state::{self, CollectionState};
 use super::PostgresSink;
@@ -96,14 +101,28 @@ pub async fn drop_shadows(sink: &PostgresSink, collection: usize) -> Result<(), 
         .map_err(|e| SinkError::postgres(format!("dropping {}", names.join(", ")), e))
 }
 
-/// Creates empty shadow tables for `collection`, first dropping any left by an earlier run.
+/// Creates empty shadow tables for `collection`, first dropping any left by an earlier run. A
+/// live table that is partitioned gets a shadow partitioned the same way, with the same
+/// partitions (`partitions::shadow_ddl`).
 pub async fn create_shadows(sink: &PostgresSink, collection: usize) -> Result<(), SinkError> {
     drop_shadows(sink, collection).await?;
-    let statements: Vec<String> = shadow_defs(&live_defs(sink, collection)?)
-        .iter()
-        .flat_map(|t| ddl::table_ddl(sink.schema(), t))
-        .collect();
+    let live = live_defs(sink, collection)?;
     let client = connection(sink).await?;
+    let mut statements = Vec::new();
+    for (l, s) in live.iter().zip(shadow_defs(&live)) {
+        let tree = partitions::read_tree(&**client, sink.schema(), &l.name)
+            .await
+            .map_err(|e| SinkError::postgres(format!("reading the partitions of {}", l.name), e))?;
+        match tree {
+            Some(tree) => statements.extend(partitions::shadow_ddl(
+                sink.schema(),
+                &s,
+                &tree,
+                shadow_name,
+            )),
+            None => statements.extend(ddl::table_ddl(sink.schema(), &s)),
+        }
+    }
     ddl::apply_ddl(&client, &statements).await
 }
 
@@ -352,10 +371,22 @@ async fn try_swap_in(
         .map_err(|e| SinkError::postgres(doing("locking the live tables"), e))?;
     }
     let mut renames = Vec::with_capacity(live.len());
+    // The partitions of partitioned live tables, renamed like the tables themselves.
+    let mut partition_renames = Vec::new();
     for (l, s) in live.iter().zip(&shadows) {
         let live_pk = primary_key_name(&tx, &qualified(schema, &l.name)).await?;
         let shadow_pk = primary_key_name(&tx, &qualified(schema, &s.name)).await?;
         renames.push((live_pk, shadow_pk));
+        let tree = partitions::read_tree(&*tx, schema, &l.name)
+            .await
+            .map_err(|e| {
+                SinkError::postgres(doing("reading the partitions of the live tables"), e)
+            })?;
+        for node in tree.into_iter().flat_map(|t| t.nodes).skip(1) {
+            let shadow = qualified(&node.schema, &shadow_name(&node.name));
+            let shadow_pk = primary_key_name(&tx, &shadow).await?;
+            partition_renames.push((node, shadow, shadow_pk));
+        }
     }
     if !existing.is_empty() {
         tx.batch_execute(&format!("DROP TABLE {}", existing.join(", ")))
@@ -381,6 +412,31 @@ async fn try_swap_in(
         tx.batch_execute(&sql)
             .await
             .map_err(|e| SinkError::postgres(doing("renaming the shadow tables"), e))?;
+    }
+    for (node, shadow, shadow_pk) in partition_renames {
+        let row = tx
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&shadow])
+            .await
+            .map_err(|e| SinkError::postgres(doing("looking up the shadow partitions"), e))?;
+        // A partition added to the live table after the load started has no shadow; its
+        // rows, if any, were refused by the shadow while loading.
+        if !row.get::<_, bool>(0) {
+            continue;
+        }
+        let mut sql = format!("ALTER TABLE {shadow} RENAME TO {}", quote_ident(&node.name));
+        if let (Some(live_pk), Some(shadow_pk)) = (node.primary_key_name, shadow_pk) {
+            if live_pk != shadow_pk {
+                sql.push_str(&format!(
+                    "; ALTER TABLE {} RENAME CONSTRAINT {} TO {}",
+                    qualified(&node.schema, &node.name),
+                    quote_ident(&shadow_pk),
+                    quote_ident(&live_pk)
+                ));
+            }
+        }
+        tx.batch_execute(&sql)
+            .await
+            .map_err(|e| SinkError::postgres(doing("renaming the shadow partitions"), e))?;
     }
     state::set_collection_state(&*tx, sink.state_schema(), sink.stream(), phase).await?;
     // The load is complete: nothing is left to resume.
