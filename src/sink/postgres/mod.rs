@@ -3,7 +3,7 @@
 //! (Tributary's own tables: checkpoints, phases, dead letters), `copy_progress` (what a
 //! copy under way has committed, so it resumes), `plan` (a batch reduced to its
 //! net effect per table), `stale` (documents whose child rows must be rewritten at their next
-//! update), `service` (one batch, one transaction) and `catalog` (which DDL is still needed).
+//! update), `requests` (what commands ask of the running daemon), `service` (one batch, one transaction) and `catalog` (which DDL is still needed).
 
 pub mod catalog;
 pub mod copy;
@@ -12,6 +12,7 @@ pub mod ddl;
 pub mod decode;
 pub mod encode;
 pub mod plan;
+pub mod requests;
 pub mod service;
 pub mod stale;
 pub mod state;
