@@ -465,3 +465,57 @@ async fn every_mapped_type_reads_back_from_the_catalog_as_the_reload_expects() {
         );
     }
 }
+
+/// The request path in-process: a `reload` row answered by the daemon's watcher, and
+/// `tributary_reloads_total{outcome}` counting both outcomes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_answered_and_reloads_are_counted_by_outcome() {
+    let w = world(ORDERS).await;
+    let run = super::Running::start(&w.config, w.mappings.clone(), 30).await;
+    w.sync_point("started").await;
+    assert_eq!(run.counter("tributary_reloads_total", "refused"), 0.0);
+
+    let ask = || async {
+        let id: i64 = w
+            .db
+            .client
+            .query_one(
+                "INSERT INTO tributary.requests (stream, kind) VALUES ('test', 'reload') RETURNING id",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        let sql = "SELECT outcome FROM tributary.requests WHERE id = $1 AND done_at IS NOT NULL";
+        wait_until(120, "the daemon's answer", || async {
+            w.db.client.query_opt(sql, &[&id]).await.unwrap().is_some()
+        })
+        .await;
+        w.db.client
+            .query_one(sql, &[&id])
+            .await
+            .unwrap()
+            .get::<_, Option<String>>(0)
+            .unwrap_or_default()
+    };
+
+    std::fs::write(mapping_file(&w), INVALID).unwrap();
+    let outcome = ask().await;
+    assert!(outcome.starts_with("invalid mappings:"), "{outcome}");
+    assert_eq!(
+        outcome.lines().count(),
+        3,
+        "two errors, one a line: {outcome}"
+    );
+    assert_eq!(run.counter("tributary_reloads_total", "refused"), 1.0);
+    assert_eq!(run.counter("tributary_reloads_total", "applied"), 0.0);
+
+    std::fs::write(mapping_file(&w), ORDERS_NOTE).unwrap();
+    let outcome = ask().await;
+    assert!(outcome.starts_with("ok: "), "{outcome}");
+    assert!(outcome.contains("column \"note\""), "{outcome}");
+    assert_eq!(run.counter("tributary_reloads_total", "applied"), 1.0);
+    w.sync_point("after").await;
+    run.stop().await;
+    w.stop().await;
+}
