@@ -55,14 +55,11 @@ collections:
 "#;
 
 async fn world(mapping: &str) -> World {
-    World::with_mapping(
-        SourceKind::ChangeStream,
-        100,
-        SimOptions::default(),
-        "",
-        mapping,
-    )
-    .await
+    world_of(SourceKind::ChangeStream, mapping).await
+}
+
+async fn world_of(source: SourceKind, mapping: &str) -> World {
+    World::with_mapping(source, 100, SimOptions::default(), "", mapping).await
 }
 
 fn mapping_file(w: &World) -> PathBuf {
@@ -138,7 +135,16 @@ async fn column_type(w: &World, table: &str, column: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_with_a_new_column_fills_it_for_every_existing_row_without_a_restart() {
-    let w = world(ORDERS).await;
+    new_column_on_sighup(SourceKind::ChangeStream).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_with_a_new_column_fills_it_for_every_existing_row_reading_the_oplog() {
+    new_column_on_sighup(SourceKind::Oplog).await;
+}
+
+async fn new_column_on_sighup(source: SourceKind) {
+    let w = world_of(source, ORDERS).await;
     for i in 0..300 {
         w.orders()
             .insert_one(doc! {"_id": format!("o{i:03}"), "qty": i, "note": format!("n{i}")})
