@@ -1,7 +1,8 @@
 //! `sync`: the daemon's whole life — connect both ends, copy the collections that were never
 //! copied (recording the stream position first), then stream from the checkpoint until
 //! shutdown; a rename onto a mapped collection copies it between batches, and lost history
-//! either stops the stream or (with `sync.resync_on_history_lost`) starts over with a full sync.
+//! either stops the stream or (with `sync.resync_on_history_lost`) starts over with a full sync;
+//! reloaded mappings (SIGHUP, `tributary reload`: `reload`) take over between batches.
 
 use crate::progress::ProgressMode;
 use std::future::Future;
