@@ -9,7 +9,8 @@
 //! - `pg`: the one way to open a Postgres connection: the URI, libpq's TLS modes, keep-alives.
 //! - `lease`: the stream's advisory lock: one writer per stream, hot standby, who holds it.
 //! - `sink`: applies batches of changes, dead letters and the checkpoint in one transaction.
-//! - `pipeline`: `sync` and `full-sync`: normalisation, batching, retries, narrowing.
+//! - `pipeline`: `sync` and `full-sync`: normalisation, batching, retries, narrowing, and
+//!   mapping reloads between batches.
 //! - `metrics`: every metric name, `/metrics`, `/healthz`, `/readyz`.
 //! - `progress`: bars on a terminal or periodic log lines for long work; the log writer that
 //!   keeps log lines above the bars.

@@ -61,6 +61,9 @@ pub const FULL_SYNC_DOCUMENTS_TOTAL: &str = "tributary_full_sync_documents_total
 /// converted and the mapping says `on_error: null` (`column` is `table.column` for a child
 /// table's column, the child table for a whole array, the `extra_props` column for it).
 pub const NULLED_VALUES_TOTAL: &str = "tributary_nulled_values_total";
+/// Counter, label `outcome` (`RELOAD_OUTCOMES`): mapping reloads asked by SIGHUP or
+/// `tributary reload`.
+pub const RELOADS_TOTAL: &str = "tributary_reloads_total";
 
 /// Label keys (low cardinality only: namespaces and tables, never document ids).
 pub const LABEL_NAMESPACE: &str = "namespace";
@@ -68,6 +71,11 @@ pub const LABEL_OP: &str = "op";
 pub const LABEL_TABLE: &str = "table";
 pub const LABEL_KIND: &str = "kind";
 pub const LABEL_COLUMN: &str = "column";
+pub const LABEL_OUTCOME: &str = "outcome";
+
+/// Every `tributary_reloads_total{outcome}` value, each started at 0: the new mappings were
+/// applied, or refused (invalid, or their tables could not be created) and the running ones kept.
+pub const RELOAD_OUTCOMES: [&str; 2] = ["applied", "refused"];
 
 /// Every `tributary_errors_total{kind}` value (docs/operations.md, "Error kinds"): each starts
 /// at 0, so an alert on `increase(...)` or a dashboard panel has a series before the first
@@ -98,7 +106,7 @@ pub const ERROR_KINDS: [&str; 21] = [
 ];
 
 /// Every metric name served (the SPEC's and the health gauges), for tests and docs.
-pub const ALL: [&str; 16] = [
+pub const ALL: [&str; 17] = [
     UP,
     LAG_SECONDS,
     SOURCE_CONNECTED,
@@ -115,6 +123,7 @@ pub const ALL: [&str; 16] = [
     ERRORS_TOTAL,
     FULL_SYNC_DOCUMENTS_TOTAL,
     NULLED_VALUES_TOTAL,
+    RELOADS_TOTAL,
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +156,8 @@ pub struct Metrics {
     pub errors_total: IntCounterVec,
     pub full_sync_documents_total: IntCounterVec,
     pub nulled_values_total: IntCounterVec,
+    /// Mapping reloads (SIGHUP, `tributary reload`), by `outcome`: `applied` or `refused`.
+    pub reloads_total: IntCounterVec,
     /// True while streaming (not during full sync or after a fatal error); `/readyz` needs it.
     streaming: AtomicBool,
     ready_max_lag_secs: f64,
@@ -238,6 +249,17 @@ impl Metrics {
         )?;
         registry.register(Box::new(full_sync_documents_total.clone()))?;
         registry.register(Box::new(nulled_values_total.clone()))?;
+        let reloads_total = IntCounterVec::new(
+            Opts::new(
+                RELOADS_TOTAL,
+                "Mapping reloads (SIGHUP or tributary reload), by outcome: applied or refused",
+            ),
+            &[LABEL_OUTCOME],
+        )?;
+        registry.register(Box::new(reloads_total.clone()))?;
+        for outcome in RELOAD_OUTCOMES {
+            reloads_total.with_label_values(&[outcome]);
+        }
         for kind in ERROR_KINDS {
             errors_total.with_label_values(&[kind]);
         }
@@ -264,6 +286,7 @@ impl Metrics {
             errors_total,
             full_sync_documents_total,
             nulled_values_total,
+            reloads_total,
             streaming: AtomicBool::new(false),
             ready_max_lag_secs: ready_max_lag_secs as f64,
         })

@@ -10,6 +10,7 @@ mod check;
 mod cutover;
 mod dead_letters;
 mod load;
+mod reload;
 mod schema;
 mod signal;
 mod status;
@@ -157,6 +158,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Ask the running `sync` of the stream to reload its mappings (as SIGHUP does) and print
+    /// its answer: exit 0 applied, 2 refused (every error, file:line), 3 no daemon runs it.
+    Reload {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// How long to wait for the daemon's answer.
+        #[arg(long, value_name = "SECS", default_value_t = 60)]
+        timeout: u64,
+    },
     /// List the open dead letters of the stream: one line per refused document.
     DeadLetters {
         #[command(flatten)]
@@ -193,6 +203,7 @@ pub async fn run(cli: Cli) -> CliResult {
             namespace,
             json,
         } => dead_letters::run(&config.config, namespace, json).await,
+        Command::Reload { config, timeout } => reload::run(&config.config, timeout).await,
         Command::Sync {
             config,
             no_initial_sync,

@@ -1,5 +1,6 @@
 //! Process signals: the future that resolves on the first SIGINT or SIGTERM, which every
-//! long-running command passes down as its shutdown argument.
+//! long-running command passes down as its shutdown argument, and SIGHUP, which asks `sync`
+//! to reload its mappings.
 
 use futures::future::{FutureExt, Shared};
 use std::future::Future;
@@ -44,4 +45,25 @@ pub fn shutdown_on_signal() -> Shutdown {
         }
     });
     fut.shared()
+}
+
+/// Notified on each SIGHUP (several before the first wait count once): the daemon's "reload the
+/// mappings". Installed at once, like `shutdown_on_signal`, so a SIGHUP during start-up does
+/// not kill the process with the default action. `None` where there is no SIGHUP.
+pub fn reload_on_sighup() -> Option<std::sync::Arc<tokio::sync::Notify>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangup = signal(SignalKind::hangup()).ok()?;
+        let notify = std::sync::Arc::new(tokio::sync::Notify::new());
+        let tx = notify.clone();
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                tx.notify_one();
+            }
+        });
+        Some(notify)
+    }
+    #[cfg(not(unix))]
+    None
 }

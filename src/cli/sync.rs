@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::anyhow;
 
-use crate::cli::signal::shutdown_on_signal;
+use crate::cli::signal::{reload_on_sighup, shutdown_on_signal};
 use crate::cli::{exit, load, CliResult, Failure, FullSyncMode};
 use crate::metrics::{self, Metrics};
 use crate::pipeline::full_sync::{self, FullSyncMode as Mode};
@@ -16,6 +16,7 @@ use crate::pipeline::sync::{self, SyncError, SyncOptions};
 pub async fn run_sync(path: &Path, initial_sync: bool, metrics_addr: Option<String>) -> CliResult {
     let (config, mappings) = load::config_and_mappings(path)?;
     let shutdown = shutdown_on_signal();
+    let sighup = reload_on_sighup();
     let metrics =
         Arc::new(Metrics::new(config.metrics.ready_max_lag_secs).map_err(Failure::runtime)?);
     let listen = metrics_addr.unwrap_or_else(|| config.metrics.listen.clone());
@@ -29,7 +30,7 @@ pub async fn run_sync(path: &Path, initial_sync: bool, metrics_addr: Option<Stri
         initial_sync,
         metrics: Some(metrics),
     };
-    sync::sync(&config, Arc::new(mappings), opts, shutdown)
+    sync::sync_reloading(&config, Arc::new(mappings), opts, sighup, shutdown)
         .await
         .map_err(failure)?;
     tracing::info!("stopped cleanly: the last batch and its checkpoint are committed");

@@ -68,6 +68,12 @@ impl std::error::Error for MappingErrors {}
 
 /// Loads and validates the mappings at `path` (a directory or a file).
 pub fn load(path: &Path) -> Result<MappingSet, MappingErrors> {
+    load_placed(path).map(|(set, _)| set)
+}
+
+/// `load`, and where each column's type was written, for errors found later against the live
+/// tables (a reload refusing a changed column type names the line to change back).
+pub fn load_placed(path: &Path) -> Result<(MappingSet, Places), MappingErrors> {
     let mut loader = Loader::default();
     for file in loader.files(path) {
         match std::fs::read_to_string(&file) {
@@ -79,7 +85,73 @@ pub fn load(path: &Path) -> Result<MappingSet, MappingErrors> {
             ),
         }
     }
-    loader.finish()
+    let places = Places {
+        collections: loader.collections.iter().map(|(_, p)| p.clone()).collect(),
+    };
+    loader.finish().map(|set| (set, places))
+}
+
+/// Where the parts of each collection of a `MappingSet` were written (`load_placed`).
+#[derive(Debug, Clone, Default)]
+pub struct Places {
+    /// Parallel to `MappingSet::collections`.
+    collections: Vec<CollectionPos>,
+}
+
+impl Places {
+    /// An error at the place that gives column `column` of table `table` of collection
+    /// `collection` its type: its `type:`, the parent's key column for a child's parent key,
+    /// `extra_props`, or the collection's name for what the mapping does not spell out (`idx`).
+    pub fn column_error(
+        &self,
+        set: &MappingSet,
+        collection: usize,
+        table: &str,
+        column: &str,
+        message: String,
+        hint: String,
+    ) -> MappingError {
+        let (file, pos) = match (
+            set.collections.get(collection),
+            self.collections.get(collection),
+        ) {
+            (Some(c), Some(p)) => (p.file.clone(), type_pos(c, p, table, column)),
+            _ => (PathBuf::new(), Pos::default()),
+        };
+        MappingError {
+            file,
+            line: pos.line,
+            column: pos.column,
+            message,
+            hint,
+        }
+    }
+}
+
+fn type_pos(c: &CollectionMapping, p: &CollectionPos, table: &str, column: &str) -> Pos {
+    let key_ty = p.columns.get(c.key_index()).map_or(p.name, |k| k.ty);
+    if table == c.table {
+        if let Some(i) = c.columns.iter().position(|m| m.name == column) {
+            return p.columns.get(i).map_or(p.name, |x| x.ty);
+        }
+        if c.extra_props.as_deref() == Some(column) {
+            return p.extra_props;
+        }
+        return p.name;
+    }
+    for (child, cp) in c.children.iter().zip(&p.children) {
+        if child.table != table {
+            continue;
+        }
+        if child.parent_key == column {
+            return key_ty;
+        }
+        if let Some(i) = child.columns.iter().position(|m| m.name == column) {
+            return cp.columns.get(i).map_or(cp.table, |x| x.ty);
+        }
+        return cp.table;
+    }
+    p.name
 }
 
 /// Loads mappings from text, as if read from `file` (which errors name). Used by tests and by

@@ -23,4 +23,4 @@ mod load_tests;
 pub use convert::{
     convert_document, convert_key, convert_raw_document, convert_value, ConvertError, Converted,
 };
-pub use load::{load, MappingError, MappingErrors};
+pub use load::{load, load_placed, MappingError, MappingErrors, Places};

@@ -13,6 +13,7 @@ pub mod full_sync;
 pub mod lag;
 pub mod narrow;
 pub mod normalize;
+pub mod reload;
 pub mod resume;
 pub mod sync;
 
@@ -45,6 +46,9 @@ pub struct PipelineConfig {
     pub metrics: Option<Arc<Metrics>>,
     /// The catch-up display after a start (`resume`); `Off` for callers with their own.
     pub catch_up_progress: crate::progress::ProgressMode,
+    /// Notified when a reloaded mapping set is staged (`reload::Reloads`): `run` commits what
+    /// it read and returns `RunOutcome::Reload`.
+    pub reload: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl PipelineConfig {
@@ -60,6 +64,7 @@ impl PipelineConfig {
             queue_capacity: (batch_max_rows / 20).clamp(16, 250),
             metrics: None,
             catch_up_progress: crate::progress::ProgressMode::Off,
+            reload: None,
         }
     }
 }
@@ -75,6 +80,9 @@ pub enum RunOutcome {
         collections: Vec<usize>,
         position: Option<Position>,
     },
+    /// New mappings are staged (`PipelineConfig::reload`): everything read was committed up to
+    /// `position`; streaming resumes from there with the new set.
+    Reload { position: Option<Position> },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -153,13 +161,31 @@ where
     let work = async { tokio::join!(batching, writing) };
     tokio::pin!(work);
     tokio::pin!(shutdown);
+    let reload = async {
+        match &config.reload {
+            Some(ready) => ready.notified().await,
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::pin!(reload);
     let mut stopped_by_shutdown = false;
-    let (batched, written) = tokio::select! {
-        r = &mut work => r,
+    let mut reloading = false;
+    let stopped = tokio::select! {
+        r = &mut work => Some(r),
+        // A signal (logged by `cli::signal`) or a lost lock (logged by `lease`).
         () = &mut shutdown => {
-            // A signal (logged by `cli::signal`) or a lost lock (logged by `lease`).
-            tracing::debug!("Stopping: no more reading; committing what was already read.");
             stopped_by_shutdown = true;
+            None
+        }
+        () = &mut reload => {
+            reloading = true;
+            None
+        }
+    };
+    let (batched, written) = match stopped {
+        Some(r) => r,
+        None => {
+            tracing::debug!("Stopping: no more reading; committing what was already read.");
             let _ = stop_tx.send(true);
             match tokio::time::timeout(DRAIN_DEADLINE, &mut work).await {
                 Ok(r) => r,
@@ -185,6 +211,9 @@ where
         });
     }
     source_result?;
+    if reloading {
+        return Ok(RunOutcome::Reload { position });
+    }
     if !stopped_by_shutdown {
         // The source only ends on its own with an error, handled above.
         tracing::warn!("The source ended without an error or a shutdown.");

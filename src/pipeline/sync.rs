@@ -1,17 +1,19 @@
 //! `sync`: the daemon's whole life — connect both ends, copy the collections that were never
 //! copied (recording the stream position first), then stream from the checkpoint until
 //! shutdown; a rename onto a mapped collection copies it between batches, and lost history
-//! either stops the stream or (with `sync.resync_on_history_lost`) starts over with a full sync.
+//! either stops the stream or (with `sync.resync_on_history_lost`) starts over with a full sync;
+//! reloaded mappings (SIGHUP, `tributary reload`: `reload`) take over between batches.
 
 use crate::progress::ProgressMode;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use futures::FutureExt;
 use mongodb::Client;
 
 use super::full_sync::{copy_collections, FullSyncMode};
 use super::normalize::FatalConversion;
+use super::reload::{self, Refusal, ReloadSource, Reloads, Staged};
 use super::{run, PipelineConfig, PipelineError, RunOutcome};
 use crate::config::{Config, SourceKind};
 use crate::mapping::model::MappingSet;
@@ -268,15 +270,30 @@ pub async fn sync(
     opts: SyncOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), SyncError> {
+    sync_reloading(config, mappings, opts, None, shutdown).await
+}
+
+/// `sync`, reloading the mappings each time `sighup` is notified (the daemon's SIGHUP).
+/// Requests of `tributary reload` are read from the state schema either way (`reload`).
+pub async fn sync_reloading(
+    config: &Config,
+    mappings: Arc<MappingSet>,
+    opts: SyncOptions,
+    sighup: Option<Arc<tokio::sync::Notify>>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), SyncError> {
     if let Some(m) = &opts.metrics {
         m.start_labels(&mappings);
     }
+    // The mappings in force: a reload replaces them, also for the next time the lock is taken.
+    let current = Arc::new(Mutex::new(mappings));
     let result =
         crate::lease::sync_exclusively(config, opts.metrics.as_deref(), shutdown, |lease, stop| {
             sync_inner(
                 config,
-                mappings.clone(),
+                current.clone(),
                 &opts,
+                sighup.clone(),
                 ProgressMode::Auto,
                 lease,
                 stop,
@@ -308,17 +325,29 @@ pub async fn sync_holding(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), SyncError> {
     // Cutover shows its own catch-up.
-    sync_inner(config, mappings, opts, ProgressMode::Off, lease, shutdown).await
+    let current = Arc::new(Mutex::new(mappings));
+    sync_inner(
+        config,
+        current,
+        opts,
+        None,
+        ProgressMode::Off,
+        lease,
+        shutdown,
+    )
+    .await
 }
 
 async fn sync_inner(
     config: &Config,
-    mappings: Arc<MappingSet>,
+    current: Arc<Mutex<Arc<MappingSet>>>,
     opts: &SyncOptions,
+    sighup: Option<Arc<tokio::sync::Notify>>,
     catch_up: ProgressMode,
     lease: crate::lease::LeaseFlag,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), SyncError> {
+    let mut mappings = lock(&current).clone();
     let (client, mut sink) = connect_counting(config, &mappings, opts.metrics.as_ref()).await?;
     // Under the stream's lock, before the first row: the tables become this stream's.
     claim_tables(&sink).await?;
@@ -333,7 +362,29 @@ async fn sync_inner(
     let state_schema = config.sync.state_schema.clone();
     let mut start_over = false;
     let mut retried = false;
+    let reloads = Reloads::default();
+    let _watcher = reload::spawn_watch(
+        sink.pool().clone(),
+        ReloadSource {
+            mappings_path: config.sync.mappings.clone(),
+            schema: config.postgres.schema.clone(),
+            state_schema: state_schema.clone(),
+            stream: stream.clone(),
+        },
+        sighup,
+        reloads.clone(),
+        opts.metrics.clone(),
+    );
     loop {
+        // 0. New mappings staged by a reload: applied between batches, before any copy.
+        if let Some(staged) = reloads.take() {
+            if apply_reload(&mut sink, &mut mappings, staged, opts.metrics.as_deref()).await? {
+                *lock(&current) = mappings.clone();
+                // Letters refused under the old mappings may convert now.
+                retried = false;
+            }
+        }
+
         // 1. Where are we? Record the position BEFORE any copy when there is none.
         let checkpoint = {
             let pg = state_client(&sink).await?;
@@ -422,6 +473,7 @@ async fn sync_inner(
         );
         pipeline.metrics = opts.metrics.clone();
         pipeline.catch_up_progress = catch_up;
+        pipeline.reload = Some(reloads.ready.clone());
         let outcome = match config.mongo.source {
             SourceKind::ChangeStream => {
                 let source = ChangeStreamSource::new(client.clone(), &mappings, position)?
@@ -453,6 +505,8 @@ async fn sync_inner(
         }
         match outcome {
             Ok(RunOutcome::Shutdown { .. }) => return Ok(()),
+            // Applied at the top of the loop, from the committed checkpoint.
+            Ok(RunOutcome::Reload { .. }) => {}
             Ok(RunOutcome::Resync { collections, .. }) => {
                 for c in collections {
                     set_phase(&sink, &mappings, c, Phase::Pending).await?;
@@ -501,8 +555,15 @@ async fn set_phase(
     collection: usize,
     phase: Phase,
 ) -> Result<(), SyncError> {
+    set_phase_of(sink, mappings.collections[collection].namespace(), phase).await
+}
+
+async fn set_phase_of(
+    sink: &PostgresSink,
+    namespace: String,
+    phase: Phase,
+) -> Result<(), SyncError> {
     let pg = state_client(sink).await?;
-    let namespace = mappings.collections[collection].namespace();
     let previous =
         state::collection_state(&**pg, sink.state_schema(), sink.stream(), &namespace).await?;
     let state = CollectionState {
@@ -525,4 +586,63 @@ async fn mark_all(
         set_phase(sink, mappings, c, phase).await?;
     }
     Ok(())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Applies a staged reload between batches: creates what the new set's tables lack (the DDL of
+/// a start), switches the sink to it, and marks for a copy the collections whose rows change
+/// (new ones, new columns: the copy step fills them) and as never copied the removed ones (so
+/// mapping one again copies it). `false` when the DDL failed: the running set stays, and the
+/// requests are answered with the failure.
+async fn apply_reload(
+    sink: &mut PostgresSink,
+    mappings: &mut Arc<MappingSet>,
+    staged: Staged,
+    metrics: Option<&Metrics>,
+) -> Result<bool, SyncError> {
+    let new = Arc::new(staged.mappings);
+    let changes = reload::changes(mappings, &new);
+    let created = {
+        let pg = state_client(sink).await?;
+        reload::missing_objects(&pg, &new, sink.schema(), sink.state_schema()).await
+    };
+    let old = std::mem::replace(mappings, new.clone());
+    sink.set_mappings(new.clone());
+    let created = match created {
+        Ok(created) => sink.ensure_schema().await.map(|()| created),
+        Err(e) => Err(e),
+    };
+    let created = match created {
+        Ok(created) => created,
+        Err(e) => {
+            sink.set_mappings(old.clone());
+            *mappings = old;
+            let refusal = Refusal::Failed(e.to_string());
+            reload::report_refusal(&refusal, metrics);
+            for id in staged.requests {
+                reload::answer(sink.pool(), sink.state_schema(), id, &refusal.outcome()).await;
+            }
+            return Ok(false);
+        }
+    };
+    for &c in &changes.recopy {
+        set_phase(sink, &new, c, Phase::Pending).await?;
+    }
+    for ns in &changes.removed {
+        set_phase_of(sink, ns.clone(), Phase::Pending).await?;
+    }
+    let summary = changes.describe(&new, &created);
+    tracing::info!("Mappings reloaded: {summary}.");
+    if let Some(m) = metrics {
+        m.start_labels(&new);
+        m.reloads_total.with_label_values(&["applied"]).inc();
+    }
+    for id in staged.requests {
+        let outcome = format!("{}: {summary}", reload::APPLIED);
+        reload::answer(sink.pool(), sink.state_schema(), id, &outcome).await;
+    }
+    Ok(true)
 }

@@ -13,6 +13,7 @@ mod lease;
 mod logs;
 mod metrics;
 mod progress;
+mod reload;
 mod resume;
 mod streams;
 

@@ -9,11 +9,12 @@
 //! treated as always needed, and a unit test keeps every statement of `schema_ddl` recognised.
 //! The catalogs (`pg_namespace`, `pg_class`, `pg_attribute`) are readable by every role.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use tokio_postgres::Client;
 
 use super::ddl::quote_ident;
+use crate::mapping::model::PgType;
 
 /// The object a DDL statement creates.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -308,6 +309,43 @@ pub async fn grants_for(
         }
     }
     Ok(grants)
+}
+
+/// How `format_type` names a mapped type, i.e. what the catalog says of a column created from
+/// it, so a mapping can be compared with a live column.
+pub fn catalog_type(t: &PgType) -> String {
+    match t {
+        PgType::Varchar(None) => "character varying".to_owned(),
+        PgType::Varchar(Some(n)) => format!("character varying({n})"),
+        PgType::Numeric(Some((p, None))) => format!("numeric({p},0)"),
+        PgType::Timestamptz => "timestamp with time zone".to_owned(),
+        PgType::Timestamp => "timestamp without time zone".to_owned(),
+        PgType::Array(inner) => format!("{}[]", catalog_type(inner)),
+        other => other.to_string(),
+    }
+}
+
+/// The type of every column of the tables `tables` of `schema` that exist, as `format_type`
+/// writes it, keyed by `(table, column)`.
+pub async fn column_types(
+    client: &Client,
+    schema: &str,
+    tables: &[String],
+) -> Result<HashMap<(String, String), String>, tokio_postgres::Error> {
+    Ok(client
+        .query(
+            "SELECT c.relname::text, a.attname::text, format_type(a.atttypid, a.atttypmod) \
+             FROM pg_catalog.pg_attribute a \
+             JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = ANY($2) AND c.relkind IN ('r', 'p') \
+               AND a.attnum > 0 AND NOT a.attisdropped",
+            &[&schema, &tables],
+        )
+        .await?
+        .iter()
+        .map(|r| ((r.get(0), r.get(1)), r.get(2)))
+        .collect())
 }
 
 #[cfg(test)]

@@ -187,6 +187,7 @@ pub fn state_ddl(state_schema: &str) -> Vec<String> {
              report jsonb NOT NULL)",
             qualified(state_schema, "cutovers")
         ),
+        super::requests::table_ddl(state_schema),
     ]
 }
 

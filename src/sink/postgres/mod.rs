@@ -2,8 +2,10 @@
 //! (how values travel on the wire, both ways), `copy` (binary COPY in large chunks), `state`
 //! (Tributary's own tables: checkpoints, phases, dead letters), `copy_progress` (what a
 //! copy under way has committed, so it resumes), `plan` (a batch reduced to its
-//! net effect per table), `owners` (which stream owns which table), `partitions` (partitioned target tables), `stale` (documents whose child rows must be rewritten at their next
-//! update), `service` (one batch, one transaction) and `catalog` (which DDL is still needed).
+//! net effect per table), `owners` (which stream owns which table), `partitions` (partitioned
+//! target tables), `stale` (documents whose child rows must be rewritten at their next update),
+//! `requests` (what commands ask of the running daemon), `service` (one batch, one transaction)
+//! and `catalog` (which DDL is still needed).
 
 pub mod catalog;
 pub mod copy;
@@ -14,6 +16,7 @@ pub mod encode;
 pub mod owners;
 pub mod partitions;
 pub mod plan;
+pub mod requests;
 pub mod service;
 pub mod stale;
 pub mod state;

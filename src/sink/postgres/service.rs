@@ -127,16 +127,6 @@ impl PostgresSink {
         })?;
         let target = connector.target().to_owned();
 
-        let table_defs: Vec<Vec<TableDef>> = mappings
-            .collections
-            .iter()
-            .map(ddl::collection_tables)
-            .collect();
-        let tables = table_defs
-            .iter()
-            .map(|defs| defs.iter().map(|d| TableSql::new(schema, d)).collect())
-            .collect();
-
         let manager = connector.manager(ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         });
@@ -152,22 +142,16 @@ impl PostgresSink {
                 reason: e.to_string(),
             })?;
 
-        let namespaces = mappings.collections.iter().map(|c| c.namespace()).collect();
-        let open_letters = mappings
-            .collections
-            .iter()
-            .map(|_| AtomicBool::new(true))
-            .collect();
-        let sink = PostgresSink {
+        let mut sink = PostgresSink {
             pool,
             schema: schema.to_owned(),
             state_schema: state_schema.to_owned(),
             stream: stream.to_owned(),
-            mappings,
-            tables,
-            namespaces,
+            mappings: Arc::new(MappingSet::default()),
+            tables: Vec::new(),
+            namespaces: Vec::new(),
             stale: StaleSql::new(state_schema),
-            table_defs,
+            table_defs: Vec::new(),
             checkpoint_sql: state::checkpoint_upsert_sql(state_schema),
             target,
             lease: None,
@@ -175,8 +159,9 @@ impl PostgresSink {
             checkpoint_advance_sql: state::checkpoint_advance_sql(state_schema),
             last_checkpoint: None,
             resolve_written_sql: state::resolve_written_sql(state_schema),
-            open_letters,
+            open_letters: Vec::new(),
         };
+        sink.set_mappings(mappings);
         // Fail fast (and say where) instead of at the first batch.
         drop(sink.connection().await?);
         Ok(sink)
@@ -184,6 +169,32 @@ impl PostgresSink {
 
     pub fn stream(&self) -> &str {
         &self.stream
+    }
+    /// Writes by `mappings` from now on (a reload between batches): everything the sink derives
+    /// from the mappings is derived again. Every collection may have open dead letters until the
+    /// next `set_open_letters`.
+    pub fn set_mappings(&mut self, mappings: Arc<MappingSet>) {
+        self.table_defs = mappings
+            .collections
+            .iter()
+            .map(ddl::collection_tables)
+            .collect();
+        self.tables = self
+            .table_defs
+            .iter()
+            .map(|defs| {
+                defs.iter()
+                    .map(|d| TableSql::new(&self.schema, d))
+                    .collect()
+            })
+            .collect();
+        self.namespaces = mappings.collections.iter().map(|c| c.namespace()).collect();
+        self.open_letters = mappings
+            .collections
+            .iter()
+            .map(|_| AtomicBool::new(true))
+            .collect();
+        self.mappings = mappings;
     }
     /// From now on every commit first checks that `lease` is still held.
     pub fn set_lease(&mut self, lease: crate::lease::LeaseFlag) {
