@@ -122,6 +122,9 @@ pub fn state_ddl(state_schema: &str) -> Vec<String> {
              cluster_time timestamptz, \
              at timestamptz NOT NULL DEFAULT now())"
         ),
+        // Requests to the running daemon (`tributary resync`, `tributary reload`), polled by
+        // it and answered in place (`requests`).
+        crate::sink::postgres::requests::table_ddl(state_schema),
         format!(
             "CREATE INDEX IF NOT EXISTS {} ON {dead_letters} (stream, namespace)",
             quote_ident("dead_letters_stream_namespace")
