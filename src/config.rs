@@ -142,6 +142,18 @@ pub struct SyncConfig {
     /// `true` re-runs the full sync of every mapped collection and continues.
     #[serde(default)]
     pub resync_on_history_lost: bool,
+    /// Documents per chunk of an online re-copy (and keys per page of its sweep). Default
+    /// 1000. A chunk is one snapshot read and one Postgres transaction between two batches.
+    #[serde(default = "default_recopy_chunk_rows")]
+    pub recopy_chunk_rows: usize,
+    /// A pause (milliseconds) between the chunk reads of an online re-copy. Default 0. Slows a
+    /// re-copy down on purpose (tests use it to change documents between chunks).
+    #[serde(default)]
+    pub recopy_pause_ms: u64,
+}
+
+fn default_recopy_chunk_rows() -> usize {
+    1000
 }
 
 /// `[metrics]`: the HTTP endpoint (`/metrics`, `/healthz`, `/readyz`).

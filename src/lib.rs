@@ -3,6 +3,7 @@
 //! Layout (data flows top to bottom: source → normalize → batch → sink, checkpoints owned by
 //! the sink; the commands at the bottom drive it):
 //! - `config`: the TOML config file, `${VAR}` interpolation, validation with field paths.
+//! - `bson_order`: MongoDB's sort order of `_id`s, across types.
 //! - `event`, `position`: what a source emits, and where in MongoDB's history it stands.
 //! - `mapping`: YAML mappings, validation, document → rows, BSON → Postgres values, `_id` keys.
 //! - `source`: change streams, the oplog, and the full sync's range reads.
@@ -19,6 +20,7 @@
 //! - `preflight`: `check`'s findings about both ends: topology, oplog window, privileges.
 //! - `cli`: one file per subcommand, exit codes.
 
+pub mod bson_order;
 pub mod cli;
 pub mod config;
 pub mod cutover;

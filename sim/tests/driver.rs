@@ -35,3 +35,6 @@ mod security;
 
 #[path = "driver/large.rs"]
 mod large;
+
+#[path = "driver/snapshot.rs"]
+mod snapshot;

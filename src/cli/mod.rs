@@ -11,6 +11,7 @@ mod cutover;
 mod dead_letters;
 mod load;
 mod reload;
+mod resync;
 mod schema;
 mod signal;
 mod status;
@@ -104,6 +105,20 @@ pub enum Command {
         /// `upsert` writes into the live tables; `replace` loads fresh tables and swaps them in.
         #[arg(long, value_enum, default_value_t = FullSyncMode::Upsert)]
         mode: FullSyncMode,
+    },
+    /// Re-copy collections online: the running daemon does it while it streams the others
+    /// (this command waits for it); with no daemon running, this process copies them.
+    Resync {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Comma-separated `db.coll` list.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            value_name = "db.coll,...",
+            required = true
+        )]
+        collections: Vec<String>,
     },
     /// Catch up to now, prove MongoDB is quiet, verify, and give a migration verdict.
     Cutover {
@@ -214,6 +229,10 @@ pub async fn run(cli: Cli) -> CliResult {
             collections,
             mode,
         } => sync::run_full_sync(&config.config, collections, mode).await,
+        Command::Resync {
+            config,
+            collections,
+        } => resync::run(&config.config, collections).await,
         Command::Cutover {
             config,
             unblock_writes: true,

@@ -14,6 +14,13 @@ use crate::event::{ChangeEvent, Op};
 /// Events the batcher handles as one: a whole transaction, or a single event.
 pub type EventGroup = Vec<ChangeEvent>;
 
+/// What `Batcher::first_or` saw first.
+pub enum First<T> {
+    Group(EventGroup),
+    Other(T),
+    Closed,
+}
+
 /// Groups events from the source channel into batches.
 pub struct Batcher {
     rx: mpsc::Receiver<EventGroup>,
@@ -42,11 +49,35 @@ impl Batcher {
     /// an error from `take` ends the batch there.
     pub async fn next_batch_with<E>(
         &mut self,
-        mut take: impl FnMut(EventGroup) -> Result<(), E>,
+        take: impl FnMut(EventGroup) -> Result<(), E>,
     ) -> Result<bool, E> {
         let Some(first) = self.rx.recv().await else {
             return Ok(false);
         };
+        self.batch_from(first, take).await?;
+        Ok(true)
+    }
+
+    /// The first group of the next batch, or an item of `other` if one comes first (items of
+    /// `other` win a tie: they wait for no batch); `Closed` once the source channel is
+    /// closed and drained.
+    pub async fn first_or<T>(&mut self, other: Option<&mut mpsc::Receiver<T>>) -> First<T> {
+        match other {
+            Some(o) => tokio::select! {
+                biased;
+                Some(item) = o.recv() => First::Other(item),
+                g = self.rx.recv() => g.map_or(First::Closed, First::Group),
+            },
+            None => self.rx.recv().await.map_or(First::Closed, First::Group),
+        }
+    }
+
+    /// The rest of the batch that `first` opened, handed to `take` as in `next_batch_with`.
+    pub async fn batch_from<E>(
+        &mut self,
+        first: EventGroup,
+        mut take: impl FnMut(EventGroup) -> Result<(), E>,
+    ) -> Result<(), E> {
         let deadline = Instant::now() + self.max_wait;
         let mut count = rows(&first);
         take(first)?;
@@ -63,7 +94,7 @@ impl Batcher {
                 () = sleep_until(deadline) => break,
             }
         }
-        Ok(true)
+        Ok(())
     }
 
     /// The next batch, in source order; `None` once the channel is closed and drained.

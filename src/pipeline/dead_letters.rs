@@ -300,7 +300,7 @@ pub fn candidate_ids(v: &Value) -> Vec<Bson> {
 /// whose first field starts with `$`, unless it is a DBRef (it holds both `$ref` and `$id`),
 /// which the server compares as a value. Deeper `$` fields are plain values to it (the
 /// server's `isExpressionDocument`, src/mongo/db/matcher/expression_parser.cpp).
-fn refused_under_in(b: &Bson) -> bool {
+pub(crate) fn refused_under_in(b: &Bson) -> bool {
     match b {
         Bson::Document(d) => {
             d.keys().next().is_some_and(|k| k.starts_with('$'))

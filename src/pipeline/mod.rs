@@ -13,8 +13,11 @@ pub mod full_sync;
 pub mod lag;
 pub mod narrow;
 pub mod normalize;
+pub mod recopier;
+pub mod recopy;
 pub mod reload;
 pub mod resume;
+pub mod resync;
 pub mod sync;
 
 use std::future::Future;
@@ -114,6 +117,8 @@ struct Prepared {
     caught_up: bool,
     /// Cluster time of the batch's last event.
     last_time: Option<bson::Timestamp>,
+    /// A re-copy's chunk or sweep (`recopy`): told once committed; it moves no position.
+    done: Option<tokio::sync::oneshot::Sender<recopy::Applied>>,
 }
 
 /// Streams `source` into `sink` until `shutdown` fires or something fails.
@@ -123,6 +128,23 @@ pub async fn run<Src, S>(
     mappings: Arc<MappingSet>,
     config: &PipelineConfig,
     shutdown: impl Future<Output = ()>,
+) -> Result<RunOutcome, PipelineError>
+where
+    Src: Source + 'static,
+    S: Sink,
+{
+    run_with(source, sink, mappings, config, shutdown, None).await
+}
+
+/// `run`, with the chunks and sweeps of online re-copies (`recopy`) taken from `recopies` and
+/// written between batches, in stream order.
+pub async fn run_with<Src, S>(
+    source: Src,
+    sink: &mut S,
+    mappings: Arc<MappingSet>,
+    config: &PipelineConfig,
+    shutdown: impl Future<Output = ()>,
+    recopies: Option<&mut mpsc::Receiver<recopy::RecopyItem>>,
 ) -> Result<RunOutcome, PipelineError>
 where
     Src: Source + 'static,
@@ -149,6 +171,7 @@ where
         config,
         batch_tx,
         stop_tx.clone(),
+        recopies,
     );
     let writing = async {
         let r = write_batches(sink, &mappings, batch_rx, config, &pending).await;
@@ -268,15 +291,29 @@ async fn batch_events(
     config: &PipelineConfig,
     tx: mpsc::Sender<Prepared>,
     stop: watch::Sender<bool>,
+    mut recopies: Option<&mut mpsc::Receiver<recopy::RecopyItem>>,
 ) -> Result<Vec<usize>, FatalConversion> {
+    let mut guard = recopy::Guard::default();
     loop {
+        let first = match batcher.first_or(recopies.as_deref_mut()).await {
+            batcher::First::Closed => break,
+            batcher::First::Other(item) => {
+                if let Some(p) = recopy_item(&mut guard, mappings, item)? {
+                    if tx.send(p).await.is_err() {
+                        break;
+                    }
+                }
+                continue;
+            }
+            batcher::First::Group(g) => g,
+        };
         let mut gathered = Gathered::default();
-        let more = batcher
-            .next_batch_with(|group| gathered.add(mappings, config, group))
+        batcher
+            .batch_from(first, |group| {
+                let group = guard.filter(mappings, group);
+                gathered.add(mappings, config, group)
+            })
             .await?;
-        if !more {
-            break;
-        }
         let Gathered {
             out,
             position,
@@ -309,6 +346,7 @@ async fn batch_events(
             },
             position,
             first_read_at: Instant::now(),
+            done: None,
         };
         if tx.send(prepared).await.is_err() {
             break;
@@ -319,6 +357,59 @@ async fn batch_events(
         }
     }
     Ok(Vec::new())
+}
+
+/// A re-copy's item in stream order: a chunk or sweep the guard admits becomes a batch of its
+/// own (no checkpoint); one it refuses is answered `Stale` at once.
+fn recopy_item(
+    guard: &mut recopy::Guard,
+    mappings: &MappingSet,
+    item: recopy::RecopyItem,
+) -> Result<Option<Prepared>, FatalConversion> {
+    use recopy::{Applied, RecopyItem};
+    let (out, done) = match item {
+        RecopyItem::Start { collection, reply } => {
+            guard.start(collection);
+            let _ = reply.send(());
+            return Ok(None);
+        }
+        RecopyItem::Finish { collection } => {
+            guard.finish(collection);
+            return Ok(None);
+        }
+        RecopyItem::Chunk(chunk) => {
+            if !guard.admit_chunk(&chunk) {
+                let _ = chunk.reply.send(Applied::Stale);
+                return Ok(None);
+            }
+            (recopy::chunk_changes(mappings, &chunk)?, chunk.reply)
+        }
+        RecopyItem::Sweep(sweep) => {
+            if !guard.admit_sweep(mappings, &sweep) {
+                let _ = sweep.reply.send(Applied::Stale);
+                return Ok(None);
+            }
+            let out = Normalized {
+                changes: recopy::sweep_changes(&sweep),
+                ..Normalized::default()
+            };
+            (out, sweep.reply)
+        }
+    };
+    Ok(Some(Prepared {
+        caught_up: false,
+        last_time: None,
+        rows: out.changes.len(),
+        table_rows: crate::sink::rows_per_table(mappings, &out.changes),
+        batch: Batch {
+            changes: out.changes,
+            dead_letters: out.dead_letters,
+            checkpoint: None,
+        },
+        position: None,
+        first_read_at: Instant::now(),
+        done: Some(done),
+    }))
 }
 
 /// What a batch keeps of its events while they arrive: their changes, and of the last one its
@@ -491,8 +582,9 @@ async fn write_batches<S: Sink>(
     pending: &lag::Pending,
 ) -> Result<Option<Position>, SinkError> {
     let mut committed: Option<Position> = None;
-    while let Some(p) = rx.recv().await {
-        let idle = p.batch.changes.is_empty() && p.batch.dead_letters.is_empty();
+    while let Some(mut p) = rx.recv().await {
+        let idle =
+            p.done.is_none() && p.batch.changes.is_empty() && p.batch.dead_letters.is_empty();
         if idle && p.position == committed {
             if p.caught_up {
                 // Heartbeats carry the source's current time: everything read before is in.
@@ -553,6 +645,18 @@ async fn write_batches<S: Sink>(
                     return Err(e);
                 }
             }
+        }
+        if let Some(done) = p.done.take() {
+            // A re-copy's chunk or sweep: no position, no lag; its rows are counted.
+            if let Some(m) = &config.metrics {
+                for (table, n) in &p.table_rows {
+                    m.rows_written_total.with_label_values(&[table]).inc_by(*n);
+                }
+            }
+            let _ = done.send(recopy::Applied::Committed);
+            let batch = p.batch;
+            tokio::task::spawn_blocking(move || drop(batch));
+            continue;
         }
         committed = p.position.clone();
         if let Some(m) = &config.metrics {

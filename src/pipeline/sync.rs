@@ -13,8 +13,10 @@ use mongodb::Client;
 
 use super::full_sync::{copy_collections, FullSyncMode};
 use super::normalize::FatalConversion;
+use super::recopier::{Recopier, StateTables};
+use super::recopy::RecopyContext;
 use super::reload::{self, Refusal, ReloadSource, Reloads, Staged};
-use super::{run, PipelineConfig, PipelineError, RunOutcome};
+use super::{run_with, PipelineConfig, PipelineError, RunOutcome};
 use crate::config::{Config, SourceKind};
 use crate::mapping::model::MappingSet;
 use crate::metrics::Metrics;
@@ -391,6 +393,9 @@ async fn sync_inner(
             state::read_checkpoint(&**pg, &state_schema, &stream).await?
         };
         sink.expect_checkpoint(checkpoint.as_ref());
+        // With a stream under way (a stored checkpoint, or history lost), collections to copy
+        // are re-copied online while the others stream; only a first start copies in bulk.
+        let online = checkpoint.is_some() || start_over;
         let position = match checkpoint {
             Some(cp) if !start_over => {
                 let p = Position::from_checkpoint(&cp)?;
@@ -428,8 +433,22 @@ async fn sync_inner(
             }
         }
 
-        // 2. Copy what was never copied (or whose copy was interrupted).
-        let pending = collections_to_copy(&sink, &mappings).await?;
+        // 2. Copy what was never copied (or whose copy was interrupted): in bulk before
+        // streaming at a first start (and to finish a bulk copy that was cut short), online
+        // while streaming otherwise.
+        let (pending, recopies) = collections_to_copy(&sink, &mappings, online).await?;
+        let recopies = if opts.initial_sync {
+            // Shown as `pending` until its re-copy is done (and re-copied again if stopped).
+            for &c in &recopies {
+                set_phase(&sink, &mappings, c, Phase::Pending).await?;
+            }
+            recopies
+        } else {
+            for &c in &recopies {
+                set_phase(&sink, &mappings, c, Phase::Streaming).await?;
+            }
+            Vec::new()
+        };
         if !pending.is_empty() {
             if opts.initial_sync {
                 let report = copy_collections(
@@ -474,32 +493,52 @@ async fn sync_inner(
         pipeline.metrics = opts.metrics.clone();
         pipeline.catch_up_progress = catch_up;
         pipeline.reload = Some(reloads.ready.clone());
+        let (recopy_tx, mut recopy_rx) = tokio::sync::mpsc::channel(1);
+        let recopier = Recopier::spawn(
+            RecopyContext {
+                client: client.clone(),
+                mappings: mappings.clone(),
+                pool: sink.pool().clone(),
+                schema: config.postgres.schema.clone(),
+                chunk: config.sync.recopy_chunk_rows.max(1),
+                pause: std::time::Duration::from_millis(config.sync.recopy_pause_ms),
+            },
+            StateTables {
+                state_schema: state_schema.clone(),
+                stream: stream.clone(),
+            },
+            recopies,
+            recopy_tx,
+        );
         let outcome = match config.mongo.source {
             SourceKind::ChangeStream => {
                 let source = ChangeStreamSource::new(client.clone(), &mappings, position)?
                     .count_errors(opts.metrics.clone());
-                run(
+                run_with(
                     source,
                     &mut sink,
                     mappings.clone(),
                     &pipeline,
                     shutdown.clone(),
+                    Some(&mut recopy_rx),
                 )
                 .await
             }
             SourceKind::Oplog => {
                 let source = OplogSource::new(client.clone(), &mappings, position)?
                     .count_errors(opts.metrics.clone());
-                run(
+                run_with(
                     source,
                     &mut sink,
                     mappings.clone(),
                     &pipeline,
                     shutdown.clone(),
+                    Some(&mut recopy_rx),
                 )
                 .await
             }
         };
+        drop(recopier);
         if let Some(m) = &opts.metrics {
             m.set_streaming(false);
         }
@@ -528,25 +567,29 @@ async fn sync_inner(
     }
 }
 
-/// Mapped collections whose phase is not `streaming` (no row counts as `pending`).
+/// Mapped collections whose phase is not `streaming` (no row counts as `pending`): those to
+/// copy in bulk before streaming, and those to re-copy online while streaming. With `online`,
+/// only a bulk copy that was cut short (phase `snapshot`) is finished in bulk.
 async fn collections_to_copy(
     sink: &PostgresSink,
     mappings: &MappingSet,
-) -> Result<Vec<usize>, SyncError> {
+    online: bool,
+) -> Result<(Vec<usize>, Vec<usize>), SyncError> {
     let pg = state_client(sink).await?;
     let states = state::collection_states(&**pg, sink.state_schema(), sink.stream()).await?;
-    Ok(mappings
-        .collections
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| {
-            let ns = c.namespace();
-            !states
-                .iter()
-                .any(|s| s.namespace == ns && s.phase == Phase::Streaming)
-        })
-        .map(|(i, _)| i)
-        .collect())
+    let mut bulk = Vec::new();
+    let mut recopy = Vec::new();
+    for (i, c) in mappings.collections.iter().enumerate() {
+        let ns = c.namespace();
+        let phase = states.iter().find(|s| s.namespace == ns).map(|s| s.phase);
+        match phase {
+            Some(Phase::Streaming) => {}
+            Some(Phase::Snapshot) => bulk.push(i),
+            _ if online => recopy.push(i),
+            _ => bulk.push(i),
+        }
+    }
+    Ok((bulk, recopy))
 }
 
 async fn set_phase(

@@ -376,6 +376,11 @@ fn head(hi: &Bson) -> Vec<Document> {
     clauses
 }
 
+/// `$or` clauses matching every `_id` after `id` in MongoDB's order, across type brackets.
+pub fn after(id: &Bson) -> Vec<Document> {
+    from(id, false)
+}
+
 /// Clauses matching every `_id` from `lo` on (`inclusive`) or after it.
 fn from(lo: &Bson, inclusive: bool) -> Vec<Document> {
     let op = if inclusive { "$gte" } else { "$gt" };

@@ -23,7 +23,7 @@ pub mod compare;
 mod counts;
 mod error;
 mod full;
-mod mongo;
+pub(crate) mod mongo;
 mod progress;
 mod recheck;
 mod report;

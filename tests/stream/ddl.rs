@@ -62,14 +62,15 @@ async fn rename(kind: SourceKind) {
         .await
         .unwrap();
     w.orders().drop().await.unwrap();
+    let since = w.pg_now().await;
     w.mongo
         .database("admin")
         .run_command(doc! {"renameCollection": "shop.staging", "to": "shop.orders"})
         .await
         .unwrap();
     w.sync_point("after-rename-onto").await;
-    // The copy runs after the batch holding the rename committed; a second marker is applied
-    // only once streaming resumed after it.
+    w.wait_for_copy_since("shop.orders", since).await;
+    // The re-copy runs online after the batch holding the rename committed.
     w.sync_point("after-copy").await;
     w.assert_equal().await;
     stop_sync(stop, task).await;

@@ -63,13 +63,27 @@ async fn oplog_stops_when_history_is_lost() {
 }
 
 async fn history_lost_resyncs(kind: SourceKind) {
-    let w = World::with(kind, 100, small_oplog(), "resync_on_history_lost = true").await;
+    let w = World::with(
+        kind,
+        100,
+        small_oplog(),
+        "resync_on_history_lost = true\nrecopy_chunk_rows = 5\nrecopy_pause_ms = 20",
+    )
+    .await;
     lose_history(&w).await;
     w.orders().delete_one(doc! {"_id": "a"}).await.unwrap();
+    let since = w.pg_now().await;
+    // The re-copy never truncates: a reader sees the old rows until the new ones replace them.
+    let reader = super::recopy::count_reader(&w, "SELECT count(*) FROM public.orders");
     let (stop, task) = w.start_sync();
+    // The re-copy runs online: wait for it, not only for the stream.
+    w.wait_for_copy_since("shop.orders", since).await;
+    let (least, reads) = reader.stop().await;
+    assert!(reads > 0, "the reader never read");
+    assert!(least > 0, "a reader saw orders empty during the re-copy");
     w.sync_point("after-resync").await;
-    // The full copy replaced the tables: the row of the document deleted while the history
-    // was lost is gone too.
+    // The online re-copy's sweep removed the row of the document deleted while the history
+    // was lost.
     w.assert_equal().await;
     stop_sync(stop, task).await;
     w.stop().await;

@@ -11,6 +11,7 @@ mod measure;
 mod owners;
 mod partitions;
 mod preflight;
+mod recopy;
 mod replace;
 mod snapshot_ranges;
 mod streaming;
@@ -288,6 +289,27 @@ listen = ""
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+
+    /// Postgres's clock now, for `wait_for_copy_since`.
+    pub async fn pg_now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.db
+            .client
+            .query_one("SELECT now()", &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    /// Waits until a copy of `namespace` finished after `since` (an online re-copy runs while
+    /// the stream goes on, so a marker can arrive before it is done).
+    pub async fn wait_for_copy_since(&self, namespace: &str, since: chrono::DateTime<chrono::Utc>) {
+        let sql = "SELECT 1 FROM tributary.collections WHERE stream = 'test' AND namespace = $1 \
+                   AND phase = 'streaming' AND snapshot_done_at > $2";
+        wait_until(120, &format!("a copy of {namespace} after {since}"), || async {
+            matches!(self.db.client.query(sql, &[&namespace, &since]).await, Ok(r) if !r.is_empty())
+        })
+        .await;
     }
 
     pub async fn checkpoint(&self) -> Option<serde_json::Value> {

@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use bson::{doc, Bson, Document};
+use bson::{doc, Bson, Document, Timestamp};
 use rand::Rng;
 
 use super::{as_i64, truthy, CmdResult, Req};
@@ -105,8 +105,11 @@ pub fn find(req: &mut Req<'_>) -> CmdResult {
             skip: skip as usize,
             limit,
         };
+        let at;
         let opened = {
             let st = req.shared.state();
+            // Under the lock that also reads the first batch: the time is exactly the read's.
+            at = snapshot_time(req, &st.oplog, &coll)?;
             match ScanCursor::open(&st.catalog, &spec)? {
                 Some(scan) if empty_first => {
                     let exists = st.catalog.get(&req.db, &coll).is_some();
@@ -126,9 +129,16 @@ pub fn find(req: &mut Req<'_>) -> CmdResult {
                 0
             };
             req.batch = Some(batch);
-            return Ok(cursor_reply_shared(true, id, &ns, None));
+            return Ok(cursor_reply_shared(true, id, &ns, at_cluster_time(at)));
         }
     }
+    // Read before the documents: a time no later than the read's is safe to report (the
+    // documents hold every change up to it).
+    let at = if req.txn.is_none() && !is_oplog(req, &coll) {
+        snapshot_time(req, &req.shared.state().oplog, &coll)?
+    } else {
+        None
+    };
     let mut exists = true;
     let mut docs: Vec<Document> = if is_oplog(req, &coll) {
         let st = req.shared.state();
@@ -174,7 +184,71 @@ pub fn find(req: &mut Req<'_>) -> CmdResult {
         take_batch(&mut rest, first_size)
     };
     let id = register(req, ns.clone(), rest, single_batch, empty_first && exists);
-    Ok(cursor_reply(true, batch, id, &ns, None))
+    Ok(cursor_reply(true, batch, id, &ns, at_cluster_time(at)))
+}
+
+/// For a read with `readConcern: {level: "snapshot"}` outside a transaction, the cluster time
+/// it reads at (the reply's `cursor.atClusterTime`, as mongod 5.0+ answers). The sim reads
+/// atomically, so the current time is exact. An explicit `atClusterTime` earlier than now is
+/// served only while `coll` has not changed since; otherwise the sim has no such version and
+/// refuses as mongod does outside its history window (239 SnapshotTooOld).
+fn snapshot_time(
+    req: &Req<'_>,
+    oplog: &crate::oplog::Oplog,
+    coll: &str,
+) -> Result<Option<Timestamp>, CommandError> {
+    let Ok(rc) = req.cmd.get_document("readConcern") else {
+        return Ok(None);
+    };
+    if req.txn.is_some() || rc.get_str("level") != Ok("snapshot") {
+        return Ok(None);
+    }
+    let now = oplog.last_ts();
+    let Ok(asked) = rc.get_timestamp("atClusterTime") else {
+        return Ok(Some(now));
+    };
+    if crate::oplog::cmp_ts(asked, now) != std::cmp::Ordering::Less {
+        return Ok(Some(asked));
+    }
+    let ns = format!("{}.{coll}", req.db);
+    let from = oplog.seq_at_or_after(crate::oplog::ts_after(asked));
+    let changed = crate::oplog::cmp_ts(asked, oplog.oldest_ts()) == std::cmp::Ordering::Less
+        || oplog
+            .entries_from(from, usize::MAX)
+            .iter()
+            .any(|e| touches(e, &req.db, coll));
+    if changed {
+        return Err(CommandError::new(
+            239,
+            "SnapshotTooOld",
+            format!(
+                "Read timestamp {asked:?} is older than the oldest available timestamp for {ns}"
+            ),
+        ));
+    }
+    Ok(Some(asked))
+}
+
+/// Whether an oplog entry may change `db.coll`: its own entries, a command of its database
+/// naming it (drop, rename, ...), and any transaction (conservatively).
+fn touches(e: &crate::oplog::OplogEntry, db: &str, coll: &str) -> bool {
+    if e.ns == "admin.$cmd" {
+        return true;
+    }
+    if e.ns != format!("{db}.$cmd") {
+        return e.ns == format!("{db}.{coll}");
+    }
+    let full = format!("{db}.{coll}");
+    e.fields().any(|(k, v)| {
+        k == "o"
+            && matches!(v, Bson::Document(o) if o.values().any(|v| {
+                matches!(v, Bson::String(s) if s == coll || *s == full)
+            }))
+    })
+}
+
+fn at_cluster_time(at: Option<Timestamp>) -> Option<(&'static str, Bson)> {
+    at.map(|t| ("atClusterTime", Bson::Timestamp(t)))
 }
 
 /// `Ok(None)` closes the connection (a fail point asked for it).
@@ -421,6 +495,12 @@ pub fn aggregate(req: &mut Req<'_>) -> CmdResult {
         return change_stream(req, cs, stages[1..].to_vec(), requested);
     }
     let mut stages = &stages[..];
+    let at = match req.cmd.get("aggregate") {
+        Some(Bson::String(coll)) if !is_oplog(req, coll) => {
+            snapshot_time(req, &req.shared.state().oplog, coll)?
+        }
+        _ => None,
+    };
     let docs = match req.cmd.get("aggregate") {
         Some(Bson::String(coll)) => {
             let coll = coll.clone();
@@ -495,7 +575,7 @@ pub fn aggregate(req: &mut Req<'_>) -> CmdResult {
         take_batch(&mut rest, requested.unwrap_or(DEFAULT_FIRST_BATCH))
     };
     let id = register(req, ns.clone(), rest, false, empty_first);
-    Ok(cursor_reply(true, batch, id, &ns, None))
+    Ok(cursor_reply(true, batch, id, &ns, at_cluster_time(at)))
 }
 
 /// A leading `$sample` over collection `c`, the way mongod plans it: a

@@ -187,6 +187,8 @@ pub fn state_ddl(state_schema: &str) -> Vec<String> {
              report jsonb NOT NULL)",
             qualified(state_schema, "cutovers")
         ),
+        // Requests to the running daemon (`tributary resync`, `tributary reload`), polled by
+        // it and answered in place (`requests`).
         super::requests::table_ddl(state_schema),
     ]
 }

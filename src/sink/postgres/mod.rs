@@ -1,6 +1,7 @@
 //! The Postgres sink, split by meaning: `ddl` (what tables look like), `encode` / `decode`
 //! (how values travel on the wire, both ways), `copy` (binary COPY in large chunks), `state`
-//! (Tributary's own tables: checkpoints, phases, dead letters), `copy_progress` (what a
+//! (Tributary's own tables: checkpoints, phases, dead letters), `requests` (what
+//! commands ask the running daemon to do), `copy_progress` (what a
 //! copy under way has committed, so it resumes), `plan` (a batch reduced to its
 //! net effect per table), `owners` (which stream owns which table), `partitions` (partitioned
 //! target tables), `stale` (documents whose child rows must be rewritten at their next update),

@@ -1,7 +1,9 @@
 //! `<state_schema>.requests`: what a command asks of the daemon holding a stream's lock
-//! (`tributary reload`: kind `reload`). The command inserts a row; the daemon polls for rows of
-//! its stream, marks one taken, and writes `done_at` and `outcome` when it has acted; the
-//! command waits for those. Postgres is the only channel both always reach, wherever they run.
+//! (`tributary reload`: kind `reload`; `tributary resync`: kind `resync`). The command inserts a
+//! row; the daemon polls for rows of its stream, marks one taken, and writes `done_at` and
+//! `outcome` when it has acted; the command waits for those. Postgres is the only channel both
+//! always reach, wherever they run. A daemon that stops before answering leaves the row taken
+//! but not done; the next one (holding the stream's lock) may take such rows again.
 
 use chrono::{DateTime, Utc};
 use tokio_postgres::GenericClient;
@@ -85,6 +87,24 @@ pub async fn take_next(
         id: r.get(0),
         collections: r.get(1),
     }))
+}
+
+/// Makes the requests of `kind` that were taken but never answered (their daemon stopped)
+/// takeable again. Call while holding the stream's lock.
+pub async fn untake_unanswered(
+    client: &impl GenericClient,
+    state_schema: &str,
+    stream: &str,
+    kind: &str,
+) -> Result<u64, SinkError> {
+    let sql = format!(
+        "UPDATE {} SET taken_at = NULL WHERE stream = $1 AND kind = $2 AND done_at IS NULL",
+        qualified(state_schema, "requests")
+    );
+    client
+        .execute(&sql, &[&stream, &kind])
+        .await
+        .map_err(|e| sql_error("releasing requests a stopped daemon had taken", e))
 }
 
 /// Answers request `id`.
