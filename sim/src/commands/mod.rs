@@ -487,7 +487,42 @@ async fn fail_point(
 }
 
 /// `Ok(None)` asks the connection to close without a reply.
+/// Strings compare byte-wise here, which is MongoDB's `simple` collation and no other: a
+/// command (or an update/delete statement, or an index or collection default) asking for
+/// another is refused, never answered with byte-wise results.
+fn refuse_collation(req: &Req<'_>) -> Result<(), CommandError> {
+    let mut specs: Vec<&Bson> = req.cmd.get("collation").into_iter().collect();
+    for list in ["updates", "deletes", "indexes"] {
+        if let Ok(items) = req.cmd.get_array(list) {
+            specs.extend(
+                items
+                    .iter()
+                    .filter_map(|s| s.as_document()?.get("collation")),
+            );
+        }
+    }
+    for spec in specs {
+        let simple = matches!(spec, Bson::Document(d)
+            if d.len() == 1 && d.get_str("locale") == Ok("simple"));
+        if !simple {
+            return Err(CommandError::bad_value(format!(
+                "collation {spec} is not supported by mongo-sim (strings compare byte-wise: \
+                 only {{locale: \"simple\"}})"
+            )));
+        }
+    }
+    Ok(())
+}
+
 async fn dispatch(req: &mut Req<'_>, conn: &mut Conn) -> Result<Option<Document>, CommandError> {
+    refuse_collation(req)?;
+    // The command's `let` variables; these commands never await, so the thread is theirs.
+    let _vars = match req.name.as_str() {
+        "find" | "aggregate" | "update" | "delete" | "findAndModify" | "findandmodify" => {
+            crate::aggregate::LetScope::enter(&req.name, req.cmd.get("let"))?
+        }
+        _ => None,
+    };
     let reply = match req.name.as_str() {
         "hello" | "isMaster" | "ismaster" => admin::hello(req, conn),
         "ping" => Ok(Document::new()),
