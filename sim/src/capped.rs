@@ -22,6 +22,10 @@ pub struct CappedTail {
     /// The record id of the last document examined (matching or not): the scan's position.
     last: Option<u64>,
     await_data: bool,
+    /// Matching documents still to skip (`skip`).
+    skip: usize,
+    /// Documents the `limit` still allows (`None` = no limit); the cursor ends at 0.
+    remaining: Option<usize>,
 }
 
 /// The direction of a `{$natural: 1|-1}` sort or hint: `Some(true)` for reverse.
@@ -55,12 +59,12 @@ pub fn check_sort(sort: Option<&Document>) -> Result<(), CommandError> {
 
 impl CappedTail {
     pub fn open(
-        db: &str,
-        coll: &str,
+        (db, coll): (&str, &str),
         c: &Collection,
         filter: &Document,
         projection: Option<&Document>,
         await_data: bool,
+        (skip, limit): (usize, usize),
     ) -> Result<Self, CommandError> {
         Ok(Self {
             db: db.to_string(),
@@ -70,7 +74,14 @@ impl CappedTail {
             projection: projection.filter(|p| !p.is_empty()).cloned(),
             last: None,
             await_data,
+            skip,
+            remaining: (limit > 0).then_some(limit),
         })
+    }
+
+    /// Whether the `limit` has been reached (the cursor is closed then).
+    pub fn exhausted(&self) -> bool {
+        self.remaining == Some(0)
     }
 
     /// Up to `batch_size` matching documents after the position (0 = only the byte cap).
@@ -103,6 +114,9 @@ impl CappedTail {
         let mut out = Vec::new();
         let mut bytes = 0;
         for (rid, key) in c.natural.range(from..) {
+            if self.exhausted() {
+                break;
+            }
             self.last = Some(*rid);
             let Some(stored) = c.docs.get(key) else {
                 continue;
@@ -110,6 +124,13 @@ impl CappedTail {
             let doc = stored.doc();
             if !self.filter.matches(doc.as_ref()) {
                 continue;
+            }
+            if self.skip > 0 {
+                self.skip -= 1;
+                continue;
+            }
+            if let Some(n) = &mut self.remaining {
+                *n -= 1;
             }
             let doc = match &self.projection {
                 Some(p) => project(&doc, p)?,

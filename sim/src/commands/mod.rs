@@ -4,11 +4,13 @@
 //! Layout: `admin` (hello, buildInfo, sessions, fail points, write
 //! blocking), `ddl` (namespaces and indexes), `write`
 //! (insert/update/delete/findAndModify), `read` (find, getMore, count,
-//! aggregate, killCursors), `txn` (commit/abort and the per-session
-//! transaction state).
+//! aggregate, killCursors), `out` (the `$out`/`$merge` stages), `explain`, `txn`
+//! (commit/abort and the per-session transaction state).
 
 mod admin;
 mod ddl;
+mod explain;
+mod out;
 mod read;
 mod txn;
 mod write;
@@ -502,8 +504,9 @@ fn refuse_collation(req: &Req<'_>) -> Result<(), CommandError> {
         }
     }
     for spec in specs {
+        // An empty collation is the simple one too (pymongo's own tests send `{}`).
         let simple = matches!(spec, Bson::Document(d)
-            if d.len() == 1 && d.get_str("locale") == Ok("simple"));
+            if d.is_empty() || (d.len() == 1 && d.get_str("locale") == Ok("simple")));
         if !simple {
             return Err(CommandError::bad_value(format!(
                 "collation {spec} is not supported by mongo-sim (strings compare byte-wise: \
@@ -568,6 +571,7 @@ async fn dispatch(req: &mut Req<'_>, conn: &mut Conn) -> Result<Option<Document>
         "count" => read::count(req),
         "distinct" => read::distinct(req),
         "aggregate" => read::aggregate(req),
+        "explain" => explain::explain(req),
         "commitTransaction" => txn::commit(req),
         "abortTransaction" => txn::abort(req),
         other => Err(CommandError::new(

@@ -76,6 +76,7 @@ pub fn find(req: &mut Req<'_>) -> CmdResult {
     if tailable && !is_oplog(req, &coll) {
         return find_tailable(
             req,
+            (skip as usize, limit),
             &coll,
             &filter,
             projection.as_ref(),
@@ -254,6 +255,7 @@ fn natural_docs(c: &Collection, filter: &Filter, reverse: bool) -> Vec<Document>
 #[allow(clippy::too_many_arguments)]
 fn find_tailable(
     req: &mut Req<'_>,
+    skip_limit: (usize, usize),
     coll: &str,
     filter: &Document,
     projection: Option<&Document>,
@@ -269,7 +271,14 @@ fn find_tailable(
         let st = req.shared.state();
         match st.catalog.get(&req.db, coll) {
             Some(c) if c.cap.is_some() => {
-                let mut tail = CappedTail::open(&req.db, coll, c, filter, projection, await_data)?;
+                let mut tail = CappedTail::open(
+                    (&req.db, coll),
+                    c,
+                    filter,
+                    projection,
+                    await_data,
+                    skip_limit,
+                )?;
                 let batch = if empty_first {
                     Vec::new()
                 } else {
@@ -290,7 +299,7 @@ fn find_tailable(
         req.batch = Some(Vec::new());
         return Ok(cursor_reply_shared(true, 0, &ns, None));
     };
-    let id = if !has_records || single_batch {
+    let id = if !has_records || single_batch || tail.exhausted() {
         0
     } else {
         lock(&req.shared.cursors).insert(ns.clone(), CursorKind::Capped(Box::new(tail)))
@@ -379,7 +388,7 @@ pub async fn get_more(req: &mut Req<'_>) -> Result<Option<Document>, CommandErro
         CursorKind::Capped(tail) => {
             let batch = tail.get_more(req.shared, requested, max_wait).await?;
             shared_batch = Some(batch);
-            (Vec::new(), true, None)
+            (Vec::new(), !tail.exhausted(), None)
         }
         CursorKind::Stream(stream) => {
             match stream.get_more(req.shared, requested, max_wait).await {
@@ -514,7 +523,9 @@ fn pipeline(req: &Req<'_>) -> Result<Vec<Document>, CommandError> {
 }
 
 pub fn aggregate(req: &mut Req<'_>) -> CmdResult {
-    let stages = pipeline(req)?;
+    let mut stages = pipeline(req)?;
+    // A final `$out`/`$merge` writes the results instead of returning them.
+    let output = super::out::take(&mut stages, req)?;
     let cursor_opts = req.doc_arg("cursor")?.cloned();
     if cursor_opts.is_none() && !truthy(req.cmd.get("explain")) {
         return Err(CommandError::failed_to_parse(
@@ -613,6 +624,10 @@ pub fn aggregate(req: &mut Req<'_>) -> CmdResult {
         Some(Bson::String(c)) => format!("{}.{c}", req.db),
         _ => format!("{}.$cmd.aggregate", req.db),
     };
+    if let Some(output) = &output {
+        super::out::write(req, output, out)?;
+        return Ok(cursor_reply(true, Vec::new(), 0, &ns, None));
+    }
     let mut rest: VecDeque<Document> = out.into();
     // `cursor: {batchSize: 0}`: an empty first batch and a live cursor, as mongod answers.
     let empty_first = requested == Some(0);
