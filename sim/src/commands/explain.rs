@@ -87,6 +87,13 @@ pub fn explain(req: &Req<'_>) -> CmdResult {
     let parsed = Filter::parse(&filter)?;
     let (exists, examined, returned) = {
         let st = req.shared.state();
+        // A hint naming no index fails the plan, explained or not.
+        let natural = inner
+            .get_document("hint")
+            .is_ok_and(|h| h.contains_key("$natural"));
+        if let Some(hint) = inner.get("hint").filter(|_| name == "find" && !natural) {
+            super::read::hinted_index(st.catalog.get(&req.db, &coll), hint, &ns)?;
+        }
         match st.catalog.get(&req.db, &coll) {
             Some(c) => (true, c.docs.len(), matching_docs(c, &parsed).len()),
             None => (false, 0, 0),

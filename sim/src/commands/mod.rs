@@ -315,7 +315,16 @@ fn waits_for_write_concern(name: &str) -> bool {
 /// `w` above 1 (100 UnsatisfiableWriteConcern) or a tag mode other than "majority" (79
 /// UnknownReplWriteConcern). The write itself is done, as on mongod.
 fn unsatisfiable_write_concern(req: &Req<'_>) -> InjectedWriteConcernError {
-    if !waits_for_write_concern(&req.name) {
+    // An aggregate ending in `$out`/`$merge` writes, and waits for its write concern too.
+    let writes_output = req.name == "aggregate"
+        && req
+            .cmd
+            .get_array("pipeline")
+            .ok()
+            .and_then(|p| p.last())
+            .and_then(Bson::as_document)
+            .is_some_and(|s| s.contains_key("$out") || s.contains_key("$merge"));
+    if !waits_for_write_concern(&req.name) && !writes_output {
         return None;
     }
     let wc = req.cmd.get_document("writeConcern").ok()?;

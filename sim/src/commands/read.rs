@@ -220,7 +220,7 @@ pub fn find(req: &mut Req<'_>) -> CmdResult {
 /// The key pattern of the index `hint` names (by name or key pattern); `None` when the
 /// collection does not exist (an EOF plan). mongod's planner refuses a hint that names no
 /// index with 2 BadValue.
-fn hinted_index(
+pub(super) fn hinted_index(
     c: Option<&Collection>,
     hint: &Bson,
     ns: &str,
