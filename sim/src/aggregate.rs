@@ -540,8 +540,8 @@ mod expression;
 pub mod sample;
 
 pub(crate) use arith::{add_numbers, f64_to_decimal, mul_numbers};
-pub use expression::eval_expression;
 pub(crate) use expression::type_name;
+pub use expression::{check_variables, eval_expression, LetScope};
 
 #[cfg(test)]
 mod tests {

@@ -27,6 +27,8 @@ pub enum CursorKind {
     /// A collection read in `_id` order one batch at a time.
     Scan(Box<ScanCursor>),
     Tail(Box<TailCursor>),
+    /// A tailable cursor on a capped user collection.
+    Capped(Box<crate::capped::CappedTail>),
     Stream(Box<StreamCursor>),
 }
 

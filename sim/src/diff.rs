@@ -287,6 +287,13 @@ pub fn operator_v2_diff(pre: &Document, post: &Document, ops: &Document) -> Opti
     let Ok(applied) = crate::update::collect_ops(ops, false) else {
         return compute_v2_diff(pre, post);
     };
+    if applied
+        .iter()
+        .any(|(_, path, _)| crate::update::uses_array_filters(path))
+    {
+        // `$[<identifier>]` paths depend on the statement's arrayFilters: diff the results.
+        return compute_v2_diff(pre, post);
+    }
     let mut root = DocNode::default();
     let applied = applied.into_iter().flat_map(|(op, path, arg)| {
         let paths = crate::update::expand_all_positional(pre, &path).unwrap_or_default();

@@ -63,6 +63,19 @@ impl CommandError {
             .with_labels(vec!["TransientTransactionError".into()])
     }
 
+    /// 225: `txn_number` is older than the session's `current` one (a retryable write or a
+    /// transaction, as mongod's session catalog refuses both).
+    pub fn transaction_too_old(txn_number: i64, current: i64) -> Self {
+        Self::new(
+            225,
+            "TransactionTooOld",
+            format!(
+                "Cannot start transaction {txn_number} on session because a newer \
+                 transaction {current} has already started"
+            ),
+        )
+    }
+
     pub fn cursor_not_found(id: i64) -> Self {
         Self::new(43, "CursorNotFound", format!("cursor id {id} not found"))
     }

@@ -13,7 +13,8 @@
 //! - `state`: storage + oplog behind one lock, cursors, sessions, fail points.
 //! - `writes`: the write engine over live storage or a transaction's copy.
 //! - `store`, `oplog`: collections and the capped `local.oplog.rs`.
-//! - `tail`, `stream`, `scan`, `cursor`: oplog tail cursors, change streams,
+//! - `tail`, `capped`, `stream`, `scan`, `cursor`: oplog tail cursors, tailable cursors on
+//!   capped user collections, change streams,
 //!   batch-at-a-time collection scans, cursor table; `split`: the 16 MB
 //!   limits on documents and events, `$changeStreamSplitLargeEvent`.
 //! - `failpoint`, `error`, `demo`: fail points, command errors, `--seed-demo`.
@@ -31,6 +32,7 @@ pub mod token;
 pub mod update;
 
 mod auth;
+mod capped;
 mod commands;
 mod cursor;
 mod demo;

@@ -46,15 +46,7 @@ impl RetryCatalog {
     pub fn begin(&mut self, key: &[u8], txn_number: i64) -> Result<(), CommandError> {
         let s = self.sessions.entry(key.to_vec()).or_default();
         if txn_number < s.txn_number {
-            return Err(CommandError::new(
-                225,
-                "TransactionTooOld",
-                format!(
-                    "Cannot start transaction {txn_number} on session because a newer \
-                     transaction {} has already started",
-                    s.txn_number
-                ),
-            ));
+            return Err(CommandError::transaction_too_old(txn_number, s.txn_number));
         }
         if txn_number > s.txn_number || s.done.is_empty() {
             s.txn_number = txn_number;

@@ -255,8 +255,7 @@ mod tests {
     fn catalog(ids: impl IntoIterator<Item = Bson>) -> Catalog {
         let mut c = Collection::new(Document::new());
         for id in ids {
-            c.docs
-                .insert(OrderedBson(id.clone()), doc! {"_id": id, "x": 1}.into());
+            c.put_new(OrderedBson(id.clone()), doc! {"_id": id, "x": 1}.into());
         }
         let mut cat = Catalog::default();
         cat.dbs.entry("d".into()).or_default().insert("c".into(), c);
@@ -370,7 +369,7 @@ mod tests {
         let (b, _) = s.next_batch(&cat, 2).unwrap();
         assert_eq!(ids(&b), [1, 2].map(Bson::Int32));
         let c = cat.get_mut("d", "c").unwrap();
-        c.docs.remove(&OrderedBson(Bson::Int32(3)));
+        c.remove(&OrderedBson(Bson::Int32(3)));
         c.docs
             .insert(OrderedBson(Bson::Int32(9)), doc! {"_id": 9}.into());
         c.docs

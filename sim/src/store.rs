@@ -67,10 +67,62 @@ pub fn decode_raw(raw: &RawDocument) -> Document {
     Document::try_from(raw).unwrap_or_default()
 }
 
+/// The limits of a capped collection, as mongod keeps them: `size` in bytes (at least 4096,
+/// else rounded up to a multiple of 256) and `max` documents (0 = no count limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cap {
+    pub size: usize,
+    pub max: usize,
+}
+
+impl Cap {
+    /// The cap `create`'s options ask for, `None` without `capped: true`.
+    pub fn of(options: &Document) -> Option<Self> {
+        if !matches!(options.get("capped"), Some(Bson::Boolean(true))) {
+            return None;
+        }
+        let num = |k: &str| match options.get(k) {
+            Some(Bson::Int32(n)) => (*n).max(0) as usize,
+            Some(Bson::Int64(n)) => (*n).max(0) as usize,
+            Some(Bson::Double(n)) if *n > 0.0 => *n as usize,
+            _ => 0,
+        };
+        let size = num("size");
+        let size = if size <= 4096 {
+            4096
+        } else {
+            size.div_ceil(256) * 256
+        };
+        Some(Self {
+            size,
+            max: num("max"),
+        })
+    }
+}
+
+/// The stored size of a document, as a capped collection counts it.
+fn stored_size(d: &StoredDoc) -> usize {
+    match d.raw() {
+        Some((raw, _)) => raw.as_bytes().len(),
+        None => approx_size(&d.doc()),
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Collection {
     pub uuid: bson::Uuid,
+    /// The documents by `_id`. Writers go through [`Collection::put_new`],
+    /// [`Collection::replace`] and [`Collection::remove`], which keep the record ids.
     pub docs: BTreeMap<OrderedBson, StoredDoc>,
+    /// Record ids in insertion order, as WiredTiger's RecordIds: `$natural` order, which an
+    /// update does not change.
+    pub natural: BTreeMap<u64, OrderedBson>,
+    rids: BTreeMap<OrderedBson, u64>,
+    next_rid: u64,
+    /// `capped: true` and its limits.
+    pub cap: Option<Cap>,
+    /// Bytes stored, counted for capped collections only (mongod's dataSize).
+    bytes: usize,
     /// The `create` options (capped, changeStreamPreAndPostImages, ...).
     pub options: Document,
     /// Index specs as listIndexes reports them; only `_id` is enforced.
@@ -115,8 +167,103 @@ impl Collection {
         Self {
             uuid: bson::Uuid::new(),
             docs: BTreeMap::new(),
+            natural: BTreeMap::new(),
+            rids: BTreeMap::new(),
+            next_rid: 1,
+            cap: Cap::of(&options),
+            bytes: 0,
             options,
             indexes: vec![doc! {"v": 2, "key": {"_id": 1}, "name": "_id_"}],
+        }
+    }
+}
+
+impl Collection {
+    /// Stores a new document under a fresh record id (the end of `$natural` order).
+    pub fn put_new(&mut self, key: OrderedBson, doc: StoredDoc) {
+        if self.cap.is_some() {
+            self.bytes += stored_size(&doc);
+        }
+        let rid = self.next_rid;
+        self.next_rid += 1;
+        self.natural.insert(rid, key.clone());
+        self.rids.insert(key.clone(), rid);
+        if let Some(old) = self.docs.insert(key, doc) {
+            // Not reached: callers check for a duplicate `_id` first.
+            self.bytes = self.bytes.saturating_sub(stored_size(&old));
+        }
+    }
+
+    /// Replaces the document stored under `old`, now keyed `new` (an equal `_id` of another
+    /// numeric type), keeping its record id as an update does on mongod.
+    pub fn replace(&mut self, old: &OrderedBson, new: OrderedBson, doc: StoredDoc) {
+        let Some(rid) = self.rids.remove(old) else {
+            self.put_new(new, doc);
+            return;
+        };
+        if let Some(prev) = self.docs.remove(old) {
+            if self.cap.is_some() {
+                self.bytes = self.bytes.saturating_sub(stored_size(&prev));
+            }
+        }
+        if self.cap.is_some() {
+            self.bytes += stored_size(&doc);
+        }
+        self.natural.insert(rid, new.clone());
+        self.rids.insert(new.clone(), rid);
+        self.docs.insert(new, doc);
+    }
+
+    pub fn remove(&mut self, key: &OrderedBson) -> Option<StoredDoc> {
+        let doc = self.docs.remove(key)?;
+        if let Some(rid) = self.rids.remove(key) {
+            self.natural.remove(&rid);
+        }
+        if self.cap.is_some() {
+            self.bytes = self.bytes.saturating_sub(stored_size(&doc));
+        }
+        Some(doc)
+    }
+
+    /// The oldest documents a capped collection must let go of now that it is over its
+    /// `max` or `size` (mongod's capped delete after an insert), oldest first.
+    pub fn over_cap(&self) -> Vec<OrderedBson> {
+        let Some(cap) = self.cap else {
+            return Vec::new();
+        };
+        let (mut n, mut bytes) = (self.docs.len(), self.bytes);
+        let mut out = Vec::new();
+        for key in self.natural.values() {
+            if n <= 1 || (bytes <= cap.size && (cap.max == 0 || n <= cap.max)) {
+                break;
+            }
+            if let Some(d) = self.docs.get(key) {
+                bytes = bytes.saturating_sub(stored_size(d));
+            }
+            n -= 1;
+            out.push(key.clone());
+        }
+        out
+    }
+
+    /// Documents in `$natural` (insertion) order, or its reverse.
+    pub fn in_natural_order(
+        &self,
+        reverse: bool,
+    ) -> Box<dyn Iterator<Item = (&OrderedBson, &StoredDoc)> + '_> {
+        let it = self
+            .natural
+            .values()
+            .filter_map(|k| self.docs.get_key_value(k));
+        if reverse {
+            let it = self
+                .natural
+                .values()
+                .rev()
+                .filter_map(|k| self.docs.get_key_value(k));
+            Box::new(it)
+        } else {
+            Box::new(it)
         }
     }
 }
@@ -270,5 +417,52 @@ pub fn approx_value(v: &Bson) -> usize {
         Bson::ObjectId(_) => 12,
         Bson::Int32(_) => 4,
         _ => 8,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cap_sizes_round_like_mongod() {
+        assert_eq!(Cap::of(&doc! {"size": 1000}), None);
+        let cap = |o: Document| Cap::of(&o).map(|c| (c.size, c.max));
+        assert_eq!(cap(doc! {"capped": true, "size": 1000}), Some((4096, 0)));
+        assert_eq!(
+            cap(doc! {"capped": true, "size": 5000i64, "max": 3}),
+            Some((5120, 3))
+        );
+    }
+
+    #[test]
+    fn capped_collection_lets_the_oldest_go_and_keeps_natural_order() {
+        let mut c = Collection::new(doc! {"capped": true, "size": 4096, "max": 3});
+        for i in [5, 1, 4, 2] {
+            c.put_new(OrderedBson(Bson::Int32(i)), doc! {"_id": i}.into());
+        }
+        let over: Vec<Bson> = c.over_cap().into_iter().map(|k| k.0).collect();
+        assert_eq!(over, vec![Bson::Int32(5)]);
+        // An update keeps the document's place in `$natural` order.
+        let one = OrderedBson(Bson::Int32(1));
+        c.replace(&one, one.clone(), doc! {"_id": 1, "x": "grown"}.into());
+        c.remove(&OrderedBson(Bson::Int32(5)));
+        let order: Vec<Bson> = c
+            .in_natural_order(false)
+            .map(|(k, _)| k.0.clone())
+            .collect();
+        assert_eq!(order, vec![Bson::Int32(1), Bson::Int32(4), Bson::Int32(2)]);
+        let back: Vec<Bson> = c.in_natural_order(true).map(|(k, _)| k.0.clone()).collect();
+        assert_eq!(back, vec![Bson::Int32(2), Bson::Int32(4), Bson::Int32(1)]);
+        // By size: about 1 KB documents in 4096 bytes.
+        let mut c = Collection::new(doc! {"capped": true, "size": 4096});
+        for i in 0..5 {
+            c.put_new(
+                OrderedBson(Bson::Int32(i)),
+                doc! {"_id": i, "p": "x".repeat(1000)}.into(),
+            );
+        }
+        // Five of about 1,015 bytes: the oldest goes, four fit in 4096.
+        assert_eq!(c.over_cap().len(), 1);
     }
 }

@@ -13,9 +13,9 @@
 //! (operator order, path checks, positional operators), `arrays` (`$push`,
 //! `$addToSet`, `$pull` details), `path` (setting and unsetting dotted paths).
 //!
-//! `$[]` updates every element of an array; `$` (the matched element)
-//! needs [`apply_with_filter`]. Nuances of the real server not reproduced:
-//! `$[<id>]` with `arrayFilters` (rejected with BadValue); `$` resolves
+//! `$[]` updates every element of an array, `$[<id>]` the elements the statement's
+//! `arrayFilters` match ([`apply_with_array_filters`]); `$` (the matched element)
+//! needs [`apply_with_filter`]. Nuances of the real server not reproduced: `$` resolves
 //! against top-level filter conditions only;
 //! `$bit`; `$push` `$sort` by nested paths only through plain field names;
 //! `$currentDate` with `timestamp` uses the wall clock rather than the
@@ -108,7 +108,39 @@ impl UpdateSpec {
 
 /// Applies an update to an existing document and returns the new document.
 pub fn apply(spec: &UpdateSpec, doc: &Document) -> Result<Document, QueryError> {
-    apply_inner(spec, doc, false, None)
+    apply_inner(spec, doc, false, None, &ArrayFilters::default())
+}
+
+/// [`apply`] with the statement's `arrayFilters` for its `$[<identifier>]` paths.
+pub fn apply_with_array_filters(
+    spec: &UpdateSpec,
+    doc: &Document,
+    filters: &ArrayFilters,
+) -> Result<Document, QueryError> {
+    apply_inner(spec, doc, false, None, filters)
+}
+
+/// Checks `arrayFilters` against the update's paths as mongod does before running it:
+/// every `$[<identifier>]` has a filter, every filter is used, none with a replacement
+/// or pipeline.
+pub fn check_array_filters(spec: &UpdateSpec, filters: &ArrayFilters) -> Result<(), QueryError> {
+    match spec {
+        UpdateSpec::Operators(ops) => {
+            let paths: Vec<String> = ops
+                .values()
+                .filter_map(Bson::as_document)
+                .flat_map(|f| f.keys().cloned())
+                .collect();
+            filters.check_paths(paths.iter().map(String::as_str))
+        }
+        _ if filters.is_empty() => Ok(()),
+        UpdateSpec::Pipeline(_) => Err(QueryError::failed_to_parse(
+            "arrayFilters may not be specified for pipeline-style updates",
+        )),
+        UpdateSpec::Replacement(_) => Err(QueryError::failed_to_parse(
+            "arrayFilters may not be specified for replacement-style updates",
+        )),
+    }
 }
 
 /// [`apply`] for an update whose paths may use the positional operator
@@ -118,14 +150,14 @@ pub fn apply_with_filter(
     doc: &Document,
     filter: &Filter,
 ) -> Result<Document, QueryError> {
-    apply_inner(spec, doc, false, Some(filter))
+    apply_inner(spec, doc, false, Some(filter), &ArrayFilters::default())
 }
 
 /// Applies an update to the seed of an upsert (see [`upsert_seed`]):
 /// `$setOnInsert` takes effect, and `_id` may be set when the seed has none.
 /// The caller adds a generated `_id` at the front when the result lacks one.
 pub fn apply_for_upsert_insert(spec: &UpdateSpec, seed: &Document) -> Result<Document, QueryError> {
-    let out = apply_inner(spec, seed, true, None)?;
+    let out = apply_inner(spec, seed, true, None, &ArrayFilters::default())?;
     Ok(id_first(out))
 }
 
@@ -151,6 +183,7 @@ fn apply_inner(
     doc: &Document,
     inserting: bool,
     filter: Option<&Filter>,
+    array_filters: &ArrayFilters,
 ) -> Result<Document, QueryError> {
     let out = match spec {
         UpdateSpec::Replacement(r) => {
@@ -169,7 +202,7 @@ fn apply_inner(
             let mut out = doc.clone();
             for (op, path, arg) in collect_ops(ops, inserting)? {
                 let path = resolve_positional(&out, &path, filter)?;
-                for concrete in expand_all_positional(&out, &path)? {
+                for concrete in expand_positional(&out, &path, array_filters)? {
                     apply_op(&mut out, op, &concrete, arg)?;
                 }
             }
@@ -427,7 +460,8 @@ use arrays::{each_values, existing_array, push, PullMatcher};
 pub(crate) use path::set_path_value;
 use path::unset_path;
 use plan::resolve_positional;
-pub(crate) use plan::{collect_ops, expand_all_positional};
+pub use plan::ArrayFilters;
+pub(crate) use plan::{collect_ops, expand_all_positional, expand_positional, uses_array_filters};
 
 // ---- upsert ----
 
@@ -732,12 +766,19 @@ mod tests {
         assert_eq!(out.get_datetime("when").unwrap(), &later);
         let err = upd(doc! {"$set": {"items.x": 1}}, d).unwrap_err();
         assert_eq!(err.code, 28);
-        assert_eq!(
-            UpdateSpec::parse(&Bson::Document(doc! {"$set": {"a.$[x].b": 1}}))
-                .unwrap_err()
-                .code,
-            2
-        );
+        // `$[x]` needs an array filter for `x`, and every filter must be used.
+        let spec = UpdateSpec::parse(&Bson::Document(doc! {"$set": {"a.$[x].b": 1}})).unwrap();
+        let none = ArrayFilters::default();
+        assert_eq!(check_array_filters(&spec, &none).unwrap_err().code, 2);
+        let unused = ArrayFilters::parse(Some(&bson::bson!([{"x.b": 1}, {"y": 2}]))).unwrap();
+        assert_eq!(check_array_filters(&spec, &unused).unwrap_err().code, 9);
+        let filters = ArrayFilters::parse(Some(&bson::bson!([{"x.b": {"$gt": 1}}]))).unwrap();
+        check_array_filters(&spec, &filters).unwrap();
+        let d = doc! {"_id": 1, "a": [{"b": 1}, {"b": 5}, {"b": 3}]};
+        let out = apply_with_array_filters(&spec, &d, &filters).unwrap();
+        assert_eq!(out, doc! {"_id": 1, "a": [{"b": 1}, {"b": 1}, {"b": 1}]});
+        let dup = ArrayFilters::parse(Some(&bson::bson!([{"x": 1}, {"x": 2}])));
+        assert_eq!(dup.unwrap_err().code, 9);
     }
 
     proptest::proptest! {

@@ -359,6 +359,16 @@ impl Target for TxnTarget<'_> {
     ) -> Result<Option<(&mut Collection, &mut dyn OpSink)>, CommandError> {
         check_writable(db, coll)?;
         let key = (db.to_string(), coll.to_string());
+        if self.read(db, coll).is_some_and(|c| c.cap.is_some()) {
+            return Err(CommandError::new(
+                263,
+                "OperationNotSupportedInTransaction",
+                format!(
+                    "Collection '{db}.{coll}' is a capped collection. Writes in transactions \
+                     are not allowed on capped collections."
+                ),
+            ));
+        }
         if !self.txn.colls.contains_key(&key) {
             match self.catalog.get(db, coll) {
                 Some(c) => {
@@ -463,6 +473,9 @@ fn insert_new(
     let Some((c, sink)) = t.write(db, coll, true)? else {
         return Err(CommandError::namespace_not_found("collection vanished").into());
     };
+    if c.cap.is_some_and(|cap| size > cap.size) {
+        return Err(CommandError::bad_value("object to insert exceeds cappedMaxSize").into());
+    }
     let key = OrderedBson(id.clone());
     if c.docs.contains_key(&key) {
         return Err(WriteError::duplicate(db, coll, DuplicateKey::on_id(&id)));
@@ -478,7 +491,25 @@ fn insert_new(
         NewDoc::Decoded(doc) => sink.log_insert(insert_op(ns, c.uuid, id, doc)),
         NewDoc::Raw(raw) => sink.log_raw_insert(ns, c.uuid, id, raw),
     };
-    c.docs.insert(key, stored);
+    c.put_new(key, stored);
+    // A capped collection over its limits deletes its oldest documents, each with its own
+    // `d` entry (replicated capped deletes, MongoDB 5.0+).
+    for old in c.over_cap() {
+        if let Some(gone) = c.remove(&old) {
+            let id = gone.doc().get("_id").cloned().unwrap_or(old.0);
+            sink.log(
+                OplogOp {
+                    op: "d",
+                    ns: format!("{db}.{coll}"),
+                    ui: Some(c.uuid),
+                    o: doc! {"_id": id},
+                    o2: None,
+                    images: None,
+                },
+                None,
+            );
+        }
+    }
     Ok(())
 }
 
@@ -531,6 +562,7 @@ pub struct UpdateStatement<'a> {
     pub multi: bool,
     pub upsert: bool,
     pub sort: Option<&'a Document>,
+    pub array_filters: &'a update::ArrayFilters,
 }
 
 pub fn update(
@@ -561,7 +593,7 @@ pub fn update(
         };
         let pre = pre.doc();
         out.matched += 1;
-        let post = update::apply(st.spec, &pre)?;
+        let post = update::apply_with_array_filters(st.spec, &pre, st.array_filters)?;
         if split::size_if_large(&post, approx_size(&post)) > split::MAX_USER_SIZE {
             return Err(split::update_too_large().into());
         }
@@ -582,12 +614,14 @@ pub fn update(
             // A replacement may store an equal `_id` of another numeric type
             // (1 -> 1.0), as mongod does; the key follows the document.
             Some(new_id) if *new_id != key.0 => {
-                c.docs.remove(&key);
-                c.docs
-                    .insert(OrderedBson(new_id.clone()), StoredDoc::Own(post.clone()));
+                c.replace(
+                    &key,
+                    OrderedBson(new_id.clone()),
+                    StoredDoc::Own(post.clone()),
+                );
             }
             _ => {
-                c.docs.insert(key, StoredDoc::Own(post.clone()));
+                c.replace(&key, key.clone(), StoredDoc::Own(post.clone()));
             }
         }
         sink.log(
@@ -690,7 +724,7 @@ pub fn delete(
     let ns = format!("{db}.{coll}");
     for key in keys {
         sink.claim(&ns, &key.0)?;
-        if let Some(doc) = c.docs.remove(&key).map(StoredDoc::into_document) {
+        if let Some(doc) = c.remove(&key).map(StoredDoc::into_document) {
             out.deleted += 1;
             let id = doc.get("_id").cloned().unwrap_or(key.0);
             let images = c.images_enabled().then(|| {
@@ -755,19 +789,22 @@ pub fn replay(catalog: &mut Catalog, ops: &[(OplogOp, Option<Document>)], txn_co
         match op.op {
             "i" => {
                 let id = op.o.get("_id").cloned().unwrap_or(Bson::Null);
-                c.docs.insert(OrderedBson(id), StoredDoc::Own(op.o.clone()));
+                let key = OrderedBson(id);
+                match c.docs.contains_key(&key) {
+                    true => c.replace(&key, key.clone(), StoredDoc::Own(op.o.clone())),
+                    false => c.put_new(key, StoredDoc::Own(op.o.clone())),
+                }
             }
             "u" => {
                 if let (Some(post), Some(id)) = (post, op.o2.as_ref().and_then(|o| o.get("_id"))) {
                     // Keyed by the document's own `_id` (see `update`).
                     let key = OrderedBson(post.get("_id").unwrap_or(id).clone());
-                    c.docs.remove(&key);
-                    c.docs.insert(key, StoredDoc::Own(post.clone()));
+                    c.replace(&key, key.clone(), StoredDoc::Own(post.clone()));
                 }
             }
             "d" => {
                 if let Some(id) = op.o.get("_id") {
-                    c.docs.remove(&OrderedBson(id.clone()));
+                    c.remove(&OrderedBson(id.clone()));
                 }
             }
             _ => {}
@@ -791,8 +828,7 @@ mod tests {
             Bson::Document(doc! {"k": 1}),
         ];
         for id in ids {
-            c.docs
-                .insert(OrderedBson(id.clone()), doc! {"_id": id, "x": 1}.into());
+            c.put_new(OrderedBson(id.clone()), doc! {"_id": id, "x": 1}.into());
         }
         let in_filter = doc! {"_id": {"$in": [2.0, "a", 1i64, 9, 1, 3.5, "b"]}};
         let fast = Filter::parse(&in_filter).unwrap();

@@ -3,8 +3,10 @@
 //! array literals, and the operators `$literal $add $subtract $multiply
 //! $divide $concat $toLower $toUpper $toString $eq $ne $gt $gte $lt $lte
 //! $cmp $and $or $not $cond $ifNull $size $arrayElemAt $first $last
-//! $concatArrays $in $sum $max $min $avg $mergeObjects $type $getField`.
+//! $concatArrays $in $sum $max $min $avg $mergeObjects $type $getField $rand`, and the
+//! command's `let` variables (`$$name`, see [`LetScope`]).
 
+use std::cell::RefCell;
 use std::cmp::Ordering;
 
 use bson::{doc, Bson, Document};
@@ -13,6 +15,54 @@ use super::arith::{add_numbers, mul_numbers, negate};
 use super::{accumulate, count_value};
 use crate::bson_order::{compare, number_as_f64, number_as_i64};
 use crate::query::{truthy, QueryError};
+
+thread_local! {
+    /// The running command's `let` variables. A command runs on one thread from start to end
+    /// without yielding (see `LetScope::enter`), so its variables are this thread's meanwhile.
+    static LET_VARS: RefCell<Option<Document>> = const { RefCell::new(None) };
+}
+
+/// The `let` variables of one command (find, aggregate, update, delete, findAndModify), as
+/// `$$name` in its expressions, until dropped. Enter it only around code that does not await.
+pub struct LetScope(());
+
+impl LetScope {
+    /// Evaluates `spec` (constant expressions: `$literal`, `$rand`, ...) and makes its
+    /// variables visible; `None` when the command has no `let`.
+    pub fn enter(command: &str, spec: Option<&Bson>) -> Result<Option<Self>, QueryError> {
+        let Some(spec) = spec else {
+            return Ok(None);
+        };
+        let Bson::Document(spec) = spec else {
+            return Err(QueryError::type_mismatch(format!(
+                "BSON field '{command}.let' is the wrong type '{}', expected type 'object'",
+                type_name(spec)
+            )));
+        };
+        let mut vars = Document::new();
+        for (name, value) in spec {
+            // mongod: user variable names start with a lowercase letter (or a non-ASCII one).
+            let first = name.chars().next().unwrap_or(' ');
+            if !first.is_ascii_lowercase() && first.is_ascii() {
+                return Err(QueryError::new(
+                    16870,
+                    "Location16870",
+                    format!("'{name}' starts with an invalid character for a user variable name"),
+                ));
+            }
+            let v = eval_expression(value, &Document::new())?.unwrap_or(Bson::Null);
+            vars.insert(name.clone(), v);
+        }
+        LET_VARS.with(|v| *v.borrow_mut() = Some(vars));
+        Ok(Some(Self(())))
+    }
+}
+
+impl Drop for LetScope {
+    fn drop(&mut self) {
+        LET_VARS.with(|v| *v.borrow_mut() = None);
+    }
+}
 
 /// Evaluates an aggregation expression against a document. `None` is the
 /// "missing" value (a field path to nothing, `$$REMOVE`).
@@ -65,6 +115,29 @@ pub fn eval_expression(expr: &Bson, root: &Document) -> Result<Option<Bson>, Que
     }
 }
 
+/// Refuses, as mongod does when it parses an expression, a `$$name` that is neither a
+/// system variable nor one of the command's `let` variables (17276).
+pub fn check_variables(expr: &Bson) -> Result<(), QueryError> {
+    match expr {
+        Bson::String(s) if s.starts_with("$$") => {
+            let name = &s[2..];
+            let var = name.split_once('.').map_or(name, |(v, _)| v);
+            if matches!(var, "ROOT" | "CURRENT" | "REMOVE" | "NOW") {
+                return Ok(());
+            }
+            variable(name, &Document::new()).map(|_| ())
+        }
+        Bson::Document(d) => {
+            if d.contains_key("$literal") {
+                return Ok(());
+            }
+            d.values().try_for_each(check_variables)
+        }
+        Bson::Array(items) => items.iter().try_for_each(check_variables),
+        _ => Ok(()),
+    }
+}
+
 fn variable(name: &str, root: &Document) -> Result<Option<Bson>, QueryError> {
     let (var, rest) = match name.split_once('.') {
         Some((v, r)) => (v, Some(r)),
@@ -75,13 +148,16 @@ fn variable(name: &str, root: &Document) -> Result<Option<Bson>, QueryError> {
         ("ROOT" | "CURRENT", None) => Bson::Document(root.clone()),
         ("REMOVE", _) => return Ok(None),
         ("NOW", _) => Bson::DateTime(bson::DateTime::now()),
-        _ => {
-            return Err(QueryError::new(
-                17276,
-                "Location17276",
-                format!("Use of undefined variable: {var}"),
-            ))
-        }
+        _ => match LET_VARS.with(|v| v.borrow().as_ref().and_then(|d| d.get(var).cloned())) {
+            Some(value) => value,
+            None => {
+                return Err(QueryError::new(
+                    17276,
+                    "Location17276",
+                    format!("Use of undefined variable: {var}"),
+                ))
+            }
+        },
     };
     Ok(match rest {
         Some(path) => field_path(&base, path),
@@ -153,6 +229,16 @@ fn is_nullish(v: &Option<Bson>) -> bool {
 fn operator(op: &str, arg: &Bson, root: &Document) -> Result<Option<Bson>, QueryError> {
     let value = match op {
         "$literal" => arg.clone(),
+        "$rand" => {
+            if !matches!(arg, Bson::Document(d) if d.is_empty()) {
+                return Err(QueryError::new(
+                    10065,
+                    "Location10065",
+                    "invalid parameter: expected an object ($rand)",
+                ));
+            }
+            Bson::Double(rand::random::<f64>())
+        }
         "$add" | "$multiply" => {
             let vals = args(arg, root)?;
             if vals.iter().any(is_nullish) {

@@ -4,11 +4,13 @@
 //! Layout: `admin` (hello, buildInfo, sessions, fail points, write
 //! blocking), `ddl` (namespaces and indexes), `write`
 //! (insert/update/delete/findAndModify), `read` (find, getMore, count,
-//! aggregate, killCursors), `txn` (commit/abort and the per-session
-//! transaction state).
+//! aggregate, killCursors), `out` (the `$out`/`$merge` stages), `explain`, `txn`
+//! (commit/abort and the per-session transaction state).
 
 mod admin;
 mod ddl;
+mod explain;
+mod out;
 mod read;
 mod txn;
 mod write;
@@ -313,7 +315,16 @@ fn waits_for_write_concern(name: &str) -> bool {
 /// `w` above 1 (100 UnsatisfiableWriteConcern) or a tag mode other than "majority" (79
 /// UnknownReplWriteConcern). The write itself is done, as on mongod.
 fn unsatisfiable_write_concern(req: &Req<'_>) -> InjectedWriteConcernError {
-    if !waits_for_write_concern(&req.name) {
+    // An aggregate ending in `$out`/`$merge` writes, and waits for its write concern too.
+    let writes_output = req.name == "aggregate"
+        && req
+            .cmd
+            .get_array("pipeline")
+            .ok()
+            .and_then(|p| p.last())
+            .and_then(Bson::as_document)
+            .is_some_and(|s| s.contains_key("$out") || s.contains_key("$merge"));
+    if !waits_for_write_concern(&req.name) && !writes_output {
         return None;
     }
     let wc = req.cmd.get_document("writeConcern").ok()?;
@@ -487,7 +498,43 @@ async fn fail_point(
 }
 
 /// `Ok(None)` asks the connection to close without a reply.
+/// Strings compare byte-wise here, which is MongoDB's `simple` collation and no other: a
+/// command (or an update/delete statement, or an index or collection default) asking for
+/// another is refused, never answered with byte-wise results.
+fn refuse_collation(req: &Req<'_>) -> Result<(), CommandError> {
+    let mut specs: Vec<&Bson> = req.cmd.get("collation").into_iter().collect();
+    for list in ["updates", "deletes", "indexes"] {
+        if let Ok(items) = req.cmd.get_array(list) {
+            specs.extend(
+                items
+                    .iter()
+                    .filter_map(|s| s.as_document()?.get("collation")),
+            );
+        }
+    }
+    for spec in specs {
+        // An empty collation is the simple one too (pymongo's own tests send `{}`).
+        let simple = matches!(spec, Bson::Document(d)
+            if d.is_empty() || (d.len() == 1 && d.get_str("locale") == Ok("simple")));
+        if !simple {
+            return Err(CommandError::bad_value(format!(
+                "collation {spec} is not supported by mongo-sim (strings compare byte-wise: \
+                 only {{locale: \"simple\"}})"
+            )));
+        }
+    }
+    Ok(())
+}
+
 async fn dispatch(req: &mut Req<'_>, conn: &mut Conn) -> Result<Option<Document>, CommandError> {
+    refuse_collation(req)?;
+    // The command's `let` variables; these commands never await, so the thread is theirs.
+    let _vars = match req.name.as_str() {
+        "find" | "aggregate" | "update" | "delete" | "findAndModify" | "findandmodify" => {
+            crate::aggregate::LetScope::enter(&req.name, req.cmd.get("let"))?
+        }
+        _ => None,
+    };
     let reply = match req.name.as_str() {
         "hello" | "isMaster" | "ismaster" => admin::hello(req, conn),
         "ping" => Ok(Document::new()),
@@ -533,6 +580,7 @@ async fn dispatch(req: &mut Req<'_>, conn: &mut Conn) -> Result<Option<Document>
         "count" => read::count(req),
         "distinct" => read::distinct(req),
         "aggregate" => read::aggregate(req),
+        "explain" => explain::explain(req),
         "commitTransaction" => txn::commit(req),
         "abortTransaction" => txn::abort(req),
         other => Err(CommandError::new(

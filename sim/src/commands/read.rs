@@ -10,6 +10,7 @@ use rand::Rng;
 
 use super::{as_i64, truthy, CmdResult, Req};
 use crate::aggregate::{apply_event_stages, run_stages, sample};
+use crate::capped::{check_sort, natural_direction, CappedTail};
 use crate::cursor::{batch_size, cursor_reply, cursor_reply_shared, take_batch, CursorKind};
 use crate::error::CommandError;
 use crate::query::{project, sort_documents, Filter, QueryError};
@@ -67,12 +68,44 @@ pub fn find(req: &mut Req<'_>) -> CmdResult {
         first_size = limit;
     }
     let tailable = truthy(req.cmd.get("tailable"));
+    if truthy(req.cmd.get("awaitData")) && !tailable {
+        return Err(CommandError::failed_to_parse(
+            "Cannot set 'awaitData' without also setting 'tailable'",
+        ));
+    }
+    if tailable && !is_oplog(req, &coll) {
+        return find_tailable(
+            req,
+            (skip as usize, limit),
+            &coll,
+            &filter,
+            projection.as_ref(),
+            sort.as_ref(),
+            first_size,
+            empty_first,
+            single_batch,
+        );
+    }
+    // `$natural` order (a `$natural` sort or hint, or no sort on a capped collection) is
+    // insertion order, as a collection scan returns it.
+    let hint = req.cmd.get("hint").cloned();
+    let hint_doc = match &hint {
+        Some(Bson::Document(d)) => Some(d.clone()),
+        _ => None,
+    };
+    let capped = req.with_target(|t| t.read(&req.db, &coll).is_some_and(|c| c.cap.is_some()))?;
+    let unsorted = sort.as_ref().is_none_or(|s| s.is_empty());
+    let natural = natural_direction(sort.as_ref())
+        .or_else(|| natural_direction(hint_doc.as_ref()))
+        .or_else(|| (capped && unsorted).then_some(false));
+    // A hinted index: the results come in its key order (an index scan), unless sorted.
+    let index_order = match &hint {
+        Some(h) if natural_direction(hint_doc.as_ref()).is_none() => req
+            .with_target(|t| hinted_index(t.read(&req.db, &coll), h, &ns))??
+            .filter(|_| unsorted),
+        _ => None,
+    };
     if tailable {
-        if !is_oplog(req, &coll) {
-            return Err(CommandError::bad_value(format!(
-                "error processing query: ns={ns} tailable cursor requested on non capped collection"
-            )));
-        }
         let await_data = truthy(req.cmd.get("awaitData"));
         let (tail, batch, has_records) = {
             let st = req.shared.state();
@@ -95,7 +128,7 @@ pub fn find(req: &mut Req<'_>) -> CmdResult {
         req.batch = Some(batch);
         return Ok(cursor_reply_shared(true, id, &ns, None));
     }
-    if !is_oplog(req, &coll) && req.txn.is_none() {
+    if !is_oplog(req, &coll) && req.txn.is_none() && natural.is_none() && index_order.is_none() {
         let spec = ScanSpec {
             db: &req.db,
             coll: &coll,
@@ -155,11 +188,18 @@ pub fn find(req: &mut Req<'_>) -> CmdResult {
     } else {
         let parsed = Filter::parse(&filter)?;
         let (mut docs, found) = req.with_target(|t| match t.read(&req.db, &coll) {
-            Some(c) => (matching_docs(c, &parsed), true),
+            Some(c) => match natural {
+                Some(reverse) => (natural_docs(c, &parsed, reverse), true),
+                None => (matching_docs(c, &parsed), true),
+            },
             None => (Vec::new(), false),
         })?;
         exists = found;
-        if let Some(sort) = sort.as_ref().filter(|s| !s.is_empty()) {
+        let by_natural = natural_direction(sort.as_ref()).is_some();
+        if let Some(key) = &index_order {
+            sort_documents(&mut docs, key)?;
+        }
+        if let Some(sort) = sort.as_ref().filter(|s| !s.is_empty() && !by_natural) {
             sort_documents(&mut docs, sort)?;
         }
         let mut docs: Vec<Document> = docs.into_iter().skip(skip as usize).collect();
@@ -251,6 +291,97 @@ fn at_cluster_time(at: Option<Timestamp>) -> Option<(&'static str, Bson)> {
     at.map(|t| ("atClusterTime", Bson::Timestamp(t)))
 }
 
+/// The key pattern of the index `hint` names (by name or key pattern); `None` when the
+/// collection does not exist (an EOF plan). mongod's planner refuses a hint that names no
+/// index with 2 BadValue.
+pub(super) fn hinted_index(
+    c: Option<&Collection>,
+    hint: &Bson,
+    ns: &str,
+) -> Result<Option<Document>, CommandError> {
+    let Some(c) = c else { return Ok(None) };
+    let found = c.indexes.iter().find(|ix| match hint {
+        Bson::String(name) => ix.get_str("name") == Ok(name.as_str()),
+        Bson::Document(key) => ix.get_document("key").is_ok_and(|k| k == key),
+        _ => false,
+    });
+    match found.and_then(|ix| ix.get_document("key").ok()) {
+        Some(key) => Ok(Some(key.clone())),
+        None => Err(CommandError::bad_value(format!(
+            "error processing query: ns={ns} planner returned error :: caused by :: hint \
+             provided does not correspond to an existing index"
+        ))),
+    }
+}
+
+/// Documents matching `filter` in `$natural` (insertion) order or its reverse.
+fn natural_docs(c: &Collection, filter: &Filter, reverse: bool) -> Vec<Document> {
+    c.in_natural_order(reverse)
+        .map(|(_, d)| d.doc())
+        .filter(|d| filter.matches(d.as_ref()))
+        .map(|d| d.into_owned())
+        .collect()
+}
+
+/// A tailable find on a user collection: capped ones only, followed in `$natural` order. Like
+/// mongod's `shouldSaveCursor` (SERVER-13955) the cursor stays alive after an empty first
+/// batch whenever the collection has records.
+#[allow(clippy::too_many_arguments)]
+fn find_tailable(
+    req: &mut Req<'_>,
+    skip_limit: (usize, usize),
+    coll: &str,
+    filter: &Document,
+    projection: Option<&Document>,
+    sort: Option<&Document>,
+    first_size: usize,
+    empty_first: bool,
+    single_batch: bool,
+) -> CmdResult {
+    let ns = format!("{}.{coll}", req.db);
+    check_sort(sort)?;
+    let await_data = truthy(req.cmd.get("awaitData"));
+    let opened = {
+        let st = req.shared.state();
+        match st.catalog.get(&req.db, coll) {
+            Some(c) if c.cap.is_some() => {
+                let mut tail = CappedTail::open(
+                    (&req.db, coll),
+                    c,
+                    filter,
+                    projection,
+                    await_data,
+                    skip_limit,
+                )?;
+                let batch = if empty_first {
+                    Vec::new()
+                } else {
+                    tail.collect(&st.catalog, first_size)?
+                };
+                Some((tail, batch, !c.docs.is_empty()))
+            }
+            Some(_) => {
+                return Err(CommandError::bad_value(format!(
+                    "error processing query: ns={ns} tailable cursor requested on non capped collection"
+                )))
+            }
+            None => None,
+        }
+    };
+    let Some((tail, batch, has_records)) = opened else {
+        // No collection: an EOF plan, nothing to keep.
+        req.batch = Some(Vec::new());
+        return Ok(cursor_reply_shared(true, 0, &ns, None));
+    };
+    let id = if !has_records || single_batch || tail.exhausted() {
+        0
+    } else {
+        lock(&req.shared.cursors).insert(ns.clone(), CursorKind::Capped(Box::new(tail)))
+    };
+    req.batch = Some(batch);
+    Ok(cursor_reply_shared(true, id, &ns, None))
+}
+
 /// `Ok(None)` closes the connection (a fail point asked for it).
 pub async fn get_more(req: &mut Req<'_>) -> Result<Option<Document>, CommandError> {
     let id = match req.cmd.get("getMore") {
@@ -328,6 +459,11 @@ pub async fn get_more(req: &mut Req<'_>) -> Result<Option<Document>, CommandErro
             }
             Err(e) => return Err(e),
         },
+        CursorKind::Capped(tail) => {
+            let batch = tail.get_more(req.shared, requested, max_wait).await?;
+            shared_batch = Some(batch);
+            (Vec::new(), !tail.exhausted(), None)
+        }
         CursorKind::Stream(stream) => {
             match stream.get_more(req.shared, requested, max_wait).await {
                 Ok(batch) => {
@@ -461,7 +597,9 @@ fn pipeline(req: &Req<'_>) -> Result<Vec<Document>, CommandError> {
 }
 
 pub fn aggregate(req: &mut Req<'_>) -> CmdResult {
-    let stages = pipeline(req)?;
+    let mut stages = pipeline(req)?;
+    // A final `$out`/`$merge` writes the results instead of returning them.
+    let output = super::out::take(&mut stages, req)?;
     let cursor_opts = req.doc_arg("cursor")?.cloned();
     if cursor_opts.is_none() && !truthy(req.cmd.get("explain")) {
         return Err(CommandError::failed_to_parse(
@@ -566,6 +704,10 @@ pub fn aggregate(req: &mut Req<'_>) -> CmdResult {
         Some(Bson::String(c)) => format!("{}.{c}", req.db),
         _ => format!("{}.$cmd.aggregate", req.db),
     };
+    if let Some(output) = &output {
+        super::out::write(req, output, out)?;
+        return Ok(cursor_reply(true, Vec::new(), 0, &ns, None));
+    }
     let mut rest: VecDeque<Document> = out.into();
     // `cursor: {batchSize: 0}`: an empty first batch and a live cursor, as mongod answers.
     let empty_first = requested == Some(0);

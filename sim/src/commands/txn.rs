@@ -66,15 +66,7 @@ pub fn enter(req: &mut Req<'_>) -> Result<(), CommandError> {
     if start {
         if let Some(s) = sessions.get(&key) {
             if txn_number < s.txn_number {
-                return Err(CommandError::new(
-                    225,
-                    "TransactionTooOld",
-                    format!(
-                        "Cannot start transaction {txn_number} on session because a newer \
-                         transaction {} has already started",
-                        s.txn_number
-                    ),
-                ));
+                return Err(CommandError::transaction_too_old(txn_number, s.txn_number));
             }
         }
         sessions.insert(

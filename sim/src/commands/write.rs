@@ -8,7 +8,7 @@ use crate::error::CommandError;
 use crate::failpoint::error_name;
 use crate::retry::{RetryableWrite, StmtOutcome};
 use crate::state::lock;
-use crate::update::UpdateSpec;
+use crate::update::{check_array_filters, ArrayFilters, UpdateSpec};
 use crate::wire::InsertDoc;
 use crate::writes::{self, UpdateStatement, WriteError};
 
@@ -244,6 +244,8 @@ pub fn update(req: &mut Req<'_>) -> CmdResult {
                     .get("u")
                     .ok_or_else(|| CommandError::failed_to_parse("update statement without 'u'"))?;
                 let spec = UpdateSpec::parse(u)?;
+                let array_filters = ArrayFilters::parse(st.get("arrayFilters"))?;
+                check_array_filters(&spec, &array_filters)?;
                 let multi = truthy(st.get("multi"));
                 if multi && matches!(spec, UpdateSpec::Replacement(_)) {
                     return Err(CommandError::failed_to_parse(
@@ -261,6 +263,7 @@ pub fn update(req: &mut Req<'_>) -> CmdResult {
                         multi,
                         upsert: truthy(st.get("upsert")),
                         sort: None,
+                        array_filters: &array_filters,
                     },
                 )
             })();
@@ -372,6 +375,10 @@ pub fn find_and_modify(req: &mut Req<'_>) -> CmdResult {
             ))
         }
     };
+    let array_filters = ArrayFilters::parse(req.cmd.get("arrayFilters"))?;
+    if let Some(spec) = &spec {
+        check_array_filters(spec, &array_filters)?;
+    }
     let result = req.with_target(|t| -> Result<Document, WriteError> {
         match &spec {
             None => {
@@ -392,6 +399,7 @@ pub fn find_and_modify(req: &mut Req<'_>) -> CmdResult {
                         multi: false,
                         upsert,
                         sort: sort.as_ref(),
+                        array_filters: &array_filters,
                     },
                 )?;
                 let mut leo = doc! {

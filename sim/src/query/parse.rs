@@ -74,7 +74,10 @@ pub(super) fn parse_document(filter: &Document) -> Result<Expr, QueryError> {
                         _ => Expr::Nor(subs),
                     });
                 }
-                "expr" => parts.push(Expr::Aggregate(value.clone())),
+                "expr" => {
+                    crate::aggregate::check_variables(value)?;
+                    parts.push(Expr::Aggregate(value.clone()));
+                }
                 "alwaysTrue" => parts.push(Expr::Const(true)),
                 "alwaysFalse" => parts.push(Expr::Const(false)),
                 "comment" => {}

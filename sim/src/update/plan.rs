@@ -2,7 +2,7 @@
 //! the order the server applies them (field names lexicographically,
 //! numeric components numerically), path validation, conflict detection
 //! (40 ConflictingUpdateOperators), and resolving the positional operators
-//! `$` and `$[]` into concrete paths.
+//! `$`, `$[]` and `$[<identifier>]` (with the statement's `arrayFilters`) into concrete paths.
 
 use std::cmp::Ordering;
 
@@ -70,13 +70,129 @@ fn validate_path(path: &str) -> Result<(), QueryError> {
     }
     if path
         .split('.')
-        .any(|p| p.starts_with('$') && p != "$[]" && p != "$")
+        .any(|p| p.starts_with('$') && p != "$" && identifier(p).is_none())
     {
         return Err(QueryError::bad_value(format!(
             "The positional operators in '{path}' are not supported by mongo-sim"
         )));
     }
     Ok(())
+}
+
+/// The identifier of a `$[<identifier>]` path component (`""` for `$[]`).
+fn identifier(component: &str) -> Option<&str> {
+    component.strip_prefix("$[")?.strip_suffix(']')
+}
+
+/// Whether `path` holds a `$[<identifier>]` component (it needs `arrayFilters`).
+pub(crate) fn uses_array_filters(path: &str) -> bool {
+    path.split('.')
+        .any(|p| identifier(p).is_some_and(|id| !id.is_empty()))
+}
+
+/// An update statement's `arrayFilters`: one filter per identifier, each matched against
+/// `{<identifier>: element}` (mongod binds the element to the identifier the same way).
+#[derive(Debug, Default)]
+pub struct ArrayFilters {
+    filters: Vec<(String, Filter)>,
+}
+
+impl ArrayFilters {
+    /// Parses `arrayFilters` as mongod's `parseArrayFilters` checks it.
+    pub fn parse(spec: Option<&Bson>) -> Result<Self, QueryError> {
+        let items = match spec {
+            None => return Ok(Self::default()),
+            Some(Bson::Array(items)) => items,
+            Some(_) => {
+                return Err(QueryError::type_mismatch(
+                    "arrayFilters must be an array of objects",
+                ))
+            }
+        };
+        let mut filters: Vec<(String, Filter)> = Vec::new();
+        for item in items {
+            let Bson::Document(f) = item else {
+                return Err(QueryError::type_mismatch(
+                    "Each array filter must be an object",
+                ));
+            };
+            let mut ids = f.keys().map(|k| k.split('.').next().unwrap_or_default());
+            let Some(id) = ids.next() else {
+                return Err(QueryError::failed_to_parse(
+                    "Cannot use an expression without a top-level field name in arrayFilters",
+                ));
+            };
+            if ids.any(|other| other != id) {
+                return Err(QueryError::failed_to_parse(format!(
+                    "Error parsing array filter :: caused by :: Expected a single top-level field \
+                     name, found '{id}' and '{}'",
+                    f.keys()
+                        .map(|k| k.split('.').next().unwrap_or_default())
+                        .find(|o| *o != id)
+                        .unwrap_or_default()
+                )));
+            }
+            let valid = id.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+                && id.chars().all(|c| c.is_ascii_alphanumeric());
+            if !valid {
+                return Err(QueryError::bad_value(format!(
+                    "Error parsing array filter :: caused by :: The top-level field name must be \
+                     an alphanumeric string beginning with a lowercase letter, found '{id}'"
+                )));
+            }
+            if filters.iter().any(|(k, _)| k == id) {
+                return Err(QueryError::failed_to_parse(format!(
+                    "Found multiple array filters with the same top-level field name {id}"
+                )));
+            }
+            filters.push((id.to_string(), Filter::parse(f)?));
+        }
+        Ok(Self { filters })
+    }
+
+    /// mongod refuses an identifier without a filter and a filter no path uses.
+    pub fn check_paths<'a>(&self, paths: impl Iterator<Item = &'a str>) -> Result<(), QueryError> {
+        let mut used: Vec<&str> = Vec::new();
+        for path in paths {
+            for id in path
+                .split('.')
+                .filter_map(identifier)
+                .filter(|i| !i.is_empty())
+            {
+                if !self.filters.iter().any(|(k, _)| k == id) {
+                    return Err(QueryError::bad_value(format!(
+                        "No array filter found for identifier '{id}' in path '{path}'"
+                    )));
+                }
+                used.push(id);
+            }
+        }
+        match self
+            .filters
+            .iter()
+            .find(|(k, _)| !used.contains(&k.as_str()))
+        {
+            Some((id, _)) => Err(QueryError::failed_to_parse(format!(
+                "The array filter for identifier '{id}' was not used in the update"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.filters.is_empty()
+    }
+
+    fn matches(&self, id: &str, element: &Bson) -> bool {
+        self.filters
+            .iter()
+            .find(|(k, _)| k == id)
+            .is_some_and(|(_, f)| {
+                let mut wrapped = Document::new();
+                wrapped.insert(id, element.clone());
+                f.matches(&wrapped)
+            })
+    }
 }
 
 /// Replaces the first `$` component of `path` by the index the filter matched.
@@ -106,12 +222,26 @@ pub(super) fn resolve_positional(
 /// Expands each `$[]` (all elements) in `path` into the indexes of the
 /// array found there in `doc`.
 pub(crate) fn expand_all_positional(doc: &Document, path: &str) -> Result<Vec<String>, QueryError> {
-    let Some((prefix, rest)) = path.split_once("$[]") else {
+    expand_positional(doc, path, &ArrayFilters::default())
+}
+
+/// Expands each `$[]` (all elements) and `$[<identifier>]` (the elements its array filter
+/// matches) in `path` into the indexes of the array found there in `doc`.
+pub(crate) fn expand_positional(
+    doc: &Document,
+    path: &str,
+    filters: &ArrayFilters,
+) -> Result<Vec<String>, QueryError> {
+    let parts: Vec<&str> = path.split('.').collect();
+    let Some(pos) = parts.iter().position(|p| identifier(p).is_some()) else {
         return Ok(vec![path.to_string()]);
     };
-    let array_path = prefix.trim_end_matches('.');
-    let len = match get_path(doc, array_path) {
-        Some(Bson::Array(items)) => items.len(),
+    let id = identifier(parts[pos]).unwrap_or_default();
+    let array_path = parts[..pos].join(".");
+    let rest: String = parts[pos + 1..].iter().map(|p| format!(".{p}")).collect();
+    let array_path = array_path.as_str();
+    let items = match get_path(doc, array_path) {
+        Some(Bson::Array(items)) => items,
         Some(_) => {
             return Err(QueryError::bad_value(format!(
                 "Cannot apply array updates to non-array element {array_path}"
@@ -123,9 +253,12 @@ pub(crate) fn expand_all_positional(doc: &Document, path: &str) -> Result<Vec<St
         )))
         }
     };
-    let mut out = Vec::with_capacity(len);
-    for i in 0..len {
-        for tail in expand_all_positional(doc, &format!("{array_path}.{i}{rest}"))? {
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        if !id.is_empty() && !filters.matches(id, item) {
+            continue;
+        }
+        for tail in expand_positional(doc, &format!("{array_path}.{i}{rest}"), filters)? {
             out.push(tail);
         }
     }
