@@ -2,7 +2,8 @@
 //! null, numbers, strings, documents, arrays, binary, ObjectId, bool, date, timestamp, regex,
 //! code, MaxKey), then the value within its type; numbers compare by value across Int32, Int64,
 //! Double and Decimal128. The online re-copy (`pipeline::recopy`) uses it to tell whether a
-//! streamed change falls inside a copied `_id` range.
+//! streamed change falls inside a copied `_id` range, the full sync (`source::snapshot`) to
+//! sort and deduplicate its split points.
 //!
 //! Decimal128 values compare through their nearest `f64` (the `bson` crate has no decimal
 //! arithmetic): two decimals closer than a double can tell apart compare equal, which only

@@ -39,6 +39,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::{Retry, SourceError};
+use crate::bson_order::{bracket, compare};
 use crate::event::Namespace;
 
 /// Concurrent range readers per collection unless told otherwise.
@@ -329,8 +330,8 @@ fn split(bounds: &[Bson]) -> Vec<Range> {
 /// The usable boundaries of `bounds`, in MongoDB's sort order, without duplicates.
 fn clean(bounds: Vec<Bson>) -> Vec<Bson> {
     let mut bounds: Vec<Bson> = bounds.into_iter().filter(comparable).collect();
-    bounds.sort_by(order);
-    bounds.dedup_by(|a, b| order(a, b) == Ordering::Equal);
+    bounds.sort_by(compare);
+    bounds.dedup_by(|a, b| compare(a, b) == Ordering::Equal);
     bounds
 }
 
@@ -429,36 +430,6 @@ fn whole_bracket(b: u8) -> Vec<Document> {
     }
 }
 
-/// MongoDB's sort order of two `comparable` values.
-fn order(a: &Bson, b: &Bson) -> Ordering {
-    bracket(a)
-        .cmp(&bracket(b))
-        .then_with(|| compare(a, b).unwrap_or(Ordering::Equal))
-}
-
-/// MongoDB's canonical type order (the sort order of `_id`s of different types).
-fn bracket(v: &Bson) -> u8 {
-    match v {
-        Bson::MinKey => 0,
-        Bson::Undefined => 1,
-        Bson::Null => 5,
-        Bson::Int32(_) | Bson::Int64(_) | Bson::Double(_) | Bson::Decimal128(_) => 10,
-        Bson::String(_) | Bson::Symbol(_) => 15,
-        Bson::Document(_) => 20,
-        Bson::Array(_) => 25,
-        Bson::Binary(_) => 30,
-        Bson::ObjectId(_) => 35,
-        Bson::Boolean(_) => 40,
-        Bson::DateTime(_) => 45,
-        Bson::Timestamp(_) => 47,
-        Bson::RegularExpression(_) => 50,
-        Bson::DbPointer(_) => 55,
-        Bson::JavaScriptCode(_) => 60,
-        Bson::JavaScriptCodeWithScope(_) => 65,
-        Bson::MaxKey => 127,
-    }
-}
-
 /// Boundary types this module can order itself (the common `_id` types).
 fn comparable(v: &Bson) -> bool {
     match v {
@@ -470,36 +441,6 @@ fn comparable(v: &Bson) -> bool {
         | Bson::ObjectId(_)
         | Bson::DateTime(_) => true,
         _ => false,
-    }
-}
-
-/// MongoDB's order of two `comparable` values of one bracket; `None` otherwise.
-fn compare(a: &Bson, b: &Bson) -> Option<Ordering> {
-    fn int(v: &Bson) -> Option<i64> {
-        match v {
-            Bson::Int32(i) => Some(i64::from(*i)),
-            Bson::Int64(i) => Some(*i),
-            _ => None,
-        }
-    }
-    fn float(v: &Bson) -> Option<f64> {
-        match v {
-            Bson::Int32(i) => Some(f64::from(*i)),
-            Bson::Int64(i) => Some(*i as f64),
-            Bson::Double(d) => Some(*d),
-            _ => None,
-        }
-    }
-    match (a, b) {
-        (Bson::String(x) | Bson::Symbol(x), Bson::String(y) | Bson::Symbol(y)) => {
-            Some(x.as_bytes().cmp(y.as_bytes()))
-        }
-        (Bson::ObjectId(x), Bson::ObjectId(y)) => Some(x.bytes().cmp(&y.bytes())),
-        (Bson::DateTime(x), Bson::DateTime(y)) => Some(x.cmp(y)),
-        _ => match (int(a), int(b)) {
-            (Some(x), Some(y)) => Some(x.cmp(&y)),
-            _ => float(a)?.partial_cmp(&float(b)?),
-        },
     }
 }
 
