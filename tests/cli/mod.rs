@@ -184,3 +184,45 @@ async fn cutover_refuses_unblocking_together_with_blocking_before_connecting() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("--block-writes"), "{}", text(&out));
 }
+
+#[tokio::test]
+async fn resync_refuses_an_unmapped_collection_before_connecting_with_exit_2() {
+    // Both ends unreachable: the refusal must come from the mappings alone.
+    let (_dir, cfg) = write_config(&config_text(
+        "mongodb://127.0.0.1:1/",
+        "postgres://postgres@127.0.0.1:1/x",
+        &repo().join("mappings/shop"),
+    ));
+    let out = tributary(&[
+        "resync",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--collections",
+        "shop.nope",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("\"shop.nope\", which no mapping maps"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[tokio::test]
+async fn resync_and_reload_exit_3_when_postgres_is_unreachable() {
+    let port = closed_port();
+    let (_dir, cfg) = write_config(&config_text(
+        "mongodb://127.0.0.1:1/",
+        &format!("postgres://postgres@127.0.0.1:{port}/x?connect_timeout=2"),
+        &repo().join("mappings/shop"),
+    ));
+    let cfg = cfg.to_str().unwrap();
+    for args in [
+        vec!["resync", "--config", cfg, "--collections", "shop.orders"],
+        vec!["reload", "--config", cfg, "--timeout", "5"],
+    ] {
+        let out = tributary(&args).await;
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {}", text(&out));
+    }
+}
