@@ -525,6 +525,7 @@ async fn sync_inner(
                 .await
             }
             SourceKind::Oplog => {
+                oplog::refuse_mongos(&client).await?;
                 let source = OplogSource::new(client.clone(), &mappings, position)?
                     .count_errors(opts.metrics.clone());
                 run_with(

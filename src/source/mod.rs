@@ -8,6 +8,7 @@ pub mod large_events;
 pub mod oplog;
 pub mod paths;
 pub mod snapshot;
+pub mod split_points;
 
 use std::future::Future;
 

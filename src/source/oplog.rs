@@ -504,8 +504,28 @@ impl Source for OplogSource {
     }
 }
 
+/// Refuses a `mongos`: a sharded cluster has one oplog per shard and none on the router.
+/// Tailing each shard directly would mean connecting to every shard's members, merging their
+/// oplogs by time, dropping chunk migrations' `fromMigrate` writes and following shards as they
+/// are added; change streams through `mongos` do all of that, and are MongoDB's supported way
+/// (docs/scaling.md).
+pub async fn refuse_mongos(client: &Client) -> Result<(), SourceError> {
+    let hello = client
+        .database("admin")
+        .run_command(doc! {"hello": 1})
+        .await
+        .map_err(|e| source_error(&e, 1))?;
+    if hello.get_str("msg") == Ok("isdbgrid") {
+        return Err(SourceError::Fatal(
+            "mongo.uri is a mongos (sharded cluster), which has no oplog to tail: set mongo.source = \"change_stream\" (a change stream through mongos merges every shard's changes and hides chunk migrations)".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// The newest oplog entry's `ts`: the position recorded before a snapshot.
 pub async fn current_position(client: &Client) -> Result<Position, SourceError> {
+    refuse_mongos(client).await?;
     let newest = client
         .database("local")
         .collection::<Document>("oplog.rs")

@@ -3,8 +3,8 @@
 //!
 //! Split points: the collection's estimated count (metadata) decides how many readers to use
 //! (at most `readers`, default 4, each with at least one chunk and 1000 documents, so small
-//! collections use one reader), then one `find().sort({_id: 1}).skip(k).limit(1)` per boundary
-//! (an `_id` index walk; no `$sample` or `splitVector`, which are not available everywhere).
+//! collections use one reader); `split_points` finds the boundaries (a sharded collection's
+//! chunks, a `$sample`, or `skip` walks).
 //!
 //! Ranges must cover every document exactly once although `_id`s may mix BSON types, and
 //! MongoDB's `$gte`/`$lt` only match values of the operand's own type bracket (a `$lt: "m"`
@@ -38,7 +38,7 @@ use mongodb::{Client, Collection, Cursor};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use super::{Retry, SourceError};
+use super::{split_points, Retry, SourceError};
 use crate::bson_order::{bracket, compare};
 use crate::event::Namespace;
 
@@ -158,31 +158,16 @@ impl SnapshotReader {
         if n <= 1 {
             return whole;
         }
-        // n - 1 boundaries, one every n-th of the collection.
-        let mut bounds = Vec::with_capacity(n - 1);
-        for i in 1..n as u64 {
-            let skip = count * i / n as u64;
-            match self.boundary(skip).await {
-                Ok(Some(id)) => bounds.push(id),
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!(namespace = %self.namespace, error = %e, "Finding split points for the full sync failed; reading the collection with one reader.");
-                    return whole;
-                }
+        match split_points::find(&self.client, &self.namespace, count, n).await {
+            Some((bounds, method)) => {
+                tracing::info!(namespace = %self.namespace, ranges = n, split = %method, "Split points of the copy found.");
+                clean(bounds)
+            }
+            None => {
+                tracing::warn!(namespace = %self.namespace, "Finding split points for the full sync failed; reading the collection with one reader.");
+                whole
             }
         }
-        clean(bounds)
-    }
-
-    async fn boundary(&self, skip: u64) -> Result<Option<Bson>, mongodb::error::Error> {
-        let found = self
-            .collection()
-            .find_one(doc! {})
-            .sort(doc! {"_id": 1})
-            .skip(skip)
-            .projection(doc! {"_id": 1})
-            .await?;
-        Ok(found.and_then(|d| d.get("_id").cloned()))
     }
 
     async fn start(&mut self) {

@@ -107,3 +107,46 @@ async fn resuming_one_reader_after_an_integer_keeps_later_types() {
     assert_eq!(reader.ranges(), Some(1));
     sim.shutdown().await;
 }
+
+/// On a replica set (no `config.chunks` for the collection) the split points come from a
+/// `$sample`; `skip` walks, the fallback, give the same kind of boundaries. Either way the
+/// ranges they make hold every document once, and no range holds more than half of them.
+#[tokio::test]
+async fn sampled_and_skipped_split_points_divide_the_collection_evenly() {
+    use tributary::source::split_points::{self, SplitMethod};
+    let (sim, mongo, ids) = seeded().await;
+    let ns = Namespace::new("shop", "mixed");
+    let count = ids.len() as u64;
+    assert_eq!(
+        split_points::find(&mongo, &ns, count, 4).await.map(|f| f.1),
+        Some(SplitMethod::Sample)
+    );
+    assert_eq!(
+        split_points::find_with(&mongo, &ns, count, 4, SplitMethod::Chunks)
+            .await
+            .unwrap(),
+        None,
+        "an unsharded collection has no chunks"
+    );
+    for method in [SplitMethod::Sample, SplitMethod::Skip] {
+        let bounds = split_points::find_with(&mongo, &ns, count, 4, method)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(bounds.len(), 3, "{method}: {bounds:?}");
+        let mut reader = SnapshotReader::new(mongo.clone(), ns.clone(), 100)
+            .with_plan(bounds.clone(), Vec::new());
+        let mut per_range = [0usize; 4];
+        let mut seen = 0;
+        while let Some(piece) = reader.next_piece().await.unwrap() {
+            per_range[piece.range] += piece.docs.len();
+            seen += piece.docs.len();
+        }
+        assert_eq!(seen, ids.len(), "{method}");
+        assert!(
+            per_range.iter().all(|&n| n < ids.len() / 2),
+            "{method}: uneven ranges {per_range:?} from {bounds:?}"
+        );
+    }
+    sim.shutdown().await;
+}
