@@ -2,11 +2,13 @@
 //! filtered to the mapped namespaces and their DDL, with `fullDocument: updateLookup`, resumed
 //! from the stored token (`resumeAfter`) or started at a recorded token for a fresh stream.
 //!
-//! Post-images: when every mapped collection has `changeStreamPreAndPostImages` enabled
-//! (`listCollections` at start), the stream asks for `fullDocument: whenAvailable` instead, so
-//! each update carries the document as that update left it (`updateLookup` reads it when the
-//! event is read, collapsing intermediate versions, and costs a lookup per update). The mode
-//! is one per stream: with a mix of collections, `updateLookup` stays for all of them.
+//! Post-images: when a mapped collection has `changeStreamPreAndPostImages` enabled
+//! (`listCollections` at each open), the stream asks for `fullDocument: whenAvailable` instead,
+//! so each update of it carries the document as that update left it (`updateLookup` reads it
+//! when the event is read, collapsing intermediate versions, and costs the server a lookup per
+//! update). The mode is one per stream, so updates of the other mapped collections then come
+//! without a document and are looked up here (`lookup`: one `$in` per namespace per
+//! transaction or event), which gives what `updateLookup` would.
 //!
 //! The driver already resumes once on resumable `getMore` errors; anything else that is
 //! transient (the initial `aggregate` failing, a server selection timeout) is retried here with
@@ -20,6 +22,7 @@
 //! into one event here, whose position is its last fragment's token: a reopen in the middle
 //! of an event starts again at its first fragment, so only whole events are ever checkpointed.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use bson::{doc, Bson, Document, RawDocumentBuf, Timestamp};
@@ -56,6 +59,9 @@ pub struct ChangeStreamSource {
     full_document: Option<FullDocumentType>,
     /// The mapped namespaces, whose options decide `full_document`.
     namespaces: Vec<Namespace>,
+    /// Under `whenAvailable`, the mapped namespaces without post-images: their updates come
+    /// without a document, which `lookup` reads.
+    looked_up: HashSet<Namespace>,
     /// An event too large to read (no split stage) that the stream is reading past.
     skipping: Option<Skipping>,
     /// The position after the last event returned: where a reopen resumes.
@@ -122,6 +128,7 @@ impl ChangeStreamSource {
             stream: None,
             splits: None,
             full_document: None,
+            looked_up: HashSet::new(),
             namespaces: mapped_namespaces(mappings),
             skipping: None,
             position,
@@ -151,11 +158,20 @@ impl ChangeStreamSource {
         let full_document = match &self.full_document {
             Some(mode) => mode.clone(),
             None => {
-                let mode = if post_images_everywhere(&self.client, &self.namespaces).await? {
-                    tracing::info!("Every mapped collection has changeStreamPreAndPostImages: updates are read with their post-images (fullDocument: whenAvailable).");
-                    FullDocumentType::WhenAvailable
-                } else {
+                let images = with_post_images(&self.client, &self.namespaces).await?;
+                let mode = if images.is_empty() {
                     FullDocumentType::UpdateLookup
+                } else {
+                    self.looked_up = self
+                        .namespaces
+                        .iter()
+                        .filter(|ns| !images.contains(ns))
+                        .cloned()
+                        .collect();
+                    let mut named: Vec<String> = images.iter().map(ToString::to_string).collect();
+                    named.sort();
+                    tracing::info!(with_post_images = %named.join(", "), looked_up = self.looked_up.len(), "Updates of collections with changeStreamPreAndPostImages are read with their post-images (fullDocument: whenAvailable); those of the others are looked up by _id.");
+                    FullDocumentType::WhenAvailable
                 };
                 self.full_document = Some(mode.clone());
                 mode
@@ -306,6 +322,15 @@ impl ChangeStreamSource {
                 }
             }
         }
+        if !self.looked_up.is_empty() {
+            let wanted: Vec<bool> = events
+                .iter()
+                .map(|e| {
+                    e.op == Op::Update && e.document.is_none() && self.looked_up.contains(&e.namespace)
+                })
+                .collect();
+            super::lookup::fill_documents(&self.client, &mut events, &wanted).await?;
+        }
         Ok(events)
     }
 }
@@ -430,16 +455,13 @@ impl ChangeStreamSource {
     }
 }
 
-/// Whether every namespace is a collection with `changeStreamPreAndPostImages` enabled
-/// (`listCollections` options); `false` for none.
-async fn post_images_everywhere(
+/// The namespaces that are collections with `changeStreamPreAndPostImages` enabled
+/// (`listCollections` options).
+async fn with_post_images(
     client: &Client,
     namespaces: &[Namespace],
-) -> Result<bool, mongodb::error::Error> {
-    if namespaces.is_empty() {
-        return Ok(false);
-    }
-    let mut with_images = 0;
+) -> Result<HashSet<Namespace>, mongodb::error::Error> {
+    let mut with_images = HashSet::new();
     let mut dbs: Vec<&str> = namespaces.iter().map(|ns| ns.db.as_str()).collect();
     dbs.sort_unstable();
     dbs.dedup();
@@ -455,16 +477,17 @@ async fn post_images_everywhere(
             .filter(doc! {"name": {"$in": names}})
             .await?;
         while let Some(spec) = futures::StreamExt::next(&mut specs).await {
-            let enabled = spec?
+            let spec = spec?;
+            if spec
                 .options
                 .change_stream_pre_and_post_images
-                .is_some_and(|images| images.enabled);
-            if enabled {
-                with_images += 1;
+                .is_some_and(|images| images.enabled)
+            {
+                with_images.insert(Namespace::new(db, spec.name));
             }
         }
     }
-    Ok(with_images == namespaces.len())
+    Ok(with_images)
 }
 
 /// Why an event too large to read is a dead letter, and what to do.

@@ -5,6 +5,7 @@
 pub mod change_stream;
 pub mod health;
 pub mod large_events;
+pub mod lookup;
 pub mod oplog;
 pub mod paths;
 pub mod snapshot;

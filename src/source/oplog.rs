@@ -23,17 +23,17 @@
 //! collection even when its query matches nothing yet), so `open` asks again until the
 //! resume point arrives.
 
-use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use bson::{doc, Bson, Document, RawBson, RawDocument, RawDocumentBuf, Timestamp};
+use bson::{doc, Document, RawBson, RawDocument, RawDocumentBuf, Timestamp};
 use futures::StreamExt;
 use mongodb::options::CursorType;
 use mongodb::raw_batch_cursor::{RawBatch, RawBatchCursor};
 use mongodb::Client;
 
+use super::lookup::{self, id_of};
 use super::{mapped_namespaces, source_error, Retry, Source, SourceError, SourceHealth};
-use crate::event::{document_id, ChangeEvent, Namespace, Op, TxnId};
+use crate::event::{ChangeEvent, Namespace, Op, TxnId};
 use crate::mapping::model::MappingSet;
 use crate::position::{ts_cmp, Position};
 
@@ -377,64 +377,16 @@ impl OplogSource {
     }
 }
 
-/// Fills in the documents of updates by re-reading them, one query per namespace. (A free
-/// function: the cursor in `OplogSource` is not `Sync`, so `&self` cannot cross an await.)
-///
-/// Keys are told apart by their BSON bytes (`id_bytes`), as MongoDB tells `_id`s apart:
-/// `bson::Document`'s `==` ignores field order, so `{a: 1, b: 2}` and `{b: 2, a: 1}`, two
-/// documents in MongoDB, would share one re-read.
+/// Fills in the documents of updates by re-reading them (`lookup`). (A free function: the
+/// cursor in `OplogSource` is not `Sync`, so `&self` cannot cross an await.)
 async fn reread(
     client: &Client,
     pending: Vec<Pending>,
 ) -> Result<Vec<ChangeEvent>, mongodb::error::Error> {
-    let mut wanted: HashMap<Namespace, (Vec<Bson>, HashSet<Vec<u8>>)> = HashMap::new();
-    for p in pending.iter().filter(|p| p.reread) {
-        if let Some(key) = &p.event.key {
-            let (keys, seen) = wanted.entry(p.event.namespace.clone()).or_default();
-            if seen.insert(id_bytes(key)) {
-                keys.push(key.clone());
-            }
-        }
-    }
-    let mut found: HashMap<Namespace, HashMap<Vec<u8>, RawDocumentBuf>> = HashMap::new();
-    for (ns, (keys, _)) in wanted {
-        let mut cursor = client
-            .database(&ns.db)
-            .collection::<RawDocumentBuf>(&ns.coll)
-            .find(doc! {"_id": {"$in": keys}})
-            .await?;
-        let mut docs = HashMap::new();
-        while let Some(d) = cursor.next().await {
-            let d = d?;
-            if let Some(id) = id_of(&d) {
-                docs.insert(id_bytes(&id), d);
-            }
-        }
-        found.insert(ns, docs);
-    }
-    Ok(pending
-        .into_iter()
-        .map(|mut p| {
-            if p.reread {
-                p.event.document = p.event.key.as_ref().and_then(|key| {
-                    // Several updates of one document in this call: each gets the current version.
-                    found.get(&p.event.namespace)?.get(&id_bytes(key)).cloned()
-                });
-            }
-            p.event
-        })
-        .collect())
-}
-
-/// The BSON bytes of an `_id` (as the value of a one-field document): equal exactly when
-/// MongoDB's `_id` index holds them as one key of one type, field order included.
-fn id_bytes(id: &Bson) -> Vec<u8> {
-    bson::to_vec(&doc! {"_id": id.clone()}).unwrap_or_default()
-}
-
-/// A document's `_id`, as the key events carry.
-fn id_of(doc: &RawDocument) -> Option<Bson> {
-    document_id(doc).ok()
+    let wanted: Vec<bool> = pending.iter().map(|p| p.reread).collect();
+    let mut events: Vec<ChangeEvent> = pending.into_iter().map(|p| p.event).collect();
+    lookup::fill_documents(client, &mut events, &wanted).await?;
+    Ok(events)
 }
 
 /// The first entry of a batch, if it has any.

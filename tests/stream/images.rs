@@ -57,3 +57,95 @@ async fn updates_read_together_yield_each_version_through_post_images() {
     assert_eq!(versions, vec![1, 2, 3, 4, 5]);
     stop_sync(stop, task).await;
 }
+
+const TWO_COLLECTIONS: &str = r#"
+database: shop
+collections:
+  orders:
+    columns:
+      - { name: id,  source: _id, type: text }
+      - { name: qty, source: qty, type: integer }
+  customers:
+    columns:
+      - { name: id,  source: _id, type: text }
+      - { name: seq, source: seq, type: bigint }
+"#;
+
+/// Post-images on one mapped collection only: its updates still yield each version, and the
+/// updates of the other (no images, so no document in its events under `whenAvailable`) are
+/// looked up by `_id`: its rows end at the current documents, none left without its fields.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_images_on_one_collection_and_lookups_for_the_other() {
+    let w = World::with_mapping(
+        SourceKind::ChangeStream,
+        1,
+        mongo_sim::SimOptions::default(),
+        "",
+        TWO_COLLECTIONS,
+    )
+    .await;
+    let shop = w.mongo.database("shop");
+    shop.run_command(doc! {"create": "orders", "changeStreamPreAndPostImages": {"enabled": true}})
+        .await
+        .unwrap();
+    shop.run_command(doc! {"create": "customers"}).await.unwrap();
+    let customers = shop.collection::<bson::Document>("customers");
+    let (stop, task) = w.start_sync();
+    w.sync_point("start").await;
+    stop_sync(stop, task).await;
+    w.db.client
+        .batch_execute(
+            "CREATE TABLE public.versions (id text, qty integer); \
+             CREATE FUNCTION public.record_version() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN INSERT INTO public.versions VALUES (NEW.id, NEW.qty); RETURN NEW; END $$; \
+             CREATE TRIGGER record_version AFTER INSERT OR UPDATE ON public.orders \
+             FOR EACH ROW EXECUTE FUNCTION public.record_version();",
+        )
+        .await
+        .unwrap();
+    w.orders()
+        .insert_one(doc! {"_id": "v", "qty": 1})
+        .await
+        .unwrap();
+    customers
+        .insert_many((0..5).map(|i| doc! {"_id": format!("c{i}"), "seq": 0i64}))
+        .await
+        .unwrap();
+    for qty in 2..=5 {
+        w.orders()
+            .update_one(doc! {"_id": "v"}, doc! {"$set": {"qty": qty}})
+            .await
+            .unwrap();
+        customers
+            .update_many(doc! {}, doc! {"$set": {"seq": qty as i64}})
+            .await
+            .unwrap();
+    }
+    customers.delete_one(doc! {"_id": "c4"}).await.unwrap();
+    let (stop, task) = w.start_sync();
+    w.sync_point("end").await;
+    let versions: Vec<i32> =
+        w.db.client
+            .query(
+                "SELECT qty FROM public.versions WHERE id = 'v' ORDER BY qty",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+    assert_eq!(versions, vec![1, 2, 3, 4, 5]);
+    let rows: Vec<(String, Option<i64>)> =
+        w.db.client
+            .query("SELECT id, seq FROM public.customers ORDER BY id", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+    let expected: Vec<(String, Option<i64>)> =
+        (0..4).map(|i| (format!("c{i}"), Some(5))).collect();
+    assert_eq!(rows, expected);
+    stop_sync(stop, task).await;
+}
