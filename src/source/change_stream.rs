@@ -326,7 +326,9 @@ impl ChangeStreamSource {
             let wanted: Vec<bool> = events
                 .iter()
                 .map(|e| {
-                    e.op == Op::Update && e.document.is_none() && self.looked_up.contains(&e.namespace)
+                    e.op == Op::Update
+                        && e.document.is_none()
+                        && self.looked_up.contains(&e.namespace)
                 })
                 .collect();
             super::lookup::fill_documents(&self.client, &mut events, &wanted).await?;

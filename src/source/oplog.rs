@@ -518,6 +518,7 @@ pub async fn oplog_bounds(
 mod tests {
     use super::*;
     use crate::mapping::model::{CollectionMapping, ColumnMapping, FieldPath, OnError, PgType};
+    use bson::Bson;
 
     fn mappings() -> MappingSet {
         MappingSet {

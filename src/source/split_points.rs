@@ -137,9 +137,9 @@ fn is_id_range_key(key: Option<&Bson>) -> bool {
         return false;
     };
     key.len() == 1
-        && key
-            .get("_id")
-            .is_some_and(|v| matches!(v, Bson::Int32(1) | Bson::Int64(1)) || v == &Bson::Double(1.0))
+        && key.get("_id").is_some_and(|v| {
+            matches!(v, Bson::Int32(1) | Bson::Int64(1)) || v == &Bson::Double(1.0)
+        })
 }
 
 async fn by_sample(
@@ -154,7 +154,10 @@ async fn by_sample(
     }
     let size = i64::try_from(size).unwrap_or(i64::MAX);
     let mut ids: Vec<Bson> = collection(client, namespace)
-        .aggregate([doc! {"$sample": {"size": size}}, doc! {"$project": {"_id": 1}}])
+        .aggregate([
+            doc! {"$sample": {"size": size}},
+            doc! {"$project": {"_id": 1}},
+        ])
         .await?
         .try_collect::<Vec<Document>>()
         .await?
@@ -216,8 +219,12 @@ mod tests {
     fn only_an_id_range_key_gives_id_ranges() {
         assert!(is_id_range_key(Some(&Bson::Document(doc! {"_id": 1}))));
         assert!(is_id_range_key(Some(&Bson::Document(doc! {"_id": 1i64}))));
-        assert!(!is_id_range_key(Some(&Bson::Document(doc! {"_id": "hashed"}))));
-        assert!(!is_id_range_key(Some(&Bson::Document(doc! {"_id": 1, "b": 1}))));
+        assert!(!is_id_range_key(Some(&Bson::Document(
+            doc! {"_id": "hashed"}
+        ))));
+        assert!(!is_id_range_key(Some(&Bson::Document(
+            doc! {"_id": 1, "b": 1}
+        ))));
         assert!(!is_id_range_key(Some(&Bson::Document(doc! {"region": 1}))));
         assert!(!is_id_range_key(None));
     }

@@ -88,7 +88,9 @@ async fn post_images_on_one_collection_and_lookups_for_the_other() {
     shop.run_command(doc! {"create": "orders", "changeStreamPreAndPostImages": {"enabled": true}})
         .await
         .unwrap();
-    shop.run_command(doc! {"create": "customers"}).await.unwrap();
+    shop.run_command(doc! {"create": "customers"})
+        .await
+        .unwrap();
     let customers = shop.collection::<bson::Document>("customers");
     let (stop, task) = w.start_sync();
     w.sync_point("start").await;
@@ -144,8 +146,7 @@ async fn post_images_on_one_collection_and_lookups_for_the_other() {
             .iter()
             .map(|r| (r.get(0), r.get(1)))
             .collect();
-    let expected: Vec<(String, Option<i64>)> =
-        (0..4).map(|i| (format!("c{i}"), Some(5))).collect();
+    let expected: Vec<(String, Option<i64>)> = (0..4).map(|i| (format!("c{i}"), Some(5))).collect();
     assert_eq!(rows, expected);
     stop_sync(stop, task).await;
 }
