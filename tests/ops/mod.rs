@@ -15,6 +15,7 @@ mod metrics;
 mod progress;
 mod reload;
 mod resume;
+mod resync;
 mod streams;
 
 use std::path::{Path, PathBuf};

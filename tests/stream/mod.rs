@@ -11,7 +11,7 @@ mod measure;
 mod owners;
 mod partitions;
 mod preflight;
-mod recopy;
+pub mod recopy;
 mod replace;
 mod snapshot_ranges;
 mod streaming;
