@@ -16,6 +16,7 @@ mod progress;
 mod reload;
 mod resume;
 mod resync;
+mod sharded;
 mod streams;
 
 use std::path::{Path, PathBuf};
