@@ -33,13 +33,16 @@ pub mod update;
 
 mod auth;
 mod capped;
+mod clock;
 mod commands;
 mod cursor;
 mod demo;
 mod error;
 mod failpoint;
+mod migration;
 mod oplog;
 mod retry;
+mod router;
 mod scan;
 mod scram;
 mod server;

@@ -1,0 +1,119 @@
+//! A node's side of a chunk migration: the documents of a key range copied in as inserts and
+//! removed from the donor as deletes, each entry marked `fromMigrate: true` as MongoDB's oplog
+//! shows them, so change streams on the node leave them out.
+
+use bson::{doc, Bson, Document};
+
+use crate::bson_order::OrderedBson;
+use crate::oplog::OplogOp;
+use crate::state::Shared;
+use crate::store::{Collection, StoredDoc};
+
+/// The node's documents of `db.coll` that `keep` selects.
+pub fn docs_where(
+    shared: &Shared,
+    db: &str,
+    coll: &str,
+    keep: impl Fn(&Document) -> bool,
+) -> Vec<Document> {
+    let st = shared.state();
+    let Some(c) = st.catalog.get(db, coll) else {
+        return Vec::new();
+    };
+    c.docs
+        .values()
+        .map(|d| d.doc().into_owned())
+        .filter(|d| keep(d))
+        .collect()
+}
+
+/// Marks `db.coll` sharded by `key` (created with `uuid` if missing), so its oplog entries name
+/// documents by shard key and `_id`.
+pub fn set_shard_key(shared: &Shared, db: &str, coll: &str, uuid: bson::Uuid, key: &Document) {
+    let mut st = shared.state();
+    let st = &mut *st;
+    if st.catalog.get(db, coll).is_none() {
+        let mut c = Collection::new(Document::new());
+        c.uuid = uuid;
+        let mut o = doc! {"create": coll};
+        o.insert("idIndex", doc! {"v": 2, "key": {"_id": 1}, "name": "_id_"});
+        st.oplog.append(
+            OplogOp {
+                op: "c",
+                ns: format!("{db}.$cmd"),
+                ui: Some(uuid),
+                o,
+                o2: None,
+                images: None,
+            },
+            Some(doc! {"fromMigrate": true}),
+        );
+        st.catalog
+            .dbs
+            .entry(db.to_string())
+            .or_default()
+            .insert(coll.to_string(), c);
+    }
+    if let Some(c) = st.catalog.get_mut(db, coll) {
+        c.shard_key = Some(key.clone());
+    }
+}
+
+/// The recipient's half: inserts `docs` (already known to be absent).
+pub fn receive(shared: &Shared, db: &str, coll: &str, docs: Vec<Document>) {
+    let next = {
+        let mut st = shared.state();
+        let st = &mut *st;
+        let Some(c) = st.catalog.get_mut(db, coll) else {
+            return;
+        };
+        for d in docs {
+            let id = d.get("_id").cloned().unwrap_or(Bson::Null);
+            let key = c.document_key(&d, id.clone());
+            let entry = st.oplog.append(
+                OplogOp {
+                    op: "i",
+                    ns: format!("{db}.{coll}"),
+                    ui: Some(c.uuid),
+                    o: d,
+                    o2: Some(key),
+                    images: None,
+                },
+                Some(doc! {"fromMigrate": true}),
+            );
+            c.put_new(OrderedBson(id), StoredDoc::Inserted(entry));
+        }
+        st.oplog.next_seq()
+    };
+    shared.publish(next);
+}
+
+/// The donor's half: deletes the documents with these `_id`s.
+pub fn release(shared: &Shared, db: &str, coll: &str, ids: Vec<Bson>) {
+    let next = {
+        let mut st = shared.state();
+        let st = &mut *st;
+        let Some(c) = st.catalog.get_mut(db, coll) else {
+            return;
+        };
+        for id in ids {
+            let Some(gone) = c.remove(&OrderedBson(id.clone())) else {
+                continue;
+            };
+            let o = c.document_key(&gone.doc(), id);
+            st.oplog.append(
+                OplogOp {
+                    op: "d",
+                    ns: format!("{db}.{coll}"),
+                    ui: Some(c.uuid),
+                    o,
+                    o2: None,
+                    images: None,
+                },
+                Some(doc! {"fromMigrate": true}),
+            );
+        }
+        st.oplog.next_seq()
+    };
+    shared.publish(next);
+}
