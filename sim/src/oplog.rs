@@ -175,6 +175,9 @@ pub struct Oplog {
     last_ts: Timestamp,
     /// Where optimes come from: shared by the nodes of a sharded cluster.
     clock: Arc<ClusterClock>,
+    /// A time already drawn that the next entries take (a cross-shard commit, see
+    /// `txn::commit_together`).
+    pinned: Option<Timestamp>,
 }
 
 impl Oplog {
@@ -187,6 +190,7 @@ impl Oplog {
     pub fn with_clock(max_entries: usize, clock: Arc<ClusterClock>) -> Self {
         let mut oplog = Self {
             clock,
+            pinned: None,
             entries: VecDeque::new(),
             next_seq: 1,
             max_entries: max_entries.max(1),
@@ -212,8 +216,16 @@ impl Oplog {
         oplog
     }
 
+    /// Makes the next entries take `ts` (drawn from the clock by the caller), or ends that.
+    pub fn pin(&mut self, ts: Option<Timestamp>) {
+        self.pinned = ts;
+    }
+
     fn next_ts(&mut self) -> Timestamp {
-        self.last_ts = self.clock.tick();
+        self.last_ts = match self.pinned {
+            Some(ts) => ts,
+            None => self.clock.tick(),
+        };
         self.last_ts
     }
 

@@ -12,7 +12,7 @@ mod meta;
 mod migrate;
 mod stream;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -20,7 +20,7 @@ use bson::{doc, oid::ObjectId, Bson, Document};
 
 use crate::bson_order::OrderedBson;
 use crate::clock::ClusterClock;
-use crate::commands::{as_i64, execute, truthy, Conn, Outcome};
+use crate::commands::{as_i64, commit_together, execute, session_key, truthy, Conn, Outcome};
 use crate::cursor::cursor_reply;
 use crate::error::CommandError;
 use crate::query::Filter;
@@ -54,9 +54,14 @@ pub struct Router {
     cursors: Mutex<HashMap<i64, RouterCursor>>,
     next_cursor: AtomicI64,
     next_connection_id: AtomicI64,
+    /// Open transactions by lsid `id`: their number and the shards they have touched.
+    txns: Mutex<HashMap<Vec<u8>, Participants>>,
 }
 
 type CmdResult = Result<Document, CommandError>;
+
+/// A transaction's number and the shards it has touched.
+type Participants = (i64, BTreeSet<usize>);
 
 impl Router {
     pub fn new(shards: Vec<Arc<Shared>>, clock: Arc<ClusterClock>, hosts: Vec<String>) -> Self {
@@ -70,6 +75,7 @@ impl Router {
             cursors: Mutex::new(HashMap::new()),
             next_cursor: AtomicI64::new(1),
             next_connection_id: AtomicI64::new(1),
+            txns: Mutex::new(HashMap::new()),
         }
     }
 
@@ -159,6 +165,8 @@ impl Router {
             "split" => Some(self.split(&cmd).await),
             "moveChunk" | "movechunk" => Some(self.move_chunk(&cmd).await),
             "getMore" => return self.get_more(conn, &cmd).await,
+            "commitTransaction" => Some(self.commit(conn, &cmd).await),
+            "abortTransaction" => Some(self.abort(conn, &cmd).await),
             "killCursors" => Some(self.kill_cursors(conn, &cmd).await),
             "listShards" => Some(Ok(
                 doc! {"shards": self.meta.read().await.config_docs("shards")},
@@ -221,8 +229,72 @@ impl Router {
             }
         }
         // Unsharded collections and everything else live on the primary shard.
+        self.enlist(0, &mut cmd);
         let out = execute(&self.shards[0], conn, cmd, None).await;
         Ok(Routed::Passed(self.pass_cursor(0, out)))
+    }
+
+    /// Makes a transaction's command start the transaction on a shard it has not touched yet
+    /// (`startTransaction` and `readConcern` go to each participant's first command only).
+    fn enlist(&self, shard: usize, cmd: &mut Document) {
+        if cmd.get_bool("autocommit") != Ok(false) {
+            return;
+        }
+        let (Some(key), Some(n)) = (session_key(cmd), as_i64(cmd.get("txnNumber"))) else {
+            return;
+        };
+        let mut txns = lock(&self.txns);
+        let entry = txns.entry(key).or_insert((n, BTreeSet::new()));
+        if entry.0 != n {
+            *entry = (n, BTreeSet::new());
+        }
+        if entry.1.insert(shard) {
+            cmd.insert("startTransaction", true);
+        } else {
+            cmd.remove("startTransaction");
+            cmd.remove("readConcern");
+        }
+    }
+
+    /// The shards a session's transaction `txnNumber` has touched.
+    fn participants(&self, cmd: &Document) -> Vec<usize> {
+        let (Some(key), Some(n)) = (session_key(cmd), as_i64(cmd.get("txnNumber"))) else {
+            return Vec::new();
+        };
+        match lock(&self.txns).get(&key) {
+            Some((m, shards)) if *m == n => shards.iter().copied().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Commits on every participant; several commit together at one cluster time.
+    async fn commit(&self, conn: &mut Conn, cmd: &Document) -> CmdResult {
+        let parts = self.participants(cmd);
+        match parts.as_slice() {
+            [] => Ok(Document::new()),
+            [one] => self.run(conn, *one, cmd.clone()).await,
+            many => {
+                let nodes: Vec<&Shared> = many.iter().map(|i| self.shards[*i].as_ref()).collect();
+                let lsid = cmd.get_document("lsid").cloned().unwrap_or_default();
+                let n = as_i64(cmd.get("txnNumber")).unwrap_or(0);
+                commit_together(&nodes, &self.clock, &lsid, n)?;
+                Ok(Document::new())
+            }
+        }
+    }
+
+    async fn abort(&self, conn: &mut Conn, cmd: &Document) -> CmdResult {
+        let parts = self.participants(cmd);
+        if parts.is_empty() {
+            return Err(CommandError::no_such_transaction(
+                "Transaction with no participants cannot be aborted",
+            ));
+        }
+        let mut last = Document::new();
+        for p in parts {
+            last = self.run(conn, p, cmd.clone()).await?;
+        }
+        Ok(last)
     }
 
     /// Renumbers a shard's cursor in a passed-through reply as a router cursor.
@@ -240,7 +312,8 @@ impl Router {
     }
 
     /// Runs `cmd` on one shard and returns its reply with the batch folded in.
-    async fn run(&self, conn: &mut Conn, shard: usize, cmd: Document) -> CmdResult {
+    async fn run(&self, conn: &mut Conn, shard: usize, mut cmd: Document) -> CmdResult {
+        self.enlist(shard, &mut cmd);
         match execute(&self.shards[shard], conn, cmd, None).await {
             Outcome::Reply(mut reply, batch) => {
                 if let Some(batch) = batch {

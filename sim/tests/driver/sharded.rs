@@ -331,3 +331,75 @@ async fn local_oplog_through_mongos_is_refused() {
     }
     s.stop().await;
 }
+
+#[tokio::test]
+async fn cross_shard_transaction_events_share_lsid_txn_number_and_cluster_time() {
+    let s = cluster(None).await;
+    admin(&s, doc! {"shardCollection": "d.r", "key": {"k": 1}}).await;
+    admin(&s, doc! {"split": "d.r", "middle": {"k": 100}}).await;
+    admin(
+        &s,
+        doc! {"moveChunk": "d.r", "find": {"k": 100}, "to": "shard1"},
+    )
+    .await;
+    let coll = s.client.database("d").collection::<Document>("r");
+    let mut stream = coll.watch().await.unwrap().with_type::<Document>();
+    let mut session = s.client.start_session().await.unwrap();
+    session.start_transaction().await.unwrap();
+    coll.insert_one(doc! {"_id": 1, "k": 1})
+        .session(&mut session)
+        .await
+        .unwrap();
+    coll.insert_one(doc! {"_id": 2, "k": 200})
+        .session(&mut session)
+        .await
+        .unwrap();
+    session.commit_transaction().await.unwrap();
+    let mut events = Vec::new();
+    for _ in 0..2 {
+        let e = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("an event arrives")
+            .expect("open")
+            .expect("no error");
+        events.push(e);
+    }
+    let keys: Vec<_> = events
+        .iter()
+        .map(|e| e.get_document("documentKey").unwrap().clone())
+        .collect();
+    assert!(keys.contains(&doc! {"k": 1, "_id": 1}));
+    assert!(keys.contains(&doc! {"k": 200, "_id": 2}));
+    for field in ["lsid", "txnNumber", "clusterTime"] {
+        assert!(events[0].get(field).is_some(), "{field} present");
+        assert_eq!(events[0].get(field), events[1].get(field), "one {field}");
+    }
+    // Each shard committed its own part.
+    assert_eq!(ids_on(&shard(&s, 0).await, "d", "r").await, vec![1]);
+    assert_eq!(ids_on(&shard(&s, 1).await, "d", "r").await, vec![2]);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn aborting_a_cross_shard_transaction_leaves_no_document() {
+    let s = cluster(None).await;
+    admin(&s, doc! {"shardCollection": "d.r", "key": {"k": 1}}).await;
+    admin(&s, doc! {"split": "d.r", "middle": {"k": 100}}).await;
+    admin(
+        &s,
+        doc! {"moveChunk": "d.r", "find": {"k": 100}, "to": "shard1"},
+    )
+    .await;
+    let coll = s.client.database("d").collection::<Document>("r");
+    let mut session = s.client.start_session().await.unwrap();
+    session.start_transaction().await.unwrap();
+    for (id, k) in [(1, 1), (2, 200)] {
+        coll.insert_one(doc! {"_id": id, "k": k})
+            .session(&mut session)
+            .await
+            .unwrap();
+    }
+    session.abort_transaction().await.unwrap();
+    assert_eq!(coll.count_documents(doc! {}).await.unwrap(), 0);
+    s.stop().await;
+}
