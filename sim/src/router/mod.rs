@@ -669,6 +669,25 @@ impl Router {
         Ok(out)
     }
 
+    /// The current version of an update event's document, found through the router (its
+    /// owning shard now, wherever it was when updated).
+    async fn lookup(&self, event: &Document) -> Option<Document> {
+        let ns = event.get_document("ns").ok()?;
+        let (db, coll) = (ns.get_str("db").ok()?, ns.get_str("coll").ok()?);
+        let id = event.get_document("documentKey").ok()?.get("_id")?.clone();
+        let meta = self.meta.read().await;
+        let sc = meta.collections.get(&format!("{db}.{coll}"));
+        for (i, s) in self.shards.iter().enumerate() {
+            let found = crate::migration::docs_where(s, db, coll, |d| {
+                d.get("_id") == Some(&id) && sc.is_none_or(|sc| sc.owner(d) == i)
+            });
+            if let Some(d) = found.into_iter().next() {
+                return Some(d);
+            }
+        }
+        None
+    }
+
     /// Answers a read from documents merged at the router.
     fn answer_read(
         &self,

@@ -30,6 +30,9 @@ pub struct MergedStream {
     skip_through: Option<String>,
     /// The `postBatchResumeToken` of the latest batch.
     pbrt: Document,
+    /// `fullDocument: "updateLookup"`: done here, through the router, since the document may
+    /// have moved to another shard since the update.
+    update_lookup: bool,
 }
 
 fn hw_token(ts: Timestamp) -> Document {
@@ -82,6 +85,10 @@ pub async fn open(
     for k in ["resumeAfter", "startAfter", "startAtOperationTime"] {
         spec.remove(k);
     }
+    let update_lookup = spec.get_str("fullDocument") == Ok("updateLookup");
+    if update_lookup {
+        spec.remove("fullDocument");
+    }
     spec.insert("startAtOperationTime", start);
     let mut stages = vec![Bson::Document(doc! {"$changeStream": spec})];
     stages.extend(pipeline.into_iter().skip(1));
@@ -118,6 +125,7 @@ pub async fn open(
         buffer: Vec::new(),
         skip_through,
         pbrt: pbrt.clone(),
+        update_lookup,
     };
     let id = router.new_cursor(super::RouterCursor::Stream(Box::new(stream)));
     let mut reply = crate::cursor::cursor_reply(
@@ -144,6 +152,7 @@ impl MergedStream {
             watermarks: Vec::new(),
             skip_through: None,
             pbrt: Document::new(),
+            update_lookup: false,
         }
     }
 
@@ -220,7 +229,19 @@ impl MergedStream {
                 .count();
             if ready > 0 || Instant::now() >= deadline {
                 let n = ready.min(want);
-                let batch: Vec<Document> = self.buffer.drain(..n).map(|(_, _, ev)| ev).collect();
+                let mut batch: Vec<Document> =
+                    self.buffer.drain(..n).map(|(_, _, ev)| ev).collect();
+                if self.update_lookup {
+                    for ev in batch.iter_mut() {
+                        if ev.get_str("operationType") == Ok("update") {
+                            let found = router.lookup(ev).await;
+                            ev.insert(
+                                "fullDocument",
+                                found.map(Bson::Document).unwrap_or(Bson::Null),
+                            );
+                        }
+                    }
+                }
                 self.pbrt = if n < ready {
                     batch
                         .last()

@@ -403,3 +403,124 @@ async fn aborting_a_cross_shard_transaction_leaves_no_document() {
     assert_eq!(coll.count_documents(doc! {}).await.unwrap(), 0);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn update_lookup_through_mongos_finds_a_document_that_moved() {
+    let s = cluster(None).await;
+    admin(&s, doc! {"shardCollection": "d.r", "key": {"k": 1}}).await;
+    admin(&s, doc! {"split": "d.r", "middle": {"k": 100}}).await;
+    let coll = s.client.database("d").collection::<Document>("r");
+    coll.insert_one(doc! {"_id": 1, "k": 150}).await.unwrap();
+    let mut stream = coll
+        .watch()
+        .full_document(mongodb::options::FullDocumentType::UpdateLookup)
+        .await
+        .unwrap();
+    coll.update_one(doc! {"k": 150}, doc! {"$set": {"a": 1}})
+        .await
+        .unwrap();
+    // The document moves to shard1 before the event is read.
+    admin(
+        &s,
+        doc! {"moveChunk": "d.r", "find": {"k": 150}, "to": "shard1"},
+    )
+    .await;
+    let e = next(&mut stream).await;
+    assert_eq!(e.operation_type, OperationType::Update);
+    assert_eq!(e.full_document, Some(doc! {"_id": 1, "k": 150, "a": 1}));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn start_at_operation_time_through_mongos_and_history_lost_286() {
+    let s = sim_with(SimOptions {
+        shards: 2,
+        oplog_max_entries: 8,
+        ..SimOptions::default()
+    })
+    .await;
+    admin(&s, doc! {"shardCollection": "d.r", "key": {"k": 1}}).await;
+    admin(&s, doc! {"split": "d.r", "middle": {"k": 100}}).await;
+    admin(
+        &s,
+        doc! {"moveChunk": "d.r", "find": {"k": 100}, "to": "shard1"},
+    )
+    .await;
+    let coll = s.client.database("d").collection::<Document>("r");
+    let start = admin(&s, doc! {"ping": 1})
+        .await
+        .get_timestamp("operationTime")
+        .unwrap();
+    coll.insert_one(doc! {"_id": 1, "k": 1}).await.unwrap();
+    coll.insert_one(doc! {"_id": 2, "k": 200}).await.unwrap();
+    let mut stream = coll
+        .watch()
+        .start_at_operation_time(bson::Timestamp {
+            time: start.time,
+            increment: start.increment + 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        next(&mut stream).await.document_key.unwrap(),
+        doc! {"k": 1, "_id": 1}
+    );
+    assert_eq!(
+        next(&mut stream).await.document_key.unwrap(),
+        doc! {"k": 200, "_id": 2}
+    );
+    // Shard0's oplog (8 entries) forgets `start`.
+    for i in 10..30 {
+        coll.insert_one(doc! {"_id": i, "k": i}).await.unwrap();
+    }
+    let err = coll
+        .watch()
+        .start_at_operation_time(start)
+        .await
+        .unwrap_err();
+    match *err.kind {
+        mongodb::error::ErrorKind::Command(ref c) => assert_eq!(c.code, 286),
+        ref other => panic!("unexpected error {other:?}"),
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn post_batch_resume_token_through_mongos_never_skips_a_slower_shard() {
+    let s = cluster(None).await;
+    admin(&s, doc! {"shardCollection": "d.r", "key": {"k": 1}}).await;
+    admin(&s, doc! {"split": "d.r", "middle": {"k": 100}}).await;
+    admin(
+        &s,
+        doc! {"moveChunk": "d.r", "find": {"k": 100}, "to": "shard1"},
+    )
+    .await;
+    let coll = s.client.database("d").collection::<Document>("r");
+    let mut stream = coll.watch().await.unwrap();
+    let mut seen = Vec::new();
+    // Writers on both shards while the stream is read and resumed from its tokens.
+    let writer = {
+        let coll = coll.clone();
+        tokio::spawn(async move {
+            for i in 0..200 {
+                let k = if i % 3 == 0 { 200 + i } else { i };
+                coll.insert_one(doc! {"_id": i, "k": k}).await.unwrap();
+            }
+        })
+    };
+    while seen.len() < 200 {
+        let e = next(&mut stream).await;
+        seen.push(e.document_key.unwrap().get_i32("_id").unwrap());
+        if seen.len() % 25 == 0 {
+            // Resume from the latest resume token (the driver's, which follows PBRTs).
+            let token = stream.resume_token().unwrap();
+            stream = coll.watch().resume_after(token).await.unwrap();
+        }
+    }
+    writer.await.unwrap();
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted, (0..200).collect::<Vec<_>>(), "each event once");
+    s.stop().await;
+}
