@@ -196,7 +196,11 @@ impl Router {
                         Some(self.find_and_modify(conn, &sc, &cmd).await)
                     }
                     "find" | "aggregate" | "count" | "distinct" => {
-                        let docs = self.gather(&meta, &sc, db, coll, name, &cmd)?;
+                        let docs = if cmd.get_bool("autocommit") == Ok(false) {
+                            self.gather_in_txn(conn, &sc, db, coll, name, &cmd).await?
+                        } else {
+                            self.gather(&meta, &sc, db, coll, name, &cmd)?
+                        };
                         Some(self.answer_read(name, db, coll, &cmd, docs))
                     }
                     "drop" => None,
@@ -686,6 +690,68 @@ impl Router {
             }
         }
         None
+    }
+
+    /// `gather` inside a transaction: each shard is read through its own `find` in the
+    /// transaction (so the read sees the transaction's writes and enlists the shard).
+    async fn gather_in_txn(
+        &self,
+        conn: &mut Conn,
+        sc: &meta::ShardedColl,
+        db: &str,
+        coll: &str,
+        name: &str,
+        cmd: &Document,
+    ) -> Result<Vec<Document>, CommandError> {
+        let filter = cmd
+            .get_document(if name == "find" { "filter" } else { "query" })
+            .cloned()
+            .unwrap_or_default();
+        let mut session = Document::new();
+        for k in [
+            "lsid",
+            "txnNumber",
+            "autocommit",
+            "startTransaction",
+            "readConcern",
+            "$db",
+        ] {
+            if let Some(v) = cmd.get(k) {
+                session.insert(k, v.clone());
+            }
+        }
+        let mut out = Vec::new();
+        for i in 0..self.shards.len() {
+            let mut c = doc! {"find": coll, "filter": filter.clone()};
+            c.extend(session.clone());
+            let mut reply = self.run(conn, i, c).await?;
+            loop {
+                let cur = reply.get_document("cursor").cloned().unwrap_or_default();
+                let batch = cur
+                    .get_array("firstBatch")
+                    .or_else(|_| cur.get_array("nextBatch"))
+                    .cloned()
+                    .unwrap_or_default();
+                out.extend(
+                    batch
+                        .into_iter()
+                        .filter_map(|d| d.as_document().cloned())
+                        .filter(|d| sc.owner(d) == i),
+                );
+                let id = as_i64(cur.get("id")).unwrap_or(0);
+                if id == 0 {
+                    break;
+                }
+                let mut g = doc! {"getMore": id, "collection": coll, "$db": db};
+                for k in ["lsid", "txnNumber", "autocommit"] {
+                    if let Some(v) = cmd.get(k) {
+                        g.insert(k, v.clone());
+                    }
+                }
+                reply = self.run(conn, i, g).await?;
+            }
+        }
+        Ok(out)
     }
 
     /// Answers a read from documents merged at the router.

@@ -524,3 +524,58 @@ async fn post_batch_resume_token_through_mongos_never_skips_a_slower_shard() {
     assert_eq!(sorted, (0..200).collect::<Vec<_>>(), "each event once");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_transaction_reads_its_own_writes_on_every_shard() {
+    let s = cluster(None).await;
+    admin(&s, doc! {"shardCollection": "d.r", "key": {"k": 1}}).await;
+    admin(&s, doc! {"split": "d.r", "middle": {"k": 100}}).await;
+    admin(
+        &s,
+        doc! {"moveChunk": "d.r", "find": {"k": 100}, "to": "shard1"},
+    )
+    .await;
+    let coll = s.client.database("d").collection::<Document>("r");
+    let mut session = s.client.start_session().await.unwrap();
+    session.start_transaction().await.unwrap();
+    for (id, k) in [(1, 1), (2, 200)] {
+        coll.insert_one(doc! {"_id": id, "k": k})
+            .session(&mut session)
+            .await
+            .unwrap();
+    }
+    let inside = coll
+        .count_documents(doc! {})
+        .session(&mut session)
+        .await
+        .unwrap();
+    assert_eq!(inside, 2);
+    assert_eq!(
+        coll.count_documents(doc! {}).await.unwrap(),
+        0,
+        "not before commit"
+    );
+    session.commit_transaction().await.unwrap();
+    assert_eq!(coll.count_documents(doc! {}).await.unwrap(), 2);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn show_migration_events_is_refused() {
+    let s = cluster(None).await;
+    let err = s
+        .client
+        .database("d")
+        .run_command(doc! {
+            "aggregate": "r",
+            "pipeline": [{"$changeStream": {"showMigrationEvents": true}}],
+            "cursor": {},
+        })
+        .await
+        .unwrap_err();
+    match *err.kind {
+        mongodb::error::ErrorKind::Command(ref c) => assert_eq!(c.code, 2),
+        ref other => panic!("unexpected error {other:?}"),
+    }
+    s.stop().await;
+}
