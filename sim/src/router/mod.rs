@@ -184,9 +184,27 @@ impl Router {
         if let Some(r) = own {
             return r.map(Routed::Own);
         }
+        if name == "explain" {
+            let inner = cmd.get_document("explain").ok();
+            let target = inner.and_then(|c| c.values().next()).and_then(Bson::as_str);
+            if let Some(c) = target {
+                if self
+                    .meta
+                    .read()
+                    .await
+                    .collections
+                    .contains_key(&format!("{db}.{c}"))
+                {
+                    return Err(CommandError::bad_value(
+                        "explain of a sharded collection is not supported by mongo-sim's mongos",
+                    ));
+                }
+            }
+        }
         if let Some(ns) = &ns {
             let meta = self.meta.read().await;
             if let Some(sc) = meta.collections.get(ns).cloned() {
+                refuse_on_sharded(name, &cmd, &sc)?;
                 let coll = coll.as_deref().unwrap_or_default();
                 let r = match name {
                     "insert" => Some(self.insert(conn, &sc, cmd.clone()).await),
@@ -1138,6 +1156,68 @@ impl Merged {
         }
         d
     }
+}
+
+/// What the router does not do on a sharded collection, refused rather than answered
+/// differently: tailable cursors, collations other than `simple` (strings compare byte-wise),
+/// and updates of a shard key field (MongoDB moves such a document to its new chunk's shard;
+/// here it would be left behind as an orphan).
+fn refuse_on_sharded(
+    name: &str,
+    cmd: &Document,
+    sc: &meta::ShardedColl,
+) -> Result<(), CommandError> {
+    if truthy(cmd.get("tailable")) {
+        return Err(CommandError::bad_value(
+            "tailable cursors on a sharded collection are not supported by mongo-sim's mongos",
+        ));
+    }
+    if let Some(Bson::Document(c)) = cmd.get("collation") {
+        if !c.is_empty() && c.get_str("locale") != Ok("simple") {
+            return Err(CommandError::bad_value(format!(
+                "collation {c} is not supported by mongo-sim (strings compare byte-wise: only {{locale: \"simple\"}})"
+            )));
+        }
+    }
+    let updates: Vec<Bson> = match name {
+        "update" => cmd
+            .get_array("updates")
+            .map(|a| {
+                a.iter()
+                    .filter_map(|u| u.as_document()?.get("u").cloned())
+                    .collect()
+            })
+            .unwrap_or_default(),
+        "findAndModify" | "findandmodify" => cmd.get("update").cloned().into_iter().collect(),
+        _ => Vec::new(),
+    };
+    for u in updates {
+        let Bson::Document(u) = u else { continue };
+        let touched: Vec<&str> = if u.keys().any(|k| k.starts_with('$')) {
+            u.values()
+                .filter_map(Bson::as_document)
+                .flat_map(|spec| spec.keys().map(String::as_str))
+                .collect()
+        } else {
+            continue;
+        };
+        let hits_key = touched.iter().any(|path| {
+            sc.key.keys().any(|k| {
+                path == k
+                    || path.starts_with(&format!("{k}."))
+                    || k.starts_with(&format!("{path}."))
+            })
+        });
+        if hits_key {
+            return Err(CommandError::new(
+                20,
+                "IllegalOperation",
+                "updating a shard key field is not supported by mongo-sim's mongos (the document \
+                 would have to move to another shard)",
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn is_change_stream(cmd: &Document) -> bool {

@@ -579,3 +579,27 @@ async fn show_migration_events_is_refused() {
     }
     s.stop().await;
 }
+
+#[tokio::test]
+async fn what_the_router_does_not_do_is_refused() {
+    let s = cluster(None).await;
+    admin(&s, doc! {"shardCollection": "d.r", "key": {"k": 1}}).await;
+    let db = s.client.database("d");
+    let code = |r: mongodb::error::Result<Document>| match *r.unwrap_err().kind {
+        mongodb::error::ErrorKind::Command(ref c) => c.code,
+        ref other => panic!("unexpected error {other:?}"),
+    };
+    let shard_key_update = db
+        .run_command(doc! {"update": "r", "updates": [{"q": {"k": 1}, "u": {"$set": {"k": 2}}}]})
+        .await;
+    assert_eq!(code(shard_key_update), 20);
+    let explain = db
+        .run_command(doc! {"explain": {"find": "r", "filter": {}}})
+        .await;
+    assert_eq!(code(explain), 2);
+    let collation = db
+        .run_command(doc! {"find": "r", "collation": {"locale": "fr"}})
+        .await;
+    assert_eq!(code(collation), 2);
+    s.stop().await;
+}
