@@ -22,8 +22,30 @@ pub fn docs_where(
     };
     c.docs
         .values()
+        .filter(|d| keep(&d.doc()))
         .map(|d| d.doc().into_owned())
-        .filter(|d| keep(d))
+        .collect()
+}
+
+/// The node's documents of `db.coll` matching `filter` (found through the `_id` index when the
+/// filter names `_id`) that `keep` selects, in `_id` order.
+pub fn docs_matching(
+    shared: &Shared,
+    db: &str,
+    coll: &str,
+    filter: &crate::query::Filter,
+    keep: impl Fn(&Document) -> bool,
+) -> Vec<Document> {
+    let st = shared.state();
+    let Some(c) = st.catalog.get(db, coll) else {
+        return Vec::new();
+    };
+    c.candidates(filter.id_keys())
+        .filter(|(_, d)| {
+            let d = d.doc();
+            filter.matches(d.as_ref()) && keep(&d)
+        })
+        .map(|(_, d)| d.doc().into_owned())
         .collect()
 }
 

@@ -684,8 +684,8 @@ impl Router {
         };
         let mut out = Vec::new();
         for (i, s) in self.shards.iter().enumerate() {
-            out.extend(crate::migration::docs_where(s, db, coll, |d| {
-                filter.matches(d) && sc.owner(d) == i
+            out.extend(crate::migration::docs_matching(s, db, coll, &filter, |d| {
+                sc.owner(d) == i
             }));
         }
         Ok(out)
