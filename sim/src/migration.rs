@@ -1,6 +1,7 @@
-//! A node's side of a chunk migration: the documents of a key range copied in as inserts and
+//! A node's side of sharding: the `shardCollection` note in its oplog, and of a chunk migration the documents of a key range copied in as inserts and
 //! removed from the donor as deletes, each entry marked `fromMigrate: true` as MongoDB's oplog
-//! shows them, so change streams on the node leave them out.
+//! shows them, so change streams on the node leave them out (as they leave out the drops of a
+//! sharded collection on shards other than the primary).
 
 use bson::{doc, Bson, Document};
 
@@ -135,6 +136,58 @@ pub fn release(shared: &Shared, db: &str, coll: &str, ids: Vec<Bson>) {
                 Some(doc! {"fromMigrate": true}),
             );
         }
+        st.oplog.next_seq()
+    };
+    shared.publish(next);
+}
+
+/// The primary shard's no-op entry for `shardCollection` (what a `showExpandedEvents` stream
+/// reports as a `shardCollection` event); `note` is its `o2`.
+pub fn log_shard_collection(
+    shared: &Shared,
+    db: &str,
+    coll: &str,
+    uuid: bson::Uuid,
+    note: Document,
+) {
+    let next = {
+        let mut st = shared.state();
+        let ns = format!("{db}.{coll}");
+        st.oplog.append(
+            OplogOp {
+                op: "n",
+                ns: ns.clone(),
+                ui: Some(uuid),
+                o: doc! {"msg": {"shardCollection": ns}},
+                o2: Some(note),
+                images: None,
+            },
+            None,
+        );
+        st.oplog.next_seq()
+    };
+    shared.publish(next);
+}
+
+/// Drops `db.coll` on a shard other than the primary, logged `fromMigrate`.
+pub fn drop_quietly(shared: &Shared, db: &str, coll: &str) {
+    let next = {
+        let mut st = shared.state();
+        let st = &mut *st;
+        let Some(c) = st.catalog.dbs.get_mut(db).and_then(|d| d.remove(coll)) else {
+            return;
+        };
+        st.oplog.append(
+            OplogOp {
+                op: "c",
+                ns: format!("{db}.$cmd"),
+                ui: Some(c.uuid),
+                o: doc! {"drop": coll},
+                o2: Some(doc! {"numRecords": c.docs.len() as i64}),
+                images: None,
+            },
+            Some(doc! {"fromMigrate": true}),
+        );
         st.oplog.next_seq()
     };
     shared.publish(next);

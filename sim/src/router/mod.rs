@@ -60,6 +60,10 @@ pub struct Router {
 
 type CmdResult = Result<Document, CommandError>;
 
+/// The error `run` reports when a shard closed the in-process connection (a fail point):
+/// `execute` closes the client's connection in turn.
+const SHARD_CLOSED: &str = "connection to the shard was closed";
+
 /// A transaction's number and the shards it has touched.
 type Participants = (i64, BTreeSet<usize>);
 
@@ -118,6 +122,7 @@ impl Router {
         let mut reply = match result {
             Ok(Routed::Passed(outcome)) => return outcome,
             Ok(Routed::Own(body)) => body,
+            Err(e) if e.code == 6 && e.message == SHARD_CLOSED => return Outcome::CloseConnection,
             Err(e) => {
                 if crate::error::is_refusal(&e) {
                     tracing::warn!(command = %name, db = %db, code = e.code, "refused: {}", e.message);
@@ -233,9 +238,33 @@ impl Router {
             name,
             "drop" | "dropDatabase" | "createIndexes" | "dropIndexes"
         ) {
-            // DDL reaches every shard; the primary's reply is the answer.
+            // The primary's reply is the answer. Other shards hold only sharded collections:
+            // their indexes follow the primary's; their drops are logged `fromMigrate`, as a
+            // MongoDB 7 cluster logs them, so a stream through mongos sees one drop.
+            let sharded = match &ns {
+                Some(ns) => self.meta.read().await.collections.contains_key(ns),
+                None => false,
+            };
             for s in 1..self.shards.len() {
-                let _ = self.run(conn, s, cmd.clone()).await;
+                match (name, &coll) {
+                    ("createIndexes" | "dropIndexes", _) if sharded => {
+                        let _ = self.run(conn, s, cmd.clone()).await;
+                    }
+                    ("drop", Some(c)) => crate::migration::drop_quietly(&self.shards[s], db, c),
+                    ("dropDatabase", _) => {
+                        let colls: Vec<String> = self.shards[s]
+                            .state()
+                            .catalog
+                            .dbs
+                            .get(db)
+                            .map(|d| d.keys().cloned().collect())
+                            .unwrap_or_default();
+                        for c in colls {
+                            crate::migration::drop_quietly(&self.shards[s], db, &c);
+                        }
+                    }
+                    _ => {}
+                }
             }
             let mut meta = self.meta.write().await;
             match (name, &ns) {
@@ -353,19 +382,26 @@ impl Router {
                     }
                 }
                 if reply.get_f64("ok").unwrap_or(1.0) == 0.0 {
+                    // The shard's labels are the answer's (it knew the command's context).
+                    let labels = reply
+                        .get_array("errorLabels")
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|l| l.as_str().map(str::to_string))
+                                .collect()
+                        })
+                        .unwrap_or_default();
                     return Err(CommandError::new(
                         reply.get_i32("code").unwrap_or(8),
                         reply.get_str("codeName").unwrap_or("UnknownError"),
                         reply.get_str("errmsg").unwrap_or_default(),
-                    ));
+                    )
+                    .with_labels(labels));
                 }
                 Ok(reply)
             }
-            Outcome::CloseConnection => Err(CommandError::new(
-                6,
-                "HostUnreachable",
-                "connection to the shard was closed",
-            )),
+            // A shard fail point that drops the connection drops the client's.
+            Outcome::CloseConnection => Err(CommandError::new(6, "HostUnreachable", SHARD_CLOSED)),
         }
     }
 
@@ -479,6 +515,17 @@ impl Router {
         for s in &self.shards {
             crate::migration::set_shard_key(s, db, coll, uuid, &key);
         }
+        let mut note = doc! {
+            "shardCollection": ns.clone(),
+            "shardKey": key.clone(),
+            "unique": truthy(cmd.get("unique")),
+            "numInitialChunks": as_i64(cmd.get("numInitialChunks")).unwrap_or(0),
+            "presplitHashedZones": truthy(cmd.get("presplitHashedZones")),
+        };
+        if let Ok(c) = cmd.get_document("collation") {
+            note.insert("collation", c.clone());
+        }
+        crate::migration::log_shard_collection(&self.shards[0], db, coll, uuid, note);
         let min: Document = key.keys().map(|k| (k.clone(), Bson::MinKey)).collect();
         let max: Document = key.keys().map(|k| (k.clone(), Bson::MaxKey)).collect();
         let n = self.shards.len();
@@ -934,13 +981,21 @@ impl Router {
                 Ok(Routed::Passed(out))
             }
             RouterCursor::Stream(mut s) => {
+                let mut ended = false;
                 let r = s.get_more(self, conn, cmd).await.map(|mut reply| {
                     if let Ok(c) = reply.get_document_mut("cursor") {
-                        c.insert("id", id);
+                        // After an invalidate the stream is over, as on a replica set.
+                        ended = c
+                            .get_array("nextBatch")
+                            .ok()
+                            .and_then(|b| b.last())
+                            .and_then(Bson::as_document)
+                            .is_some_and(|e| e.get_str("operationType") == Ok("invalidate"));
+                        c.insert("id", if ended { 0 } else { id });
                     }
                     reply
                 });
-                if r.is_ok() {
+                if r.is_ok() && !ended {
                     lock(&self.cursors).insert(id, RouterCursor::Stream(s));
                 } else {
                     s.close(self, conn).await;

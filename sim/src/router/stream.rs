@@ -27,6 +27,8 @@ pub struct MergedStream {
     buffer: Vec<(String, Timestamp, Document)>,
     /// Per shard: events before this time have all been received.
     watermarks: Vec<Timestamp>,
+    /// Per shard: its stream ended (invalidated); it has nothing more to deliver.
+    done: Vec<bool>,
     skip_through: Option<String>,
     /// The `postBatchResumeToken` of the latest batch.
     pbrt: Document,
@@ -121,6 +123,7 @@ pub async fn open(
         shard_coll,
         ns: ns.clone(),
         watermarks: vec![start; shard_cursors.len()],
+        done: vec![false; shard_cursors.len()],
         shard_cursors,
         buffer: Vec::new(),
         skip_through,
@@ -150,6 +153,7 @@ impl MergedStream {
             shard_cursors: Vec::new(),
             buffer: Vec::new(),
             watermarks: Vec::new(),
+            done: Vec::new(),
             skip_through: None,
             pbrt: Document::new(),
             update_lookup: false,
@@ -159,6 +163,9 @@ impl MergedStream {
     /// One non-waiting getMore on every shard.
     async fn pull(&mut self, router: &Router, conn: &mut Conn) -> Result<(), CommandError> {
         for (s, id) in self.shard_cursors.clone().into_iter().enumerate() {
+            if self.done[s] {
+                continue;
+            }
             let c = doc! {"getMore": id, "collection": self.shard_coll.clone(), "maxTimeMS": 1i64, "$db": self.db.clone()};
             let r = router.run(conn, s, c).await?;
             let cur = r.get_document("cursor").cloned().unwrap_or_default();
@@ -180,6 +187,14 @@ impl MergedStream {
                     continue;
                 }
                 self.buffer.push((data, ts, ev));
+            }
+            if as_i64(cur.get("id")) == Some(0) {
+                self.done[s] = true;
+                self.watermarks[s] = Timestamp {
+                    time: u32::MAX,
+                    increment: u32::MAX,
+                };
+                continue;
             }
             if let Some(w) = cur
                 .get_document("postBatchResumeToken")
@@ -221,6 +236,12 @@ impl MergedStream {
                     time: 0,
                     increment: 0,
                 });
+            // The high-water mark never runs past the clock (ended shards count as infinite).
+            let mark = if cmp_ts(frontier, router.clock.now()).is_gt() {
+                ts_after(router.clock.now())
+            } else {
+                frontier
+            };
             self.buffer.sort_by(|a, b| a.0.cmp(&b.0));
             let ready = self
                 .buffer
@@ -251,9 +272,9 @@ impl MergedStream {
                     // Everything before the frontier was returned: the frontier is the mark,
                     // unless the last event already is later (it cannot be: it is before).
                     let _ = last;
-                    hw_token(frontier)
-                } else if token_ts(&self.pbrt).is_some_and(|t| cmp_ts(frontier, t).is_gt()) {
-                    hw_token(frontier)
+                    hw_token(mark)
+                } else if token_ts(&self.pbrt).is_some_and(|t| cmp_ts(mark, t).is_gt()) {
+                    hw_token(mark)
                 } else {
                     self.pbrt.clone()
                 };

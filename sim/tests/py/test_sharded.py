@@ -101,3 +101,42 @@ def test_local_oplog_through_mongos_is_refused(mongos):
         mongos.local["oplog.rs"].find_one()
     assert e.value.code == 20
     assert "Can't use 'local' database through mongos" in str(e.value)
+
+
+# The unified change-stream spec tests once more, through a sharded simulator's mongos: the
+# runner then sees a sharded topology (so the sharded-only tests run and the replica-set-only
+# ones skip).
+try:
+    from test_spec_change_streams import CASES
+except BaseException:  # the spec fixtures are missing: that module skips itself
+    CASES = []
+
+from conftest import SimProcess  # noqa: E402
+from unified_runner import ServerInfo, UnifiedSkip, UnifiedTestRunner  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def mongos_spec_env():
+    import os
+
+    binary = os.environ.get("MONGO_SIM_BIN")
+    if not binary or not os.access(binary, os.X_OK):
+        pytest.skip("needs a private simulator: MONGO_SIM_BIN is not set (run.sh sets it)")
+    sim = SimProcess(binary, "--shards", "2")
+    uri = sim.start().replace("?replicaSet=rs0", "")
+    internal = MongoClient(uri, **CLIENT_GUARDS)
+    server = ServerInfo.probe(internal)
+    assert server.topology == "sharded"
+    yield uri, server, internal
+    internal.close()
+    sim.stop()
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_spec_through_mongos(case, mongos_spec_env):
+    uri, server, internal = mongos_spec_env
+    runner = UnifiedTestRunner(case, uri, server, internal)
+    try:
+        runner.run()
+    except UnifiedSkip as skip:
+        pytest.skip(str(skip))
