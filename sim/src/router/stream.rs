@@ -167,9 +167,16 @@ impl MergedStream {
                 continue;
             }
             let c = doc! {"getMore": id, "collection": self.shard_coll.clone(), "maxTimeMS": 1i64, "$db": self.db.clone()};
-            let r = router.run(conn, s, c).await?;
-            let cur = r.get_document("cursor").cloned().unwrap_or_default();
-            for ev in cur.get_array("nextBatch").cloned().unwrap_or_default() {
+            let mut r = router.run(conn, s, c).await?;
+            let mut cur = match r.remove("cursor") {
+                Some(Bson::Document(d)) => d,
+                _ => Document::new(),
+            };
+            let batch = match cur.remove("nextBatch") {
+                Some(Bson::Array(a)) => a,
+                _ => Vec::new(),
+            };
+            for ev in batch {
                 let Bson::Document(ev) = ev else { continue };
                 let Some(id) = ev.get_document("_id").ok() else {
                     continue;
@@ -226,16 +233,11 @@ impl MergedStream {
         );
         let deadline = Instant::now() + wait;
         loop {
-            self.pull(router, conn).await?;
-            let frontier = self
-                .watermarks
-                .iter()
-                .copied()
-                .min_by(|a, b| cmp_ts(*a, *b))
-                .unwrap_or(Timestamp {
-                    time: 0,
-                    increment: 0,
-                });
+            // Enough released events already buffered: no need to ask the shards again.
+            if self.ready() < want.min(self.buffer.len()).max(1) {
+                self.pull(router, conn).await?;
+            }
+            let frontier = self.frontier();
             // The high-water mark never runs past the clock (ended shards count as infinite).
             let mark = if cmp_ts(frontier, router.clock.now()).is_gt() {
                 ts_after(router.clock.now())
@@ -288,6 +290,26 @@ impl MergedStream {
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
+    }
+
+    /// How many buffered events are before every shard's watermark (releasable now).
+    fn ready(&self) -> usize {
+        let frontier = self.frontier();
+        self.buffer
+            .iter()
+            .filter(|(_, ts, _)| cmp_ts(*ts, frontier).is_lt())
+            .count()
+    }
+
+    fn frontier(&self) -> Timestamp {
+        self.watermarks
+            .iter()
+            .copied()
+            .min_by(|a, b| cmp_ts(*a, *b))
+            .unwrap_or(Timestamp {
+                time: 0,
+                increment: 0,
+            })
     }
 
     /// Kills the shards' cursors.
