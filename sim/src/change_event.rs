@@ -319,6 +319,13 @@ fn one_operation<'a>(
             parts.document_key = Some(key);
         }
         "c" => command(o, db, &mut parts, op.doc_field("o2"), expanded)?,
+        // A primary shard's `shardCollection` note: an expanded event.
+        "n" if expanded => {
+            let note = op.doc_field("o2")?;
+            note.get_str("shardCollection").ok()?;
+            parts.operation_type = "shardCollection";
+            parts.operation_description = Some(without(note, &["shardCollection"]));
+        }
         _ => return None,
     }
     if parts.ns.is_none() && parts.operation_type != "dropDatabase" {

@@ -1,7 +1,12 @@
 //! mongo-sim: an in-memory MongoDB replica-set simulator speaking the wire protocol.
 //!
 //! Layout (data flows top to bottom):
-//! - `server`: TCP listener, one task per connection, `SimOptions`/`SimHandle`;
+//! - `server`: TCP listener, one task per connection, `SimOptions`/`SimHandle`; a listener
+//!   serves a node's commands, or with `--shards` the router's;
+//! - `router`: `mongos` over N in-process shard nodes (metadata, routing, merged reads and
+//!   change streams, migrations, cross-shard commits); it imports node modules, never the
+//!   reverse. `migration`: a node's side of a chunk migration; `clock`: the cluster clock
+//!   every node's oplog draws times from.
 //!   `tls`: `--tls-cert`/`--tls-key` (requireTLS on the one port), `--tls-ca-file` (client
 //!   certificates and their subjects).
 //! - `auth`: `--auth` and `--x509-user` users and roles, the SASL commands and MONGODB-X509's
@@ -33,13 +38,16 @@ pub mod update;
 
 mod auth;
 mod capped;
+mod clock;
 mod commands;
 mod cursor;
 mod demo;
 mod error;
 mod failpoint;
+mod migration;
 mod oplog;
 mod retry;
+mod router;
 mod scan;
 mod scram;
 mod server;

@@ -49,6 +49,13 @@ struct Args {
     /// in --auth (default root). Repeatable; needs --tls-ca-file.
     #[arg(long, requires = "tls_ca_file", value_name = "SUBJECT[:ROLE]")]
     x509_user: Vec<String>,
+    /// Run a sharded cluster: the port is a mongos in front of N in-process shards, each a
+    /// replica set (shard0, shard1, ...) on a port of its own.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    shards: usize,
+    /// With --shards, run the balancer every MS milliseconds (one chunk per round).
+    #[arg(long, requires = "shards", value_name = "MS")]
+    balancer_interval_ms: Option<u64>,
 }
 
 #[tokio::main]
@@ -74,6 +81,8 @@ async fn main() -> std::io::Result<()> {
         tls_ca_file: args.tls_ca_file,
         tls_allow_connections_without_certificates: args.tls_allow_connections_without_certificates,
         x509_users: args.x509_user,
+        shards: args.shards,
+        balancer_interval_ms: args.balancer_interval_ms,
         ..mongo_sim::SimOptions::default()
     })
     .await;
@@ -85,6 +94,9 @@ async fn main() -> std::io::Result<()> {
             std::process::exit(2);
         }
     };
+    for (k, addr) in handle.shard_addrs().iter().enumerate() {
+        println!("mongo-sim shard shard{k} on {addr}");
+    }
     println!("mongo-sim listening on {}", handle.addr());
     wait_for_signal().await;
     handle.shutdown().await;

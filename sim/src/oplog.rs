@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use bson::{doc, Bson, Document, RawDocument, RawDocumentBuf, Timestamp};
 
+use crate::clock::ClusterClock;
 use crate::query::{Fields, Filter};
 use crate::store::{approx_value, decode_raw};
 use crate::wire::RawInsert;
@@ -172,11 +173,24 @@ pub struct Oplog {
     next_seq: u64,
     max_entries: usize,
     last_ts: Timestamp,
+    /// Where optimes come from: shared by the nodes of a sharded cluster.
+    clock: Arc<ClusterClock>,
+    /// A time already drawn that the next entries take (a cross-shard commit, see
+    /// `txn::commit_together`).
+    pinned: Option<Timestamp>,
 }
 
 impl Oplog {
+    #[cfg(test)]
     pub fn new(max_entries: usize) -> Self {
+        Self::with_clock(max_entries, Arc::default())
+    }
+
+    /// An oplog drawing its optimes from `clock` (a shard of a cluster).
+    pub fn with_clock(max_entries: usize, clock: Arc<ClusterClock>) -> Self {
         let mut oplog = Self {
+            clock,
+            pinned: None,
             entries: VecDeque::new(),
             next_seq: 1,
             max_entries: max_entries.max(1),
@@ -202,25 +216,17 @@ impl Oplog {
         oplog
     }
 
-    /// The next optime: wall-clock seconds, increment restarting each second.
+    /// Makes the next entries take `ts` (drawn from the clock by the caller), or ends that.
+    pub fn pin(&mut self, ts: Option<Timestamp>) {
+        self.pinned = ts;
+    }
+
     fn next_ts(&mut self) -> Timestamp {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as u32)
-            .unwrap_or(0);
-        let ts = if now > self.last_ts.time {
-            Timestamp {
-                time: now,
-                increment: 1,
-            }
-        } else {
-            Timestamp {
-                time: self.last_ts.time,
-                increment: self.last_ts.increment + 1,
-            }
+        self.last_ts = match self.pinned {
+            Some(ts) => ts,
+            None => self.clock.tick(),
         };
-        self.last_ts = ts;
-        ts
+        self.last_ts
     }
 
     /// Appends an entry built from `op`, plus `extra` fields (lsid, txnNumber...)
@@ -348,8 +354,10 @@ impl Oplog {
         entry
     }
 
+    /// The latest optime of the cluster: this node's own latest entry, or a later time another
+    /// node drew (this node's next entry will be later still, see `clock`).
     pub fn last_ts(&self) -> Timestamp {
-        self.last_ts
+        self.clock.now()
     }
 
     /// `seq` of the oldest entry still present.

@@ -43,6 +43,19 @@ pub struct SimOptions {
     /// what 7.0 added and clients decide by it (`$changeStreamSplitLargeEvent` is then an
     /// unknown stage, as on 6.0 before 6.0.9), so tests can see a client's older-server path.
     pub max_wire_version: i32,
+    /// `--shards N`: with N >= 1, the port is a `mongos` in front of N in-process shards (each
+    /// a replica set `shardK` on a port of its own); 0 is a lone replica set `rs0`.
+    pub shards: usize,
+    /// `--balancer-interval-ms`: with `shards`, a balancer round (one chunk moved from the
+    /// shard with the most documents to the one with the fewest) at this interval.
+    pub balancer_interval_ms: Option<u64>,
+}
+
+/// What a listener serves: a node's commands, or the router's.
+#[derive(Clone)]
+enum Front {
+    Node(Arc<Shared>),
+    Router(Arc<crate::router::Router>),
 }
 
 /// PEM files for `SimOptions::tls`.
@@ -67,6 +80,8 @@ impl Default for SimOptions {
             tls_allow_connections_without_certificates: false,
             x509_users: Vec::new(),
             max_wire_version: crate::state::MAX_WIRE_VERSION,
+            shards: 0,
+            balancer_interval_ms: None,
         }
     }
 }
@@ -74,8 +89,10 @@ impl Default for SimOptions {
 /// A running simulator.
 pub struct SimHandle {
     addr: SocketAddr,
+    /// With `SimOptions::shards`, each shard's own address (`shardK` at index K).
+    shard_addrs: Vec<SocketAddr>,
     shutdown: watch::Sender<bool>,
-    accept_task: tokio::task::JoinHandle<()>,
+    accept_tasks: Vec<tokio::task::JoinHandle<()>>,
     /// Every connection task holds a sender; all dropped = all closed.
     connections_done: mpsc::Receiver<()>,
 }
@@ -85,16 +102,27 @@ impl SimHandle {
         self.addr
     }
 
-    /// A connection string for the replica set `rs0` (add credentials and TLS options to it
-    /// for a secured simulator).
+    /// The shards' own addresses (empty for a lone replica set).
+    pub fn shard_addrs(&self) -> &[SocketAddr] {
+        &self.shard_addrs
+    }
+
+    /// A connection string for the replica set `rs0`, or the mongos of a sharded simulator
+    /// (add credentials and TLS options to it for a secured simulator).
     pub fn uri(&self) -> String {
-        format!("mongodb://{}/?replicaSet=rs0", self.addr)
+        if self.shard_addrs.is_empty() {
+            format!("mongodb://{}/?replicaSet=rs0", self.addr)
+        } else {
+            format!("mongodb://{}/", self.addr)
+        }
     }
 
     /// Closes the listener and every connection, and waits until they are gone.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
-        let _ = (&mut self.accept_task).await;
+        for t in &mut self.accept_tasks {
+            let _ = t.await;
+        }
         while self.connections_done.recv().await.is_some() {}
     }
 }
@@ -136,29 +164,74 @@ pub async fn start(opts: SimOptions) -> std::io::Result<SimHandle> {
         .map(|t| crate::tls::acceptor(&t.cert, &t.key, clients))
         .transpose()
         .map_err(|e| invalid(e.to_string()))?;
-    let mut shared = Shared::new(opts.oplog_max_entries, users);
-    shared.max_wire_version = opts.max_wire_version;
-    let shared = Arc::new(shared);
-    if opts.seed_demo > 0 {
-        crate::demo::load(&shared, opts.seed_demo);
-    }
-    let listener = TcpListener::bind((opts.bind.as_str(), opts.port)).await?;
-    let addr = listener.local_addr()?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (done_tx, done_rx) = mpsc::channel::<()>(1);
-    let accept_task = tokio::spawn(accept_loop(listener, shared, tls, shutdown_rx, done_tx));
+    let mut accept_tasks = Vec::new();
+    let mut shard_addrs = Vec::new();
+    let front = if opts.shards == 0 {
+        let mut shared = Shared::new(opts.oplog_max_entries, users);
+        shared.max_wire_version = opts.max_wire_version;
+        let shared = Arc::new(shared);
+        if opts.seed_demo > 0 {
+            crate::demo::load(&shared, opts.seed_demo);
+        }
+        Front::Node(shared)
+    } else {
+        if users.is_some() {
+            return Err(invalid(
+                "--shards does not support --auth or --x509-user (mongo-sim's mongos has no access control)".into(),
+            ));
+        }
+        let clock = Arc::new(crate::clock::ClusterClock::default());
+        let mut shards = Vec::new();
+        for k in 0..opts.shards {
+            let mut shared = Shared::with_clock(opts.oplog_max_entries, None, clock.clone());
+            shared.max_wire_version = opts.max_wire_version;
+            shared.set_name = format!("shard{k}");
+            let shared = Arc::new(shared);
+            let listener = TcpListener::bind((opts.bind.as_str(), 0)).await?;
+            shard_addrs.push(listener.local_addr()?);
+            accept_tasks.push(tokio::spawn(accept_loop(
+                listener,
+                Front::Node(shared.clone()),
+                tls.clone(),
+                shutdown_rx.clone(),
+                done_tx.clone(),
+            )));
+            shards.push(shared);
+        }
+        if opts.seed_demo > 0 {
+            crate::demo::load(&shards[0], opts.seed_demo);
+        }
+        let hosts = shard_addrs.iter().map(|a| a.to_string()).collect();
+        let router = Arc::new(crate::router::Router::new(shards, clock, hosts));
+        if let Some(ms) = opts.balancer_interval_ms.filter(|ms| *ms > 0) {
+            crate::router::spawn_balancer(&router, std::time::Duration::from_millis(ms));
+        }
+        Front::Router(router)
+    };
+    let listener = TcpListener::bind((opts.bind.as_str(), opts.port)).await?;
+    let addr = listener.local_addr()?;
+    accept_tasks.push(tokio::spawn(accept_loop(
+        listener,
+        front,
+        tls,
+        shutdown_rx,
+        done_tx,
+    )));
     tracing::info!(%addr, "mongo-sim listening");
     Ok(SimHandle {
         addr,
+        shard_addrs,
         shutdown: shutdown_tx,
-        accept_task,
+        accept_tasks,
         connections_done: done_rx,
     })
 }
 
 async fn accept_loop(
     listener: TcpListener,
-    shared: Arc<Shared>,
+    shared: Front,
     tls: Option<tokio_rustls::TlsAcceptor>,
     mut shutdown: watch::Receiver<bool>,
     done: mpsc::Sender<()>,
@@ -195,7 +268,7 @@ async fn accept_loop(
 
 async fn serve(
     stream: TcpStream,
-    shared: Arc<Shared>,
+    shared: Front,
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) -> Result<(), WireError> {
     stream.set_nodelay(true)?;
@@ -243,7 +316,7 @@ async fn serve_frames<R, W>(
     mut write_half: W,
     me: String,
     x509_subject: Option<String>,
-    shared: Arc<Shared>,
+    front: Front,
 ) -> Result<(), WireError>
 where
     R: AsyncRead + Unpin,
@@ -251,7 +324,10 @@ where
 {
     let mut reader = BufReader::with_capacity(64 * 1024, read_half);
     let mut conn = Conn {
-        id: shared.next_connection_id(),
+        id: match &front {
+            Front::Node(s) => s.next_connection_id(),
+            Front::Router(r) => r.next_connection_id(),
+        },
         app_name: None,
         me,
         session: crate::auth::Session::with_certificate(x509_subject),
@@ -271,7 +347,11 @@ where
                 else {
                     return Err(WireError::Malformed("not an OP_MSG".into()));
                 };
-                let (reply, batch) = match execute(&shared, &mut conn, command, documents).await {
+                let outcome = match &front {
+                    Front::Node(shared) => execute(shared, &mut conn, command, documents).await,
+                    Front::Router(router) => router.execute(&mut conn, command, documents).await,
+                };
+                let (reply, batch) = match outcome {
                     Outcome::Reply(r, batch) => (r, batch),
                     Outcome::CloseConnection => return Ok(()),
                 };
@@ -290,8 +370,15 @@ where
                 let (reply, failure) = if collection.ends_with(".$cmd")
                     && matches!(name.as_str(), "hello" | "isMaster" | "ismaster")
                 {
-                    let mut r = hello_reply(&shared, conn.id, &conn.me, name != "hello", true);
-                    add_auth_fields(&shared, &mut conn.session, &query, &mut r);
+                    let mut r = match &front {
+                        Front::Node(shared) => {
+                            let mut r =
+                                hello_reply(shared, conn.id, &conn.me, name != "hello", true);
+                            add_auth_fields(shared, &mut conn.session, &query, &mut r);
+                            r
+                        }
+                        Front::Router(router) => router.hello(&conn, name != "hello"),
+                    };
                     r.insert("ok", 1.0);
                     (r, false)
                 } else {

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bson::{doc, Bson, Document, Timestamp};
 use tokio::sync::watch;
@@ -52,6 +52,8 @@ pub struct Shared {
     pub users: Option<crate::auth::Users>,
     /// What `hello` reports as `maxWireVersion` (`SimOptions::max_wire_version`).
     pub max_wire_version: i32,
+    /// The replica set's name in `hello` (`rs0`; `shardK` for a shard).
+    pub set_name: String,
 }
 
 /// MongoDB 7.0's wire version, what the simulator presents itself as by default.
@@ -65,7 +67,16 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Shared {
     pub fn new(oplog_max_entries: usize, users: Option<crate::auth::Users>) -> Self {
-        let oplog = Oplog::new(oplog_max_entries);
+        Self::with_clock(oplog_max_entries, users, Arc::default())
+    }
+
+    /// A node whose optimes come from `clock` (shared by a cluster's shards).
+    pub fn with_clock(
+        oplog_max_entries: usize,
+        users: Option<crate::auth::Users>,
+        clock: Arc<crate::clock::ClusterClock>,
+    ) -> Self {
+        let oplog = Oplog::with_clock(oplog_max_entries, clock);
         let (tx, _) = watch::channel(oplog.next_seq());
         Self {
             state: Mutex::new(State {
@@ -81,6 +92,7 @@ impl Shared {
             next_connection_id: AtomicI64::new(1),
             users,
             max_wire_version: MAX_WIRE_VERSION,
+            set_name: "rs0".into(),
         }
     }
 

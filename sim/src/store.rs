@@ -127,6 +127,9 @@ pub struct Collection {
     pub options: Document,
     /// Index specs as listIndexes reports them; only `_id` is enforced.
     pub indexes: Vec<Document>,
+    /// The shard key pattern when the collection is sharded (pushed by the router): its
+    /// fields join `_id` in the oplog's document keys, as on a MongoDB 7 shard.
+    pub shard_key: Option<Document>,
 }
 
 impl Collection {
@@ -174,7 +177,31 @@ impl Collection {
             bytes: 0,
             options,
             indexes: vec![doc! {"v": 2, "key": {"_id": 1}, "name": "_id_"}],
+            shard_key: None,
         }
+    }
+
+    /// The key the oplog names `doc` by: `{_id}`, or the shard key's fields then `_id` (not
+    /// repeated when it is part of the key) for a sharded collection.
+    pub fn document_key(&self, doc: &Document, id: Bson) -> Document {
+        let Some(pattern) = &self.shard_key else {
+            return doc! {"_id": id};
+        };
+        let mut key = Document::new();
+        for field in pattern.keys() {
+            if field == "_id" {
+                key.insert("_id", id.clone());
+            } else {
+                let v = crate::query::get_path(doc, field)
+                    .cloned()
+                    .unwrap_or(Bson::Null);
+                key.insert(field.clone(), v);
+            }
+        }
+        if !key.contains_key("_id") {
+            key.insert("_id", id);
+        }
+        key
     }
 }
 

@@ -178,6 +178,12 @@ impl StreamSpec {
                 ("allChangesForCluster", Bson::Boolean(b)) => spec.all_changes_for_cluster = *b,
                 // The Rust driver puts `comment` inside the stage; servers accept it.
                 ("comment", _) | ("allowToRunOnConfigDB", _) | ("allowToRunOnSystemNS", _) => {}
+                ("showMigrationEvents", Bson::Boolean(true)) => {
+                    return Err(CommandError::bad_value(
+                        "showMigrationEvents is not supported by mongo-sim (chunk migration writes \
+                         are never shown in change streams)",
+                    ))
+                }
                 ("showSystemEvents", _) | ("showMigrationEvents", _) => {}
                 (other, _) => {
                     return Err(CommandError::new(

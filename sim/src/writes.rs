@@ -105,7 +105,7 @@ pub trait OpSink {
         id: Bson,
         raw: RawInsert<'_>,
     ) -> StoredDoc {
-        self.log_insert(insert_op(ns, ui, id, raw.to_document()))
+        self.log_insert(insert_op(ns, ui, doc! {"_id": id}, raw.to_document()))
     }
 
     /// Claims a document for writing, right before the write (where mongod's
@@ -442,7 +442,7 @@ pub fn insert_raw(
 ) -> Result<(), WriteError> {
     // Unique secondary indexes are checked against the decoded document.
     if t.read(db, coll)
-        .is_some_and(Collection::has_unique_secondary)
+        .is_some_and(|c| c.has_unique_secondary() || c.shard_key.is_some())
     {
         return insert_one(t, db, coll, raw.to_document());
     }
@@ -488,7 +488,10 @@ fn insert_new(
     let ns = format!("{db}.{coll}");
     sink.claim(&ns, &id)?;
     let stored = match doc {
-        NewDoc::Decoded(doc) => sink.log_insert(insert_op(ns, c.uuid, id, doc)),
+        NewDoc::Decoded(doc) => {
+            let key = c.document_key(&doc, id);
+            sink.log_insert(insert_op(ns, c.uuid, key, doc))
+        }
         NewDoc::Raw(raw) => sink.log_raw_insert(ns, c.uuid, id, raw),
     };
     c.put_new(key, stored);
@@ -513,13 +516,13 @@ fn insert_new(
     Ok(())
 }
 
-fn insert_op(ns: String, ui: bson::Uuid, id: Bson, doc: Document) -> OplogOp {
+fn insert_op(ns: String, ui: bson::Uuid, key: Document, doc: Document) -> OplogOp {
     OplogOp {
         op: "i",
         ns,
         ui: Some(ui),
         o: doc,
-        o2: Some(doc! {"_id": id}),
+        o2: Some(key),
         images: None,
     }
 }
@@ -630,7 +633,7 @@ pub fn update(
                 ns: ns.clone(),
                 ui: Some(c.uuid),
                 o,
-                o2: Some(doc! {"_id": id}),
+                o2: Some(c.document_key(&post, id)),
                 images: c.images_enabled().then(|| {
                     Box::new(Images {
                         pre: out.pre.clone(),
@@ -727,6 +730,7 @@ pub fn delete(
         if let Some(doc) = c.remove(&key).map(StoredDoc::into_document) {
             out.deleted += 1;
             let id = doc.get("_id").cloned().unwrap_or(key.0);
+            let o = c.document_key(&doc, id);
             let images = c.images_enabled().then(|| {
                 Box::new(Images {
                     pre: Some(doc.clone()),
@@ -740,7 +744,7 @@ pub fn delete(
                     ns: ns.clone(),
                     ui: Some(c.uuid),
                     images,
-                    o: doc! {"_id": id},
+                    o,
                     o2: None,
                 },
                 None,

@@ -30,7 +30,7 @@ pub fn hello_reply(
     // No `topologyVersion`: it would switch drivers to streaming (exhaust)
     // monitoring, which this server does not implement; they poll instead.
     d.insert("hosts", vec![me.to_string()]);
-    d.insert("setName", "rs0");
+    d.insert("setName", shared.set_name.clone());
     d.insert("setVersion", 1);
     if legacy {
         d.insert("ismaster", true);

@@ -28,6 +28,7 @@ use crate::write_block;
 use crate::writes::{LiveSink, LiveTarget, RetryInfo, Target, TxnTarget};
 
 pub use admin::{add_auth_fields, hello_reply};
+pub use txn::{commit_together, session_key};
 
 /// Per-connection facts handlers need.
 pub struct Conn {

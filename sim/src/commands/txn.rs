@@ -8,7 +8,7 @@ use super::{as_i64, truthy, CmdResult, Req};
 use crate::cursor::MAX_BATCH_BYTES;
 use crate::error::CommandError;
 use crate::oplog::{Oplog, OplogOp, TERM};
-use crate::state::{lock, SessionTxn, TxnPhase};
+use crate::state::{lock, SessionTxn, Shared, TxnPhase};
 use crate::store::approx_size;
 use crate::write_block;
 use crate::writes::{replay, TxnWrites};
@@ -36,7 +36,7 @@ pub fn oplog_lsid(lsid: &Document) -> Document {
     out
 }
 
-fn session_key(cmd: &Document) -> Option<Vec<u8>> {
+pub fn session_key(cmd: &Document) -> Option<Vec<u8>> {
     match cmd.get_document("lsid").ok()?.get("id")? {
         Bson::Binary(b) => Some(b.bytes.clone()),
         _ => None,
@@ -156,6 +156,65 @@ pub fn commit(req: &Req<'_>) -> CmdResult {
     drop(sessions);
     req.shared.publish(next);
     Ok(Document::new())
+}
+
+/// Commits one session's transaction on several nodes (a router's participants, in shard
+/// order) at ONE cluster time: every participant's session and state locks are taken first, in
+/// order, then one time is drawn from the cluster clock and each node's applyOps is logged at
+/// it. No participant has an entry after that time yet (their locks are held), and every
+/// later entry anywhere draws a later time.
+pub fn commit_together(
+    nodes: &[&Shared],
+    clock: &crate::clock::ClusterClock,
+    lsid: &Document,
+    txn_number: i64,
+) -> Result<(), CommandError> {
+    let Some(Bson::Binary(id)) = lsid.get("id") else {
+        return Err(CommandError::no_such_transaction(
+            "transaction requires a session",
+        ));
+    };
+    let mut sessions: Vec<_> = nodes.iter().map(|n| lock(&n.sessions)).collect();
+    for s in &sessions {
+        match s.get(&id.bytes) {
+            Some(t) if t.txn_number == txn_number && t.phase != TxnPhase::Aborted => {}
+            _ => {
+                return Err(CommandError::no_such_transaction(format!(
+                    "Transaction with {{ txnNumber: {txn_number} }} has been aborted."
+                )))
+            }
+        }
+    }
+    let mut states: Vec<_> = nodes.iter().map(|n| n.state()).collect();
+    if states.iter().any(|st| write_block::blocked(&st.catalog)) {
+        return Err(write_block::error());
+    }
+    let at = clock.tick();
+    let logged = oplog_lsid(lsid);
+    for (s, st) in sessions.iter_mut().zip(states.iter_mut()) {
+        let Some(t) = s.get_mut(&id.bytes) else {
+            continue;
+        };
+        if t.phase == TxnPhase::Committed {
+            continue;
+        }
+        let writes = std::mem::take(&mut t.writes);
+        t.phase = TxnPhase::Committed;
+        if !writes.log.ops.is_empty() {
+            let st = &mut **st;
+            replay(&mut st.catalog, &writes.log.ops, &writes);
+            st.oplog.pin(Some(at));
+            log_transaction(&mut st.oplog, &writes, &logged, txn_number);
+            st.oplog.pin(None);
+        }
+    }
+    let next: Vec<u64> = states.iter().map(|st| st.oplog.next_seq()).collect();
+    drop(states);
+    drop(sessions);
+    for (n, seq) in nodes.iter().zip(next) {
+        n.publish(seq);
+    }
+    Ok(())
 }
 
 /// Writes a committed transaction as applyOps entries: one, or for a
