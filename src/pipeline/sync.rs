@@ -136,6 +136,10 @@ pub(crate) async fn connect_counting(
     metrics: Option<&Arc<Metrics>>,
 ) -> Result<(Client, PostgresSink), SyncError> {
     let client = mongo_client(config, metrics).await?;
+    // Before any table is created: a mongos cannot be tailed.
+    if config.mongo.source == SourceKind::Oplog {
+        oplog::refuse_mongos(&client).await?;
+    }
     let mut sink = PostgresSink::connect(
         &config.postgres.uri,
         config.postgres.pool_size,

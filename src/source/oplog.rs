@@ -460,13 +460,16 @@ impl Source for OplogSource {
 /// Tailing each shard directly would mean connecting to every shard's members, merging their
 /// oplogs by time, dropping chunk migrations' `fromMigrate` writes and following shards as they
 /// are added; change streams through `mongos` do all of that, and are MongoDB's supported way
-/// (docs/scaling.md).
+/// (docs/scaling.md). A server that does not answer is not refused here: the reads that follow
+/// retry it.
 pub async fn refuse_mongos(client: &Client) -> Result<(), SourceError> {
-    let hello = client
+    let Ok(hello) = client
         .database("admin")
         .run_command(doc! {"hello": 1})
         .await
-        .map_err(|e| source_error(&e, 1))?;
+    else {
+        return Ok(());
+    };
     if hello.get_str("msg") == Ok("isdbgrid") {
         return Err(SourceError::Fatal(
             "mongo.uri is a mongos (sharded cluster), which has no oplog to tail: set mongo.source = \"change_stream\" (a change stream through mongos merges every shard's changes and hides chunk migrations)".into(),

@@ -261,21 +261,30 @@ async fn sync_through_mongos_across_migrations_and_a_sigkill_never_deletes_a_liv
     .await;
     let copy_log = first.log_text();
     assert!(
-        copy_log.lines().any(|l| l.contains("Split points of the copy found.")
-            && l.contains("shop.customers")
-            && l.contains("split=chunks")),
+        copy_log
+            .lines()
+            .any(|l| l.contains("Split points of the copy found.")
+                && l.contains("shop.customers")
+                && l.contains("split=chunks")),
         "the range-key collection was not split by its chunks:\n{copy_log}"
     );
     // Deletes of parent rows from now on, by id.
     w.db.client
         .batch_execute(
+            // The sink replaces a changed row by a delete and a COPY in one transaction, so
+            // a delete counts only if the row is still gone at COMMIT (a deferred trigger).
             "CREATE TABLE public.deleted (id text); \
-             CREATE FUNCTION public.record_delete() RETURNS trigger LANGUAGE plpgsql AS \
-             $$ BEGIN INSERT INTO public.deleted VALUES (OLD.id); RETURN OLD; END $$; \
-             CREATE TRIGGER record_delete AFTER DELETE ON public.orders \
-             FOR EACH ROW EXECUTE FUNCTION public.record_delete(); \
-             CREATE TRIGGER record_delete AFTER DELETE ON public.customers \
-             FOR EACH ROW EXECUTE FUNCTION public.record_delete();",
+             CREATE FUNCTION public.record_delete() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN \
+               IF TG_TABLE_NAME = 'orders' THEN PERFORM 1 FROM public.orders WHERE id = OLD.id; \
+               ELSE PERFORM 1 FROM public.customers WHERE id = OLD.id; END IF; \
+               IF NOT FOUND THEN INSERT INTO public.deleted VALUES (OLD.id); END IF; \
+               RETURN NULL; \
+             END $$; \
+             CREATE CONSTRAINT TRIGGER record_delete AFTER DELETE ON public.orders \
+             DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.record_delete(); \
+             CREATE CONSTRAINT TRIGGER record_delete AFTER DELETE ON public.customers \
+             DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.record_delete();",
         )
         .await
         .unwrap();
