@@ -321,6 +321,21 @@ impl Router {
     /// Commits on every participant; several commit together at one cluster time.
     async fn commit(&self, conn: &mut Conn, cmd: &Document) -> CmdResult {
         let parts = self.participants(cmd);
+        // Held through the commit: no chunk moves between the ownership check and the writes.
+        let meta = self.meta.read().await;
+        if let Some(stale) = self.stale_write(&meta, &parts, cmd) {
+            drop(meta);
+            let mut abort = cmd.clone();
+            abort.remove("commitTransaction");
+            let mut a = doc! {"abortTransaction": 1};
+            a.extend(abort);
+            let _ = self.abort(conn, &a).await;
+            return Err(CommandError::no_such_transaction(format!(
+                "Transaction was aborted: a chunk it wrote to ({stale}) moved to another shard \
+                 while it was open"
+            ))
+            .with_labels(vec!["TransientTransactionError".into()]));
+        }
         match parts.as_slice() {
             [] => Ok(Document::new()),
             [one] => self.run(conn, *one, cmd.clone()).await,
@@ -332,6 +347,35 @@ impl Router {
                 Ok(Document::new())
             }
         }
+    }
+
+    /// A document a participant's open transaction wrote whose chunk another shard owns now (a
+    /// migration ran since): committing would leave it behind as an orphan. MongoDB aborts such
+    /// a transaction too (its participants' shard versions went stale).
+    fn stale_write(&self, meta: &Meta, parts: &[usize], cmd: &Document) -> Option<String> {
+        let key = session_key(cmd)?;
+        for &p in parts {
+            let sessions = lock(&self.shards[p].sessions);
+            let Some(t) = sessions.get(&key) else {
+                continue;
+            };
+            for (op, _) in &t.writes.log.ops {
+                let Some(sc) = meta.collections.get(&op.ns) else {
+                    continue;
+                };
+                let doc_key = match op.op {
+                    "d" => &op.o,
+                    _ => match &op.o2 {
+                        Some(k) => k,
+                        None => &op.o,
+                    },
+                };
+                if sc.owner(&meta::unflatten(doc_key)) != p {
+                    return Some(op.ns.clone());
+                }
+            }
+        }
+        None
     }
 
     async fn abort(&self, conn: &mut Conn, cmd: &Document) -> CmdResult {
