@@ -629,11 +629,32 @@ impl Router {
         };
         let at = match (cmd.get_document("middle"), cmd.get_document("find")) {
             (Ok(m), _) => m.clone(),
+            // As MongoDB: the chunk holding `find`'s document is split at its median key.
             (_, Ok(f)) => {
-                let k = sc.key_of(&meta::unflatten(f));
-                let i = sc.chunk_index(&k);
-                let _ = i;
-                k
+                let i = sc.chunk_index(&sc.key_of(&meta::unflatten(f)));
+                let Some((db, coll)) = ns.split_once('.') else {
+                    return Err(CommandError::invalid_namespace(format!(
+                        "Invalid namespace {ns}"
+                    )));
+                };
+                let view = sc.clone();
+                let mut keys: Vec<Document> =
+                    crate::migration::docs_where(&self.shards[sc.chunks[i].shard], db, coll, |d| {
+                        view.chunk_index(&view.key_of(d)) == i
+                    })
+                    .iter()
+                    .map(|d| sc.key_of(d))
+                    .collect();
+                keys.sort_by(meta::cmp_key);
+                keys.dedup_by(|a, b| meta::cmp_key(a, b).is_eq());
+                if keys.len() < 2 {
+                    return Err(CommandError::new(
+                        117,
+                        "ConflictingOperationInProgress",
+                        format!("Unable to find median in chunk of {ns}: fewer than two keys"),
+                    ));
+                }
+                keys.swap_remove(keys.len() / 2)
             }
             _ => return Err(CommandError::bad_value("split needs 'middle' or 'find'")),
         };

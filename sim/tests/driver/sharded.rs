@@ -708,3 +708,17 @@ async fn replaying_the_stream_under_a_running_balancer_rebuilds_the_collection()
     assert_ne!(chunks(&s).await, before, "the balancer moved chunks");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn split_with_find_divides_the_chunk_at_its_median_key() {
+    let s = cluster(None).await;
+    admin(&s, doc! {"shardCollection": "d.r", "key": {"k": 1}}).await;
+    let coll = s.client.database("d").collection::<Document>("r");
+    let docs: Vec<Document> = (0..10).map(|i| doc! {"_id": i, "k": i}).collect();
+    coll.insert_many(docs).await.unwrap();
+    admin(&s, doc! {"split": "d.r", "find": {"k": 3}}).await;
+    let c = chunks(&s).await;
+    assert_eq!(c.len(), 2);
+    assert_eq!(c[0].get_document("max").unwrap(), &doc! {"k": 5});
+    s.stop().await;
+}
