@@ -321,6 +321,21 @@ impl Router {
     /// Commits on every participant; several commit together at one cluster time.
     async fn commit(&self, conn: &mut Conn, cmd: &Document) -> CmdResult {
         let parts = self.participants(cmd);
+        // Held through the commit: no chunk moves between the ownership check and the writes.
+        let meta = self.meta.read().await;
+        if let Some(stale) = self.stale_write(&meta, &parts, cmd) {
+            drop(meta);
+            let mut abort = cmd.clone();
+            abort.remove("commitTransaction");
+            let mut a = doc! {"abortTransaction": 1};
+            a.extend(abort);
+            let _ = self.abort(conn, &a).await;
+            return Err(CommandError::no_such_transaction(format!(
+                "Transaction was aborted: a chunk it wrote to ({stale}) moved to another shard \
+                 while it was open"
+            ))
+            .with_labels(vec!["TransientTransactionError".into()]));
+        }
         match parts.as_slice() {
             [] => Ok(Document::new()),
             [one] => self.run(conn, *one, cmd.clone()).await,
@@ -332,6 +347,35 @@ impl Router {
                 Ok(Document::new())
             }
         }
+    }
+
+    /// A document a participant's open transaction wrote whose chunk another shard owns now (a
+    /// migration ran since): committing would leave it behind as an orphan. MongoDB aborts such
+    /// a transaction too (its participants' shard versions went stale).
+    fn stale_write(&self, meta: &Meta, parts: &[usize], cmd: &Document) -> Option<String> {
+        let key = session_key(cmd)?;
+        for &p in parts {
+            let sessions = lock(&self.shards[p].sessions);
+            let Some(t) = sessions.get(&key) else {
+                continue;
+            };
+            for (op, _) in &t.writes.log.ops {
+                let Some(sc) = meta.collections.get(&op.ns) else {
+                    continue;
+                };
+                let doc_key = match op.op {
+                    "d" => &op.o,
+                    _ => match &op.o2 {
+                        Some(k) => k,
+                        None => &op.o,
+                    },
+                };
+                if sc.owner(&meta::unflatten(doc_key)) != p {
+                    return Some(op.ns.clone());
+                }
+            }
+        }
+        None
     }
 
     async fn abort(&self, conn: &mut Conn, cmd: &Document) -> CmdResult {
@@ -585,11 +629,32 @@ impl Router {
         };
         let at = match (cmd.get_document("middle"), cmd.get_document("find")) {
             (Ok(m), _) => m.clone(),
+            // As MongoDB: the chunk holding `find`'s document is split at its median key.
             (_, Ok(f)) => {
-                let k = sc.key_of(&meta::unflatten(f));
-                let i = sc.chunk_index(&k);
-                let _ = i;
-                k
+                let i = sc.chunk_index(&sc.key_of(&meta::unflatten(f)));
+                let Some((db, coll)) = ns.split_once('.') else {
+                    return Err(CommandError::invalid_namespace(format!(
+                        "Invalid namespace {ns}"
+                    )));
+                };
+                let view = sc.clone();
+                let mut keys: Vec<Document> =
+                    crate::migration::docs_where(&self.shards[sc.chunks[i].shard], db, coll, |d| {
+                        view.chunk_index(&view.key_of(d)) == i
+                    })
+                    .iter()
+                    .map(|d| sc.key_of(d))
+                    .collect();
+                keys.sort_by(meta::cmp_key);
+                keys.dedup_by(|a, b| meta::cmp_key(a, b).is_eq());
+                if keys.len() < 2 {
+                    return Err(CommandError::new(
+                        117,
+                        "ConflictingOperationInProgress",
+                        format!("Unable to find median in chunk of {ns}: fewer than two keys"),
+                    ));
+                }
+                keys.swap_remove(keys.len() / 2)
             }
             _ => return Err(CommandError::bad_value("split needs 'middle' or 'find'")),
         };

@@ -270,12 +270,10 @@ impl MergedStream {
                         .last()
                         .and_then(|e| e.get_document("_id").ok().cloned())
                         .unwrap_or_else(|| self.pbrt.clone())
-                } else if let Some(last) = batch.last().and_then(|e| e.get_document("_id").ok()) {
-                    // Everything before the frontier was returned: the frontier is the mark,
-                    // unless the last event already is later (it cannot be: it is before).
-                    let _ = last;
-                    hw_token(mark)
-                } else if token_ts(&self.pbrt).is_some_and(|t| cmp_ts(mark, t).is_gt()) {
+                } else if !batch.is_empty()
+                    || token_ts(&self.pbrt).is_some_and(|t| cmp_ts(mark, t).is_gt())
+                {
+                    // Everything before the frontier was returned: the frontier is the mark.
                     hw_token(mark)
                 } else {
                     self.pbrt.clone()

@@ -603,3 +603,122 @@ async fn what_the_router_does_not_do_is_refused() {
     assert_eq!(code(collation), 2);
     s.stop().await;
 }
+
+/// A random workload (inserts, replacements, deletes, two-document transactions) while the
+/// balancer moves chunks: replaying the change stream through mongos rebuilds exactly the
+/// documents mongos holds at the end (a migration event would delete or duplicate one).
+#[tokio::test]
+async fn replaying_the_stream_under_a_running_balancer_rebuilds_the_collection() {
+    use std::collections::BTreeMap;
+    let s = cluster(Some(2)).await;
+    admin(
+        &s,
+        doc! {"shardCollection": "d.h", "key": {"_id": "hashed"}},
+    )
+    .await;
+    let coll = s.client.database("d").collection::<Document>("h");
+    let mut stream = coll.watch().await.unwrap();
+    let before = chunks(&s).await;
+    let client = s.client.clone();
+    let writer = {
+        let coll = coll.clone();
+        tokio::spawn(async move {
+            let mut next_id = 0i32;
+            let mut live: Vec<i32> = Vec::new();
+            let mut ops = 0usize;
+            let mut aborted = 0usize;
+            for round in 0..400i32 {
+                match round % 5 {
+                    0 | 1 => {
+                        coll.insert_one(doc! {"_id": next_id, "v": round})
+                            .await
+                            .unwrap();
+                        live.push(next_id);
+                        next_id += 1;
+                        ops += 1;
+                    }
+                    2 if !live.is_empty() => {
+                        let id = live[(round as usize * 7) % live.len()];
+                        coll.replace_one(doc! {"_id": id}, doc! {"_id": id, "v": round})
+                            .await
+                            .unwrap();
+                        ops += 1;
+                    }
+                    3 if live.len() > 3 => {
+                        let id = live.remove((round as usize * 3) % live.len());
+                        coll.delete_one(doc! {"_id": id}).await.unwrap();
+                        ops += 1;
+                    }
+                    _ => {
+                        // Retried as `with_transaction` does when a migration aborted it.
+                        let mut session = client.start_session().await.unwrap();
+                        loop {
+                            session.start_transaction().await.unwrap();
+                            for k in 0..2 {
+                                coll.insert_one(doc! {"_id": next_id + k, "v": round})
+                                    .session(&mut session)
+                                    .await
+                                    .unwrap();
+                            }
+                            match session.commit_transaction().await {
+                                Ok(()) => break,
+                                Err(e) if e.contains_label("TransientTransactionError") => {
+                                    aborted += 1
+                                }
+                                Err(e) => panic!("commit failed: {e}"),
+                            }
+                        }
+                        for _ in 0..2 {
+                            live.push(next_id);
+                            next_id += 1;
+                            ops += 1;
+                        }
+                    }
+                }
+            }
+            (ops, aborted)
+        })
+    };
+    let (ops, aborted) = writer.await.unwrap();
+    eprintln!("transactions aborted by a migration and retried: {aborted}");
+    let mut model: BTreeMap<i32, Document> = BTreeMap::new();
+    for _ in 0..ops {
+        let e = next(&mut stream).await;
+        let id = e.document_key.unwrap().get_i32("_id").unwrap();
+        match e.operation_type {
+            OperationType::Insert | OperationType::Replace => {
+                model.insert(id, e.full_document.unwrap());
+            }
+            OperationType::Delete => {
+                assert!(
+                    model.remove(&id).is_some(),
+                    "delete of a live document {id}"
+                );
+            }
+            other => panic!("unexpected event {other:?}"),
+        }
+    }
+    let mut cur = coll.find(doc! {}).sort(doc! {"_id": 1}).await.unwrap();
+    let mut actual = BTreeMap::new();
+    while let Some(d) = cur.next().await {
+        let d = d.unwrap();
+        actual.insert(d.get_i32("_id").unwrap(), d);
+    }
+    assert_eq!(model, actual);
+    assert_ne!(chunks(&s).await, before, "the balancer moved chunks");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn split_with_find_divides_the_chunk_at_its_median_key() {
+    let s = cluster(None).await;
+    admin(&s, doc! {"shardCollection": "d.r", "key": {"k": 1}}).await;
+    let coll = s.client.database("d").collection::<Document>("r");
+    let docs: Vec<Document> = (0..10).map(|i| doc! {"_id": i, "k": i}).collect();
+    coll.insert_many(docs).await.unwrap();
+    admin(&s, doc! {"split": "d.r", "find": {"k": 3}}).await;
+    let c = chunks(&s).await;
+    assert_eq!(c.len(), 2);
+    assert_eq!(c[0].get_document("max").unwrap(), &doc! {"k": 5});
+    s.stop().await;
+}
