@@ -54,6 +54,10 @@ use tributary::mapping::model::MappingSet;
 use tributary::position::{ts_cmp, Position};
 use tributary::sink::postgres::ddl::{self, qualified, quote_ident};
 
+#[path = "support/report.rs"]
+mod report;
+use report::{env_set, env_usize, load_average, machine, write_section};
+
 #[path = "support/copy_data.rs"]
 mod copy_data;
 use copy_data::CopyData;
@@ -72,51 +76,10 @@ const STATUSES: &[&str] = &["pending", "paid", "shipped", "delivered", "cancelle
 // Environment, machine, output
 // ---------------------------------------------------------------------------------------------
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.replace(['_', ','], "").parse().ok())
-        .unwrap_or(default)
-}
-
-fn env_set(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
-}
-
 fn now_micros() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-}
-
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let ram_gib = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    format!("{cores} CPUs (`nproc`), {cpu}, {ram_gib:.1} GiB RAM")
-}
-
-/// The 1-minute load average: the machine is shared, so every section says how busy it was.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_else(|| "?".into())
 }
 
 /// The command that reproduces this run: the size variables that were set, then cargo.
@@ -131,37 +94,6 @@ fn command_line(vars: &[&str], scenario: &str) -> String {
 
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
-}
-
-/// Replaces the `heading` section of BENCHMARKS.md (up to the next `## ` heading) or appends
-/// it; every other section stays as it is.
-fn write_section(heading: &str, body: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md");
-    let old = std::fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n".to_owned());
-    let section = format!("{heading}\n\n{}\n", body.trim_end());
-    let marker = format!("{heading}\n");
-    let new = match old.find(&marker) {
-        Some(start) => {
-            let after = start + marker.len();
-            let end = old[after..]
-                .find("\n## ")
-                .map_or(old.len(), |i| after + i + 1);
-            format!("{}{section}{}", &old[..start], {
-                let rest = &old[end..];
-                if rest.is_empty() {
-                    String::new()
-                } else {
-                    format!("\n{rest}")
-                }
-            })
-        }
-        None => format!(
-            "{}\n{section}",
-            old.trim_end_matches('\n').to_owned() + "\n"
-        ),
-    };
-    std::fs::write(&path, new).expect("cannot write BENCHMARKS.md");
-    eprintln!("BENCHMARKS.md: {heading} refreshed");
 }
 
 fn should_write(full_size: bool) -> bool {

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use bson::{doc, Document};
 use mongo_sim::SimOptions;
+use mongodb::error::TRANSIENT_TRANSACTION_ERROR;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
@@ -148,24 +149,22 @@ async fn workload(
             }
             6 => {
                 // Two orders (hashed: most often on two shards) and a customer in one
-                // transaction: one Postgres transaction must hold all three.
-                let mut session = client.start_session().await.unwrap();
-                session.start_transaction().await.unwrap();
+                // transaction: one Postgres transaction must hold all three. A chunk the
+                // transaction wrote to may move before it commits: MongoDB then aborts it with
+                // TransientTransactionError, and the application runs it again.
                 let (a, b) = (format!("t{n:06}a"), format!("t{n:06}b"));
-                for id in [&a, &b] {
-                    w_orders
-                        .insert_one(order(id, 1, &["t"]))
-                        .session(&mut session)
-                        .await
-                        .unwrap();
+                let c = custs[rng.gen_range(0..custs.len())].clone();
+                let mut session = client.start_session().await.unwrap();
+                loop {
+                    session.start_transaction().await.unwrap();
+                    match cross_shard(&w_orders, &w_customers, &mut session, &a, &b, &c).await {
+                        Ok(()) => break,
+                        Err(e) if e.contains_label(TRANSIENT_TRANSACTION_ERROR) => {
+                            let _ = session.abort_transaction().await;
+                        }
+                        Err(e) => panic!("cross-shard transaction: {e}"),
+                    }
                 }
-                let c = &custs[rng.gen_range(0..custs.len())];
-                w_customers
-                    .update_one(doc! {"_id": c}, doc! {"$inc": {"seq": 1i64}})
-                    .session(&mut session)
-                    .await
-                    .unwrap();
-                session.commit_transaction().await.unwrap();
                 done.pairs.push((a, b));
             }
             _ => {
@@ -183,6 +182,28 @@ async fn workload(
         }
     }
     done
+}
+
+/// The writes of one cross-shard transaction, committed; an error leaves it to the caller.
+async fn cross_shard(
+    orders: &mongodb::Collection<Document>,
+    customers: &mongodb::Collection<Document>,
+    session: &mut mongodb::ClientSession,
+    a: &str,
+    b: &str,
+    c: &str,
+) -> mongodb::error::Result<()> {
+    for id in [a, b] {
+        orders
+            .insert_one(order(id, 1, &["t"]))
+            .session(&mut *session)
+            .await?;
+    }
+    customers
+        .update_one(doc! {"_id": c}, doc! {"$inc": {"seq": 1i64}})
+        .session(&mut *session)
+        .await?;
+    session.commit_transaction().await
 }
 
 async fn streaming_everywhere(w: &World) -> bool {
