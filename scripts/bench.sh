@@ -62,3 +62,6 @@ done
 
 echo "== cargo bench --bench pipeline"
 $CARGO bench --bench pipeline -- ${PIPELINE_BENCH:-full-sync stream lag}
+
+echo "== cargo bench --bench sharded"
+$CARGO bench --bench sharded -- ${SHARDED_BENCH:-split stream}
