@@ -310,7 +310,7 @@ async fn stream_one(topology: &'static str, shards: usize, changes: usize) -> St
             .await
             .expect("insert");
         next += per_tick;
-        if n % 10 == 0 {
+        if n.is_multiple_of(10) {
             orders
                 .insert_one(doc! {"_id": format!("m{markers:06}"), "qty": 0, "sent": now_micros()})
                 .await
