@@ -15,6 +15,10 @@
 #[allow(dead_code)]
 mod pg;
 
+#[path = "support/report.rs"]
+mod report;
+use report::{env_usize, load_average, machine};
+
 #[path = "support/copy_data.rs"]
 mod copy_data;
 use copy_data::CopyData;
@@ -30,13 +34,6 @@ use tributary::mapping::value::{PgValue, Row};
 use tributary::sink::postgres::ddl::{self, qualified};
 use tributary::sink::postgres::PostgresSink;
 use tributary::sink::{Batch, Change, Checkpoint, DocumentRows, Sink};
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.replace('_', "").parse().ok())
-        .unwrap_or(default)
-}
 
 fn columns() -> Vec<(&'static str, PgType)> {
     vec![
@@ -237,35 +234,6 @@ fn reset_vm_hwm() {
     if let Err(e) = std::fs::write("/proc/self/clear_refs", "5") {
         eprintln!("cannot reset the peak RSS ({e}); it includes the baseline's rows");
     }
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_else(|| "?".into())
-}
-
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let ram_gib = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    format!("{cores} CPUs ({cpu}), {ram_gib:.1} GiB RAM")
 }
 
 async fn checkpoint_server(client: &tokio_postgres::Client) {

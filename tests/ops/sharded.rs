@@ -218,21 +218,7 @@ async fn streaming_everywhere(w: &World) -> bool {
 }
 
 async fn customers_equal(w: &World) -> bool {
-    let mut cursor = customers(w).find(doc! {}).await.unwrap();
-    let mut expected = Vec::new();
-    while let Some(d) = futures::StreamExt::next(&mut cursor).await {
-        let d = d.unwrap();
-        expected.push((d.get_str("_id").unwrap().to_owned(), d.get_i64("seq").ok()));
-    }
-    expected.sort();
-    let actual: Vec<(String, Option<i64>)> =
-        w.db.client
-            .query("SELECT id, seq FROM public.customers ORDER BY id", &[])
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
+    let (expected, actual) = crate::stream::recopy::customers_rows(w).await;
     actual == expected
 }
 

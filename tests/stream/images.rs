@@ -7,6 +7,34 @@ use tributary::config::SourceKind;
 
 use super::{stop_sync, World};
 
+/// A trigger records every version `public.orders` is given.
+async fn record_versions(w: &World) {
+    w.db.client
+        .batch_execute(
+            "CREATE TABLE public.versions (id text, qty integer); \
+             CREATE FUNCTION public.record_version() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN INSERT INTO public.versions VALUES (NEW.id, NEW.qty); RETURN NEW; END $$; \
+             CREATE TRIGGER record_version AFTER INSERT OR UPDATE ON public.orders \
+             FOR EACH ROW EXECUTE FUNCTION public.record_version();",
+        )
+        .await
+        .unwrap();
+}
+
+/// The `qty` of every version document `v` was given, in order.
+async fn versions(w: &World) -> Vec<i32> {
+    w.db.client
+        .query(
+            "SELECT qty FROM public.versions WHERE id = 'v' ORDER BY qty",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn updates_read_together_yield_each_version_through_post_images() {
     // One event per batch: nothing coalesces, each event's document reaches the table.
@@ -19,17 +47,7 @@ async fn updates_read_together_yield_each_version_through_post_images() {
     let (stop, task) = w.start_sync();
     w.sync_point("start").await;
     stop_sync(stop, task).await;
-    // A trigger records every version the table is given.
-    w.db.client
-        .batch_execute(
-            "CREATE TABLE public.versions (id text, qty integer); \
-             CREATE FUNCTION public.record_version() RETURNS trigger LANGUAGE plpgsql AS \
-             $$ BEGIN INSERT INTO public.versions VALUES (NEW.id, NEW.qty); RETURN NEW; END $$; \
-             CREATE TRIGGER record_version AFTER INSERT OR UPDATE ON public.orders \
-             FOR EACH ROW EXECUTE FUNCTION public.record_version();",
-        )
-        .await
-        .unwrap();
+    record_versions(&w).await;
     // Written while nothing streams: read later in one backlog.
     w.orders()
         .insert_one(doc! {"_id": "v", "qty": 1})
@@ -43,18 +61,7 @@ async fn updates_read_together_yield_each_version_through_post_images() {
     }
     let (stop, task) = w.start_sync();
     w.sync_point("end").await;
-    let versions: Vec<i32> =
-        w.db.client
-            .query(
-                "SELECT qty FROM public.versions WHERE id = 'v' ORDER BY qty",
-                &[],
-            )
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-    assert_eq!(versions, vec![1, 2, 3, 4, 5]);
+    assert_eq!(versions(&w).await, vec![1, 2, 3, 4, 5]);
     stop_sync(stop, task).await;
 }
 
@@ -95,16 +102,7 @@ async fn post_images_on_one_collection_and_lookups_for_the_other() {
     let (stop, task) = w.start_sync();
     w.sync_point("start").await;
     stop_sync(stop, task).await;
-    w.db.client
-        .batch_execute(
-            "CREATE TABLE public.versions (id text, qty integer); \
-             CREATE FUNCTION public.record_version() RETURNS trigger LANGUAGE plpgsql AS \
-             $$ BEGIN INSERT INTO public.versions VALUES (NEW.id, NEW.qty); RETURN NEW; END $$; \
-             CREATE TRIGGER record_version AFTER INSERT OR UPDATE ON public.orders \
-             FOR EACH ROW EXECUTE FUNCTION public.record_version();",
-        )
-        .await
-        .unwrap();
+    record_versions(&w).await;
     w.orders()
         .insert_one(doc! {"_id": "v", "qty": 1})
         .await
@@ -126,18 +124,7 @@ async fn post_images_on_one_collection_and_lookups_for_the_other() {
     customers.delete_one(doc! {"_id": "c4"}).await.unwrap();
     let (stop, task) = w.start_sync();
     w.sync_point("end").await;
-    let versions: Vec<i32> =
-        w.db.client
-            .query(
-                "SELECT qty FROM public.versions WHERE id = 'v' ORDER BY qty",
-                &[],
-            )
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-    assert_eq!(versions, vec![1, 2, 3, 4, 5]);
+    assert_eq!(versions(&w).await, vec![1, 2, 3, 4, 5]);
     let rows: Vec<(String, Option<i64>)> =
         w.db.client
             .query("SELECT id, seq FROM public.customers ORDER BY id", &[])

@@ -160,7 +160,8 @@ fn p99(mut v: Vec<Duration>) -> Duration {
         .unwrap_or_default()
 }
 
-async fn customers_equal(w: &World) {
+/// `shop.customers` as the mapping makes it (`(id, seq)` sorted), then as Postgres holds it.
+pub async fn customers_rows(w: &World) -> (Vec<(String, Option<i64>)>, Vec<(String, Option<i64>)>) {
     let mut cursor = customers(w).find(doc! {}).await.unwrap();
     let mut expected = Vec::new();
     while let Some(d) = futures::StreamExt::next(&mut cursor).await {
@@ -176,6 +177,11 @@ async fn customers_equal(w: &World) {
             .iter()
             .map(|r| (r.get(0), r.get(1)))
             .collect();
+    (expected, actual)
+}
+
+async fn customers_equal(w: &World) {
+    let (expected, actual) = customers_rows(w).await;
     assert_eq!(actual, expected, "customers differ from MongoDB");
 }
 
