@@ -18,6 +18,7 @@
 //!   batch-at-a-time collection scans, cursor table; `split`: the 16 MB
 //!   limits on documents and events, `$changeStreamSplitLargeEvent`.
 //! - `failpoint`, `error`, `demo`: fail points, command errors, `--seed-demo`.
+//! - `lookups`: the per-namespace count of change streams' `updateLookup` reads.
 //! - `retry`: retryable writes deduplicated by `lsid` + `txnNumber` + `stmtId`.
 //! - `write_block`: `setUserWriteBlockMode` state and the 371 check writes make.
 //! - Pure modules (no I/O): `bson_order`, `query`, `update`, `diff`, `token`,
@@ -38,6 +39,7 @@ mod cursor;
 mod demo;
 mod error;
 mod failpoint;
+mod lookups;
 mod oplog;
 mod retry;
 mod scan;

@@ -78,6 +78,7 @@ pub struct SimHandle {
     accept_task: tokio::task::JoinHandle<()>,
     /// Every connection task holds a sender; all dropped = all closed.
     connections_done: mpsc::Receiver<()>,
+    shared: Arc<Shared>,
 }
 
 impl SimHandle {
@@ -89,6 +90,12 @@ impl SimHandle {
     /// for a secured simulator).
     pub fn uri(&self) -> String {
         format!("mongodb://{}/?replicaSet=rs0", self.addr)
+    }
+
+    /// How many documents of `ns` (`db.coll`) change streams looked up for
+    /// `fullDocument: updateLookup` so far.
+    pub fn update_lookups(&self, ns: &str) -> u64 {
+        self.shared.update_lookups.count(ns)
     }
 
     /// Closes the listener and every connection, and waits until they are gone.
@@ -146,13 +153,20 @@ pub async fn start(opts: SimOptions) -> std::io::Result<SimHandle> {
     let addr = listener.local_addr()?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (done_tx, done_rx) = mpsc::channel::<()>(1);
-    let accept_task = tokio::spawn(accept_loop(listener, shared, tls, shutdown_rx, done_tx));
+    let accept_task = tokio::spawn(accept_loop(
+        listener,
+        Arc::clone(&shared),
+        tls,
+        shutdown_rx,
+        done_tx,
+    ));
     tracing::info!(%addr, "mongo-sim listening");
     Ok(SimHandle {
         addr,
         shutdown: shutdown_tx,
         accept_task,
         connections_done: done_rx,
+        shared,
     })
 }
 

@@ -52,6 +52,8 @@ pub struct Shared {
     pub users: Option<crate::auth::Users>,
     /// What `hello` reports as `maxWireVersion` (`SimOptions::max_wire_version`).
     pub max_wire_version: i32,
+    /// Change streams' `updateLookup` reads, per namespace.
+    pub update_lookups: crate::lookups::UpdateLookups,
 }
 
 /// MongoDB 7.0's wire version, what the simulator presents itself as by default.
@@ -81,6 +83,7 @@ impl Shared {
             next_connection_id: AtomicI64::new(1),
             users,
             max_wire_version: MAX_WIRE_VERSION,
+            update_lookups: Default::default(),
         }
     }
 

@@ -38,3 +38,6 @@ mod large;
 
 #[path = "driver/snapshot.rs"]
 mod snapshot;
+
+#[path = "driver/lookups.rs"]
+mod lookups;
