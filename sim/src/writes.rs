@@ -262,7 +262,8 @@ impl LiveSink<'_> {
     }
 }
 
-fn create_op(db: &str, coll: &str, c: &Collection) -> OplogOp {
+/// The `create` entry of `db.coll`, with its options and `_id` index.
+pub(crate) fn create_op(db: &str, coll: &str, c: &Collection) -> OplogOp {
     let mut o = doc! {"create": coll};
     for (k, v) in &c.options {
         o.insert(k.clone(), v.clone());
@@ -757,9 +758,27 @@ pub fn replay(catalog: &mut Catalog, ops: &[(OplogOp, Option<Document>)], txn_co
             continue;
         };
         if op.op == "c" {
+            if let Some(Bson::String(name)) = op.o.get("createIndexes") {
+                // An index the transaction built on a collection it created (`txn_ddl`).
+                if let Some(c) = catalog.get_mut(db, name) {
+                    let mut spec = op.o.clone();
+                    spec.remove("createIndexes");
+                    let exists = c
+                        .indexes
+                        .iter()
+                        .any(|i| i.get("name").is_some() && i.get("name") == spec.get("name"));
+                    if !exists {
+                        c.indexes.push(spec);
+                    }
+                }
+                continue;
+            }
             if let Some(Bson::String(name)) = op.o.get("create") {
                 if catalog.get(db, name).is_none() {
-                    let mut c = Collection::new(Document::new());
+                    let mut options = op.o.clone();
+                    options.remove("create");
+                    options.remove("idIndex");
+                    let mut c = Collection::new(options);
                     if let Some(ui) = op.ui {
                         c.uuid = ui;
                     }

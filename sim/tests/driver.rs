@@ -41,3 +41,6 @@ mod snapshot;
 
 #[path = "driver/lookups.rs"]
 mod lookups;
+
+#[path = "driver/txn_ddl.rs"]
+mod txn_ddl;

@@ -13,7 +13,12 @@ use crate::store::check_collection_name;
 use crate::write_block;
 use crate::writes::create_live;
 
-fn cmd_op(db: &str, ui: Option<bson::Uuid>, o: Document, o2: Option<Document>) -> OplogOp {
+pub(super) fn cmd_op(
+    db: &str,
+    ui: Option<bson::Uuid>,
+    o: Document,
+    o2: Option<Document>,
+) -> OplogOp {
     OplogOp {
         op: "c",
         ns: format!("{db}.$cmd"),
@@ -35,6 +40,7 @@ fn ddl<R>(req: &Req<'_>, f: impl FnOnce(&mut State) -> R) -> R {
     r
 }
 
+/// DDL other than `create` and `createIndexes` (see `txn_ddl`) is refused in a transaction.
 fn in_txn_forbidden(req: &Req<'_>) -> Result<(), CommandError> {
     if req.txn.is_some() && req.name != "create" && req.name != "createIndexes" {
         return Err(CommandError::new(
@@ -171,6 +177,9 @@ pub fn create(req: &Req<'_>) -> CmdResult {
         ) {
             options.insert(k.clone(), v.clone());
         }
+    }
+    if req.txn.is_some() {
+        return super::txn_ddl::create(req, &coll, options);
     }
     ddl(req, |st| {
         if st.catalog.get(&req.db, &coll).is_some() {
@@ -364,6 +373,9 @@ pub fn create_indexes(req: &Req<'_>) -> CmdResult {
                 "index specification must have 'key' and 'name'",
             ));
         }
+    }
+    if req.txn.is_some() {
+        return super::txn_ddl::create_indexes(req, &coll, specs);
     }
     ddl(req, |st| {
         let allowed = write_block::check_catalog(&st.catalog, &req.db);

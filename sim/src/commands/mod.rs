@@ -5,7 +5,8 @@
 //! blocking), `ddl` (namespaces and indexes), `write`
 //! (insert/update/delete/findAndModify), `read` (find, getMore, count,
 //! aggregate, killCursors), `out` (the `$out`/`$merge` stages), `explain`, `txn`
-//! (commit/abort and the per-session transaction state).
+//! (commit/abort and the per-session transaction state), `txn_ddl` (`create` and
+//! `createIndexes` inside a transaction).
 
 mod admin;
 mod ddl;
@@ -13,6 +14,7 @@ mod explain;
 mod out;
 mod read;
 mod txn;
+mod txn_ddl;
 mod write;
 
 use std::sync::Arc;
