@@ -58,14 +58,21 @@ pub fn list_databases(req: &Req<'_>, user: Option<&crate::auth::User>) -> CmdRes
     let st = req.shared.state();
     let name_only = super::truthy(req.cmd.get("nameOnly"));
     let filter = req.doc_arg("filter")?.map(Filter::parse).transpose()?;
-    let mut dbs = vec![doc! {"name": "local", "sizeOnDisk": 1i64 << 20, "empty": false}];
+    // A replica-set member always has `admin` (system.version), `config` (system.sessions,
+    // transactions) and `local` (the oplog), whether mongo-sim stores anything in them or not.
+    let mut sizes: std::collections::BTreeMap<&str, i64> =
+        [("admin", 40960), ("config", 61440), ("local", 1i64 << 20)].into();
     for (name, colls) in &st.catalog.dbs {
-        if colls.is_empty() || name == "local" {
+        if colls.is_empty() {
             continue;
         }
         let docs: usize = colls.values().map(|c| c.docs.len()).sum();
-        dbs.push(doc! {"name": name, "sizeOnDisk": (docs as i64 + 1) * 4096, "empty": false});
+        let size = sizes.entry(name.as_str()).or_insert(0);
+        *size = (*size).max((docs as i64 + 1) * 4096);
     }
+    let dbs = sizes
+        .into_iter()
+        .map(|(name, size)| doc! {"name": name, "sizeOnDisk": size, "empty": false});
     let mut out = Vec::new();
     let mut total = 0i64;
     for d in dbs {

@@ -227,3 +227,61 @@ async fn find_one_and_update_returns_the_new_document() {
     assert_eq!(after.get_i32("v"), Ok(2));
     s.stop().await;
 }
+
+#[tokio::test]
+async fn list_databases_names_admin_config_and_local_like_a_replica_set_member() {
+    let s = sim().await;
+    assert_eq!(
+        s.client.list_database_names().await.unwrap(),
+        ["admin", "config", "local"]
+    );
+    s.client
+        .database("shop")
+        .collection::<Document>("orders")
+        .insert_one(doc! {"_id": 1})
+        .await
+        .unwrap();
+    assert_eq!(
+        s.client.list_database_names().await.unwrap(),
+        ["admin", "config", "local", "shop"]
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn regex_with_pcre_look_around_filters_list_collections_and_finds() {
+    let s = sim().await;
+    let db = s.client.database("d");
+    for name in ["orders", "system.js", "people"] {
+        db.create_collection(name).await.unwrap();
+    }
+    let mut names = db
+        .list_collection_names()
+        .filter(doc! {"name": {"$regex": r"^(?!system\.)"}})
+        .await
+        .unwrap();
+    names.sort();
+    assert_eq!(names, ["orders", "people"]);
+    let coll = db.collection::<Document>("people");
+    coll.insert_many([doc! {"_id": 1, "n": "anna"}, doc! {"_id": 2, "n": "carl"}])
+        .await
+        .unwrap();
+    // A back-reference: names whose first letter comes back at the end.
+    let found: Vec<Document> = coll
+        .find(doc! {"n": {"$regex": r"^(\w).*\1$"}})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(found, [doc! {"_id": 1, "n": "anna"}]);
+    let e = coll
+        .find_one(doc! {"n": {"$regex": "a("}})
+        .await
+        .expect_err("a pattern PCRE refuses");
+    match *e.kind {
+        ErrorKind::Command(c) => assert_eq!(c.code, 51091),
+        other => panic!("{other:?}"),
+    }
+    s.stop().await;
+}
