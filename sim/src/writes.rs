@@ -450,6 +450,24 @@ pub fn insert_raw(
     insert_new(t, db, coll, raw.id(), NewDoc::Raw(raw))
 }
 
+/// The first `$`-prefixed field name inside an `_id` value (mongod's `storageValidEmbedded`
+/// refuses them at any depth; top-level `$` names elsewhere are allowed since 5.0).
+fn dollar_field_in(v: &Bson) -> Option<&str> {
+    match v {
+        Bson::Document(d) => d.iter().find_map(|(k, v)| {
+            // A DBRef's own fields are valid (`{$ref, $id, $db}`, in that order).
+            let dbref = d.keys().next().is_some_and(|f| f == "$ref");
+            if k.starts_with('$') && !(dbref && matches!(k.as_str(), "$ref" | "$id" | "$db")) {
+                Some(k.as_str())
+            } else {
+                dollar_field_in(v)
+            }
+        }),
+        Bson::Array(items) => items.iter().find_map(dollar_field_in),
+        _ => None,
+    }
+}
+
 /// A document to insert, `_id` first.
 enum NewDoc<'a> {
     Decoded(Document),
@@ -470,6 +488,16 @@ fn insert_new(
     };
     if size > split::MAX_USER_SIZE {
         return Err(split::insert_too_large(size).into());
+    }
+    if let Some(field) = dollar_field_in(&id) {
+        return Err(CommandError::new(
+            52,
+            "DollarPrefixedFieldName",
+            format!(
+                "_id fields may not contain '$'-prefixed fields: {field} is not valid for storage."
+            ),
+        )
+        .into());
     }
     let Some((c, sink)) = t.write(db, coll, true)? else {
         return Err(CommandError::namespace_not_found("collection vanished").into());

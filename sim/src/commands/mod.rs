@@ -4,13 +4,14 @@
 //! Layout: `admin` (hello, buildInfo, sessions, fail points, write
 //! blocking), `ddl` (namespaces and indexes), `write`
 //! (insert/update/delete/findAndModify), `read` (find, getMore, count,
-//! aggregate, killCursors), `out` (the `$out`/`$merge` stages), `explain`, `txn`
+//! aggregate, killCursors; `find_keys`: find's min/max, returnKey, showRecordId), `out` (the `$out`/`$merge` stages), `explain`, `txn`
 //! (commit/abort and the per-session transaction state), `txn_ddl` (`create` and
 //! `createIndexes` inside a transaction).
 
 mod admin;
 mod ddl;
 mod explain;
+mod find_keys;
 mod out;
 mod read;
 mod txn;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use bson::{doc, Bson, Document, Timestamp};
 use rand::Rng;
 
+use super::find_keys::{index_key, plan_index, KeyOptions};
 use super::{as_i64, truthy, CmdResult, Req};
 use crate::aggregate::{apply_event_stages, run_stages, sample};
 use crate::capped::{check_sort, natural_direction, CappedTail};
@@ -99,12 +100,18 @@ pub fn find(req: &mut Req<'_>) -> CmdResult {
         .or_else(|| natural_direction(hint_doc.as_ref()))
         .or_else(|| (capped && unsorted).then_some(false));
     // A hinted index: the results come in its key order (an index scan), unless sorted.
-    let index_order = match &hint {
-        Some(h) if natural_direction(hint_doc.as_ref()).is_none() => req
-            .with_target(|t| hinted_index(t.read(&req.db, &coll), h, &ns))??
-            .filter(|_| unsorted),
+    let hinted = match &hint {
+        Some(h) if natural_direction(hint_doc.as_ref()).is_none() => {
+            req.with_target(|t| hinted_index(t.read(&req.db, &coll), h, &ns))??
+        }
         _ => None,
     };
+    let key_opts = KeyOptions::parse(req)?;
+    // A hint on a missing collection is an EOF plan, where mongod checks no bounds either.
+    if hint.is_none() || hinted.is_some() || natural_direction(hint_doc.as_ref()).is_some() {
+        key_opts.check_bounds(hinted.as_ref())?;
+    }
+    let index_order = hinted.clone().filter(|_| unsorted);
     if tailable {
         let await_data = truthy(req.cmd.get("awaitData"));
         let (tail, batch, has_records) = {
@@ -128,7 +135,12 @@ pub fn find(req: &mut Req<'_>) -> CmdResult {
         req.batch = Some(batch);
         return Ok(cursor_reply_shared(true, id, &ns, None));
     }
-    if !is_oplog(req, &coll) && req.txn.is_none() && natural.is_none() && index_order.is_none() {
+    if !is_oplog(req, &coll)
+        && req.txn.is_none()
+        && natural.is_none()
+        && index_order.is_none()
+        && !key_opts.any()
+    {
         let spec = ScanSpec {
             db: &req.db,
             coll: &coll,
@@ -202,11 +214,22 @@ pub fn find(req: &mut Req<'_>) -> CmdResult {
         if let Some(sort) = sort.as_ref().filter(|s| !s.is_empty() && !by_natural) {
             sort_documents(&mut docs, sort)?;
         }
+        key_opts.apply_bounds(&mut docs, hinted.as_ref());
         let mut docs: Vec<Document> = docs.into_iter().skip(skip as usize).collect();
         if limit > 0 {
             docs.truncate(limit);
         }
-        if let Some(p) = projection.as_ref().filter(|p| !p.is_empty()) {
+        if key_opts.return_key || key_opts.show_record_id {
+            return_keys(
+                req,
+                &coll,
+                &key_opts,
+                hinted.as_ref(),
+                sort.as_ref(),
+                &filter,
+                &mut docs,
+            )?;
+        } else if let Some(p) = projection.as_ref().filter(|p| !p.is_empty()) {
             docs = docs
                 .iter()
                 .map(|d| project(d, p))
@@ -312,6 +335,40 @@ pub(super) fn hinted_index(
              provided does not correspond to an existing index"
         ))),
     }
+}
+
+/// `returnKey` (each document replaced by its key in the plan's index) and `showRecordId`
+/// (`$recordId` appended; with `returnKey` the key alone, as mongod returns it).
+fn return_keys(
+    req: &Req<'_>,
+    coll: &str,
+    opts: &KeyOptions,
+    hinted: Option<&Document>,
+    sort: Option<&Document>,
+    filter: &Document,
+    docs: &mut [Document],
+) -> Result<(), CommandError> {
+    req.with_target(|t| {
+        let Some(c) = t.read(&req.db, coll) else {
+            return Ok(());
+        };
+        if opts.return_key {
+            let key = plan_index(c, hinted, sort, filter)?;
+            for d in docs.iter_mut() {
+                *d = index_key(d, key.as_ref());
+            }
+        } else {
+            for d in docs.iter_mut() {
+                let rid = d
+                    .get("_id")
+                    .and_then(|id| c.record_id(&crate::bson_order::OrderedBson(id.clone())));
+                if let Some(rid) = rid {
+                    d.insert("$recordId", rid as i64);
+                }
+            }
+        }
+        Ok(())
+    })?
 }
 
 /// Documents matching `filter` in `$natural` (insertion) order or its reverse.

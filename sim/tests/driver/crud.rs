@@ -285,3 +285,103 @@ async fn regex_with_pcre_look_around_filters_list_collections_and_finds() {
     }
     s.stop().await;
 }
+
+fn command_code<T: std::fmt::Debug>(r: mongodb::error::Result<T>) -> i32 {
+    match *r.expect_err("refused").kind {
+        ErrorKind::Command(c) => c.code,
+        ErrorKind::Write(WriteFailure::WriteError(w)) => w.code,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn find_min_max_need_a_hint_and_bound_its_key() {
+    let s = sim().await;
+    let coll = s.client.database("d").collection::<Document>("c");
+    coll.insert_many((0..10).map(|j| doc! {"_id": j, "j": j, "k": 9 - j}))
+        .await
+        .unwrap();
+    coll.create_index(mongodb::IndexModel::builder().keys(doc! {"j": 1}).build())
+        .await
+        .unwrap();
+    let js = |docs: Vec<Document>| -> Vec<i32> {
+        docs.iter().map(|d| d.get_i32("j").unwrap()).collect()
+    };
+    let found: Vec<Document> = coll
+        .find(doc! {})
+        .min(doc! {"j": 3})
+        .max(doc! {"j": 6})
+        .hint(mongodb::options::Hint::Keys(doc! {"j": 1}))
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(js(found), [3, 4, 5]);
+    let no_hint = coll.find(doc! {}).min(doc! {"j": 3}).await;
+    assert_eq!(command_code(no_hint), 51173);
+    let wrong_fields = coll
+        .find(doc! {})
+        .max(doc! {"k": 3})
+        .hint(mongodb::options::Hint::Keys(doc! {"j": 1}))
+        .await;
+    assert_eq!(command_code(wrong_fields), 51174);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn find_return_key_and_show_record_id() {
+    let s = sim().await;
+    let db = s.client.database("d");
+    let coll = db.collection::<Document>("c");
+    coll.insert_many([doc! {"_id": 2, "x": 22}, doc! {"_id": 1, "x": 11}])
+        .await
+        .unwrap();
+    let first_batch = |reply: Document| -> Vec<Document> {
+        let cursor = reply.get_document("cursor").unwrap();
+        cursor
+            .get_array("firstBatch")
+            .unwrap()
+            .iter()
+            .map(|d| d.as_document().unwrap().clone())
+            .collect()
+    };
+    // Sorted by `_id`: the `_id` index serves, its keys come back.
+    let reply = db
+        .run_command(
+            doc! {"find": "c", "sort": {"_id": 1}, "returnKey": true, "showRecordId": true},
+        )
+        .await
+        .unwrap();
+    assert_eq!(first_batch(reply), [doc! {"_id": 1}, doc! {"_id": 2}]);
+    // No index can serve: a collection scan has no keys.
+    let reply = db
+        .run_command(doc! {"find": "c", "filter": {"x": 11}, "returnKey": true})
+        .await
+        .unwrap();
+    assert_eq!(first_batch(reply), [doc! {}]);
+    // `$recordId`: insertion order.
+    let reply = db
+        .run_command(doc! {"find": "c", "sort": {"_id": 1}, "showRecordId": true})
+        .await
+        .unwrap();
+    assert_eq!(
+        first_batch(reply),
+        [
+            doc! {"_id": 1, "x": 11, "$recordId": 2i64},
+            doc! {"_id": 2, "x": 22, "$recordId": 1i64}
+        ]
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn dollar_prefixed_fields_inside_id_are_refused_with_52() {
+    let s = sim().await;
+    let coll = s.client.database("d").collection::<Document>("c");
+    let refused = coll.insert_one(doc! {"_id": {"$a": 1}}).await;
+    assert_eq!(command_code(refused), 52);
+    coll.insert_one(doc! {"_id": {"a.b": 1}}).await.unwrap();
+    assert_eq!(coll.count_documents(doc! {}).await.unwrap(), 1);
+    s.stop().await;
+}
