@@ -10,7 +10,7 @@ use rand::Rng;
 
 use super::find_keys::{index_key, plan_index, KeyOptions};
 use super::{as_i64, truthy, CmdResult, Req};
-use crate::aggregate::{apply_event_stages, run_stages, sample};
+use crate::aggregate::{apply_event_stages, documents, run_stages, sample};
 use crate::capped::{check_sort, natural_direction, CappedTail};
 use crate::cursor::{batch_size, cursor_reply, cursor_reply_shared, take_batch, CursorKind};
 use crate::error::CommandError;
@@ -689,6 +689,25 @@ pub fn aggregate(req: &mut Req<'_>) -> CmdResult {
         let cs = cs.clone();
         return change_stream(req, cs, stages[1..].to_vec(), requested);
     }
+    if let Some(i) = stages.iter().position(|s| s.contains_key(documents::STAGE)) {
+        if i > 0 {
+            return Err(CommandError::new(
+                40602,
+                "Location40602",
+                format!(
+                    "{} is only valid as the first stage in a pipeline",
+                    documents::STAGE
+                ),
+            ));
+        }
+        if matches!(req.cmd.get("aggregate"), Some(Bson::String(_))) {
+            return Err(CommandError::invalid_namespace(format!(
+                "{} can only be run as the first stage of a collectionless aggregation \
+                 (aggregate: 1)",
+                documents::STAGE
+            )));
+        }
+    }
     let mut stages = &stages[..];
     let at = match req.cmd.get("aggregate") {
         Some(Bson::String(coll)) if !is_oplog(req, coll) => {
@@ -741,6 +760,16 @@ pub fn aggregate(req: &mut Req<'_>) -> CmdResult {
                         .unwrap_or_default()
                 })?
             }
+        }
+        // `{aggregate: 1}` starting from `$documents`.
+        _ if stages
+            .first()
+            .is_some_and(|s| s.len() == 1 && s.contains_key(documents::STAGE)) =>
+        {
+            let docs =
+                documents::documents(stages[0].get(documents::STAGE).unwrap_or(&Bson::Null))?;
+            stages = &stages[1..];
+            docs
         }
         // `{aggregate: 1}` with `$listLocalSessions` first: the sessions this server has
         // seen (mongod's logical session cache), one `{_id: {id, uid}, lastUse}` each.

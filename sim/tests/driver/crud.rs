@@ -385,3 +385,41 @@ async fn dollar_prefixed_fields_inside_id_are_refused_with_52() {
     assert_eq!(coll.count_documents(doc! {}).await.unwrap(), 1);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn documents_stage_feeds_a_collectionless_aggregate() {
+    let s = sim().await;
+    let db = s.client.database("d");
+    let out: Vec<Document> = db
+        .aggregate([
+            doc! {"$documents": [{"_id": 1, "x": 1}, {"_id": 2, "x": 2}]},
+            doc! {"$match": {"x": {"$gt": 1}}},
+        ])
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(out, [doc! {"_id": 2, "x": 2}]);
+    let coll = db.collection::<Document>("c");
+    coll.insert_one(doc! {"_id": 2}).await.unwrap();
+    let merged = db
+        .aggregate([
+            doc! {"$documents": [{"_id": 2, "x": 1}]},
+            doc! {"$merge": {"into": "c", "whenMatched": "fail"}},
+        ])
+        .await;
+    match *merged.expect_err("duplicate _id").kind {
+        ErrorKind::Command(c) => assert_eq!(c.code, 11000),
+        other => panic!("{other:?}"),
+    }
+    let on_collection = coll.aggregate([doc! {"$documents": [{"a": 1}]}]).await;
+    assert_eq!(command_code(on_collection), 73);
+    let misplaced = db
+        .aggregate([doc! {"$match": {}}, doc! {"$documents": [{"a": 1}]}])
+        .await;
+    assert_eq!(command_code(misplaced), 40602);
+    let not_objects = db.aggregate([doc! {"$documents": [1, 2]}]).await;
+    assert_eq!(command_code(not_objects), 40228);
+    s.stop().await;
+}
