@@ -20,6 +20,7 @@
 //! - `failpoint`, `error`, `demo`: fail points, command errors, `--seed-demo`.
 //! - `lookups`: the per-namespace count of change streams' `updateLookup` reads.
 //! - `retry`: retryable writes deduplicated by `lsid` + `txnNumber` + `stmtId`.
+//! - `validation`: collection validators (`validator`, `bypassDocumentValidation`).
 //! - `write_block`: `setUserWriteBlockMode` state and the 371 check writes make.
 //! - Pure modules (no I/O): `bson_order`, `query`, `update`, `diff`, `token`,
 //!   `change_event`, `aggregate`, `seed`.
@@ -51,6 +52,7 @@ mod store;
 mod stream;
 mod tail;
 mod tls;
+mod validation;
 mod wire;
 mod write_block;
 mod writes;

@@ -18,6 +18,7 @@ use crate::store::{
     approx_size, check_collection_name, Catalog, Collection, DuplicateKey, StoredDoc,
 };
 use crate::update::{self, UpdateSpec};
+use crate::validation;
 use crate::wire::RawInsert;
 use crate::write_block;
 
@@ -114,6 +115,11 @@ pub trait OpSink {
     fn claim(&mut self, _ns: &str, _id: &Bson) -> Result<(), CommandError> {
         Ok(())
     }
+
+    /// Whether the command asked for `bypassDocumentValidation` (see `validation`).
+    fn bypass_validation(&self) -> bool {
+        false
+    }
 }
 
 impl OpSink for Oplog {
@@ -142,11 +148,17 @@ pub struct TxnLog {
     pub others: BTreeSet<DocRef>,
     /// Whether user writes are blocked (refreshed before each command).
     pub writes_blocked: bool,
+    /// The current command's `bypassDocumentValidation` (set before each command).
+    pub bypass_validation: bool,
 }
 
 impl OpSink for TxnLog {
     fn log(&mut self, op: OplogOp, post: Option<Document>) {
         self.ops.push((op, post));
+    }
+
+    fn bypass_validation(&self) -> bool {
+        self.bypass_validation
     }
 
     fn claim(&mut self, ns: &str, id: &Bson) -> Result<(), CommandError> {
@@ -193,6 +205,8 @@ pub struct LiveSink<'a> {
     pub retry: Option<RetryInfo>,
     /// Whether user writes are blocked (see `write_block`), read once per command.
     pub writes_blocked: bool,
+    /// The command's `bypassDocumentValidation`.
+    pub bypass_validation: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -216,6 +230,10 @@ impl OpSink for LiveSink<'_> {
 
     fn claim(&mut self, ns: &str, _id: &Bson) -> Result<(), CommandError> {
         write_block::check(self.writes_blocked, write_block::db_of(ns))
+    }
+
+    fn bypass_validation(&self) -> bool {
+        self.bypass_validation
     }
 
     fn log_raw_insert(
@@ -509,6 +527,16 @@ fn insert_new(
     if c.docs.contains_key(&key) {
         return Err(WriteError::duplicate(db, coll, DuplicateKey::on_id(&id)));
     }
+    if c.options.contains_key("validator") {
+        let bypass = sink.bypass_validation();
+        match &doc {
+            NewDoc::Decoded(d) => validation::check(c, validation::Write::Insert(d), bypass)?,
+            NewDoc::Raw(raw) => {
+                let d = raw.to_document();
+                validation::check(c, validation::Write::Insert(&d), bypass)?
+            }
+        }
+    }
     if let NewDoc::Decoded(doc) = &doc {
         if let Some(dup) = c.unique_violation(doc, None) {
             return Err(WriteError::duplicate(db, coll, dup));
@@ -632,6 +660,14 @@ pub fn update(
         let Some(o) = o else {
             continue;
         };
+        validation::check(
+            c,
+            validation::Write::Update {
+                post: &post,
+                pre: &pre,
+            },
+            sink.bypass_validation(),
+        )?;
         if let Some(dup) = c.unique_violation(&post, Some(&key.0)) {
             return Err(WriteError::duplicate(db, coll, dup));
         }

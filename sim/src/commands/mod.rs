@@ -89,6 +89,7 @@ impl Req<'_> {
                             oplog: &mut st.oplog,
                             retry: self.retry_info(),
                             writes_blocked,
+                            bypass_validation: truthy(self.cmd.get("bypassDocumentValidation")),
                         },
                     });
                     (r, st.oplog.next_seq())
@@ -111,6 +112,7 @@ impl Req<'_> {
                 s.writes.log.others = others;
                 let st = self.shared.state();
                 s.writes.log.writes_blocked = write_block::blocked(&st.catalog);
+                s.writes.log.bypass_validation = truthy(self.cmd.get("bypassDocumentValidation"));
                 Ok(f(&mut TxnTarget {
                     catalog: &st.catalog,
                     txn: &mut s.writes,

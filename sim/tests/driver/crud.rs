@@ -423,3 +423,37 @@ async fn documents_stage_feeds_a_collectionless_aggregate() {
     assert_eq!(command_code(not_objects), 40228);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn validators_refuse_non_matching_writes_unless_bypassed() {
+    let s = sim().await;
+    let db = s.client.database("d");
+    db.run_command(doc! {"create": "v", "validator": {"a": {"$gte": 1}}})
+        .await
+        .unwrap();
+    let coll = db.collection::<Document>("v");
+    coll.insert_one(doc! {"_id": 1, "a": 1}).await.unwrap();
+    assert_eq!(
+        command_code(coll.insert_one(doc! {"_id": 2, "a": 0}).await),
+        121
+    );
+    coll.insert_one(doc! {"_id": 2, "a": 0})
+        .bypass_document_validation(true)
+        .await
+        .unwrap();
+    let update = coll
+        .update_one(doc! {"_id": 1}, doc! {"$set": {"a": -1}})
+        .await;
+    assert_eq!(command_code(update), 121);
+    let replace = coll
+        .find_one_and_replace(doc! {"_id": 1}, doc! {"a": -5})
+        .await;
+    assert_eq!(command_code(replace), 121);
+    // A warning only: the write lands.
+    db.run_command(doc! {"collMod": "v", "validationAction": "warn"})
+        .await
+        .unwrap();
+    coll.insert_one(doc! {"_id": 3, "a": -3}).await.unwrap();
+    assert_eq!(coll.count_documents(doc! {}).await.unwrap(), 3);
+    s.stop().await;
+}
