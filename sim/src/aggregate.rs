@@ -7,7 +7,8 @@
 //! Int64 → Double, Decimal128 wins), which `update` reuses for `$inc`/`$mul`.
 //!
 //! Layout: this file (stages, `$group`, `$unwind`), `expression`, `arith`,
-//! `sample` (`$sample`'s parsing and its two ways of picking documents).
+//! `sample` (`$sample`'s parsing and its two ways of picking documents), `documents`
+//! (`$documents`).
 //!
 //! Nuances of the real server not reproduced: `$group` emits groups in
 //! first-seen order (the server's order is unspecified); `$lookup`,
@@ -536,6 +537,7 @@ fn unwind(docs: Vec<Document>, spec: &Bson) -> Result<Vec<Document>, QueryError>
 }
 
 mod arith;
+pub mod documents;
 mod expression;
 pub mod sample;
 

@@ -24,9 +24,7 @@
 //! Nuances of the real server not reproduced: a transaction split over
 //! several `partialTxn` applyOps entries (and prepared transactions'
 //! `commitTransaction`) is only unwound from a single complete entry;
-//! `fullDocument: whenAvailable|required` behave like `updateLookup`
-//! (there are no stored pre/post images), and `fullDocumentBeforeChange`
-//! is always `null`; `$v: 1` updates, which MongoDB 7 rejects, are accepted
+//! `$v: 1` updates, which MongoDB 7 rejects, are accepted
 //! and described from their `$set`/`$unset`; views and timeseries `create`
 //! events and `nsType` (8.1+) are not produced.
 
@@ -310,10 +308,18 @@ fn one_operation<'a>(
             } else {
                 parts.operation_type = "update";
                 parts.update_description = Some(describe_update(o, expanded)?);
-                if opts.full_document != "default" {
-                    let found = key.get("_id").and_then(|id| lookup(ns, id));
-                    parts.full_document =
-                        Some(Cow::Owned(found.map(Bson::Document).unwrap_or(Bson::Null)));
+                match opts.full_document.as_str() {
+                    "updateLookup" => {
+                        let found = key.get("_id").and_then(|id| lookup(ns, id));
+                        parts.full_document =
+                            Some(Cow::Owned(found.map(Bson::Document).unwrap_or(Bson::Null)));
+                    }
+                    // Post-images come from the stored images (the stream fills the slot),
+                    // never from a read of the collection, as in MongoDB.
+                    "whenAvailable" | "required" => {
+                        parts.full_document = Some(Cow::Owned(Bson::Null));
+                    }
+                    _ => {}
                 }
             }
             parts.document_key = Some(key);

@@ -16,6 +16,7 @@ pub fn load(shared: &Shared, orders: usize) {
                 retry: None,
                 // Nothing can have blocked writes before the server listens.
                 writes_blocked: false,
+                bypass_validation: false,
             },
         };
         let mut loaded = 0usize;

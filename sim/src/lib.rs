@@ -23,7 +23,9 @@
 //!   batch-at-a-time collection scans, cursor table; `split`: the 16 MB
 //!   limits on documents and events, `$changeStreamSplitLargeEvent`.
 //! - `failpoint`, `error`, `demo`: fail points, command errors, `--seed-demo`.
+//! - `lookups`: the per-namespace count of change streams' `updateLookup` reads.
 //! - `retry`: retryable writes deduplicated by `lsid` + `txnNumber` + `stmtId`.
+//! - `validation`: collection validators (`validator`, `bypassDocumentValidation`).
 //! - `write_block`: `setUserWriteBlockMode` state and the 371 check writes make.
 //! - Pure modules (no I/O): `bson_order`, `query`, `update`, `diff`, `token`,
 //!   `change_event`, `aggregate`, `seed`.
@@ -44,6 +46,7 @@ mod cursor;
 mod demo;
 mod error;
 mod failpoint;
+mod lookups;
 mod migration;
 mod oplog;
 mod retry;
@@ -57,6 +60,7 @@ mod store;
 mod stream;
 mod tail;
 mod tls;
+mod validation;
 mod wire;
 mod write_block;
 mod writes;

@@ -9,12 +9,12 @@
 //!
 //! Layout: `parse` (filter document → expression tree), this file
 //! (matching, paths), `keys` (the `_id` keys a filter can match), `sort`,
-//! `projection`.
+//! `projection`, `pcre` (`$regex` with PCRE's look-around and back-references).
 //!
 //! Nuances of the real server not reproduced: collations, `$where`,
 //! `$text`, geo and bitwise operators, `$jsonSchema` (all rejected with
-//! BadValue); regexes run on the Rust `regex` engine, so PCRE-only syntax
-//! (look-around, backreferences) is rejected; in sort keys an empty array
+//! BadValue); PCRE constructs neither `regex` nor `fancy-regex` knows (callouts,
+//! `\C`, some verbs) are refused with 51091; in sort keys an empty array
 //! sorts like null rather than below it; `$elemMatch` in object form matches
 //! only sub-document elements.
 
@@ -88,7 +88,7 @@ enum Pred {
     All(Vec<Pred>),
     ElemMatchDoc(Box<Expr>),
     ElemMatchValue(Vec<Pred>),
-    Regex(regex::Regex),
+    Regex(pcre::Pcre),
     Mod(i64, i64),
     /// Negation of the whole path predicate (`$ne`, `$nin`, `$not`).
     Not(Box<Pred>),
@@ -108,7 +108,7 @@ enum CmpOp {
 #[derive(Debug, Clone)]
 enum InItem {
     Value(Bson),
-    Regex(regex::Regex),
+    Regex(pcre::Pcre),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -368,7 +368,7 @@ fn leaf_matches(pred: &Pred, value: &Bson) -> bool {
     }
 }
 
-fn regex_matches(re: &regex::Regex, value: &Bson) -> bool {
+fn regex_matches(re: &pcre::Pcre, value: &Bson) -> bool {
     match value {
         Bson::String(s) | Bson::Symbol(s) => re.is_match(s),
         Bson::RegularExpression(r) => re.as_str().ends_with(r.pattern.as_str()),
@@ -497,6 +497,7 @@ pub fn get_path<'a>(doc: &'a Document, path: &str) -> Option<&'a Bson> {
 
 mod keys;
 mod parse;
+mod pcre;
 mod projection;
 mod sort;
 
@@ -668,11 +669,20 @@ mod tests {
             d
         ));
         assert_eq!(
-            Filter::parse(&doc! {"a": {"$regex": "(?<=a)b"}})
+            Filter::parse(&doc! {"a": {"$regex": "a("}})
                 .unwrap_err()
                 .code,
             51091
         );
+        // PCRE's look-around, as in `listCollections` filters.
+        assert!(m(
+            doc! {"name": {"$regex": "^(?!system\\.)"}},
+            doc! {"name": "orders"}
+        ));
+        assert!(!m(
+            doc! {"name": {"$regex": "^(?!system\\.)"}},
+            doc! {"name": "system.views"}
+        ));
     }
 
     #[test]

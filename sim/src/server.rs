@@ -95,6 +95,8 @@ pub struct SimHandle {
     accept_tasks: Vec<tokio::task::JoinHandle<()>>,
     /// Every connection task holds a sender; all dropped = all closed.
     connections_done: mpsc::Receiver<()>,
+    /// The replica set's one node, or every shard's.
+    nodes: Vec<Arc<Shared>>,
 }
 
 impl SimHandle {
@@ -115,6 +117,13 @@ impl SimHandle {
         } else {
             format!("mongodb://{}/", self.addr)
         }
+    }
+
+    /// How many documents of `ns` (`db.coll`) change streams looked up for
+    /// `fullDocument: updateLookup` so far, over every node (a mongos's own lookups of
+    /// documents that moved are not counted).
+    pub fn update_lookups(&self, ns: &str) -> u64 {
+        self.nodes.iter().map(|n| n.update_lookups.count(ns)).sum()
     }
 
     /// Closes the listener and every connection, and waits until they are gone.
@@ -168,6 +177,7 @@ pub async fn start(opts: SimOptions) -> std::io::Result<SimHandle> {
     let (done_tx, done_rx) = mpsc::channel::<()>(1);
     let mut accept_tasks = Vec::new();
     let mut shard_addrs = Vec::new();
+    let mut nodes = Vec::new();
     let front = if opts.shards == 0 {
         let mut shared = Shared::new(opts.oplog_max_entries, users);
         shared.max_wire_version = opts.max_wire_version;
@@ -175,6 +185,7 @@ pub async fn start(opts: SimOptions) -> std::io::Result<SimHandle> {
         if opts.seed_demo > 0 {
             crate::demo::load(&shared, opts.seed_demo);
         }
+        nodes.push(shared.clone());
         Front::Node(shared)
     } else {
         if users.is_some() {
@@ -203,6 +214,7 @@ pub async fn start(opts: SimOptions) -> std::io::Result<SimHandle> {
         if opts.seed_demo > 0 {
             crate::demo::load(&shards[0], opts.seed_demo);
         }
+        nodes.extend(shards.iter().cloned());
         let hosts = shard_addrs.iter().map(|a| a.to_string()).collect();
         let router = Arc::new(crate::router::Router::new(shards, clock, hosts));
         if let Some(ms) = opts.balancer_interval_ms.filter(|ms| *ms > 0) {
@@ -226,6 +238,7 @@ pub async fn start(opts: SimOptions) -> std::io::Result<SimHandle> {
         shutdown: shutdown_tx,
         accept_tasks,
         connections_done: done_rx,
+        nodes,
     })
 }
 

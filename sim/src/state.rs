@@ -54,6 +54,8 @@ pub struct Shared {
     pub max_wire_version: i32,
     /// The replica set's name in `hello` (`rs0`; `shardK` for a shard).
     pub set_name: String,
+    /// Change streams' `updateLookup` reads, per namespace.
+    pub update_lookups: crate::lookups::UpdateLookups,
 }
 
 /// MongoDB 7.0's wire version, what the simulator presents itself as by default.
@@ -93,6 +95,7 @@ impl Shared {
             users,
             max_wire_version: MAX_WIRE_VERSION,
             set_name: "rs0".into(),
+            update_lookups: Default::default(),
         }
     }
 

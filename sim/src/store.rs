@@ -206,6 +206,11 @@ impl Collection {
 }
 
 impl Collection {
+    /// The record id of the document stored under `key` (`showRecordId`'s `$recordId`).
+    pub fn record_id(&self, key: &OrderedBson) -> Option<u64> {
+        self.rids.get(key).copied()
+    }
+
     /// Stores a new document under a fresh record id (the end of `$natural` order).
     pub fn put_new(&mut self, key: OrderedBson, doc: StoredDoc) {
         if self.cap.is_some() {

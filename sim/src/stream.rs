@@ -71,8 +71,11 @@ impl Scope {
         let Some(ns) = ns else {
             return false;
         };
-        let db = ns.get_str("db").unwrap_or("");
-        let coll = ns.get_str("coll").ok();
+        self.names_in_scope(ns.get_str("db").unwrap_or(""), ns.get_str("coll").ok())
+    }
+
+    /// [`Scope::ns_in_scope`] of `{db, coll}`.
+    fn names_in_scope(&self, db: &str, coll: Option<&str>) -> bool {
         if coll.is_some_and(|c| c.starts_with("system.")) {
             return false;
         }
@@ -346,8 +349,15 @@ impl StreamCursor {
     /// Turns entries into events until `want` events are pending or the end
     /// of the oplog is reached.
     fn fill(&mut self, shared: &Shared, want: usize) -> Result<(), CommandError> {
+        let scope = self.scope.clone();
         let lookup = |ns: &str, id: &Bson| -> Option<Document> {
             let (db, coll) = ns.split_once('.')?;
+            // An event the stream drops anyway costs the server no lookup (its `$match` on
+            // the namespace runs before the lookup stage).
+            if !scope.names_in_scope(db, Some(coll)) {
+                return None;
+            }
+            shared.update_lookups.record(ns);
             let st = shared.state();
             st.catalog
                 .get(db, coll)?

@@ -64,6 +64,22 @@ impl UpdateSpec {
             Bson::Document(d) => {
                 let is_ops = d.keys().next().is_some_and(|k| k.starts_with('$'));
                 if !is_ops {
+                    // mongod's storage validation of a replacement: no `$` names at the top
+                    // level (nested ones are allowed since 5.0), except a DBRef's.
+                    let dollar = d.keys().find(|k| {
+                        k.starts_with('$') && !matches!(k.as_str(), "$ref" | "$id" | "$db")
+                    });
+                    if let Some(k) = dollar {
+                        return Err(QueryError::new(
+                            52,
+                            "DollarPrefixedFieldName",
+                            format!(
+                                "The dollar ($) prefixed field '{k}' in '{k}' is not allowed in \
+                                 the context of an update's replacement document. Consider \
+                                 using an aggregation pipeline with $replaceWith."
+                            ),
+                        ));
+                    }
                     return Ok(UpdateSpec::Replacement(d.clone()));
                 }
                 for (op, arg) in d {
@@ -595,6 +611,16 @@ mod tests {
             upd(doc! {"$set": {"_id": 1}}, doc! {"_id": 1}).unwrap(),
             doc! {"_id": 1}
         );
+    }
+
+    #[test]
+    fn replacement_refuses_top_level_dollar_names() {
+        let err = UpdateSpec::parse(&Bson::Document(doc! {"a": 1, "$set": {"b": 1}})).unwrap_err();
+        assert_eq!((err.code, err.code_name), (52, "DollarPrefixedFieldName"));
+        assert!(err
+            .message
+            .starts_with("The dollar ($) prefixed field '$set' in '$set'"));
+        assert!(UpdateSpec::parse(&Bson::Document(doc! {"a": {"$b": 1}})).is_ok());
     }
 
     #[test]

@@ -84,6 +84,7 @@ pub fn set(catalog: &mut Catalog, oplog: &mut Oplog, global: bool) -> Result<(),
             oplog,
             retry: None,
             writes_blocked: false,
+            bypass_validation: false,
         },
     };
     let failed = |e: writes::WriteError| e.to_command_error();

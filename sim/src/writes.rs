@@ -18,6 +18,7 @@ use crate::store::{
     approx_size, check_collection_name, Catalog, Collection, DuplicateKey, StoredDoc,
 };
 use crate::update::{self, UpdateSpec};
+use crate::validation;
 use crate::wire::RawInsert;
 use crate::write_block;
 
@@ -114,6 +115,11 @@ pub trait OpSink {
     fn claim(&mut self, _ns: &str, _id: &Bson) -> Result<(), CommandError> {
         Ok(())
     }
+
+    /// Whether the command asked for `bypassDocumentValidation` (see `validation`).
+    fn bypass_validation(&self) -> bool {
+        false
+    }
 }
 
 impl OpSink for Oplog {
@@ -142,11 +148,17 @@ pub struct TxnLog {
     pub others: BTreeSet<DocRef>,
     /// Whether user writes are blocked (refreshed before each command).
     pub writes_blocked: bool,
+    /// The current command's `bypassDocumentValidation` (set before each command).
+    pub bypass_validation: bool,
 }
 
 impl OpSink for TxnLog {
     fn log(&mut self, op: OplogOp, post: Option<Document>) {
         self.ops.push((op, post));
+    }
+
+    fn bypass_validation(&self) -> bool {
+        self.bypass_validation
     }
 
     fn claim(&mut self, ns: &str, id: &Bson) -> Result<(), CommandError> {
@@ -193,6 +205,8 @@ pub struct LiveSink<'a> {
     pub retry: Option<RetryInfo>,
     /// Whether user writes are blocked (see `write_block`), read once per command.
     pub writes_blocked: bool,
+    /// The command's `bypassDocumentValidation`.
+    pub bypass_validation: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -216,6 +230,10 @@ impl OpSink for LiveSink<'_> {
 
     fn claim(&mut self, ns: &str, _id: &Bson) -> Result<(), CommandError> {
         write_block::check(self.writes_blocked, write_block::db_of(ns))
+    }
+
+    fn bypass_validation(&self) -> bool {
+        self.bypass_validation
     }
 
     fn log_raw_insert(
@@ -262,7 +280,8 @@ impl LiveSink<'_> {
     }
 }
 
-fn create_op(db: &str, coll: &str, c: &Collection) -> OplogOp {
+/// The `create` entry of `db.coll`, with its options and `_id` index.
+pub(crate) fn create_op(db: &str, coll: &str, c: &Collection) -> OplogOp {
     let mut o = doc! {"create": coll};
     for (k, v) in &c.options {
         o.insert(k.clone(), v.clone());
@@ -449,6 +468,24 @@ pub fn insert_raw(
     insert_new(t, db, coll, raw.id(), NewDoc::Raw(raw))
 }
 
+/// The first `$`-prefixed field name inside an `_id` value (mongod's `storageValidEmbedded`
+/// refuses them at any depth; top-level `$` names elsewhere are allowed since 5.0).
+fn dollar_field_in(v: &Bson) -> Option<&str> {
+    match v {
+        Bson::Document(d) => d.iter().find_map(|(k, v)| {
+            // A DBRef's own fields are valid (`{$ref, $id, $db}`, in that order).
+            let dbref = d.keys().next().is_some_and(|f| f == "$ref");
+            if k.starts_with('$') && !(dbref && matches!(k.as_str(), "$ref" | "$id" | "$db")) {
+                Some(k.as_str())
+            } else {
+                dollar_field_in(v)
+            }
+        }),
+        Bson::Array(items) => items.iter().find_map(dollar_field_in),
+        _ => None,
+    }
+}
+
 /// A document to insert, `_id` first.
 enum NewDoc<'a> {
     Decoded(Document),
@@ -470,6 +507,16 @@ fn insert_new(
     if size > split::MAX_USER_SIZE {
         return Err(split::insert_too_large(size).into());
     }
+    if let Some(field) = dollar_field_in(&id) {
+        return Err(CommandError::new(
+            52,
+            "DollarPrefixedFieldName",
+            format!(
+                "_id fields may not contain '$'-prefixed fields: {field} is not valid for storage."
+            ),
+        )
+        .into());
+    }
     let Some((c, sink)) = t.write(db, coll, true)? else {
         return Err(CommandError::namespace_not_found("collection vanished").into());
     };
@@ -479,6 +526,16 @@ fn insert_new(
     let key = OrderedBson(id.clone());
     if c.docs.contains_key(&key) {
         return Err(WriteError::duplicate(db, coll, DuplicateKey::on_id(&id)));
+    }
+    if c.options.contains_key("validator") {
+        let bypass = sink.bypass_validation();
+        match &doc {
+            NewDoc::Decoded(d) => validation::check(c, validation::Write::Insert(d), bypass)?,
+            NewDoc::Raw(raw) => {
+                let d = raw.to_document();
+                validation::check(c, validation::Write::Insert(&d), bypass)?
+            }
+        }
     }
     if let NewDoc::Decoded(doc) = &doc {
         if let Some(dup) = c.unique_violation(doc, None) {
@@ -606,6 +663,14 @@ pub fn update(
         let Some(o) = o else {
             continue;
         };
+        validation::check(
+            c,
+            validation::Write::Update {
+                post: &post,
+                pre: &pre,
+            },
+            sink.bypass_validation(),
+        )?;
         if let Some(dup) = c.unique_violation(&post, Some(&key.0)) {
             return Err(WriteError::duplicate(db, coll, dup));
         }
@@ -761,9 +826,27 @@ pub fn replay(catalog: &mut Catalog, ops: &[(OplogOp, Option<Document>)], txn_co
             continue;
         };
         if op.op == "c" {
+            if let Some(Bson::String(name)) = op.o.get("createIndexes") {
+                // An index the transaction built on a collection it created (`txn_ddl`).
+                if let Some(c) = catalog.get_mut(db, name) {
+                    let mut spec = op.o.clone();
+                    spec.remove("createIndexes");
+                    let exists = c
+                        .indexes
+                        .iter()
+                        .any(|i| i.get("name").is_some() && i.get("name") == spec.get("name"));
+                    if !exists {
+                        c.indexes.push(spec);
+                    }
+                }
+                continue;
+            }
             if let Some(Bson::String(name)) = op.o.get("create") {
                 if catalog.get(db, name).is_none() {
-                    let mut c = Collection::new(Document::new());
+                    let mut options = op.o.clone();
+                    options.remove("create");
+                    options.remove("idIndex");
+                    let mut c = Collection::new(options);
                     if let Some(ui) = op.ui {
                         c.uuid = ui;
                     }

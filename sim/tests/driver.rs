@@ -41,3 +41,9 @@ mod snapshot;
 
 #[path = "driver/sharded.rs"]
 mod sharded;
+
+#[path = "driver/lookups.rs"]
+mod lookups;
+
+#[path = "driver/txn_ddl.rs"]
+mod txn_ddl;

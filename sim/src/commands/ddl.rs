@@ -13,7 +13,12 @@ use crate::store::check_collection_name;
 use crate::write_block;
 use crate::writes::create_live;
 
-fn cmd_op(db: &str, ui: Option<bson::Uuid>, o: Document, o2: Option<Document>) -> OplogOp {
+pub(super) fn cmd_op(
+    db: &str,
+    ui: Option<bson::Uuid>,
+    o: Document,
+    o2: Option<Document>,
+) -> OplogOp {
     OplogOp {
         op: "c",
         ns: format!("{db}.$cmd"),
@@ -35,6 +40,7 @@ fn ddl<R>(req: &Req<'_>, f: impl FnOnce(&mut State) -> R) -> R {
     r
 }
 
+/// DDL other than `create` and `createIndexes` (see `txn_ddl`) is refused in a transaction.
 fn in_txn_forbidden(req: &Req<'_>) -> Result<(), CommandError> {
     if req.txn.is_some() && req.name != "create" && req.name != "createIndexes" {
         return Err(CommandError::new(
@@ -52,14 +58,21 @@ pub fn list_databases(req: &Req<'_>, user: Option<&crate::auth::User>) -> CmdRes
     let st = req.shared.state();
     let name_only = super::truthy(req.cmd.get("nameOnly"));
     let filter = req.doc_arg("filter")?.map(Filter::parse).transpose()?;
-    let mut dbs = vec![doc! {"name": "local", "sizeOnDisk": 1i64 << 20, "empty": false}];
+    // A replica-set member always has `admin` (system.version), `config` (system.sessions,
+    // transactions) and `local` (the oplog), whether mongo-sim stores anything in them or not.
+    let mut sizes: std::collections::BTreeMap<&str, i64> =
+        [("admin", 40960), ("config", 61440), ("local", 1i64 << 20)].into();
     for (name, colls) in &st.catalog.dbs {
-        if colls.is_empty() || name == "local" {
+        if colls.is_empty() {
             continue;
         }
         let docs: usize = colls.values().map(|c| c.docs.len()).sum();
-        dbs.push(doc! {"name": name, "sizeOnDisk": (docs as i64 + 1) * 4096, "empty": false});
+        let size = sizes.entry(name.as_str()).or_insert(0);
+        *size = (*size).max((docs as i64 + 1) * 4096);
     }
+    let dbs = sizes
+        .into_iter()
+        .map(|(name, size)| doc! {"name": name, "sizeOnDisk": size, "empty": false});
     let mut out = Vec::new();
     let mut total = 0i64;
     for d in dbs {
@@ -171,6 +184,9 @@ pub fn create(req: &Req<'_>) -> CmdResult {
         ) {
             options.insert(k.clone(), v.clone());
         }
+    }
+    if req.txn.is_some() {
+        return super::txn_ddl::create(req, &coll, options);
     }
     ddl(req, |st| {
         if st.catalog.get(&req.db, &coll).is_some() {
@@ -364,6 +380,9 @@ pub fn create_indexes(req: &Req<'_>) -> CmdResult {
                 "index specification must have 'key' and 'name'",
             ));
         }
+    }
+    if req.txn.is_some() {
+        return super::txn_ddl::create_indexes(req, &coll, specs);
     }
     ddl(req, |st| {
         let allowed = write_block::check_catalog(&st.catalog, &req.db);

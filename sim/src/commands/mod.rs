@@ -4,15 +4,18 @@
 //! Layout: `admin` (hello, buildInfo, sessions, fail points, write
 //! blocking), `ddl` (namespaces and indexes), `write`
 //! (insert/update/delete/findAndModify), `read` (find, getMore, count,
-//! aggregate, killCursors), `out` (the `$out`/`$merge` stages), `explain`, `txn`
-//! (commit/abort and the per-session transaction state).
+//! aggregate, killCursors; `find_keys`: find's min/max, returnKey, showRecordId), `out` (the `$out`/`$merge` stages), `explain`, `txn`
+//! (commit/abort and the per-session transaction state), `txn_ddl` (`create` and
+//! `createIndexes` inside a transaction).
 
 mod admin;
 mod ddl;
 mod explain;
+mod find_keys;
 mod out;
 mod read;
 mod txn;
+mod txn_ddl;
 mod write;
 
 use std::sync::Arc;
@@ -87,6 +90,7 @@ impl Req<'_> {
                             oplog: &mut st.oplog,
                             retry: self.retry_info(),
                             writes_blocked,
+                            bypass_validation: truthy(self.cmd.get("bypassDocumentValidation")),
                         },
                     });
                     (r, st.oplog.next_seq())
@@ -109,6 +113,7 @@ impl Req<'_> {
                 s.writes.log.others = others;
                 let st = self.shared.state();
                 s.writes.log.writes_blocked = write_block::blocked(&st.catalog);
+                s.writes.log.bypass_validation = truthy(self.cmd.get("bypassDocumentValidation"));
                 Ok(f(&mut TxnTarget {
                     catalog: &st.catalog,
                     txn: &mut s.writes,

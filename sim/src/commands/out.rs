@@ -175,16 +175,20 @@ pub fn write(req: &Req<'_>, out: &Output, docs: Vec<Document>) -> Result<(), Com
             let replacement = match matched.as_str() {
                 "keepExisting" => continue,
                 "fail" => {
-                    return Err(CommandError::new(
-                        11000,
-                        "DuplicateKey",
-                        format!(
+                    // Like any DuplicateKey reply, it names the index key and the value.
+                    return Err(WriteError {
+                        code: 11000,
+                        code_name: "DuplicateKey".into(),
+                        errmsg: format!(
                             "$merge failed due to a DuplicateKey error :: caused by :: \
                              E11000 duplicate key error collection: {db}.{coll} index: _id_ \
                              dup key: {{ _id: {id} }}"
                         ),
-                    )
-                    .into())
+                        details: Some(Box::new(bson::doc! {
+                            "keyPattern": {"_id": 1},
+                            "keyValue": {"_id": id.clone()},
+                        })),
+                    });
                 }
                 "replace" => d,
                 _ => {

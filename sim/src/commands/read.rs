@@ -8,8 +8,9 @@ use std::time::Duration;
 use bson::{doc, Bson, Document, Timestamp};
 use rand::Rng;
 
+use super::find_keys::{index_key, plan_index, KeyOptions};
 use super::{as_i64, truthy, CmdResult, Req};
-use crate::aggregate::{apply_event_stages, run_stages, sample};
+use crate::aggregate::{apply_event_stages, documents, run_stages, sample};
 use crate::capped::{check_sort, natural_direction, CappedTail};
 use crate::cursor::{batch_size, cursor_reply, cursor_reply_shared, take_batch, CursorKind};
 use crate::error::CommandError;
@@ -99,12 +100,18 @@ pub fn find(req: &mut Req<'_>) -> CmdResult {
         .or_else(|| natural_direction(hint_doc.as_ref()))
         .or_else(|| (capped && unsorted).then_some(false));
     // A hinted index: the results come in its key order (an index scan), unless sorted.
-    let index_order = match &hint {
-        Some(h) if natural_direction(hint_doc.as_ref()).is_none() => req
-            .with_target(|t| hinted_index(t.read(&req.db, &coll), h, &ns))??
-            .filter(|_| unsorted),
+    let hinted = match &hint {
+        Some(h) if natural_direction(hint_doc.as_ref()).is_none() => {
+            req.with_target(|t| hinted_index(t.read(&req.db, &coll), h, &ns))??
+        }
         _ => None,
     };
+    let key_opts = KeyOptions::parse(req)?;
+    // A hint on a missing collection is an EOF plan, where mongod checks no bounds either.
+    if hint.is_none() || hinted.is_some() || natural_direction(hint_doc.as_ref()).is_some() {
+        key_opts.check_bounds(hinted.as_ref())?;
+    }
+    let index_order = hinted.clone().filter(|_| unsorted);
     if tailable {
         let await_data = truthy(req.cmd.get("awaitData"));
         let (tail, batch, has_records) = {
@@ -128,7 +135,12 @@ pub fn find(req: &mut Req<'_>) -> CmdResult {
         req.batch = Some(batch);
         return Ok(cursor_reply_shared(true, id, &ns, None));
     }
-    if !is_oplog(req, &coll) && req.txn.is_none() && natural.is_none() && index_order.is_none() {
+    if !is_oplog(req, &coll)
+        && req.txn.is_none()
+        && natural.is_none()
+        && index_order.is_none()
+        && !key_opts.any()
+    {
         let spec = ScanSpec {
             db: &req.db,
             coll: &coll,
@@ -202,11 +214,22 @@ pub fn find(req: &mut Req<'_>) -> CmdResult {
         if let Some(sort) = sort.as_ref().filter(|s| !s.is_empty() && !by_natural) {
             sort_documents(&mut docs, sort)?;
         }
+        key_opts.apply_bounds(&mut docs, hinted.as_ref());
         let mut docs: Vec<Document> = docs.into_iter().skip(skip as usize).collect();
         if limit > 0 {
             docs.truncate(limit);
         }
-        if let Some(p) = projection.as_ref().filter(|p| !p.is_empty()) {
+        if key_opts.return_key || key_opts.show_record_id {
+            return_keys(
+                req,
+                &coll,
+                &key_opts,
+                hinted.as_ref(),
+                sort.as_ref(),
+                &filter,
+                &mut docs,
+            )?;
+        } else if let Some(p) = projection.as_ref().filter(|p| !p.is_empty()) {
             docs = docs
                 .iter()
                 .map(|d| project(d, p))
@@ -312,6 +335,40 @@ pub(super) fn hinted_index(
              provided does not correspond to an existing index"
         ))),
     }
+}
+
+/// `returnKey` (each document replaced by its key in the plan's index) and `showRecordId`
+/// (`$recordId` appended; with `returnKey` the key alone, as mongod returns it).
+fn return_keys(
+    req: &Req<'_>,
+    coll: &str,
+    opts: &KeyOptions,
+    hinted: Option<&Document>,
+    sort: Option<&Document>,
+    filter: &Document,
+    docs: &mut [Document],
+) -> Result<(), CommandError> {
+    req.with_target(|t| {
+        let Some(c) = t.read(&req.db, coll) else {
+            return Ok(());
+        };
+        if opts.return_key {
+            let key = plan_index(c, hinted, sort, filter)?;
+            for d in docs.iter_mut() {
+                *d = index_key(d, key.as_ref());
+            }
+        } else {
+            for d in docs.iter_mut() {
+                let rid = d
+                    .get("_id")
+                    .and_then(|id| c.record_id(&crate::bson_order::OrderedBson(id.clone())));
+                if let Some(rid) = rid {
+                    d.insert("$recordId", rid as i64);
+                }
+            }
+        }
+        Ok(())
+    })?
 }
 
 /// Documents matching `filter` in `$natural` (insertion) order or its reverse.
@@ -632,6 +689,25 @@ pub fn aggregate(req: &mut Req<'_>) -> CmdResult {
         let cs = cs.clone();
         return change_stream(req, cs, stages[1..].to_vec(), requested);
     }
+    if let Some(i) = stages.iter().position(|s| s.contains_key(documents::STAGE)) {
+        if i > 0 {
+            return Err(CommandError::new(
+                40602,
+                "Location40602",
+                format!(
+                    "{} is only valid as the first stage in a pipeline",
+                    documents::STAGE
+                ),
+            ));
+        }
+        if matches!(req.cmd.get("aggregate"), Some(Bson::String(_))) {
+            return Err(CommandError::invalid_namespace(format!(
+                "{} can only be run as the first stage of a collectionless aggregation \
+                 (aggregate: 1)",
+                documents::STAGE
+            )));
+        }
+    }
     let mut stages = &stages[..];
     let at = match req.cmd.get("aggregate") {
         Some(Bson::String(coll)) if !is_oplog(req, coll) => {
@@ -684,6 +760,16 @@ pub fn aggregate(req: &mut Req<'_>) -> CmdResult {
                         .unwrap_or_default()
                 })?
             }
+        }
+        // `{aggregate: 1}` starting from `$documents`.
+        _ if stages
+            .first()
+            .is_some_and(|s| s.len() == 1 && s.contains_key(documents::STAGE)) =>
+        {
+            let docs =
+                documents::documents(stages[0].get(documents::STAGE).unwrap_or(&Bson::Null))?;
+            stages = &stages[1..];
+            docs
         }
         // `{aggregate: 1}` with `$listLocalSessions` first: the sessions this server has
         // seen (mongod's logical session cache), one `{_id: {id, uid}, lastUse}` each.

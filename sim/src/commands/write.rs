@@ -33,21 +33,25 @@ fn statements(req: &Req<'_>, field: &str) -> Result<Vec<Document>, CommandError>
         .collect()
 }
 
-/// Refuses a statement field mongod 7.0 does not know (40415, as its IDL parser does): an
-/// option must never be accepted and ignored (`sort` on update is MongoDB 8.0's).
+/// Refuses a statement field mongod 7.0 does not know (40415): its IDL parser reads the whole
+/// command, statements included, before running any of it, so the command fails (`ok: 0`), not
+/// the statement. An option must never be accepted and ignored (`sort` on update is MongoDB
+/// 8.0's).
 fn check_statement_fields(
     req: &Req<'_>,
     field: &str,
-    st: &Document,
+    stmts: &[Document],
     known: &[&str],
-) -> Result<(), WriteError> {
-    match st.keys().find(|k| !known.contains(&k.as_str())) {
+) -> Result<(), CommandError> {
+    let unknown = stmts
+        .iter()
+        .find_map(|st| st.keys().find(|k| !known.contains(&k.as_str())));
+    match unknown {
         Some(k) => Err(CommandError::new(
             40415,
             "Location40415",
             format!("BSON field '{}.{field}.{k}' is an unknown field.", req.name),
-        )
-        .into()),
+        )),
         None => Ok(()),
     }
 }
@@ -211,6 +215,7 @@ pub fn insert(req: &mut Req<'_>) -> CmdResult {
 pub fn update(req: &mut Req<'_>) -> CmdResult {
     let coll = req.coll()?;
     let stmts = statements(req, "updates")?;
+    check_statement_fields(req, "updates", &stmts, UPDATE_FIELDS)?;
     let ordered = ordered(req);
     let retry = retryable(req)?;
     let w = retry.as_ref();
@@ -238,7 +243,6 @@ pub fn update(req: &mut Req<'_>) -> CmdResult {
                 break;
             }
             let r = (|| -> Result<writes::UpdateOutcome, WriteError> {
-                check_statement_fields(req, "updates", st, UPDATE_FIELDS)?;
                 let filter = st.get_document("q").cloned().unwrap_or_default();
                 let u = st
                     .get("u")

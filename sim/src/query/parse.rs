@@ -351,7 +351,7 @@ fn parse_mod(v: &Bson) -> Result<Pred, QueryError> {
 }
 
 /// Compiles a MongoDB (PCRE) regex with its option letters.
-pub(crate) fn compile_regex(pattern: &str, options: &str) -> Result<regex::Regex, QueryError> {
+pub(crate) fn compile_regex(pattern: &str, options: &str) -> Result<super::pcre::Pcre, QueryError> {
     let mut flags = String::new();
     for c in options.chars() {
         match c {
@@ -370,7 +370,7 @@ pub(crate) fn compile_regex(pattern: &str, options: &str) -> Result<regex::Regex
     } else {
         format!("(?{flags}){pattern}")
     };
-    regex::Regex::new(&full).map_err(|e| {
+    super::pcre::Pcre::new(&full).map_err(|e| {
         QueryError::new(
             51091,
             "Location51091",

@@ -227,3 +227,233 @@ async fn find_one_and_update_returns_the_new_document() {
     assert_eq!(after.get_i32("v"), Ok(2));
     s.stop().await;
 }
+
+#[tokio::test]
+async fn list_databases_names_admin_config_and_local_like_a_replica_set_member() {
+    let s = sim().await;
+    assert_eq!(
+        s.client.list_database_names().await.unwrap(),
+        ["admin", "config", "local"]
+    );
+    s.client
+        .database("shop")
+        .collection::<Document>("orders")
+        .insert_one(doc! {"_id": 1})
+        .await
+        .unwrap();
+    assert_eq!(
+        s.client.list_database_names().await.unwrap(),
+        ["admin", "config", "local", "shop"]
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn regex_with_pcre_look_around_filters_list_collections_and_finds() {
+    let s = sim().await;
+    let db = s.client.database("d");
+    for name in ["orders", "system.js", "people"] {
+        db.create_collection(name).await.unwrap();
+    }
+    let mut names = db
+        .list_collection_names()
+        .filter(doc! {"name": {"$regex": r"^(?!system\.)"}})
+        .await
+        .unwrap();
+    names.sort();
+    assert_eq!(names, ["orders", "people"]);
+    let coll = db.collection::<Document>("people");
+    coll.insert_many([doc! {"_id": 1, "n": "anna"}, doc! {"_id": 2, "n": "carl"}])
+        .await
+        .unwrap();
+    // A back-reference: names whose first letter comes back at the end.
+    let found: Vec<Document> = coll
+        .find(doc! {"n": {"$regex": r"^(\w).*\1$"}})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(found, [doc! {"_id": 1, "n": "anna"}]);
+    let e = coll
+        .find_one(doc! {"n": {"$regex": "a("}})
+        .await
+        .expect_err("a pattern PCRE refuses");
+    match *e.kind {
+        ErrorKind::Command(c) => assert_eq!(c.code, 51091),
+        other => panic!("{other:?}"),
+    }
+    s.stop().await;
+}
+
+fn command_code<T: std::fmt::Debug>(r: mongodb::error::Result<T>) -> i32 {
+    match *r.expect_err("refused").kind {
+        ErrorKind::Command(c) => c.code,
+        ErrorKind::Write(WriteFailure::WriteError(w)) => w.code,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn find_min_max_need_a_hint_and_bound_its_key() {
+    let s = sim().await;
+    let coll = s.client.database("d").collection::<Document>("c");
+    coll.insert_many((0..10).map(|j| doc! {"_id": j, "j": j, "k": 9 - j}))
+        .await
+        .unwrap();
+    coll.create_index(mongodb::IndexModel::builder().keys(doc! {"j": 1}).build())
+        .await
+        .unwrap();
+    let js = |docs: Vec<Document>| -> Vec<i32> {
+        docs.iter().map(|d| d.get_i32("j").unwrap()).collect()
+    };
+    let found: Vec<Document> = coll
+        .find(doc! {})
+        .min(doc! {"j": 3})
+        .max(doc! {"j": 6})
+        .hint(mongodb::options::Hint::Keys(doc! {"j": 1}))
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(js(found), [3, 4, 5]);
+    let no_hint = coll.find(doc! {}).min(doc! {"j": 3}).await;
+    assert_eq!(command_code(no_hint), 51173);
+    let wrong_fields = coll
+        .find(doc! {})
+        .max(doc! {"k": 3})
+        .hint(mongodb::options::Hint::Keys(doc! {"j": 1}))
+        .await;
+    assert_eq!(command_code(wrong_fields), 51174);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn find_return_key_and_show_record_id() {
+    let s = sim().await;
+    let db = s.client.database("d");
+    let coll = db.collection::<Document>("c");
+    coll.insert_many([doc! {"_id": 2, "x": 22}, doc! {"_id": 1, "x": 11}])
+        .await
+        .unwrap();
+    let first_batch = |reply: Document| -> Vec<Document> {
+        let cursor = reply.get_document("cursor").unwrap();
+        cursor
+            .get_array("firstBatch")
+            .unwrap()
+            .iter()
+            .map(|d| d.as_document().unwrap().clone())
+            .collect()
+    };
+    // Sorted by `_id`: the `_id` index serves, its keys come back.
+    let reply = db
+        .run_command(
+            doc! {"find": "c", "sort": {"_id": 1}, "returnKey": true, "showRecordId": true},
+        )
+        .await
+        .unwrap();
+    assert_eq!(first_batch(reply), [doc! {"_id": 1}, doc! {"_id": 2}]);
+    // No index can serve: a collection scan has no keys.
+    let reply = db
+        .run_command(doc! {"find": "c", "filter": {"x": 11}, "returnKey": true})
+        .await
+        .unwrap();
+    assert_eq!(first_batch(reply), [doc! {}]);
+    // `$recordId`: insertion order.
+    let reply = db
+        .run_command(doc! {"find": "c", "sort": {"_id": 1}, "showRecordId": true})
+        .await
+        .unwrap();
+    assert_eq!(
+        first_batch(reply),
+        [
+            doc! {"_id": 1, "x": 11, "$recordId": 2i64},
+            doc! {"_id": 2, "x": 22, "$recordId": 1i64}
+        ]
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn dollar_prefixed_fields_inside_id_are_refused_with_52() {
+    let s = sim().await;
+    let coll = s.client.database("d").collection::<Document>("c");
+    let refused = coll.insert_one(doc! {"_id": {"$a": 1}}).await;
+    assert_eq!(command_code(refused), 52);
+    coll.insert_one(doc! {"_id": {"a.b": 1}}).await.unwrap();
+    assert_eq!(coll.count_documents(doc! {}).await.unwrap(), 1);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn documents_stage_feeds_a_collectionless_aggregate() {
+    let s = sim().await;
+    let db = s.client.database("d");
+    let out: Vec<Document> = db
+        .aggregate([
+            doc! {"$documents": [{"_id": 1, "x": 1}, {"_id": 2, "x": 2}]},
+            doc! {"$match": {"x": {"$gt": 1}}},
+        ])
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(out, [doc! {"_id": 2, "x": 2}]);
+    let coll = db.collection::<Document>("c");
+    coll.insert_one(doc! {"_id": 2}).await.unwrap();
+    let merged = db
+        .aggregate([
+            doc! {"$documents": [{"_id": 2, "x": 1}]},
+            doc! {"$merge": {"into": "c", "whenMatched": "fail"}},
+        ])
+        .await;
+    match *merged.expect_err("duplicate _id").kind {
+        ErrorKind::Command(c) => assert_eq!(c.code, 11000),
+        other => panic!("{other:?}"),
+    }
+    let on_collection = coll.aggregate([doc! {"$documents": [{"a": 1}]}]).await;
+    assert_eq!(command_code(on_collection), 73);
+    let misplaced = db
+        .aggregate([doc! {"$match": {}}, doc! {"$documents": [{"a": 1}]}])
+        .await;
+    assert_eq!(command_code(misplaced), 40602);
+    let not_objects = db.aggregate([doc! {"$documents": [1, 2]}]).await;
+    assert_eq!(command_code(not_objects), 40228);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn validators_refuse_non_matching_writes_unless_bypassed() {
+    let s = sim().await;
+    let db = s.client.database("d");
+    db.run_command(doc! {"create": "v", "validator": {"a": {"$gte": 1}}})
+        .await
+        .unwrap();
+    let coll = db.collection::<Document>("v");
+    coll.insert_one(doc! {"_id": 1, "a": 1}).await.unwrap();
+    assert_eq!(
+        command_code(coll.insert_one(doc! {"_id": 2, "a": 0}).await),
+        121
+    );
+    coll.insert_one(doc! {"_id": 2, "a": 0})
+        .bypass_document_validation(true)
+        .await
+        .unwrap();
+    let update = coll
+        .update_one(doc! {"_id": 1}, doc! {"$set": {"a": -1}})
+        .await;
+    assert_eq!(command_code(update), 121);
+    let replace = coll
+        .find_one_and_replace(doc! {"_id": 1}, doc! {"a": -5})
+        .await;
+    assert_eq!(command_code(replace), 121);
+    // A warning only: the write lands.
+    db.run_command(doc! {"collMod": "v", "validationAction": "warn"})
+        .await
+        .unwrap();
+    coll.insert_one(doc! {"_id": 3, "a": -3}).await.unwrap();
+    assert_eq!(coll.count_documents(doc! {}).await.unwrap(), 3);
+    s.stop().await;
+}

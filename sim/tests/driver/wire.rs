@@ -227,3 +227,46 @@ async fn block_connection_fail_point_delays_then_runs_the_command() {
     assert_eq!(reply.get_f64("ok"), Ok(1.0));
     s.stop().await;
 }
+
+/// Error replies as the bytes say them: `$merge`'s DuplicateKey names `keyPattern` and
+/// `keyValue`, and an update statement field mongod 7.0 does not know (`sort`) fails the whole
+/// command (`ok: 0`, its IDL parser reads the statements first), not one statement.
+#[tokio::test]
+async fn merge_duplicate_key_and_unknown_update_fields_fail_the_command() {
+    let s = sim().await;
+    let mut sock = TcpStream::connect(s.handle.addr()).await.unwrap();
+    let insert = doc! {"insert": "c", "documents": [{"_id": 2}], "$db": "d"};
+    sock.write_all(&op_msg(1, &insert, None)).await.unwrap();
+    read_msg_reply(&mut sock).await;
+
+    let merge = doc! {
+        "aggregate": 1,
+        "pipeline": [
+            {"$documents": [{"_id": 2, "x": 1}]},
+            {"$merge": {"into": "c", "whenMatched": "fail"}},
+        ],
+        "cursor": {},
+        "$db": "d",
+    };
+    sock.write_all(&op_msg(2, &merge, None)).await.unwrap();
+    let reply = Document::from_reader(&read_msg_reply(&mut sock).await[..]).unwrap();
+    assert_eq!(reply.get_f64("ok"), Ok(0.0), "{reply}");
+    assert_eq!(reply.get_i32("code"), Ok(11000));
+    assert_eq!(reply.get_document("keyPattern"), Ok(&doc! {"_id": 1}));
+    assert_eq!(reply.get_document("keyValue"), Ok(&doc! {"_id": 2}));
+
+    let update = doc! {
+        "update": "c",
+        "updates": [{"q": {"_id": {"$gt": 1}}, "u": {"$inc": {"x": 1}}, "sort": {"_id": -1}}],
+        "$db": "d",
+    };
+    sock.write_all(&op_msg(3, &update, None)).await.unwrap();
+    let reply = Document::from_reader(&read_msg_reply(&mut sock).await[..]).unwrap();
+    assert_eq!(reply.get_f64("ok"), Ok(0.0), "{reply}");
+    assert_eq!(reply.get_i32("code"), Ok(40415));
+    assert_eq!(
+        reply.get_str("errmsg"),
+        Ok("BSON field 'update.updates.sort' is an unknown field.")
+    );
+    s.stop().await;
+}
