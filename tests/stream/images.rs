@@ -62,6 +62,11 @@ async fn updates_read_together_yield_each_version_through_post_images() {
     let (stop, task) = w.start_sync();
     w.sync_point("end").await;
     assert_eq!(versions(&w).await, vec![1, 2, 3, 4, 5]);
+    assert_eq!(
+        w.sim.update_lookups("shop.orders"),
+        0,
+        "read with updateLookup"
+    );
     stop_sync(stop, task).await;
 }
 
@@ -135,5 +140,10 @@ async fn post_images_on_one_collection_and_lookups_for_the_other() {
             .collect();
     let expected: Vec<(String, Option<i64>)> = (0..4).map(|i| (format!("c{i}"), Some(5))).collect();
     assert_eq!(rows, expected);
+    assert_eq!(
+        w.sim.update_lookups("shop.orders"),
+        0,
+        "the collection with post-images was read with updateLookup"
+    );
     stop_sync(stop, task).await;
 }
