@@ -551,14 +551,14 @@ impl EventSink for RawSink {
 
     fn value(&mut self, key: &'static str, value: Cow<'_, Bson>) {
         self.approx += key.len() + 2 + approx_value(&value);
-        if crate::wire::encode_element(&mut self.out, key, &value).is_none() {
+        if crate::codec::encode_element(&mut self.out, key, &value).is_none() {
             self.failed = true;
         }
     }
 
     fn document(&mut self, key: &'static str, value: Cow<'_, Document>) {
         self.approx += key.len() + 2 + approx_size(&value);
-        if crate::wire::encode_element_doc(&mut self.out, key, &value).is_none() {
+        if crate::codec::encode_element_doc(&mut self.out, key, &value).is_none() {
             self.failed = true;
         }
         if key == "ns" {

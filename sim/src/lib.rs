@@ -1,6 +1,10 @@
 //! mongo-sim: an in-memory MongoDB replica-set simulator speaking the wire protocol.
 //!
-//! Layout (data flows top to bottom):
+//! Layout (data flows top to bottom, imports run one way): a front (`server`, `wire`,
+//! `commands`, `auth`) over the `router` (with `--shards`) over nodes (`state`, `writes`,
+//! `store`, `oplog`, `stream`, `tail`, `cursor`, `scan`, ... : one replica set each) over pure
+//! modules (`codec`, `bson_order`, `query`, ...). No node module imports the front or the
+//! router (the one exception: a node's `state` keeps its `auth::Users`).
 //! - `server`: TCP listener, one task per connection, `SimOptions`/`SimHandle`; a listener
 //!   serves a node's commands, or with `--shards` the router's;
 //! - `router`: `mongos` over N in-process shard nodes (metadata, routing, merged reads and
@@ -12,8 +16,10 @@
 //! - `auth`: `--auth` and `--x509-user` users and roles, the SASL commands and MONGODB-X509's
 //!   `authenticate`, the 13 Unauthorized check;
 //!   `scram`: the SCRAM-SHA-1/SHA-256 server exchange (pure).
-//! - `wire`: OP_MSG / OP_QUERY framing, OP_MSG / OP_REPLY encoding;
-//!   `wire::canonical` spots inserted documents that can be kept as sent.
+//! - `wire`: OP_MSG / OP_QUERY framing, OP_MSG / OP_REPLY encoding.
+//! - `codec`: BSON bytes decoded and encoded without `bson`'s serde path (what the wire, the
+//!   oplog, scans and change events share); `codec::canonical` spots inserted documents that
+//!   can be kept as sent.
 //! - `commands`: dispatch plus one file per command family.
 //! - `state`: storage + oplog behind one lock, cursors, sessions, fail points.
 //! - `writes`: the write engine over live storage or a transaction's copy.
@@ -41,6 +47,7 @@ pub mod update;
 mod auth;
 mod capped;
 mod clock;
+mod codec;
 mod commands;
 mod cursor;
 mod demo;

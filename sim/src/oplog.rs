@@ -12,9 +12,9 @@ use std::sync::Arc;
 use bson::{doc, Bson, Document, RawDocument, RawDocumentBuf, Timestamp};
 
 use crate::clock::ClusterClock;
+use crate::codec::canonical::RawInsert;
 use crate::query::{Fields, Filter};
 use crate::store::{approx_value, decode_raw};
-use crate::wire::RawInsert;
 
 /// The election term this single-member set pretends to be in.
 pub const TERM: i64 = 1;
@@ -401,7 +401,7 @@ impl Oplog {
 /// NUL, which the insert path rejects before it gets here).
 fn encode_raw(doc: &Document) -> Option<RawDocumentBuf> {
     let mut bytes = Vec::with_capacity(crate::store::approx_size(doc));
-    if crate::wire::encode_document(&mut bytes, doc).is_none() {
+    if crate::codec::encode_document(&mut bytes, doc).is_none() {
         bytes.clear();
         doc.to_writer(&mut bytes).ok()?;
     }

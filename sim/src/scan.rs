@@ -237,7 +237,7 @@ impl Fields for IdOnly<'_> {
 /// lock, instead of cloned and encoded later.
 fn encoded(doc: &Document) -> BatchDoc {
     let mut bytes = Vec::with_capacity(approx_size(doc));
-    if crate::wire::encode_document(&mut bytes, doc).is_some() {
+    if crate::codec::encode_document(&mut bytes, doc).is_some() {
         return BatchDoc::Raw(bytes);
     }
     bytes.clear();

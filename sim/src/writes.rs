@@ -9,6 +9,7 @@ use std::sync::Arc;
 use bson::{doc, oid::ObjectId, Bson, Document};
 
 use crate::bson_order::OrderedBson;
+use crate::codec::canonical::RawInsert;
 use crate::diff::update_oplog_object;
 use crate::error::CommandError;
 use crate::oplog::{Images, Oplog, OplogEntry, OplogOp};
@@ -19,7 +20,6 @@ use crate::store::{
 };
 use crate::update::{self, UpdateSpec};
 use crate::validation;
-use crate::wire::RawInsert;
 use crate::write_block;
 
 /// One failed statement, reported in `writeErrors` (or as a command error
@@ -451,7 +451,7 @@ pub fn insert_one(
 }
 
 /// `insert_one` of a document kept as the bytes the client sent (`_id`
-/// first and not an array, see `wire::RawInsert`): the same checks, oplog
+/// first and not an array, see `codec::canonical::RawInsert`): the same checks, oplog
 /// entry and stored document, without decoding it.
 pub fn insert_raw(
     t: &mut dyn Target,

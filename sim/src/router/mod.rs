@@ -811,9 +811,12 @@ impl Router {
         let id = event.get_document("documentKey").ok()?.get("_id")?.clone();
         let meta = self.meta.read().await;
         let sc = meta.collections.get(&format!("{db}.{coll}"));
+        // Through each shard's `_id` index: a scan per update event made a catching-up stream
+        // through mongos quadratic.
+        let filter = Filter::parse(&doc! {"_id": id}).ok()?;
         for (i, s) in self.shards.iter().enumerate() {
-            let found = crate::migration::docs_where(s, db, coll, |d| {
-                d.get("_id") == Some(&id) && sc.is_none_or(|sc| sc.owner(d) == i)
+            let found = crate::migration::docs_matching(s, db, coll, &filter, |d| {
+                sc.is_none_or(|sc| sc.owner(d) == i)
             });
             if let Some(d) = found.into_iter().next() {
                 return Some(d);
