@@ -67,7 +67,7 @@ use copy_data::CopyData;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// The seed `mongo-sim --seed-demo` uses (sim/src/demo.rs): the baseline converts the same
+/// The seed `mongo-sim --seed-demo` uses (sim/src/front/demo.rs): the baseline converts the same
 /// documents the simulator serves.
 const DEMO_SEED: u64 = 42;
 const STATUSES: &[&str] = &["pending", "paid", "shipped", "delivered", "cancelled"];

@@ -33,8 +33,8 @@ use std::borrow::Cow;
 use bson::{Bson, DateTime, Document, RawDocument, Timestamp};
 
 use crate::diff::update_description;
+use crate::node::store::{approx_size, approx_value, decode_raw};
 use crate::query::Fields;
-use crate::store::{approx_size, approx_value, decode_raw};
 use crate::token::{encode, encode_data, ResumeToken, TokenKind};
 
 /// The `$changeStream` options that shape events.

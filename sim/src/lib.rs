@@ -1,10 +1,10 @@
 //! mongo-sim: an in-memory MongoDB replica-set simulator speaking the wire protocol.
 //!
-//! Layout (data flows top to bottom, imports run one way): a front (`server`, `wire`,
-//! `commands`, `auth`) over the `router` (with `--shards`) over nodes (`state`, `writes`,
-//! `store`, `oplog`, `stream`, `tail`, `cursor`, `scan`, ... : one replica set each) over pure
-//! modules (`codec`, `bson_order`, `query`, ...). No node module imports the front or the
-//! router (the one exception: a node's `state` keeps its `auth::Users`).
+//! Layout (data flows top to bottom, imports run one way): `front/` (`server`, `wire`,
+//! `commands`, `auth`, ...) over `router/` (with `--shards`) over `node/` (`state`, `writes`,
+//! `store`, `oplog`, `stream`, `tail`, `cursor`, `scan`, ...: one replica-set member each) over
+//! the pure modules at the top (`codec`, `bson_order`, `query`, ...). No node module imports
+//! the front or the router (the one exception: a node's `state` keeps its `auth::Users`).
 //! - `server`: TCP listener, one task per connection, `SimOptions`/`SimHandle`; a listener
 //!   serves a node's commands, or with `--shards` the router's;
 //! - `router`: `mongos` over N in-process shard nodes (metadata, routing, merged reads and
@@ -44,33 +44,11 @@ pub mod seed;
 pub mod token;
 pub mod update;
 
-mod auth;
-mod capped;
-mod clock;
 mod codec;
-mod commands;
-mod cursor;
-mod demo;
 mod error;
-mod failpoint;
-mod lookups;
-mod migration;
-mod oplog;
-mod retry;
+mod front;
+mod node;
 mod router;
-mod scan;
-mod scram;
-mod server;
-mod split;
-mod state;
-mod store;
-mod stream;
-mod tail;
-mod tls;
-mod validation;
-mod wire;
-mod write_block;
-mod writes;
 
 pub use error::CommandError;
-pub use server::{start, SimHandle, SimOptions, TlsFiles};
+pub use front::server::{start, SimHandle, SimOptions, TlsFiles};

@@ -88,7 +88,7 @@ fn plain_documents() {
 /// Found by the fuzzer: a Decimal128 `_id` refused by a date key, updated through the filter
 /// `{_id: 1}` (MongoDB matches the stored `Decimal128("1.0")`): mongo-sim put the filter's `_id`
 /// into the oplog entry and change event (`documentKey`), where MongoDB puts the stored one, so
-/// the dead letter of the new version named `_id` 1. A mongo-sim bug (sim/src/writes.rs took
+/// the dead letter of the new version named `_id` 1. A mongo-sim bug (sim/src/node/writes.rs took
 /// the `_id` from the filter), fixed in 2bdf2ba.
 #[test]
 fn refused_decimal_id_updated() {

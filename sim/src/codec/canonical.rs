@@ -156,12 +156,12 @@ mod tests {
     /// encoded again.
     fn stored(bytes: &[u8]) -> Option<(Vec<u8>, usize)> {
         let doc: Document = bson::from_slice(bytes).ok()?;
-        let doc = crate::writes::with_id_first(doc);
+        let doc = crate::node::writes::with_id_first(doc);
         let mut out = Vec::new();
         super::super::encode_document(&mut out, &doc)
             .map(|_| out.clone())
             .or_else(|| bson::to_vec(&doc).ok())
-            .map(|b| (b, crate::store::approx_size(&doc)))
+            .map(|b| (b, crate::node::store::approx_size(&doc)))
     }
 
     /// A raw insert is only ever recognised where it stores what decoding

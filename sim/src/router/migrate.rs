@@ -9,7 +9,7 @@ use bson::Bson;
 
 use super::meta::ShardedColl;
 use super::Router;
-use crate::migration;
+use crate::node::migration;
 
 /// Moves chunk `i` of `ns` to shard `to` (the caller holds the metadata write lock).
 pub fn move_chunk(router: &Router, ns: &str, sc: &mut ShardedColl, i: usize, to: usize) {

@@ -19,13 +19,15 @@ use std::sync::{Arc, Mutex};
 use bson::{doc, oid::ObjectId, Bson, Document};
 
 use crate::bson_order::OrderedBson;
-use crate::clock::ClusterClock;
-use crate::commands::{as_i64, commit_together, execute, session_key, truthy, Conn, Outcome};
-use crate::cursor::cursor_reply;
 use crate::error::CommandError;
+use crate::front::commands::{
+    as_i64, commit_together, execute, session_key, truthy, Conn, Outcome,
+};
+use crate::front::wire::InsertDoc;
+use crate::node::clock::ClusterClock;
+use crate::node::cursor::cursor_reply;
+use crate::node::state::{cluster_time_doc, lock, Shared};
 use crate::query::Filter;
-use crate::state::{cluster_time_doc, lock, Shared};
-use crate::wire::InsertDoc;
 
 pub use meta::Meta;
 pub use migrate::spawn_balancer;
@@ -250,7 +252,9 @@ impl Router {
                     ("createIndexes" | "dropIndexes", _) if sharded => {
                         let _ = self.run(conn, s, cmd.clone()).await;
                     }
-                    ("drop", Some(c)) => crate::migration::drop_quietly(&self.shards[s], db, c),
+                    ("drop", Some(c)) => {
+                        crate::node::migration::drop_quietly(&self.shards[s], db, c)
+                    }
                     ("dropDatabase", _) => {
                         let colls: Vec<String> = self.shards[s]
                             .state()
@@ -260,7 +264,7 @@ impl Router {
                             .map(|d| d.keys().cloned().collect())
                             .unwrap_or_default();
                         for c in colls {
-                            crate::migration::drop_quietly(&self.shards[s], db, &c);
+                            crate::node::migration::drop_quietly(&self.shards[s], db, &c);
                         }
                     }
                     _ => {}
@@ -467,7 +471,7 @@ impl Router {
         d.insert("maxBsonObjectSize", 16_777_216);
         d.insert(
             "maxMessageSizeBytes",
-            crate::wire::MAX_MESSAGE_SIZE_BYTES as i32,
+            crate::front::wire::MAX_MESSAGE_SIZE_BYTES as i32,
         );
         d.insert("maxWriteBatchSize", 100_000);
         d.insert("localTime", bson::DateTime::now());
@@ -543,7 +547,7 @@ impl Router {
             let mut st = self.shards[0].state();
             let st = &mut *st;
             if st.catalog.get(db, coll).is_none() {
-                crate::writes::create_live(
+                crate::node::writes::create_live(
                     &mut st.catalog,
                     &mut st.oplog,
                     db,
@@ -557,7 +561,7 @@ impl Router {
             }
         };
         for s in &self.shards {
-            crate::migration::set_shard_key(s, db, coll, uuid, &key);
+            crate::node::migration::set_shard_key(s, db, coll, uuid, &key);
         }
         let mut note = doc! {
             "shardCollection": ns.clone(),
@@ -569,7 +573,7 @@ impl Router {
         if let Ok(c) = cmd.get_document("collation") {
             note.insert("collation", c.clone());
         }
-        crate::migration::log_shard_collection(&self.shards[0], db, coll, uuid, note);
+        crate::node::migration::log_shard_collection(&self.shards[0], db, coll, uuid, note);
         let min: Document = key.keys().map(|k| (k.clone(), Bson::MinKey)).collect();
         let max: Document = key.keys().map(|k| (k.clone(), Bson::MaxKey)).collect();
         let n = self.shards.len();
@@ -638,13 +642,15 @@ impl Router {
                     )));
                 };
                 let view = sc.clone();
-                let mut keys: Vec<Document> =
-                    crate::migration::docs_where(&self.shards[sc.chunks[i].shard], db, coll, |d| {
-                        view.chunk_index(&view.key_of(d)) == i
-                    })
-                    .iter()
-                    .map(|d| sc.key_of(d))
-                    .collect();
+                let mut keys: Vec<Document> = crate::node::migration::docs_where(
+                    &self.shards[sc.chunks[i].shard],
+                    db,
+                    coll,
+                    |d| view.chunk_index(&view.key_of(d)) == i,
+                )
+                .iter()
+                .map(|d| sc.key_of(d))
+                .collect();
                 keys.sort_by(meta::cmp_key);
                 keys.dedup_by(|a, b| meta::cmp_key(a, b).is_eq());
                 if keys.len() < 2 {
@@ -751,7 +757,7 @@ impl Router {
             let mut counts = vec![0usize; self.shards.len()];
             let mut per_chunk = vec![0usize; sc.chunks.len()];
             for (s, shard) in self.shards.iter().enumerate() {
-                for d in crate::migration::docs_where(shard, db, coll, |_| true) {
+                for d in crate::node::migration::docs_where(shard, db, coll, |_| true) {
                     let i = sc.chunk_index(&sc.key_of(&d));
                     if sc.chunks[i].shard == s {
                         counts[s] += 1;
@@ -796,9 +802,13 @@ impl Router {
         };
         let mut out = Vec::new();
         for (i, s) in self.shards.iter().enumerate() {
-            out.extend(crate::migration::docs_matching(s, db, coll, &filter, |d| {
-                sc.owner(d) == i
-            }));
+            out.extend(crate::node::migration::docs_matching(
+                s,
+                db,
+                coll,
+                &filter,
+                |d| sc.owner(d) == i,
+            ));
         }
         Ok(out)
     }
@@ -815,7 +825,7 @@ impl Router {
         // through mongos quadratic.
         let filter = Filter::parse(&doc! {"_id": id}).ok()?;
         for (i, s) in self.shards.iter().enumerate() {
-            let found = crate::migration::docs_matching(s, db, coll, &filter, |d| {
+            let found = crate::node::migration::docs_matching(s, db, coll, &filter, |d| {
                 sc.is_none_or(|sc| sc.owner(d) == i)
             });
             if let Some(d) = found.into_iter().next() {
@@ -984,7 +994,7 @@ impl Router {
         batch: usize,
         single: bool,
     ) -> Document {
-        let first = crate::cursor::take_batch(&mut docs, batch);
+        let first = crate::node::cursor::take_batch(&mut docs, batch);
         let id = if docs.is_empty() || single {
             0
         } else {
@@ -1010,7 +1020,7 @@ impl Router {
             .unwrap_or(0);
         match cursor {
             RouterCursor::Buffered { ns, mut docs } => {
-                let batch = crate::cursor::take_batch(&mut docs, requested);
+                let batch = crate::node::cursor::take_batch(&mut docs, requested);
                 let alive = !docs.is_empty();
                 if alive {
                     lock(&self.cursors).insert(
@@ -1122,7 +1132,7 @@ impl Router {
             .unwrap_or_default();
         let mut by_shard: BTreeMap<usize, Vec<(usize, Document)>> = BTreeMap::new();
         for (i, d) in docs.into_iter().enumerate() {
-            let d = crate::writes::with_id_first(d);
+            let d = crate::node::writes::with_id_first(d);
             by_shard.entry(sc.owner(&d)).or_default().push((i, d));
         }
         let mut merged = Merged::default();

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use bson::{doc, Bson, Document, Timestamp};
 
 use super::Router;
-use crate::commands::{as_i64, Conn};
 use crate::error::CommandError;
-use crate::oplog::{cmp_ts, ts_after};
+use crate::front::commands::{as_i64, Conn};
+use crate::node::oplog::{cmp_ts, ts_after};
 use crate::token::{self, ResumeToken, TokenKind};
 
 pub struct MergedStream {
@@ -131,7 +131,7 @@ pub async fn open(
         update_lookup,
     };
     let id = router.new_cursor(super::RouterCursor::Stream(Box::new(stream)));
-    let mut reply = crate::cursor::cursor_reply(
+    let mut reply = crate::node::cursor::cursor_reply(
         true,
         Vec::new(),
         id,
@@ -278,7 +278,7 @@ impl MergedStream {
                 } else {
                     self.pbrt.clone()
                 };
-                return Ok(crate::cursor::cursor_reply(
+                return Ok(crate::node::cursor::cursor_reply(
                     false,
                     batch,
                     0,

@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use bson::{Bson, Document, Timestamp};
 
-use crate::cursor::{BatchDoc, MAX_BATCH_BYTES};
 use crate::error::CommandError;
-use crate::oplog::{Oplog, OplogEntry};
+use crate::node::cursor::{BatchDoc, MAX_BATCH_BYTES};
+use crate::node::oplog::{Oplog, OplogEntry};
+use crate::node::state::Shared;
+use crate::node::store::approx_size;
 use crate::query::{project, sort_documents, Fields, Filter};
-use crate::state::Shared;
-use crate::store::approx_size;
 
 pub struct TailCursor {
     pub filter: Filter,

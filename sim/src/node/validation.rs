@@ -10,9 +10,9 @@
 
 use bson::{doc, Bson, Document};
 
+use crate::node::store::Collection;
+use crate::node::writes::WriteError;
 use crate::query::Filter;
-use crate::store::Collection;
-use crate::writes::WriteError;
 
 /// What is being validated.
 pub enum Write<'a> {

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use bson::{Bson, Document};
 
-use crate::cursor::{BatchDoc, MAX_BATCH_BYTES};
 use crate::error::CommandError;
+use crate::node::cursor::{BatchDoc, MAX_BATCH_BYTES};
+use crate::node::state::Shared;
+use crate::node::store::{approx_size, Catalog, Collection};
 use crate::query::{project, Filter};
-use crate::state::Shared;
-use crate::store::{approx_size, Catalog, Collection};
 
 pub struct CappedTail {
     db: String,

@@ -12,15 +12,15 @@ use crate::bson_order::OrderedBson;
 use crate::codec::canonical::RawInsert;
 use crate::diff::update_oplog_object;
 use crate::error::CommandError;
-use crate::oplog::{Images, Oplog, OplogEntry, OplogOp};
-use crate::query::{sort_documents, Filter};
-use crate::split;
-use crate::store::{
+use crate::node::oplog::{Images, Oplog, OplogEntry, OplogOp};
+use crate::node::split;
+use crate::node::store::{
     approx_size, check_collection_name, Catalog, Collection, DuplicateKey, StoredDoc,
 };
+use crate::node::validation;
+use crate::node::write_block;
+use crate::query::{sort_documents, Filter};
 use crate::update::{self, UpdateSpec};
-use crate::validation;
-use crate::write_block;
 
 /// One failed statement, reported in `writeErrors` (or as a command error
 /// for findAndModify).
@@ -271,7 +271,7 @@ impl LiveSink<'_> {
             "lsid": r.lsid.clone(),
             "txnNumber": r.txn_number,
             "stmtId": r.next_stmt_id,
-            "prevOpTime": {"ts": prev, "t": if r.prev_ts.is_some() { crate::oplog::TERM } else { -1 }},
+            "prevOpTime": {"ts": prev, "t": if r.prev_ts.is_some() { crate::node::oplog::TERM } else { -1 }},
         };
         let entry = append(self.oplog, Some(extra));
         r.next_stmt_id += 1;

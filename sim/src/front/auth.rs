@@ -23,7 +23,7 @@ use std::sync::{Arc, OnceLock};
 use bson::{doc, Bson, Document};
 
 use crate::error::CommandError;
-use crate::scram::{self, Conversation, Credential, Mechanism};
+use crate::front::scram::{self, Conversation, Credential, Mechanism};
 
 /// A MongoDB built-in role.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -381,7 +381,7 @@ impl Session {
             Some(Bson::String(s)) => Ok(Some(s.as_str())),
             Some(other) => Err(CommandError::type_mismatch(format!(
                 "BSON field 'authenticate.{name}' is the wrong type '{}', expected type 'string'",
-                crate::commands::type_name(other)
+                crate::front::commands::type_name(other)
             ))),
         };
         let Some(mechanism) = string_field("mechanism")? else {
@@ -458,7 +458,7 @@ impl Session {
         let skip_empty = cmd
             .get_document("options")
             .ok()
-            .is_some_and(|o| crate::commands::truthy(o.get("skipEmptyExchange")));
+            .is_some_and(|o| crate::front::commands::truthy(o.get("skipEmptyExchange")));
         self.next_conversation_id += 1;
         let id = self.next_conversation_id;
         self.conversation = Some((id, user, conversation, skip_empty));
@@ -617,7 +617,9 @@ fn need(name: &str, db: &str, cmd: &Document) -> Need {
         "find" | "count" | "distinct" | "listCollections" | "listIndexes" | "dbStats"
         | "collStats" | "getMore" => Need::Read(target),
         "aggregate" => match is_change_stream(cmd) {
-            Some(cs) if crate::commands::truthy(cs.get("allChangesForCluster")) => Need::ReadAny,
+            Some(cs) if crate::front::commands::truthy(cs.get("allChangesForCluster")) => {
+                Need::ReadAny
+            }
             _ if aggregate_writes(cmd) => Need::Write(target),
             _ => Need::Read(target),
         },

@@ -9,11 +9,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bson::{doc, Bson, Document, Timestamp};
 use tokio::sync::watch;
 
-use crate::cursor::CursorTable;
-use crate::failpoint::FailPoints;
-use crate::oplog::Oplog;
-use crate::store::Catalog;
-use crate::writes::TxnWrites;
+use crate::node::cursor::CursorTable;
+use crate::node::failpoint::FailPoints;
+use crate::node::oplog::Oplog;
+use crate::node::store::Catalog;
+use crate::node::writes::TxnWrites;
 
 pub struct State {
     pub catalog: Catalog,
@@ -44,18 +44,18 @@ pub struct Shared {
     pub sessions: Mutex<HashMap<Vec<u8>, SessionTxn>>,
     pub failpoints: Mutex<FailPoints>,
     /// Retryable writes already executed, per session (see `retry`).
-    pub retries: Mutex<crate::retry::RetryCatalog>,
+    pub retries: Mutex<crate::node::retry::RetryCatalog>,
     /// Every session a command named, as `{id, uid}` with its last use (`$listLocalSessions`).
     pub seen_sessions: Mutex<HashMap<Vec<u8>, (Document, bson::DateTime)>>,
     next_connection_id: AtomicI64,
     /// `--auth`'s users; `None` when the server runs without access control.
-    pub users: Option<crate::auth::Users>,
+    pub users: Option<crate::front::auth::Users>,
     /// What `hello` reports as `maxWireVersion` (`SimOptions::max_wire_version`).
     pub max_wire_version: i32,
     /// The replica set's name in `hello` (`rs0`; `shardK` for a shard).
     pub set_name: String,
     /// Change streams' `updateLookup` reads, per namespace.
-    pub update_lookups: crate::lookups::UpdateLookups,
+    pub update_lookups: crate::node::lookups::UpdateLookups,
 }
 
 /// MongoDB 7.0's wire version, what the simulator presents itself as by default.
@@ -68,15 +68,15 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    pub fn new(oplog_max_entries: usize, users: Option<crate::auth::Users>) -> Self {
+    pub fn new(oplog_max_entries: usize, users: Option<crate::front::auth::Users>) -> Self {
         Self::with_clock(oplog_max_entries, users, Arc::default())
     }
 
     /// A node whose optimes come from `clock` (shared by a cluster's shards).
     pub fn with_clock(
         oplog_max_entries: usize,
-        users: Option<crate::auth::Users>,
-        clock: Arc<crate::clock::ClusterClock>,
+        users: Option<crate::front::auth::Users>,
+        clock: Arc<crate::node::clock::ClusterClock>,
     ) -> Self {
         let oplog = Oplog::with_clock(oplog_max_entries, clock);
         let (tx, _) = watch::channel(oplog.next_seq());
@@ -89,7 +89,7 @@ impl Shared {
             cursors: Mutex::new(CursorTable::default()),
             sessions: Mutex::new(HashMap::new()),
             failpoints: Mutex::new(FailPoints::default()),
-            retries: Mutex::new(crate::retry::RetryCatalog::default()),
+            retries: Mutex::new(crate::node::retry::RetryCatalog::default()),
             seen_sessions: Mutex::new(HashMap::new()),
             next_connection_id: AtomicI64::new(1),
             users,

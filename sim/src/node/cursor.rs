@@ -12,12 +12,12 @@ use std::sync::Arc;
 
 use bson::{Bson, Document};
 
-use crate::oplog::OplogEntry;
+use crate::node::oplog::OplogEntry;
+use crate::node::scan::ScanCursor;
+use crate::node::store::approx_size;
+use crate::node::stream::StreamCursor;
+use crate::node::tail::TailCursor;
 use crate::query::Fields;
-use crate::scan::ScanCursor;
-use crate::store::approx_size;
-use crate::stream::StreamCursor;
-use crate::tail::TailCursor;
 
 /// Replies stay below the 16 MiB document limit with room for the envelope.
 pub const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024 - 64 * 1024;
@@ -28,7 +28,7 @@ pub enum CursorKind {
     Scan(Box<ScanCursor>),
     Tail(Box<TailCursor>),
     /// A tailable cursor on a capped user collection.
-    Capped(Box<crate::capped::CappedTail>),
+    Capped(Box<crate::node::capped::CappedTail>),
     Stream(Box<StreamCursor>),
 }
 

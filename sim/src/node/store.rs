@@ -15,7 +15,7 @@ use bson::{doc, Bson, Document, RawDocument};
 
 use crate::bson_order::{type_bracket, OrderedBson};
 use crate::error::CommandError;
-use crate::oplog::OplogEntry;
+use crate::node::oplog::OplogEntry;
 use crate::query::{Fields, IdKeys};
 
 /// A stored document: its own copy, or the `o` of the insert's oplog entry.

@@ -8,8 +8,8 @@ use bson::{doc, Bson, Document};
 
 use super::{CmdResult, Req};
 use crate::error::CommandError;
+use crate::node::writes::matching_docs;
 use crate::query::Filter;
-use crate::writes::matching_docs;
 
 /// The filter the explained command reads with.
 fn filter_of(name: &str, inner: &Document) -> Document {

@@ -6,10 +6,10 @@ use bson::{doc, oid::ObjectId, Document, Timestamp};
 
 use super::{CmdResult, Conn, Req};
 use crate::error::CommandError;
-use crate::oplog::{optime, TERM};
-use crate::state::{lock, Shared};
-use crate::wire::MAX_MESSAGE_SIZE_BYTES;
-use crate::write_block;
+use crate::front::wire::MAX_MESSAGE_SIZE_BYTES;
+use crate::node::oplog::{optime, TERM};
+use crate::node::state::{lock, Shared};
+use crate::node::write_block;
 
 pub const VERSION: &str = "7.0.14";
 fn election_id() -> ObjectId {
@@ -88,7 +88,7 @@ pub fn hello(req: &Req<'_>, conn: &mut Conn) -> CmdResult {
 /// names, and the first SCRAM step of a `speculativeAuthenticate` (auth spec).
 pub fn add_auth_fields(
     shared: &Shared,
-    session: &mut crate::auth::Session,
+    session: &mut crate::front::auth::Session,
     cmd: &Document,
     reply: &mut Document,
 ) {
@@ -96,7 +96,7 @@ pub fn add_auth_fields(
         return;
     };
     if let Ok(db_user) = cmd.get_str("saslSupportedMechs") {
-        if let Some(mechs) = crate::auth::Session::supported_mechs(users, db_user) {
+        if let Some(mechs) = crate::front::auth::Session::supported_mechs(users, db_user) {
             reply.insert("saslSupportedMechs", mechs);
         }
     }
@@ -250,15 +250,15 @@ pub fn connection_status(conn: &Conn) -> Document {
                 .iter()
                 .map(|r| {
                     let (role, db) = match r {
-                        crate::auth::Role::Root => ("root", "admin".to_string()),
-                        crate::auth::Role::ReadWriteAnyDatabase => {
+                        crate::front::auth::Role::Root => ("root", "admin".to_string()),
+                        crate::front::auth::Role::ReadWriteAnyDatabase => {
                             ("readWriteAnyDatabase", "admin".to_string())
                         }
-                        crate::auth::Role::ReadAnyDatabase => {
+                        crate::front::auth::Role::ReadAnyDatabase => {
                             ("readAnyDatabase", "admin".to_string())
                         }
-                        crate::auth::Role::Read(db) => ("read", db.clone()),
-                        crate::auth::Role::ReadWrite(db) => ("readWrite", db.clone()),
+                        crate::front::auth::Role::Read(db) => ("read", db.clone()),
+                        crate::front::auth::Role::ReadWrite(db) => ("readWrite", db.clone()),
                     };
                     bson::Bson::Document(doc! {"role": role, "db": db})
                 })

@@ -16,10 +16,10 @@ use std::ops::Bound;
 use bson::{Bson, Document};
 
 use crate::bson_order::{type_bracket, OrderedBson};
-use crate::cursor::{BatchDoc, MAX_BATCH_BYTES};
 use crate::error::CommandError;
+use crate::node::cursor::{BatchDoc, MAX_BATCH_BYTES};
+use crate::node::store::{approx_size, Catalog, Collection};
 use crate::query::{project, Fields, Filter, IdKeys};
-use crate::store::{approx_size, Catalog, Collection};
 
 pub struct ScanCursor {
     db: String,
@@ -152,7 +152,7 @@ impl ScanCursor {
         let mut more = false;
         let mut last: Option<&OrderedBson> = None;
         let range = (self.from.clone(), self.to.clone());
-        let candidates: Box<dyn Iterator<Item = (&OrderedBson, &crate::store::StoredDoc)>> =
+        let candidates: Box<dyn Iterator<Item = (&OrderedBson, &crate::node::store::StoredDoc)>> =
             match &self.keys {
                 Some(keys) => Box::new(
                     keys.iter()

@@ -5,12 +5,12 @@ use bson::{doc, Bson, Document};
 
 use super::{truthy, CmdResult, Req};
 use crate::error::CommandError;
-use crate::failpoint::error_name;
-use crate::retry::{RetryableWrite, StmtOutcome};
-use crate::state::lock;
+use crate::front::wire::InsertDoc;
+use crate::node::failpoint::error_name;
+use crate::node::retry::{RetryableWrite, StmtOutcome};
+use crate::node::state::lock;
+use crate::node::writes::{self, UpdateStatement, WriteError};
 use crate::update::{check_array_filters, ArrayFilters, UpdateSpec};
-use crate::wire::InsertDoc;
-use crate::writes::{self, UpdateStatement, WriteError};
 
 fn statements(req: &Req<'_>, field: &str) -> Result<Vec<Document>, CommandError> {
     let arr = req.cmd.get_array(field).map_err(|_| {
@@ -79,9 +79,9 @@ fn ordered(req: &Req<'_>) -> bool {
 /// A write error inside a transaction aborts it, as on a real server.
 fn abort_txn_on_error(req: &Req<'_>, had_error: bool) {
     if let (true, Some(key)) = (had_error, &req.txn) {
-        let mut sessions = crate::state::lock(&req.shared.sessions);
+        let mut sessions = crate::node::state::lock(&req.shared.sessions);
         if let Some(s) = sessions.get_mut(key) {
-            s.phase = crate::state::TxnPhase::Aborted;
+            s.phase = crate::node::state::TxnPhase::Aborted;
             s.writes = Default::default();
         }
     }
@@ -136,7 +136,7 @@ fn finish(req: &Req<'_>, mut reply: Document, errors: Vec<Document>) -> CmdResul
     // A write conflict fails the whole command (so it can carry
     // TransientTransactionError), it is not a per-statement write error.
     if errors.iter().any(|e| e.get_i32("code") == Ok(112)) {
-        return Err(crate::writes::write_conflict());
+        return Err(crate::node::writes::write_conflict());
     }
     if !errors.is_empty() {
         reply.insert("writeErrors", errors);

@@ -25,9 +25,9 @@ use bson::{doc, Bson};
 
 use crate::bson_order::OrderedBson;
 use crate::error::CommandError;
-use crate::oplog::Oplog;
-use crate::store::Catalog;
-use crate::writes::{self, LiveSink, LiveTarget};
+use crate::node::oplog::Oplog;
+use crate::node::store::Catalog;
+use crate::node::writes::{self, LiveSink, LiveTarget};
 
 pub const CRITICAL_SECTIONS_DB: &str = "config";
 pub const CRITICAL_SECTIONS_COLL: &str = "user_writes_critical_sections";

@@ -11,10 +11,10 @@ use std::sync::Arc;
 
 use bson::{doc, Bson, Document, RawDocument, RawDocumentBuf, Timestamp};
 
-use crate::clock::ClusterClock;
 use crate::codec::canonical::RawInsert;
+use crate::node::clock::ClusterClock;
+use crate::node::store::{approx_value, decode_raw};
 use crate::query::{Fields, Filter};
-use crate::store::{approx_value, decode_raw};
 
 /// The election term this single-member set pretends to be in.
 pub const TERM: i64 = 1;
@@ -245,7 +245,7 @@ impl Oplog {
     ) -> Arc<OplogEntry> {
         let o = match op.op {
             "i" => match encode_raw(&op.o) {
-                Some(raw) => EntryO::Raw(raw, crate::store::approx_size(&op.o)),
+                Some(raw) => EntryO::Raw(raw, crate::node::store::approx_size(&op.o)),
                 None => EntryO::Doc(op.o),
             },
             _ => EntryO::Doc(op.o),
@@ -400,7 +400,7 @@ impl Oplog {
 /// `doc` as BSON bytes, or `None` when it cannot be encoded (a key with a
 /// NUL, which the insert path rejects before it gets here).
 fn encode_raw(doc: &Document) -> Option<RawDocumentBuf> {
-    let mut bytes = Vec::with_capacity(crate::store::approx_size(doc));
+    let mut bytes = Vec::with_capacity(crate::node::store::approx_size(doc));
     if crate::codec::encode_document(&mut bytes, doc).is_none() {
         bytes.clear();
         doc.to_writer(&mut bytes).ok()?;
@@ -485,7 +485,7 @@ mod tests {
             ]
         );
         let d = e.to_document();
-        assert_eq!(e.approx_size(), crate::store::approx_size(&d));
+        assert_eq!(e.approx_size(), crate::node::store::approx_size(&d));
         assert_eq!(d.get_str("op"), Ok("i"));
         assert_eq!(d.get_timestamp("ts"), Ok(e.ts));
         let first = log.entries_from(0, 1);
@@ -508,7 +508,7 @@ mod tests {
         assert!(e.raw_o().is_some());
         let d = e.to_document();
         assert_eq!(d.get_document("o").unwrap(), &op.o);
-        assert_eq!(e.approx_size(), crate::store::approx_size(&d));
+        assert_eq!(e.approx_size(), crate::node::store::approx_size(&d));
         for (filter, want) in [
             (doc! {"o.a.b": 2.5}, true),
             (doc! {"o.s": "y"}, false),
@@ -528,7 +528,7 @@ mod tests {
         assert_eq!(encoded[0].bytes, bson::to_vec(&from_doc[0]).unwrap());
         assert_eq!(
             encoded[0].approx_size,
-            crate::store::approx_size(&from_doc[0])
+            crate::node::store::approx_size(&from_doc[0])
         );
     }
 

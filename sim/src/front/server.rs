@@ -10,9 +10,9 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
-use crate::commands::{add_auth_fields, execute, hello_reply, Conn, Outcome};
-use crate::state::Shared;
-use crate::wire::{self, Request, WireError};
+use crate::front::commands::{add_auth_fields, execute, hello_reply, Conn, Outcome};
+use crate::front::wire::{self, Request, WireError};
+use crate::node::state::Shared;
 
 /// How the simulator is started.
 #[derive(Debug, Clone)]
@@ -79,7 +79,7 @@ impl Default for SimOptions {
             tls_ca_file: None,
             tls_allow_connections_without_certificates: false,
             x509_users: Vec::new(),
-            max_wire_version: crate::state::MAX_WIRE_VERSION,
+            max_wire_version: crate::node::state::MAX_WIRE_VERSION,
             shards: 0,
             balancer_interval_ms: None,
         }
@@ -151,7 +151,7 @@ pub async fn start(opts: SimOptions) -> std::io::Result<SimHandle> {
         ));
     }
     let users = if opts.auth.is_some() || !opts.x509_users.is_empty() {
-        let mut users = crate::auth::Users::parse(opts.auth.as_deref().unwrap_or(""))
+        let mut users = crate::front::auth::Users::parse(opts.auth.as_deref().unwrap_or(""))
             .map_err(|e| invalid(e.to_string()))?;
         for spec in &opts.x509_users {
             users.add_x509(spec).map_err(|e| invalid(e.to_string()))?;
@@ -163,14 +163,14 @@ pub async fn start(opts: SimOptions) -> std::io::Result<SimHandle> {
     let clients = opts
         .tls_ca_file
         .as_deref()
-        .map(|ca| crate::tls::ClientCertificates {
+        .map(|ca| crate::front::tls::ClientCertificates {
             ca,
             optional: opts.tls_allow_connections_without_certificates,
         });
     let tls = opts
         .tls
         .as_ref()
-        .map(|t| crate::tls::acceptor(&t.cert, &t.key, clients))
+        .map(|t| crate::front::tls::acceptor(&t.cert, &t.key, clients))
         .transpose()
         .map_err(|e| invalid(e.to_string()))?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -183,7 +183,7 @@ pub async fn start(opts: SimOptions) -> std::io::Result<SimHandle> {
         shared.max_wire_version = opts.max_wire_version;
         let shared = Arc::new(shared);
         if opts.seed_demo > 0 {
-            crate::demo::load(&shared, opts.seed_demo);
+            crate::front::demo::load(&shared, opts.seed_demo);
         }
         nodes.push(shared.clone());
         Front::Node(shared)
@@ -193,7 +193,7 @@ pub async fn start(opts: SimOptions) -> std::io::Result<SimHandle> {
                 "--shards does not support --auth or --x509-user (mongo-sim's mongos has no access control)".into(),
             ));
         }
-        let clock = Arc::new(crate::clock::ClusterClock::default());
+        let clock = Arc::new(crate::node::clock::ClusterClock::default());
         let mut shards = Vec::new();
         for k in 0..opts.shards {
             let mut shared = Shared::with_clock(opts.oplog_max_entries, None, clock.clone());
@@ -212,7 +212,7 @@ pub async fn start(opts: SimOptions) -> std::io::Result<SimHandle> {
             shards.push(shared);
         }
         if opts.seed_demo > 0 {
-            crate::demo::load(&shards[0], opts.seed_demo);
+            crate::front::demo::load(&shards[0], opts.seed_demo);
         }
         nodes.extend(shards.iter().cloned());
         let hosts = shard_addrs.iter().map(|a| a.to_string()).collect();
@@ -294,7 +294,7 @@ async fn serve(
     // without a reply, as mongod closes it.
     let mut first = [0u8; 1];
     let n = stream.peek(&mut first).await?;
-    if n == 0 || first[0] != crate::tls::HANDSHAKE_RECORD {
+    if n == 0 || first[0] != crate::front::tls::HANDSHAKE_RECORD {
         tracing::info!(
             "closing a connection that did not start with TLS: the server is configured to only allow SSL connections"
         );
@@ -313,7 +313,7 @@ async fn serve(
         .1
         .peer_certificates()
         .and_then(|chain| chain.first())
-        .and_then(|leaf| match crate::tls::subject(leaf) {
+        .and_then(|leaf| match crate::front::tls::subject(leaf) {
             Ok(s) => Some(s),
             Err(e) => {
                 tracing::warn!(error = %e, "client certificate without a usable subject");
@@ -343,7 +343,7 @@ where
         },
         app_name: None,
         me,
-        session: crate::auth::Session::with_certificate(x509_subject),
+        session: crate::front::auth::Session::with_certificate(x509_subject),
     };
     let mut out = Vec::with_capacity(64 * 1024);
     let mut body = Vec::with_capacity(64 * 1024);

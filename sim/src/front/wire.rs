@@ -17,8 +17,8 @@ use crate::codec::{
     decode_document, encode_document, encode_element, encode_list, finish_length, le_i32,
     MAX_DECODE_DEPTH,
 };
-use crate::cursor::BatchDoc;
-use crate::oplog::OplogEntry;
+use crate::node::cursor::BatchDoc;
+use crate::node::oplog::OplogEntry;
 
 use crate::codec::canonical::{self, RawInsert};
 
@@ -598,7 +598,7 @@ mod tests {
 
     #[test]
     fn a_batch_beside_the_reply_encodes_like_the_batch_inside_it() {
-        use crate::oplog::{Oplog, OplogOp};
+        use crate::node::oplog::{Oplog, OplogOp};
         let mut oplog = Oplog::new(10);
         let entry = oplog.append(
             OplogOp {

@@ -11,8 +11,8 @@ use bson::{Bson, Document};
 use super::Req;
 use crate::bson_order::OrderedBson;
 use crate::error::CommandError;
+use crate::node::writes::{self, UpdateStatement, WriteError};
 use crate::update::{ArrayFilters, UpdateSpec};
-use crate::writes::{self, UpdateStatement, WriteError};
 
 pub struct Output {
     db: String,

@@ -5,13 +5,13 @@
 use bson::{doc, Bson, Document, Timestamp};
 
 use super::{as_i64, truthy, CmdResult, Req};
-use crate::cursor::MAX_BATCH_BYTES;
 use crate::error::CommandError;
-use crate::oplog::{Oplog, OplogOp, TERM};
-use crate::state::{lock, SessionTxn, Shared, TxnPhase};
-use crate::store::approx_size;
-use crate::write_block;
-use crate::writes::{replay, TxnWrites};
+use crate::node::cursor::MAX_BATCH_BYTES;
+use crate::node::oplog::{Oplog, OplogOp, TERM};
+use crate::node::state::{lock, SessionTxn, Shared, TxnPhase};
+use crate::node::store::approx_size;
+use crate::node::write_block;
+use crate::node::writes::{replay, TxnWrites};
 
 /// sha256 of the empty user name: the `uid` real servers put in an
 /// unauthenticated session's lsid inside oplog entries.
@@ -165,7 +165,7 @@ pub fn commit(req: &Req<'_>) -> CmdResult {
 /// later entry anywhere draws a later time.
 pub fn commit_together(
     nodes: &[&Shared],
-    clock: &crate::clock::ClusterClock,
+    clock: &crate::node::clock::ClusterClock,
     lsid: &Document,
     txn_number: i64,
 ) -> Result<(), CommandError> {

@@ -32,7 +32,7 @@ impl ClusterClock {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as u32)
             .unwrap_or(0);
-        let mut last = crate::state::lock(&self.last);
+        let mut last = crate::node::state::lock(&self.last);
         *last = if now > last.time {
             Timestamp {
                 time: now,
@@ -49,6 +49,6 @@ impl ClusterClock {
 
     /// The latest time drawn.
     pub fn now(&self) -> Timestamp {
-        *crate::state::lock(&self.last)
+        *crate::node::state::lock(&self.last)
     }
 }

@@ -6,9 +6,9 @@
 use bson::{doc, Bson, Document};
 
 use crate::bson_order::OrderedBson;
-use crate::oplog::OplogOp;
-use crate::state::Shared;
-use crate::store::{Collection, StoredDoc};
+use crate::node::oplog::OplogOp;
+use crate::node::state::Shared;
+use crate::node::store::{Collection, StoredDoc};
 
 /// The node's documents of `db.coll` that `keep` selects.
 pub fn docs_where(

@@ -6,12 +6,12 @@ use bson::{doc, Bson, Document};
 
 use super::{as_i64, CmdResult, Req};
 use crate::error::CommandError;
-use crate::oplog::OplogOp;
+use crate::node::oplog::OplogOp;
+use crate::node::state::State;
+use crate::node::store::check_collection_name;
+use crate::node::write_block;
+use crate::node::writes::create_live;
 use crate::query::Filter;
-use crate::state::State;
-use crate::store::check_collection_name;
-use crate::write_block;
-use crate::writes::create_live;
 
 pub(super) fn cmd_op(
     db: &str,
@@ -54,7 +54,7 @@ fn in_txn_forbidden(req: &Req<'_>) -> Result<(), CommandError> {
 
 /// `listDatabases`; a logged-in `user` without the `listDatabases` privilege sees only the
 /// databases it may read (mongod's `authorizedDatabases` default).
-pub fn list_databases(req: &Req<'_>, user: Option<&crate::auth::User>) -> CmdResult {
+pub fn list_databases(req: &Req<'_>, user: Option<&crate::front::auth::User>) -> CmdResult {
     let st = req.shared.state();
     let name_only = super::truthy(req.cmd.get("nameOnly"));
     let filter = req.doc_arg("filter")?.map(Filter::parse).transpose()?;
@@ -133,7 +133,7 @@ pub fn list_collections(req: &Req<'_>) -> CmdResult {
             batch.push(info);
         }
     }
-    Ok(crate::cursor::cursor_reply(
+    Ok(crate::node::cursor::cursor_reply(
         true,
         batch,
         0,
@@ -151,7 +151,7 @@ pub fn list_indexes(req: &Req<'_>) -> CmdResult {
             req.db
         )));
     };
-    Ok(crate::cursor::cursor_reply(
+    Ok(crate::node::cursor::cursor_reply(
         true,
         c.indexes.clone(),
         0,
@@ -420,7 +420,7 @@ pub fn create_indexes(req: &Req<'_>) -> CmdResult {
                 let pattern = s.get_document("key").cloned().unwrap_or_default();
                 let sparse = s.get_bool("sparse").unwrap_or(false);
                 if let Some(key) = c.duplicate_for_new_index(&pattern, sparse) {
-                    let dup = crate::store::DuplicateKey {
+                    let dup = crate::node::store::DuplicateKey {
                         index: name.to_string(),
                         key_pattern: pattern,
                         key_value: key,

@@ -11,10 +11,10 @@ use bson::{doc, Document};
 
 use super::{CmdResult, Req};
 use crate::error::CommandError;
-use crate::state::lock;
-use crate::store::{Catalog, Collection};
-use crate::write_block;
-use crate::writes::{create_op, TxnWrites};
+use crate::node::state::lock;
+use crate::node::store::{Catalog, Collection};
+use crate::node::write_block;
+use crate::node::writes::{create_op, TxnWrites};
 
 /// Runs `f` on the live catalog (read-only) and the transaction's private writes.
 fn with_txn<R>(

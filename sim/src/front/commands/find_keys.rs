@@ -13,8 +13,8 @@ use bson::{Bson, Document};
 use super::Req;
 use crate::bson_order::compare;
 use crate::error::CommandError;
+use crate::node::store::Collection;
 use crate::query::get_path;
-use crate::store::Collection;
 
 /// The options as the command gives them.
 #[derive(Debug, Default)]

@@ -11,16 +11,16 @@ use rand::Rng;
 use super::find_keys::{index_key, plan_index, KeyOptions};
 use super::{as_i64, truthy, CmdResult, Req};
 use crate::aggregate::{apply_event_stages, documents, run_stages, sample};
-use crate::capped::{check_sort, natural_direction, CappedTail};
-use crate::cursor::{batch_size, cursor_reply, cursor_reply_shared, take_batch, CursorKind};
 use crate::error::CommandError;
+use crate::node::capped::{check_sort, natural_direction, CappedTail};
+use crate::node::cursor::{batch_size, cursor_reply, cursor_reply_shared, take_batch, CursorKind};
+use crate::node::scan::{ScanCursor, ScanSpec};
+use crate::node::state::lock;
+use crate::node::store::{Collection, StoredDoc};
+use crate::node::stream::{misplaced_stage, Scope, StreamCursor, StreamSpec};
+use crate::node::tail::{find_all, FindSpec, TailCursor};
+use crate::node::writes::matching_docs;
 use crate::query::{project, sort_documents, Filter, QueryError};
-use crate::scan::{ScanCursor, ScanSpec};
-use crate::state::lock;
-use crate::store::{Collection, StoredDoc};
-use crate::stream::{misplaced_stage, Scope, StreamCursor, StreamSpec};
-use crate::tail::{find_all, FindSpec, TailCursor};
-use crate::writes::matching_docs;
 
 /// A first batch holds 101 documents unless the client asks otherwise.
 const DEFAULT_FIRST_BATCH: usize = 101;
@@ -257,7 +257,7 @@ pub fn find(req: &mut Req<'_>) -> CmdResult {
 /// refuses as mongod does outside its history window (239 SnapshotTooOld).
 fn snapshot_time(
     req: &Req<'_>,
-    oplog: &crate::oplog::Oplog,
+    oplog: &crate::node::oplog::Oplog,
     coll: &str,
 ) -> Result<Option<Timestamp>, CommandError> {
     let Ok(rc) = req.cmd.get_document("readConcern") else {
@@ -270,12 +270,12 @@ fn snapshot_time(
     let Ok(asked) = rc.get_timestamp("atClusterTime") else {
         return Ok(Some(now));
     };
-    if crate::oplog::cmp_ts(asked, now) != std::cmp::Ordering::Less {
+    if crate::node::oplog::cmp_ts(asked, now) != std::cmp::Ordering::Less {
         return Ok(Some(asked));
     }
     let ns = format!("{}.{coll}", req.db);
-    let from = oplog.seq_at_or_after(crate::oplog::ts_after(asked));
-    let changed = crate::oplog::cmp_ts(asked, oplog.oldest_ts()) == std::cmp::Ordering::Less
+    let from = oplog.seq_at_or_after(crate::node::oplog::ts_after(asked));
+    let changed = crate::node::oplog::cmp_ts(asked, oplog.oldest_ts()) == std::cmp::Ordering::Less
         || oplog
             .entries_from(from, usize::MAX)
             .iter()
@@ -294,7 +294,7 @@ fn snapshot_time(
 
 /// Whether an oplog entry may change `db.coll`: its own entries, a command of its database
 /// naming it (drop, rename, ...), and any transaction (conservatively).
-fn touches(e: &crate::oplog::OplogEntry, db: &str, coll: &str) -> bool {
+fn touches(e: &crate::node::oplog::OplogEntry, db: &str, coll: &str) -> bool {
     if e.ns == "admin.$cmd" {
         return true;
     }
@@ -831,15 +831,15 @@ fn change_stream(
 ) -> CmdResult {
     let mut spec = StreamSpec::parse(&stage)?;
     let mut user_stages = user_stages;
-    spec.split = crate::split::take_stage(&mut user_stages)?;
-    if spec.split && req.shared.max_wire_version < crate::state::MAX_WIRE_VERSION {
+    spec.split = crate::node::split::take_stage(&mut user_stages)?;
+    if spec.split && req.shared.max_wire_version < crate::node::state::MAX_WIRE_VERSION {
         // An older server does not know the stage.
         return Err(CommandError::new(
             40324,
             "Location40324",
             format!(
                 "Unrecognized pipeline stage name: '{}'",
-                crate::split::STAGE
+                crate::node::split::STAGE
             ),
         ));
     }

@@ -23,12 +23,12 @@ use std::time::Duration;
 
 use bson::{Bson, Document};
 
-use crate::cursor::BatchDoc;
 use crate::error::CommandError;
-use crate::state::{cluster_time_doc, lock, Shared};
-use crate::wire::InsertDoc;
-use crate::write_block;
-use crate::writes::{LiveSink, LiveTarget, RetryInfo, Target, TxnTarget};
+use crate::front::wire::InsertDoc;
+use crate::node::cursor::BatchDoc;
+use crate::node::state::{cluster_time_doc, lock, Shared};
+use crate::node::write_block;
+use crate::node::writes::{LiveSink, LiveTarget, RetryInfo, Target, TxnTarget};
 
 pub use admin::{add_auth_fields, hello_reply};
 pub use txn::{commit_together, session_key};
@@ -41,7 +41,7 @@ pub struct Conn {
     /// `host:port` this connection reached us on: what `hello` advertises.
     pub me: String,
     /// Who this connection logged in as (only consulted with `--auth`).
-    pub session: crate::auth::Session,
+    pub session: crate::front::auth::Session,
 }
 
 /// One command being executed.
@@ -102,7 +102,9 @@ impl Req<'_> {
                 let mut sessions = lock(&self.shared.sessions);
                 let others: std::collections::BTreeSet<_> = sessions
                     .iter()
-                    .filter(|(k, s)| *k != key && s.phase == crate::state::TxnPhase::InProgress)
+                    .filter(|(k, s)| {
+                        *k != key && s.phase == crate::node::state::TxnPhase::InProgress
+                    })
                     .flat_map(|(_, s)| s.writes.log.touched.iter().cloned())
                     .collect();
                 let Some(s) = sessions.get_mut(key) else {
@@ -421,7 +423,7 @@ fn authorize(req: &Req<'_>, conn: &Conn) -> Result<(), CommandError> {
     if req.shared.users.is_none() {
         return Ok(());
     }
-    crate::auth::authorize(conn.session.user.as_deref(), &req.name, &req.db, &req.cmd)
+    crate::front::auth::authorize(conn.session.user.as_deref(), &req.name, &req.db, &req.cmd)
 }
 
 /// `saslStart`/`saslContinue`; without `--auth`, mongod has no users to log in as.

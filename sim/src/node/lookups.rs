@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::state::lock;
+use crate::node::state::lock;
 
 /// Lookups per namespace (`db.coll`), since the simulator started.
 #[derive(Debug, Default)]

@@ -20,13 +20,13 @@ use crate::bson_order::OrderedBson;
 use crate::change_event::{
     encoded_events_from_oplog_entry, events_from_oplog_entry, invalidate_event, EventOptions,
 };
-use crate::cursor::BatchDoc;
 use crate::error::CommandError;
-use crate::oplog::{cmp_ts, ts_after, Images, Oplog, OplogEntry};
+use crate::node::cursor::BatchDoc;
+use crate::node::oplog::{cmp_ts, ts_after, Images, Oplog, OplogEntry};
+use crate::node::split;
+use crate::node::state::Shared;
+use crate::node::store::approx_size;
 use crate::query::Fields;
-use crate::split;
-use crate::state::Shared;
-use crate::store::approx_size;
 use crate::token::{self, ResumeToken, TokenKind};
 
 /// What a stream watches.
@@ -368,7 +368,7 @@ impl StreamCursor {
         while !self.invalidated
             && self.doomed.is_none()
             && self.pending.len() < want
-            && self.pending_bytes < crate::cursor::MAX_BATCH_BYTES
+            && self.pending_bytes < crate::node::cursor::MAX_BATCH_BYTES
         {
             let (chunk, last_ts): (Vec<Arc<OplogEntry>>, Timestamp) = {
                 let st = shared.state();
@@ -686,7 +686,7 @@ impl StreamCursor {
             if out.len() >= batch_size {
                 break;
             }
-            if !out.is_empty() && bytes + size > crate::cursor::MAX_BATCH_BYTES {
+            if !out.is_empty() && bytes + size > crate::node::cursor::MAX_BATCH_BYTES {
                 break;
             }
             bytes += size;

@@ -2,8 +2,8 @@
 //! insert path before the server listens, so the oplog (and therefore
 //! change streams resuming from the start and oplog tailers) see it too.
 
-use crate::state::Shared;
-use crate::writes::{insert_one, LiveSink, LiveTarget};
+use crate::node::state::Shared;
+use crate::node::writes::{insert_one, LiveSink, LiveTarget};
 
 pub fn load(shared: &Shared, orders: usize) {
     let next = {
