@@ -7,7 +7,7 @@
 //!
 //! Size: 50,000 documents in chunks of 400 (100 per range reader): large enough that the kill
 //! lands with many chunks committed and many to go, small enough for a debug build on a loaded
-//! two-core machine; the upsert full sync copies 200,000 (issue 17's size) once.
+//! two-core machine; `sync`'s initial copy under a workload copies 200,000 (issue 17's size).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -21,7 +21,7 @@ use super::{phase, wait_until, ConfigFile, Daemon};
 use crate::stream::{order, World};
 
 pub(super) const DOCS: usize = 50_000;
-/// The one full sync killed and resumed at issue 17's size.
+/// The copy killed and resumed under a workload at issue 17's size.
 const LARGE_DOCS: usize = 200_000;
 pub(super) const CHUNK: usize = 400;
 
@@ -168,7 +168,7 @@ async fn full_sync_replace_resumes_its_shadow_load_after_sigkill() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_sync_upsert_resumes_after_sigkill() {
     // `upsert` is the command's default mode.
-    full_sync_resumes_after_sigkill(&["full-sync"], false, LARGE_DOCS).await;
+    full_sync_resumes_after_sigkill(&["full-sync"], false, DOCS).await;
 }
 
 /// Inserts, updates and deletes until `stop`, counting them in `writes`.
@@ -212,7 +212,7 @@ async fn workload(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_resumes_its_initial_copy_after_sigkill_and_keeps_every_write() {
-    let w = seeded_world().await;
+    let w = seeded_world_of(LARGE_DOCS).await;
     let cfg = ConfigFile::new(&w, "test", "public", "change_stream", CHUNK);
     let writes = Arc::new(AtomicUsize::new(0));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -223,7 +223,7 @@ async fn sync_resumes_its_initial_copy_after_sigkill_and_keeps_every_write() {
     })
     .await;
     let writer = tokio::spawn(workload(w.orders(), writes.clone(), stop_rx));
-    kill_at_forty_percent(&w, first).await;
+    kill_at_forty_percent_of(&w, first, LARGE_DOCS).await;
     let during_first = writes.load(Ordering::Relaxed);
 
     let second = Daemon::spawn(&cfg.path, cfg.dir.path().join("second.log"));
@@ -234,7 +234,7 @@ async fn sync_resumes_its_initial_copy_after_sigkill_and_keeps_every_write() {
     })
     .await;
     resumed_documents(&second.log_text());
-    wait_until(90, "the resumed copy to finish", || async {
+    wait_until(300, "the resumed copy to finish", || async {
         phase(&w).await.as_deref() == Some("streaming")
     })
     .await;
