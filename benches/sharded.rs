@@ -108,9 +108,12 @@ async fn measure_split(
     let plan = t.elapsed();
     let t = Instant::now();
     let mut reader = SnapshotReader::new(client.clone(), ns, 1000).with_plan(bounds, Vec::new());
-    let mut per_range = [0usize; 4];
+    let mut per_range: Vec<usize> = Vec::new();
     while let Some(piece) = reader.next_piece().await.expect("read") {
-        per_range[piece.range.min(3)] += piece.docs.len();
+        if per_range.len() <= piece.range {
+            per_range.resize(piece.range + 1, 0);
+        }
+        per_range[piece.range] += piece.docs.len();
     }
     let read = t.elapsed();
     let total: usize = per_range.iter().sum();

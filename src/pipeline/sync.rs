@@ -87,6 +87,12 @@ impl SyncError {
     }
 }
 
+impl From<oplog::MongosRefused> for SyncError {
+    fn from(e: oplog::MongosRefused) -> Self {
+        SyncError::Config(e.to_string())
+    }
+}
+
 impl From<SourceError> for SyncError {
     fn from(e: SourceError) -> Self {
         match e {

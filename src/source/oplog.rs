@@ -462,7 +462,8 @@ impl Source for OplogSource {
 /// are added; change streams through `mongos` do all of that, and are MongoDB's supported way
 /// (docs/scaling.md). A server that does not answer is not refused here: the reads that follow
 /// retry it.
-pub async fn refuse_mongos(client: &Client) -> Result<(), SourceError> {
+/// Returns the refusal to show (a config error: the pipeline stops with exit 2).
+pub async fn refuse_mongos(client: &Client) -> Result<(), MongosRefused> {
     let Ok(hello) = client
         .database("admin")
         .run_command(doc! {"hello": 1})
@@ -471,16 +472,21 @@ pub async fn refuse_mongos(client: &Client) -> Result<(), SourceError> {
         return Ok(());
     };
     if hello.get_str("msg") == Ok("isdbgrid") {
-        return Err(SourceError::Fatal(
-            "mongo.uri is a mongos (sharded cluster), which has no oplog to tail: set mongo.source = \"change_stream\" (a change stream through mongos merges every shard's changes and hides chunk migrations)".into(),
-        ));
+        return Err(MongosRefused);
     }
     Ok(())
 }
 
+/// `mongo.source = "oplog"` pointed at a mongos.
+#[derive(Debug, thiserror::Error)]
+#[error("mongo.uri is a mongos (sharded cluster), which has no oplog to tail: set mongo.source = \"change_stream\" (a change stream through mongos merges every shard's changes and hides chunk migrations)")]
+pub struct MongosRefused;
+
 /// The newest oplog entry's `ts`: the position recorded before a snapshot.
 pub async fn current_position(client: &Client) -> Result<Position, SourceError> {
-    refuse_mongos(client).await?;
+    refuse_mongos(client)
+        .await
+        .map_err(|e| SourceError::Fatal(e.to_string()))?;
     let newest = client
         .database("local")
         .collection::<Document>("oplog.rs")

@@ -19,7 +19,8 @@ use tributary::pipeline::sync::{sync, SyncOptions};
 use super::{order, stop_sync, World};
 use crate::support::wait_until;
 
-const MAPPING: &str = r#"
+/// Orders with their items, and customers (also the sharded tests' mapping).
+pub const MAPPING: &str = r#"
 database: shop
 collections:
   orders:

@@ -17,6 +17,8 @@ pub fn load(shared: &Shared, orders: usize) {
                 // Nothing can have blocked writes before the server listens.
                 writes_blocked: false,
                 bypass_validation: false,
+                history: &mut st.history,
+                last_logged: None,
             },
         };
         let mut loaded = 0usize;

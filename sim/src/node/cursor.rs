@@ -12,8 +12,10 @@ use std::sync::Arc;
 
 use bson::{Bson, Document};
 
+use crate::error::CommandError;
 use crate::node::oplog::OplogEntry;
 use crate::node::scan::ScanCursor;
+use crate::node::state::Shared;
 use crate::node::store::approx_size;
 use crate::node::stream::StreamCursor;
 use crate::node::tail::TailCursor;
@@ -21,6 +23,29 @@ use crate::query::Fields;
 
 /// Replies stay below the 16 MiB document limit with room for the envelope.
 pub const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024 - 64 * 1024;
+
+/// A tailable cursor's getMore: what `collect` finds now; with `await_data`, when that is
+/// nothing, `collect` again each time the oplog grows, until `max_wait` has passed.
+pub async fn await_batch(
+    shared: &Shared,
+    max_wait: std::time::Duration,
+    await_data: bool,
+    mut collect: impl FnMut(&Shared) -> Result<Vec<BatchDoc>, CommandError>,
+) -> Result<Vec<BatchDoc>, CommandError> {
+    let deadline = tokio::time::Instant::now() + max_wait;
+    let mut rx = shared.subscribe();
+    loop {
+        rx.borrow_and_update();
+        let batch = collect(shared)?;
+        if !batch.is_empty() || !await_data {
+            return Ok(batch);
+        }
+        match tokio::time::timeout_at(deadline, rx.changed()).await {
+            Ok(Ok(())) => continue,
+            _ => return Ok(batch),
+        }
+    }
+}
 
 pub enum CursorKind {
     Docs(VecDeque<Document>),

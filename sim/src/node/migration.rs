@@ -6,8 +6,9 @@
 use bson::{doc, Bson, Document};
 
 use crate::bson_order::OrderedBson;
+use crate::node::history::{Change, Version};
 use crate::node::oplog::OplogOp;
-use crate::node::state::Shared;
+use crate::node::state::{Shared, State};
 use crate::node::store::{Collection, StoredDoc};
 
 /// The node's documents of `db.coll` that `keep` selects.
@@ -37,7 +38,17 @@ pub fn docs_matching(
     filter: &crate::query::Filter,
     keep: impl Fn(&Document) -> bool,
 ) -> Vec<Document> {
-    let st = shared.state();
+    matching_in(&shared.state(), db, coll, filter, keep)
+}
+
+/// `docs_matching` on a node whose lock the caller holds (a read of every shard at one time).
+pub fn matching_in(
+    st: &State,
+    db: &str,
+    coll: &str,
+    filter: &crate::query::Filter,
+    keep: impl Fn(&Document) -> bool,
+) -> Vec<Document> {
     let Some(c) = st.catalog.get(db, coll) else {
         return Vec::new();
     };
@@ -104,7 +115,10 @@ pub fn receive(shared: &Shared, db: &str, coll: &str, docs: Vec<Document>) {
                 },
                 Some(doc! {"fromMigrate": true}),
             );
-            c.put_new(OrderedBson(id), StoredDoc::Inserted(entry));
+            let ts = entry.ts;
+            c.put_new(OrderedBson(id.clone()), StoredDoc::Inserted(entry));
+            st.history
+                .record(c.uuid, ts, Change::inserted(OrderedBson(id)));
         }
         st.oplog.next_seq()
     };
@@ -120,11 +134,13 @@ pub fn release(shared: &Shared, db: &str, coll: &str, ids: Vec<Bson>) {
             return;
         };
         for id in ids {
-            let Some(gone) = c.remove(&OrderedBson(id.clone())) else {
+            let key = OrderedBson(id.clone());
+            let rid = c.record_id(&key).unwrap_or_default();
+            let Some(gone) = c.remove(&key) else {
                 continue;
             };
             let o = c.document_key(&gone.doc(), id);
-            st.oplog.append(
+            let entry = st.oplog.append(
                 OplogOp {
                     op: "d",
                     ns: format!("{db}.{coll}"),
@@ -135,6 +151,12 @@ pub fn release(shared: &Shared, db: &str, coll: &str, ids: Vec<Bson>) {
                 },
                 Some(doc! {"fromMigrate": true}),
             );
+            let before = Version {
+                key,
+                doc: gone,
+                rid,
+            };
+            st.history.record(c.uuid, entry.ts, Change::deleted(before));
         }
         st.oplog.next_seq()
     };

@@ -6,6 +6,7 @@ pub(crate) mod capped;
 pub(crate) mod clock;
 pub(crate) mod cursor;
 pub(crate) mod failpoint;
+pub(crate) mod history;
 pub(crate) mod lookups;
 pub(crate) mod migration;
 pub(crate) mod oplog;

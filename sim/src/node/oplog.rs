@@ -360,6 +360,12 @@ impl Oplog {
         self.clock.now()
     }
 
+    /// The time of this oplog's newest entry (`last_ts` is the cluster's, which another shard
+    /// may have moved since).
+    pub fn last_entry_ts(&self) -> Timestamp {
+        self.last_ts
+    }
+
     /// `seq` of the oldest entry still present.
     pub fn first_seq(&self) -> u64 {
         self.entries.front().map(|e| e.seq).unwrap_or(self.next_seq)

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use crate::node::cursor::CursorTable;
 use crate::node::failpoint::FailPoints;
+use crate::node::history::History;
 use crate::node::oplog::Oplog;
 use crate::node::store::Catalog;
 use crate::node::writes::TxnWrites;
@@ -18,6 +19,8 @@ use crate::node::writes::TxnWrites;
 pub struct State {
     pub catalog: Catalog,
     pub oplog: Oplog,
+    /// What live writes replaced, for snapshot reads at an earlier time.
+    pub history: History,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +87,7 @@ impl Shared {
             state: Mutex::new(State {
                 catalog: Catalog::default(),
                 oplog,
+                history: History::default(),
             }),
             oplog_seq: tx,
             cursors: Mutex::new(CursorTable::default()),

@@ -52,13 +52,6 @@ impl StoredDoc {
             StoredDoc::Inserted(entry) => Some((entry.raw_o()?, entry.raw_o_approx())),
         }
     }
-
-    pub fn into_document(self) -> Document {
-        match self {
-            StoredDoc::Own(d) => d,
-            StoredDoc::Inserted(_) => self.doc().into_owned(),
-        }
-    }
 }
 
 /// A document the simulator encoded itself; the bytes are valid BSON, so
@@ -228,14 +221,21 @@ impl Collection {
 
     /// Replaces the document stored under `old`, now keyed `new` (an equal `_id` of another
     /// numeric type), keeping its record id as an update does on mongod.
-    pub fn replace(&mut self, old: &OrderedBson, new: OrderedBson, doc: StoredDoc) {
+    /// Returns the version it replaced (kept by `history` for snapshot reads).
+    pub fn replace(
+        &mut self,
+        old: &OrderedBson,
+        new: OrderedBson,
+        doc: StoredDoc,
+    ) -> Option<StoredDoc> {
         let Some(rid) = self.rids.remove(old) else {
             self.put_new(new, doc);
-            return;
+            return None;
         };
-        if let Some(prev) = self.docs.remove(old) {
+        let prev = self.docs.remove(old);
+        if let Some(prev) = &prev {
             if self.cap.is_some() {
-                self.bytes = self.bytes.saturating_sub(stored_size(&prev));
+                self.bytes = self.bytes.saturating_sub(stored_size(prev));
             }
         }
         if self.cap.is_some() {
@@ -244,6 +244,17 @@ impl Collection {
         self.natural.insert(rid, new.clone());
         self.rids.insert(new.clone(), rid);
         self.docs.insert(new, doc);
+        prev
+    }
+
+    /// Puts back a version under its old record id (a snapshot view undoing a write).
+    pub fn restore(&mut self, key: OrderedBson, doc: StoredDoc, rid: u64) {
+        if self.cap.is_some() {
+            self.bytes += stored_size(&doc);
+        }
+        self.natural.insert(rid, key.clone());
+        self.rids.insert(key.clone(), rid);
+        self.docs.insert(key, doc);
     }
 
     pub fn remove(&mut self, key: &OrderedBson) -> Option<StoredDoc> {

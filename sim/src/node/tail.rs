@@ -8,7 +8,7 @@ use std::time::Duration;
 use bson::{Bson, Document, Timestamp};
 
 use crate::error::CommandError;
-use crate::node::cursor::{BatchDoc, MAX_BATCH_BYTES};
+use crate::node::cursor::{await_batch, BatchDoc, MAX_BATCH_BYTES};
 use crate::node::oplog::{Oplog, OplogEntry};
 use crate::node::state::Shared;
 use crate::node::store::approx_size;
@@ -177,18 +177,10 @@ impl TailCursor {
         batch_size: usize,
         max_wait: Duration,
     ) -> Result<Vec<BatchDoc>, CommandError> {
-        let deadline = tokio::time::Instant::now() + max_wait;
-        let mut rx = shared.subscribe();
-        loop {
-            rx.borrow_and_update();
-            let batch = self.collect(&shared.state().oplog, batch_size, false)?;
-            if !batch.is_empty() || !self.await_data {
-                return Ok(batch);
-            }
-            match tokio::time::timeout_at(deadline, rx.changed()).await {
-                Ok(Ok(())) => continue,
-                _ => return Ok(batch),
-            }
-        }
+        let await_data = self.await_data;
+        await_batch(shared, max_wait, await_data, |s| {
+            self.collect(&s.state().oplog, batch_size, false)
+        })
+        .await
     }
 }

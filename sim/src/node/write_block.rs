@@ -25,6 +25,7 @@ use bson::{doc, Bson};
 
 use crate::bson_order::OrderedBson;
 use crate::error::CommandError;
+use crate::node::history::History;
 use crate::node::oplog::Oplog;
 use crate::node::store::Catalog;
 use crate::node::writes::{self, LiveSink, LiveTarget};
@@ -72,7 +73,12 @@ pub fn check_catalog(catalog: &Catalog, db: &str) -> Result<(), CommandError> {
 /// Turns blocking on (`global: true`) or off, writing or removing the
 /// critical-section document like mongod, oplog entries included. Turning
 /// it on twice, or off when it is off, changes nothing.
-pub fn set(catalog: &mut Catalog, oplog: &mut Oplog, global: bool) -> Result<(), CommandError> {
+pub fn set(
+    catalog: &mut Catalog,
+    oplog: &mut Oplog,
+    history: &mut History,
+    global: bool,
+) -> Result<(), CommandError> {
     let id = Bson::String(String::new());
     let existing = catalog
         .get(CRITICAL_SECTIONS_DB, CRITICAL_SECTIONS_COLL)
@@ -85,6 +91,8 @@ pub fn set(catalog: &mut Catalog, oplog: &mut Oplog, global: bool) -> Result<(),
             retry: None,
             writes_blocked: false,
             bypass_validation: false,
+            history,
+            last_logged: None,
         },
     };
     let failed = |e: writes::WriteError| e.to_command_error();
@@ -130,8 +138,9 @@ mod tests {
     fn the_document_is_the_state() {
         let mut catalog = Catalog::default();
         let mut oplog = Oplog::new(100);
+        let mut history = History::default();
         assert!(!blocked(&catalog));
-        set(&mut catalog, &mut oplog, true).unwrap();
+        set(&mut catalog, &mut oplog, &mut history, true).unwrap();
         assert!(blocked(&catalog));
         assert_eq!(check(true, "shop").unwrap_err().code, 371);
         for db in ["admin", "local", "config"] {
@@ -140,11 +149,11 @@ mod tests {
         check(false, "shop").unwrap();
         // Twice on is still on, and logs nothing more.
         let logged = oplog.next_seq();
-        set(&mut catalog, &mut oplog, true).unwrap();
+        set(&mut catalog, &mut oplog, &mut history, true).unwrap();
         assert_eq!(oplog.next_seq(), logged);
-        set(&mut catalog, &mut oplog, false).unwrap();
+        set(&mut catalog, &mut oplog, &mut history, false).unwrap();
         assert!(!blocked(&catalog));
-        set(&mut catalog, &mut oplog, false).unwrap();
+        set(&mut catalog, &mut oplog, &mut history, false).unwrap();
         assert!(!blocked(&catalog));
         assert_eq!(db_of("shop.orders"), "shop");
         assert_eq!(db_of("admin.$cmd"), "admin");

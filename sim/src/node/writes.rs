@@ -12,6 +12,7 @@ use crate::bson_order::OrderedBson;
 use crate::codec::canonical::RawInsert;
 use crate::diff::update_oplog_object;
 use crate::error::CommandError;
+use crate::node::history::{Change, History, Version};
 use crate::node::oplog::{Images, Oplog, OplogEntry, OplogOp};
 use crate::node::split;
 use crate::node::store::{
@@ -120,6 +121,10 @@ pub trait OpSink {
     fn bypass_validation(&self) -> bool {
         false
     }
+
+    /// Keeps what the change just logged to collection `uuid` replaced, for snapshot reads
+    /// at an earlier time (`history`); only live writes have a time to keep it at.
+    fn remember(&mut self, _uuid: bson::Uuid, _change: Change) {}
 }
 
 impl OpSink for Oplog {
@@ -207,6 +212,9 @@ pub struct LiveSink<'a> {
     pub writes_blocked: bool,
     /// The command's `bypassDocumentValidation`.
     pub bypass_validation: bool,
+    pub history: &'a mut History,
+    /// The time of the entry this sink appended last (what `remember` stamps).
+    pub last_logged: Option<bson::Timestamp>,
 }
 
 #[derive(Debug, Clone)]
@@ -236,6 +244,12 @@ impl OpSink for LiveSink<'_> {
         self.bypass_validation
     }
 
+    fn remember(&mut self, uuid: bson::Uuid, change: Change) {
+        if let Some(ts) = self.last_logged {
+            self.history.record(uuid, ts, change);
+        }
+    }
+
     fn log_raw_insert(
         &mut self,
         ns: String,
@@ -261,7 +275,9 @@ impl LiveSink<'_> {
         append: impl FnOnce(&mut Oplog, Option<Document>) -> Arc<OplogEntry>,
     ) -> Arc<OplogEntry> {
         let Some(r) = &mut self.retry else {
-            return append(self.oplog, None);
+            let entry = append(self.oplog, None);
+            self.last_logged = Some(entry.ts);
+            return entry;
         };
         let prev = r.prev_ts.unwrap_or(bson::Timestamp {
             time: 0,
@@ -276,6 +292,7 @@ impl LiveSink<'_> {
         let entry = append(self.oplog, Some(extra));
         r.next_stmt_id += 1;
         r.prev_ts = Some(entry.ts);
+        self.last_logged = Some(entry.ts);
         entry
     }
 }
@@ -551,12 +568,14 @@ fn insert_new(
         }
         NewDoc::Raw(raw) => sink.log_raw_insert(ns, c.uuid, id, raw),
     };
-    c.put_new(key, stored);
+    c.put_new(key.clone(), stored);
+    sink.remember(c.uuid, Change::inserted(key));
     // A capped collection over its limits deletes its oldest documents, each with its own
     // `d` entry (replicated capped deletes, MongoDB 5.0+).
     for old in c.over_cap() {
+        let rid = c.record_id(&old).unwrap_or_default();
         if let Some(gone) = c.remove(&old) {
-            let id = gone.doc().get("_id").cloned().unwrap_or(old.0);
+            let id = gone.doc().get("_id").cloned().unwrap_or(old.0.clone());
             sink.log(
                 OplogOp {
                     op: "d",
@@ -568,6 +587,12 @@ fn insert_new(
                 },
                 None,
             );
+            let before = Version {
+                key: old,
+                doc: gone,
+                rid,
+            };
+            sink.remember(c.uuid, Change::deleted(before));
         }
     }
     Ok(())
@@ -678,20 +703,14 @@ pub fn update(
         out.modified += 1;
         // The oplog names the document by the `_id` it had (`o2`).
         let id = pre.get("_id").cloned().unwrap_or_else(|| key.0.clone());
-        match post.get("_id") {
-            // A replacement may store an equal `_id` of another numeric type
-            // (1 -> 1.0), as mongod does; the key follows the document.
-            Some(new_id) if *new_id != key.0 => {
-                c.replace(
-                    &key,
-                    OrderedBson(new_id.clone()),
-                    StoredDoc::Own(post.clone()),
-                );
-            }
-            _ => {
-                c.replace(&key, key.clone(), StoredDoc::Own(post.clone()));
-            }
-        }
+        let rid = c.record_id(&key).unwrap_or_default();
+        // A replacement may store an equal `_id` of another numeric type (1 -> 1.0), as
+        // mongod does; the key follows the document.
+        let now = match post.get("_id") {
+            Some(new_id) if *new_id != key.0 => OrderedBson(new_id.clone()),
+            _ => key.clone(),
+        };
+        let replaced = c.replace(&key, now.clone(), StoredDoc::Own(post.clone()));
         sink.log(
             OplogOp {
                 op: "u",
@@ -708,6 +727,9 @@ pub fn update(
             },
             Some(post),
         );
+        if let Some(doc) = replaced {
+            sink.remember(c.uuid, Change::updated(now, Version { key, doc, rid }));
+        }
     }
     Ok(out)
 }
@@ -792,9 +814,11 @@ pub fn delete(
     let ns = format!("{db}.{coll}");
     for key in keys {
         sink.claim(&ns, &key.0)?;
-        if let Some(doc) = c.remove(&key).map(StoredDoc::into_document) {
+        let rid = c.record_id(&key).unwrap_or_default();
+        if let Some(stored) = c.remove(&key) {
+            let doc = stored.doc().into_owned();
             out.deleted += 1;
-            let id = doc.get("_id").cloned().unwrap_or(key.0);
+            let id = doc.get("_id").cloned().unwrap_or_else(|| key.0.clone());
             let o = c.document_key(&doc, id);
             let images = c.images_enabled().then(|| {
                 Box::new(Images {
@@ -814,13 +838,25 @@ pub fn delete(
                 },
                 None,
             );
+            let before = Version {
+                key,
+                doc: stored,
+                rid,
+            };
+            sink.remember(c.uuid, Change::deleted(before));
         }
     }
     Ok(out)
 }
 
-/// Replays a committed transaction's buffered changes onto live storage.
-pub fn replay(catalog: &mut Catalog, ops: &[(OplogOp, Option<Document>)], txn_colls: &TxnWrites) {
+/// Replays a committed transaction's buffered changes onto live storage; returns what each
+/// replaced, for `history` at the commit's time (known once the commit is logged).
+pub fn replay(
+    catalog: &mut Catalog,
+    ops: &[(OplogOp, Option<Document>)],
+    txn_colls: &TxnWrites,
+) -> Vec<(bson::Uuid, Change)> {
+    let mut changes = Vec::new();
     for (op, post) in ops {
         let Some((db, coll)) = op.ns.split_once('.') else {
             continue;
@@ -873,30 +909,43 @@ pub fn replay(catalog: &mut Catalog, ops: &[(OplogOp, Option<Document>)], txn_co
         let Some(c) = catalog.get_mut(db, coll) else {
             continue;
         };
-        match op.op {
+        let (key, doc) = match op.op {
             "i" => {
                 let id = op.o.get("_id").cloned().unwrap_or(Bson::Null);
-                let key = OrderedBson(id);
-                match c.docs.contains_key(&key) {
-                    true => c.replace(&key, key.clone(), StoredDoc::Own(op.o.clone())),
-                    false => c.put_new(key, StoredDoc::Own(op.o.clone())),
-                }
+                (OrderedBson(id), Some(&op.o))
             }
-            "u" => {
-                if let (Some(post), Some(id)) = (post, op.o2.as_ref().and_then(|o| o.get("_id"))) {
-                    // Keyed by the document's own `_id` (see `update`).
-                    let key = OrderedBson(post.get("_id").unwrap_or(id).clone());
-                    c.replace(&key, key.clone(), StoredDoc::Own(post.clone()));
-                }
+            "u" => match (post, op.o2.as_ref().and_then(|o| o.get("_id"))) {
+                // Keyed by the document's own `_id` (see `update`).
+                (Some(post), Some(id)) => (
+                    OrderedBson(post.get("_id").unwrap_or(id).clone()),
+                    Some(post),
+                ),
+                _ => continue,
+            },
+            "d" => match op.o.get("_id") {
+                Some(id) => (OrderedBson(id.clone()), None),
+                None => continue,
+            },
+            _ => continue,
+        };
+        let rid = c.record_id(&key).unwrap_or_default();
+        let before = match doc {
+            Some(d) if c.docs.contains_key(&key) => {
+                c.replace(&key, key.clone(), StoredDoc::Own(d.clone()))
             }
-            "d" => {
-                if let Some(id) = op.o.get("_id") {
-                    c.remove(&OrderedBson(id.clone()));
-                }
+            Some(d) => {
+                c.put_new(key.clone(), StoredDoc::Own(d.clone()));
+                None
             }
-            _ => {}
-        }
+            None => c.remove(&key),
+        };
+        let change = Change {
+            now: doc.map(|_| key.clone()),
+            before: before.map(|doc| Version { key, doc, rid }),
+        };
+        changes.push((c.uuid, change));
     }
+    changes
 }
 
 #[cfg(test)]

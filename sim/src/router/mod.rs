@@ -221,12 +221,19 @@ impl Router {
                         Some(self.find_and_modify(conn, &sc, &cmd).await)
                     }
                     "find" | "aggregate" | "count" | "distinct" => {
-                        let docs = if cmd.get_bool("autocommit") == Ok(false) {
-                            self.gather_in_txn(conn, &sc, db, coll, name, &cmd).await?
+                        if cmd.get_bool("autocommit") == Ok(false) {
+                            let docs = self.gather_in_txn(conn, &sc, db, coll, name, &cmd).await?;
+                            Some(self.answer_read(name, db, coll, &cmd, docs))
                         } else {
-                            self.gather(&meta, &sc, db, coll, name, &cmd)?
-                        };
-                        Some(self.answer_read(name, db, coll, &cmd, docs))
+                            let snapshot = snapshot_read(name, &cmd, self.clock.now())?;
+                            let (docs, at) = self.gather(&sc, db, coll, name, &cmd)?;
+                            Some(self.answer_read(name, db, coll, &cmd, docs).map(|mut r| {
+                                if snapshot {
+                                    add_cluster_time(&mut r, at);
+                                }
+                                r
+                            }))
+                        }
                     }
                     "drop" => None,
                     _ => None,
@@ -782,16 +789,17 @@ impl Router {
     }
 
     /// The documents of a sharded collection the read's filter selects, from the shards that
-    /// own them (orphans dropped), read under the metadata lock.
+    /// own them (orphans dropped), read under the metadata lock and every shard's lock at once,
+    /// so they are the cluster's documents at ONE time, returned with them (a snapshot read's
+    /// `atClusterTime`). The locks are taken in shard order, as `txn::commit_together` takes them.
     fn gather(
         &self,
-        _meta: &Meta,
         sc: &meta::ShardedColl,
         db: &str,
         coll: &str,
         name: &str,
         cmd: &Document,
-    ) -> Result<Vec<Document>, CommandError> {
+    ) -> Result<(Vec<Document>, bson::Timestamp), CommandError> {
         let key = match name {
             "find" => "filter",
             _ => "query",
@@ -800,17 +808,20 @@ impl Router {
             Ok(f) => Filter::parse(f).map_err(CommandError::from)?,
             Err(_) => Filter::parse(&Document::new()).map_err(CommandError::from)?,
         };
+        let states: Vec<_> = self.shards.iter().map(|s| s.state()).collect();
+        // No shard can log a write while its lock is held: every later one draws a later time.
+        let at = self.clock.now();
         let mut out = Vec::new();
-        for (i, s) in self.shards.iter().enumerate() {
-            out.extend(crate::node::migration::docs_matching(
-                s,
+        for (i, st) in states.iter().enumerate() {
+            out.extend(crate::node::migration::matching_in(
+                st,
                 db,
                 coll,
                 &filter,
                 |d| sc.owner(d) == i,
             ));
         }
-        Ok(out)
+        Ok((out, at))
     }
 
     /// The current version of an update event's document, found through the router (its
@@ -1295,6 +1306,40 @@ impl Merged {
 /// differently: tailable cursors, collations other than `simple` (strings compare byte-wise),
 /// and updates of a shard key field (MongoDB moves such a document to its new chunk's shard;
 /// here it would be left behind as an orphan).
+/// Whether a read outside a transaction asks for `readConcern: {level: "snapshot"}`. One at a
+/// past `atClusterTime` is refused: the router reads the shards' current documents through the
+/// current chunk map, and a past read would also need the map of that time.
+fn snapshot_read(name: &str, cmd: &Document, now: bson::Timestamp) -> Result<bool, CommandError> {
+    crate::front::commands::check_snapshot_read_concern(name, cmd)?;
+    let Ok(rc) = cmd.get_document("readConcern") else {
+        return Ok(false);
+    };
+    if rc.get_str("level") != Ok("snapshot") {
+        return Ok(false);
+    }
+    if let Ok(t) = rc.get_timestamp("atClusterTime") {
+        if crate::node::oplog::cmp_ts(t, now).is_lt() {
+            return Err(CommandError::bad_value(
+                "a snapshot read of a sharded collection at a past atClusterTime is not \
+                 supported by mongo-sim's mongos (read at the current time, or through a shard)",
+            ));
+        }
+    }
+    Ok(true)
+}
+
+/// Puts a snapshot read's time where mongos answers it: in `cursor`, or at the top (distinct).
+fn add_cluster_time(reply: &mut Document, at: bson::Timestamp) {
+    match reply.get_mut("cursor") {
+        Some(Bson::Document(c)) => {
+            c.insert("atClusterTime", at);
+        }
+        _ => {
+            reply.insert("atClusterTime", at);
+        }
+    }
+}
+
 fn refuse_on_sharded(
     name: &str,
     cmd: &Document,

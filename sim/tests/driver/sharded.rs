@@ -604,6 +604,61 @@ async fn what_the_router_does_not_do_is_refused() {
     s.stop().await;
 }
 
+/// A snapshot read of a sharded collection through mongos reads every shard at one cluster
+/// time, said in the reply (an online re-copy through mongos depends on it), even while the
+/// balancer moves chunks; a past `atClusterTime` is refused rather than answered from today's
+/// chunk map, and `count` refuses snapshot as mongod does (72).
+#[tokio::test]
+async fn snapshot_reads_through_mongos_read_all_shards_at_one_time() {
+    let s = cluster(Some(1)).await;
+    admin(
+        &s,
+        doc! {"shardCollection": "d.snap", "key": {"_id": "hashed"}},
+    )
+    .await;
+    let db = s.client.database("d");
+    let coll = db.collection::<Document>("snap");
+    coll.insert_many((0..200).map(|i| doc! {"_id": i}))
+        .await
+        .unwrap();
+    let find = doc! {"find": "snap", "batchSize": 1000, "readConcern": {"level": "snapshot"}};
+    let mut last = None;
+    for round in 0..20 {
+        let reply = db.run_command(find.clone()).await.unwrap();
+        let cursor = reply.get_document("cursor").unwrap();
+        let t = cursor
+            .get_timestamp("atClusterTime")
+            .expect("a snapshot read through mongos says its time");
+        assert!(last.is_none_or(|l| t >= l), "times never go back");
+        last = Some(t);
+        assert_eq!(
+            cursor.get_array("firstBatch").unwrap().len(),
+            200,
+            "round {round}"
+        );
+    }
+    let distinct = db
+        .run_command(doc! {"distinct": "snap", "key": "_id", "readConcern": {"level": "snapshot"}})
+        .await
+        .unwrap();
+    assert!(
+        distinct.get_timestamp("atClusterTime").is_ok(),
+        "{distinct}"
+    );
+
+    let code = |r: mongodb::error::Result<Document>| match *r.unwrap_err().kind {
+        mongodb::error::ErrorKind::Command(ref c) => c.code,
+        ref other => panic!("unexpected error {other:?}"),
+    };
+    coll.insert_one(doc! {"_id": 1000}).await.unwrap();
+    let past = doc! {"find": "snap",
+    "readConcern": {"level": "snapshot", "atClusterTime": Bson::Timestamp(last.unwrap())}};
+    assert_eq!(code(db.run_command(past).await), 2);
+    let count = doc! {"count": "snap", "readConcern": {"level": "snapshot"}};
+    assert_eq!(code(db.run_command(count).await), 72);
+    s.stop().await;
+}
+
 /// A random workload (inserts, replacements, deletes, two-document transactions) while the
 /// balancer moves chunks: replaying the change stream through mongos rebuilds exactly the
 /// documents mongos holds at the end (a migration event would delete or duplicate one).

@@ -5,7 +5,8 @@
 #
 # - creates <repo>/.venv when missing and installs requirements.txt (again only when it changed;
 #   scripts/ensure-venv.sh);
-# - builds mongo-sim (cargo build -p mongo-sim --release, honouring CARGO_TARGET_DIR);
+# - builds mongo-sim (cargo build -p mongo-sim --release, honouring CARGO_TARGET_DIR) unless
+#   MONGO_SIM_BIN names a binary (`make test` passes the debug one `cargo test` built);
 # - starts one shared simulator on a free port and exports MONGO_SIM_URI / MONGO_SIM_BIN;
 # - runs pytest on this folder and exits with pytest's status; the simulator is stopped on exit.
 #
@@ -38,11 +39,13 @@ trap 'exit 143' TERM
 
 if [ -z "${MONGO_SIM_URI:-}" ]; then
     cd "$ROOT"
-    log "building mongo-sim (release)"
-    cargo build -q -p mongo-sim --release
-    target_dir="$(cargo metadata --format-version 1 --no-deps \
-        | "$VENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
-    export MONGO_SIM_BIN="$target_dir/release/mongo-sim"
+    if [ -z "${MONGO_SIM_BIN:-}" ]; then
+        log "building mongo-sim (release)"
+        cargo build -q -p mongo-sim --release
+        target_dir="$(cargo metadata --format-version 1 --no-deps \
+            | "$VENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+        export MONGO_SIM_BIN="$target_dir/release/mongo-sim"
+    fi
     [ -x "$MONGO_SIM_BIN" ] || { log "no binary at $MONGO_SIM_BIN"; exit 1; }
 
     SIM_LOG="$(mktemp -t mongo-sim.XXXXXX)"

@@ -233,7 +233,7 @@ pub fn set_user_write_block_mode(req: &Req<'_>) -> CmdResult {
     let next = {
         let mut st = req.shared.state();
         let st = &mut *st;
-        write_block::set(&mut st.catalog, &mut st.oplog, global)?;
+        write_block::set(&mut st.catalog, &mut st.oplog, &mut st.history, global)?;
         st.oplog.next_seq()
     };
     req.shared.publish(next);

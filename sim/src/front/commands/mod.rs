@@ -91,6 +91,8 @@ impl Req<'_> {
                             retry: self.retry_info(),
                             writes_blocked,
                             bypass_validation: truthy(self.cmd.get("bypassDocumentValidation")),
+                            history: &mut st.history,
+                            last_logged: None,
                         },
                     });
                     (r, st.oplog.next_seq())
@@ -230,7 +232,7 @@ pub async fn execute<'a>(
         Ok(wce) => {
             write_concern_error = wce;
             match authorize(&req, conn)
-                .and_then(|()| check_snapshot_read_concern(&req))
+                .and_then(|()| check_snapshot_read_concern(&req.name, &req.cmd))
                 .and_then(|()| txn::enter(&mut req))
                 .and_then(|()| check_write_concern_in_transaction(&req))
             {
@@ -360,27 +362,21 @@ fn unsatisfiable_write_concern(req: &Req<'_>) -> InjectedWriteConcernError {
 /// `readConcern: {level: "snapshot"}` outside a transaction: only reads that can run at a
 /// point in time accept it (mongod: "Command X does not support { readConcern: { level:
 /// \"snapshot\" } }", 72 InvalidOptions).
-fn check_snapshot_read_concern(req: &Req<'_>) -> Result<(), CommandError> {
-    let snapshot = req
-        .cmd
+/// The router (mongos) checks the same.
+pub(crate) fn check_snapshot_read_concern(name: &str, cmd: &Document) -> Result<(), CommandError> {
+    let snapshot = cmd
         .get_document("readConcern")
         .is_ok_and(|rc| rc.get_str("level") == Ok("snapshot"));
-    if !snapshot || req.cmd.contains_key("autocommit") {
+    if !snapshot || cmd.contains_key("autocommit") {
         return Ok(());
     }
-    if matches!(
-        req.name.as_str(),
-        "find" | "aggregate" | "distinct" | "getMore"
-    ) {
+    if matches!(name, "find" | "aggregate" | "distinct" | "getMore") {
         return Ok(());
     }
     Err(CommandError::new(
         72,
         "InvalidOptions",
-        format!(
-            "Command {} does not support {{ readConcern: {{ level: \"snapshot\" }} }}",
-            req.name
-        ),
+        format!("Command {name} does not support {{ readConcern: {{ level: \"snapshot\" }} }}"),
     ))
 }
 

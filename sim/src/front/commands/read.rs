@@ -140,6 +140,7 @@ pub fn find(req: &mut Req<'_>) -> CmdResult {
         && natural.is_none()
         && index_order.is_none()
         && !key_opts.any()
+        && !asks_past_time(req)
     {
         let spec = ScanSpec {
             db: &req.db,
@@ -199,7 +200,7 @@ pub fn find(req: &mut Req<'_>) -> CmdResult {
         )?
     } else {
         let parsed = Filter::parse(&filter)?;
-        let (mut docs, found) = req.with_target(|t| match t.read(&req.db, &coll) {
+        let (mut docs, found) = read_coll(req, &coll, at, |c| match c {
             Some(c) => match natural {
                 Some(reverse) => (natural_docs(c, &parsed, reverse), true),
                 None => (matching_docs(c, &parsed), true),
@@ -250,16 +251,38 @@ pub fn find(req: &mut Req<'_>) -> CmdResult {
     Ok(cursor_reply(true, batch, id, &ns, at_cluster_time(at)))
 }
 
-/// For a read with `readConcern: {level: "snapshot"}` outside a transaction, the cluster time
-/// it reads at (the reply's `cursor.atClusterTime`, as mongod 5.0+ answers). The sim reads
-/// atomically, so the current time is exact. An explicit `atClusterTime` earlier than now is
-/// served only while `coll` has not changed since; otherwise the sim has no such version and
-/// refuses as mongod does outside its history window (239 SnapshotTooOld).
+/// The cluster time a read with `readConcern: {level: "snapshot"}` outside a transaction
+/// reads at (the reply's `atClusterTime`, as mongod 5.0+ answers), and whether that is in the
+/// past, so that the read is served from `history` instead of live storage.
+#[derive(Debug, Clone, Copy)]
+struct ReadAt {
+    ts: Timestamp,
+    past: bool,
+}
+
+/// Whether the command asks for a snapshot at a cluster time already past (such a read
+/// cannot use the lazy `_id` scan, which reads live storage at each getMore).
+fn asks_past_time(req: &Req<'_>) -> bool {
+    let Ok(rc) = req.cmd.get_document("readConcern") else {
+        return false;
+    };
+    req.txn.is_none()
+        && rc.get_str("level") == Ok("snapshot")
+        && rc
+            .get_timestamp("atClusterTime")
+            .is_ok_and(|asked| crate::node::oplog::cmp_ts(asked, req.shared.cluster_time()).is_lt())
+}
+
+/// For a snapshot read outside a transaction, the time it reads at: now, or the
+/// `atClusterTime` asked for. A past time is served when no DDL touched `coll` since (mongod
+/// 7.0 answers 239 SnapshotTooOld, or reads a catalog that no longer matches, across such
+/// changes: the sim refuses them all) and the oplog still reaches back to it; the history
+/// window is checked when the version is built (`history::History::view_at`).
 fn snapshot_time(
     req: &Req<'_>,
     oplog: &crate::node::oplog::Oplog,
     coll: &str,
-) -> Result<Option<Timestamp>, CommandError> {
+) -> Result<Option<ReadAt>, CommandError> {
     let Ok(rc) = req.cmd.get_document("readConcern") else {
         return Ok(None);
     };
@@ -268,10 +291,16 @@ fn snapshot_time(
     }
     let now = oplog.last_ts();
     let Ok(asked) = rc.get_timestamp("atClusterTime") else {
-        return Ok(Some(now));
+        return Ok(Some(ReadAt {
+            ts: now,
+            past: false,
+        }));
     };
     if crate::node::oplog::cmp_ts(asked, now) != std::cmp::Ordering::Less {
-        return Ok(Some(asked));
+        return Ok(Some(ReadAt {
+            ts: asked,
+            past: false,
+        }));
     }
     let ns = format!("{}.{coll}", req.db);
     let from = oplog.seq_at_or_after(crate::node::oplog::ts_after(asked));
@@ -279,39 +308,72 @@ fn snapshot_time(
         || oplog
             .entries_from(from, usize::MAX)
             .iter()
-            .any(|e| touches(e, &req.db, coll));
+            .any(|e| ddl_on(e, &req.db, coll));
     if changed {
-        return Err(CommandError::new(
-            239,
-            "SnapshotTooOld",
-            format!(
-                "Read timestamp {asked:?} is older than the oldest available timestamp for {ns}"
-            ),
-        ));
+        return Err(crate::node::history::too_old(asked, &ns));
     }
-    Ok(Some(asked))
+    Ok(Some(ReadAt {
+        ts: asked,
+        past: true,
+    }))
 }
 
-/// Whether an oplog entry may change `db.coll`: its own entries, a command of its database
-/// naming it (drop, rename, ...), and any transaction (conservatively).
-fn touches(e: &crate::node::oplog::OplogEntry, db: &str, coll: &str) -> bool {
-    if e.ns == "admin.$cmd" {
-        return true;
-    }
-    if e.ns != format!("{db}.$cmd") {
-        return e.ns == format!("{db}.{coll}");
-    }
+/// Runs `f` on `db.coll` as the read sees it: the version at `at` when that is past (built
+/// from `history`), else live storage or the transaction's own view.
+fn read_coll<R>(
+    req: &Req<'_>,
+    coll: &str,
+    at: Option<ReadAt>,
+    f: impl FnOnce(Option<&Collection>) -> R,
+) -> Result<R, CommandError> {
+    let Some(ReadAt { ts, past: true }) = at else {
+        return req.with_target(|t| f(t.read(&req.db, coll)));
+    };
+    let view = {
+        let st = req.shared.state();
+        match st.catalog.get(&req.db, coll) {
+            Some(c) => {
+                let ns = format!("{}.{coll}", req.db);
+                Some(st.history.view_at(&ns, c, ts, st.oplog.last_ts())?)
+            }
+            None => None,
+        }
+    };
+    Ok(f(view.as_ref()))
+}
+
+/// Whether an oplog entry changes `db.coll`'s catalog entry: a command of its database naming
+/// it (create, drop, rename, ...) or dropping the database, alone or inside an `applyOps`.
+fn ddl_on(e: &crate::node::oplog::OplogEntry, db: &str, coll: &str) -> bool {
     let full = format!("{db}.{coll}");
+    let cmd_ns = format!("{db}.$cmd");
+    let names_coll = |o: &Document| {
+        o.contains_key("dropDatabase")
+            || o.values()
+                .any(|v| matches!(v, Bson::String(s) if s == coll || *s == full))
+    };
+    if e.ns == cmd_ns {
+        return e
+            .fields()
+            .any(|(k, v)| k == "o" && matches!(v, Bson::Document(o) if names_coll(o)));
+    }
+    if e.ns != "admin.$cmd" {
+        return false;
+    }
+    // A transaction's `applyOps`: its DDL members (`txn_ddl`).
     e.fields().any(|(k, v)| {
         k == "o"
-            && matches!(v, Bson::Document(o) if o.values().any(|v| {
-                matches!(v, Bson::String(s) if s == coll || *s == full)
+            && matches!(v, Bson::Document(o) if o.get_array("applyOps").is_ok_and(|ops| {
+                ops.iter().filter_map(Bson::as_document).any(|op| {
+                    op.get_str("ns") == Ok(cmd_ns.as_str())
+                        && op.get_document("o").is_ok_and(names_coll)
+                })
             }))
     })
 }
 
-fn at_cluster_time(at: Option<Timestamp>) -> Option<(&'static str, Bson)> {
-    at.map(|t| ("atClusterTime", Bson::Timestamp(t)))
+fn at_cluster_time(at: Option<ReadAt>) -> Option<(&'static str, Bson)> {
+    at.map(|r| ("atClusterTime", Bson::Timestamp(r.ts)))
 }
 
 /// The key pattern of the index `hint` names (by name or key pattern); `None` when the
@@ -607,10 +669,9 @@ pub fn distinct(req: &Req<'_>) -> CmdResult {
         .to_string();
     let query = req.doc_arg("query")?.cloned().unwrap_or_default();
     let filter = Filter::parse(&query)?;
-    let docs = req.with_target(|t| {
-        t.read(&req.db, &coll)
-            .map(|c| matching_docs(c, &filter))
-            .unwrap_or_default()
+    let at = snapshot_time(req, &req.shared.state().oplog, &coll)?;
+    let docs = read_coll(req, &coll, at, |c| {
+        c.map(|c| matching_docs(c, &filter)).unwrap_or_default()
     })?;
     let mut values: Vec<Bson> = Vec::new();
     for d in &docs {
@@ -635,7 +696,12 @@ pub fn distinct(req: &Req<'_>) -> CmdResult {
         }
     }
     values.sort_by(crate::bson_order::compare);
-    Ok(doc! {"values": values})
+    let mut reply = doc! {"values": values};
+    // distinct answers a snapshot read's time at the top level (no cursor).
+    if let Some(at) = at {
+        reply.insert("atClusterTime", at.ts);
+    }
+    Ok(reply)
 }
 
 fn pipeline(req: &Req<'_>) -> Result<Vec<Document>, CommandError> {
@@ -725,7 +791,7 @@ pub fn aggregate(req: &mut Req<'_>) -> CmdResult {
             if let Some(spec) = leading_sample {
                 let size = sample::parse(spec)?;
                 stages = &stages[1..];
-                req.with_target(|t| match t.read(&req.db, &coll) {
+                read_coll(req, &coll, at, |c| match c {
                     Some(c) => sample_collection(c, size),
                     None => Ok(Vec::new()),
                 })??
@@ -754,10 +820,8 @@ pub fn aggregate(req: &mut Req<'_>) -> CmdResult {
                     stages = &stages[1..];
                 }
                 let filter = leading_match.unwrap_or_else(Filter::all);
-                req.with_target(|t| {
-                    t.read(&req.db, &coll)
-                        .map(|c| matching_docs(c, &filter))
-                        .unwrap_or_default()
+                read_coll(req, &coll, at, |c| {
+                    c.map(|c| matching_docs(c, &filter)).unwrap_or_default()
                 })?
             }
         }

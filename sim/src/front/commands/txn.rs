@@ -148,8 +148,12 @@ pub fn commit(req: &Req<'_>) -> CmdResult {
         s.phase = TxnPhase::Committed;
         let txn_number = s.txn_number;
         if !writes.log.ops.is_empty() {
-            replay(&mut st.catalog, &writes.log.ops, &writes);
+            let changes = replay(&mut st.catalog, &writes.log.ops, &writes);
             log_transaction(&mut st.oplog, &writes, &oplog_lsid(&lsid), txn_number);
+            let at = st.oplog.last_entry_ts();
+            for (uuid, change) in changes {
+                st.history.record(uuid, at, change);
+            }
         }
         st.oplog.next_seq()
     };
@@ -202,10 +206,13 @@ pub fn commit_together(
         t.phase = TxnPhase::Committed;
         if !writes.log.ops.is_empty() {
             let st = &mut **st;
-            replay(&mut st.catalog, &writes.log.ops, &writes);
+            let changes = replay(&mut st.catalog, &writes.log.ops, &writes);
             st.oplog.pin(Some(at));
             log_transaction(&mut st.oplog, &writes, &logged, txn_number);
             st.oplog.pin(None);
+            for (uuid, change) in changes {
+                st.history.record(uuid, at, change);
+            }
         }
     }
     let next: Vec<u64> = states.iter().map(|st| st.oplog.next_seq()).collect();
