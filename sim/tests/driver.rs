@@ -47,3 +47,6 @@ mod lookups;
 
 #[path = "driver/txn_ddl.rs"]
 mod txn_ddl;
+
+#[path = "driver/coll_stats.rs"]
+mod coll_stats;

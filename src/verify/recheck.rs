@@ -9,7 +9,8 @@
 //! next round's, until the difference persists although the stream caught up with it and
 //! nothing changed meanwhile, or the wait runs out (`Live::wait`): then it is reported as it
 //! was last seen. Rows without a document are handled alike: the documents are looked up again
-//! after the checkpoint passed the lookup, and the rows read again.
+//! after the checkpoint passed the lookup, and the rows read again with their versions (`xmin`);
+//! rows rewritten between two rounds (their document came and went again) go round again.
 //!
 //! Without a running `sync` (nobody holds the stream's lock) nothing would move the
 //! checkpoint: each difference is read once more at once, which still absorbs a write that
@@ -26,8 +27,8 @@ use super::compare::row_idx;
 use super::error::VerifyError;
 use super::mongo::{keys_with_documents, read_by_ids};
 use super::report::Finding;
-use super::rows::connection;
-use crate::mapping::value::PgValue;
+use super::rows::{connection, TableQueries};
+use crate::mapping::value::{PgValue, Row};
 use crate::position::{ts_cmp, Position};
 use crate::sink::postgres::plan::key_text;
 use crate::sink::postgres::state;
@@ -193,38 +194,17 @@ async fn without_documents(
     Ok((left, t))
 }
 
-/// Parent rows (by key) that may have no document: the documents are looked up, and for rows
-/// without one the lookup and the rows are read again once the stream has caught up with the
-/// first lookup. Returns the rows that persisted and how many were rechecked.
+/// Parent rows (by key) that may have no document: see `settled_without_documents`. Returns
+/// the rows that persisted and how many were rechecked.
 pub async fn extra_rows(
     target: &Target,
     live: &Live,
     keys: Vec<PgValue>,
 ) -> Result<(Vec<Finding>, u64), VerifyError> {
-    let (pending, t) = without_documents(target, keys).await?;
-    let rechecked = pending.len() as u64;
-    if pending.is_empty() {
-        return Ok((Vec::new(), 0));
-    }
-    live.caught_up(t, live.deadline()).await?;
-    let present: HashSet<String> = {
-        let client = connection(&target.pool).await?;
-        target
-            .parent
-            .existing(&client, &pending)
-            .await?
-            .iter()
-            .filter_map(|r| r.first().map(key_text))
-            .collect()
-    };
-    let still: Vec<PgValue> = pending
-        .into_iter()
-        .filter(|k| present.contains(&key_text(k)))
-        .collect();
-    let (left, _) = without_documents(target, still).await?;
+    let (left, rechecked) = settled_without_documents(target, live, &target.parent, keys).await?;
     let found = left
         .into_iter()
-        .map(|key| Finding::ExtraRow {
+        .map(|(key, _)| Finding::ExtraRow {
             key,
             children: Vec::new(),
         })
@@ -243,36 +223,82 @@ pub async fn orphan_rows(
     let Some(table) = target.children.get(child) else {
         return Ok((Vec::new(), 0));
     };
-    let (pending, t) = without_documents(target, parent_keys).await?;
-    let rechecked = pending.len() as u64;
-    if pending.is_empty() {
-        return Ok((Vec::new(), 0));
-    }
-    live.caught_up(t, live.deadline()).await?;
-    let mut rows: HashMap<String, (PgValue, Vec<i32>)> = HashMap::new();
-    {
-        let client = connection(&target.pool).await?;
-        for r in table.existing(&client, &pending).await? {
-            if let (Some(k), Some(idx)) = (r.first(), row_idx(&r)) {
-                rows.entry(key_text(k))
-                    .or_insert_with(|| (k.clone(), Vec::new()))
-                    .1
-                    .push(idx);
-            }
-        }
-    }
-    let still: Vec<PgValue> = pending
-        .into_iter()
-        .filter(|k| rows.contains_key(&key_text(k)))
-        .collect();
-    let (left, _) = without_documents(target, still).await?;
+    let (left, rechecked) = settled_without_documents(target, live, table, parent_keys).await?;
     let found = left
-        .iter()
-        .filter_map(|k| rows.remove(&key_text(k)))
-        .map(|(key, mut idx)| {
+        .into_iter()
+        .map(|(key, rows)| {
+            let mut idx: Vec<i32> = rows.iter().filter_map(|r| row_idx(r)).collect();
             idx.sort_unstable();
             Finding::OrphanRows { child, key, idx }
         })
         .collect();
     Ok((found, rechecked))
+}
+
+/// The keys of `table` (parent keys) that have rows but no document, and those rows, once the
+/// answer holds still: the documents are looked up (at cluster time T), verify waits until the
+/// stream's checkpoint has passed T, and the rows are read again with their versions (`xmin`)
+/// and the documents looked up again. A key whose rows are gone, or whose document is back, is
+/// no finding. A key whose rows were rewritten since the previous round (another `xmin`: the
+/// stream deleted them and inserted them again, so the document existed meanwhile) goes round
+/// again while the wait allows; rows unchanged across a round the stream caught up with are
+/// reported. Without a running stream, one round.
+async fn settled_without_documents(
+    target: &Target,
+    live: &Live,
+    table: &TableQueries,
+    keys: Vec<PgValue>,
+) -> Result<(Vec<(PgValue, Vec<Row>)>, u64), VerifyError> {
+    let deadline = live.deadline();
+    let (mut pending, mut t) = without_documents(target, keys).await?;
+    let rechecked = pending.len() as u64;
+    let mut versions: HashMap<String, Vec<String>> = HashMap::new();
+    let mut found = Vec::new();
+    while !pending.is_empty() {
+        let reached = live.caught_up(t, deadline).await?;
+        let mut rows: HashMap<String, (PgValue, Vec<Row>)> = HashMap::new();
+        {
+            let client = connection(&target.pool).await?;
+            for r in table.existing(&client, &pending).await? {
+                if let Some(k) = r.first() {
+                    rows.entry(key_text(k))
+                        .or_insert_with(|| (k.clone(), Vec::new()))
+                        .1
+                        .push(r);
+                }
+            }
+        }
+        let still: Vec<PgValue> = pending
+            .into_iter()
+            .filter(|k| rows.contains_key(&key_text(k)))
+            .collect();
+        let (left, t_next) = without_documents(target, still).await?;
+        let mut next = Vec::new();
+        for key in left {
+            let text = key_text(&key);
+            let Some((key, rows)) = rows.remove(&text) else {
+                continue;
+            };
+            let mut now: Vec<String> = rows.iter().filter_map(xmin_of).collect();
+            now.sort_unstable();
+            let changed = versions.get(&text) != Some(&now);
+            if changed && live.again(reached, deadline) {
+                versions.insert(text, now);
+                next.push(key);
+            } else {
+                found.push((key, rows));
+            }
+        }
+        pending = next;
+        t = t_next;
+    }
+    Ok((found, rechecked))
+}
+
+/// The `xmin` `TableQueries::existing` puts last in each row.
+fn xmin_of(row: &Row) -> Option<String> {
+    match row.last()? {
+        PgValue::Text(s) => Some(s.clone()),
+        _ => None,
+    }
 }

@@ -33,7 +33,9 @@ pub struct TableQueries {
     pub qualified: String,
     /// `SELECT hashtext(k::text), <every column> … WHERE k = ANY($1)`.
     select_by_key: String,
-    /// `SELECT k[, idx] … WHERE k = ANY($1)`: which keys (child rows) are there.
+    /// `SELECT k[, idx], xmin::text … WHERE k = ANY($1)`: which keys (child rows) are there,
+    /// and which version of each row (a row the stream deleted and inserted again has
+    /// another `xmin`).
     keys_by_key: String,
     /// `SELECT bucket, count(*), sum(hash) … GROUP BY bucket` for mask `$1`.
     bucket_counts: String,
@@ -67,7 +69,9 @@ impl TableQueries {
                 "SELECT {hash}, {} FROM {table} WHERE {key} = ANY($1)",
                 cols.join(", ")
             ),
-            keys_by_key: format!("SELECT {key_cols} FROM {table} WHERE {key} = ANY($1)"),
+            keys_by_key: format!(
+                "SELECT {key_cols}, xmin::text FROM {table} WHERE {key} = ANY($1)"
+            ),
             bucket_counts: format!(
                 "SELECT h & $1::int4, count(*), sum(h::int8)::int8 \
                  FROM (SELECT {hash} AS h FROM {table}) AS t GROUP BY 1"
@@ -123,6 +127,7 @@ impl TableQueries {
     }
 
     /// The keys (with `idx` for a child table) of the rows whose key is one of `keys`.
+    /// The rows of `keys` there are: each its key columns, then its `xmin` as text.
     pub async fn existing(
         &self,
         client: &Object,

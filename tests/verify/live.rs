@@ -111,8 +111,11 @@ async fn full_verify_during_a_live_sync_reports_equal_and_still_finds_real_drift
     assert!(during > 0, "the writer must write while verify runs");
     assert!(r.equal, "false alarm under a live stream: {r:#?}");
 
-    // A real drift on a document nobody writes, while the writer goes on.
+    // Real drift on documents nobody writes, while the writer goes on: a changed row, and a
+    // row without a document (which must survive the rounds of the extra-row recheck).
     w.sql("UPDATE customers SET name = 'Eve' WHERE id = 'c005'")
+        .await;
+    w.sql("INSERT INTO customers (id, name) VALUES ('c999', 'ghost')")
         .await;
     let r = w.verify_with(opts()).await;
     assert!(!r.equal, "{r:#?}");
@@ -120,8 +123,11 @@ async fn full_verify_during_a_live_sync_reports_equal_and_still_finds_real_drift
     let customers = collection(&r, "shop.customers");
     assert_eq!(
         (customers.missing, customers.extra, customers.different),
-        (0, 0, 1)
+        (0, 1, 1),
+        "{customers:#?}"
     );
+    let extra = listed(customers, Kind::Extra, "customers");
+    assert_eq!(extra[0].id, json!("c999"));
     let d = listed(customers, Kind::Different, "customers");
     assert_eq!(d[0].id, json!("c005"));
     assert_eq!(

@@ -138,7 +138,7 @@ impl User {
 }
 
 /// The users of `--auth` (in `admin`) and `--x509-user` (in `$external`).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Users {
     by_name: HashMap<String, Arc<User>>,
     /// X.509 users by certificate subject (RFC 2253).

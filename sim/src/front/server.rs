@@ -188,15 +188,13 @@ pub async fn start(opts: SimOptions) -> std::io::Result<SimHandle> {
         nodes.push(shared.clone());
         Front::Node(shared)
     } else {
-        if users.is_some() {
-            return Err(invalid(
-                "--shards does not support --auth or --x509-user (mongo-sim's mongos has no access control)".into(),
-            ));
-        }
         let clock = Arc::new(crate::node::clock::ClusterClock::default());
         let mut shards = Vec::new();
         for k in 0..opts.shards {
-            let mut shared = Shared::with_clock(opts.oplog_max_entries, None, clock.clone());
+            // Every shard takes the cluster's users, so its own port asks for the same logins
+            // (a real shard has users of its own; nothing here tells them apart).
+            let mut shared =
+                Shared::with_clock(opts.oplog_max_entries, users.clone(), clock.clone());
             shared.max_wire_version = opts.max_wire_version;
             shared.set_name = format!("shard{k}");
             let shared = Arc::new(shared);
@@ -390,7 +388,11 @@ where
                             add_auth_fields(shared, &mut conn.session, &query, &mut r);
                             r
                         }
-                        Front::Router(router) => router.hello(&conn, name != "hello"),
+                        Front::Router(router) => {
+                            let mut r = router.hello(&conn, name != "hello");
+                            router.add_auth_fields(&mut conn, &query, &mut r);
+                            r
+                        }
                     };
                     r.insert("ok", 1.0);
                     (r, false)

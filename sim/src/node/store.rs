@@ -94,7 +94,7 @@ impl Cap {
 }
 
 /// The stored size of a document, as a capped collection counts it.
-fn stored_size(d: &StoredDoc) -> usize {
+pub fn stored_size(d: &StoredDoc) -> usize {
     match d.raw() {
         Some((raw, _)) => raw.as_bytes().len(),
         None => approx_size(&d.doc()),

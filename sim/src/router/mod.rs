@@ -110,6 +110,8 @@ impl Router {
                 "IllegalOperation",
                 "Can't use 'local' database through mongos",
             ))
+        } else if let Err(e) = self.authorize(conn, &name, &db, &cmd) {
+            Err(e)
         } else {
             let documents = documents.map(|ds| {
                 ds.into_iter()
@@ -166,7 +168,11 @@ impl Router {
             }
         }
         let own = match name {
-            "hello" | "isMaster" | "ismaster" => Some(Ok(self.hello(conn, name != "hello"))),
+            "hello" | "isMaster" | "ismaster" => {
+                let mut reply = self.hello(conn, name != "hello");
+                self.add_auth_fields(conn, &cmd, &mut reply);
+                Some(Ok(reply))
+            }
             "enableSharding" | "enablesharding" => Some(self.enable_sharding(&cmd).await),
             "shardCollection" | "shardcollection" => Some(self.shard_collection(&cmd).await),
             "split" => Some(self.split(&cmd).await),
@@ -219,6 +225,9 @@ impl Router {
                     "delete" => Some(self.delete(conn, &sc, &cmd).await),
                     "findAndModify" | "findandmodify" => {
                         Some(self.find_and_modify(conn, &sc, &cmd).await)
+                    }
+                    "aggregate" if starts_with_coll_stats(&cmd) => {
+                        Some(self.coll_stats(conn, db, coll, &cmd).await)
                     }
                     "find" | "aggregate" | "count" | "distinct" => {
                         if cmd.get_bool("autocommit") == Ok(false) {
@@ -458,6 +467,26 @@ impl Router {
             // A shard fail point that drops the connection drops the client's.
             Outcome::CloseConnection => Err(CommandError::new(6, "HostUnreachable", SHARD_CLOSED)),
         }
+    }
+
+    /// With `--auth`, what the client may run through mongos (mongos checks its users
+    /// itself: a command the router answers never reaches a shard's check).
+    fn authorize(
+        &self,
+        conn: &Conn,
+        name: &str,
+        db: &str,
+        cmd: &Document,
+    ) -> Result<(), CommandError> {
+        if self.shards[0].users.is_none() {
+            return Ok(());
+        }
+        crate::front::auth::authorize(conn.session.user.as_deref(), name, db, cmd)
+    }
+
+    /// `hello`'s `saslSupportedMechs` and `speculativeAuthenticate`, as mongod answers them.
+    pub fn add_auth_fields(&self, conn: &mut Conn, cmd: &Document, reply: &mut Document) {
+        crate::front::commands::add_auth_fields(&self.shards[0], &mut conn.session, cmd, reply);
     }
 
     pub fn hello(&self, conn: &Conn, legacy: bool) -> Document {
@@ -844,6 +873,32 @@ impl Router {
             }
         }
         None
+    }
+
+    /// `$collStats` of a sharded collection: one document per shard, each naming its `shard`,
+    /// then the rest of the pipeline over them (as mongos merges them).
+    async fn coll_stats(&self, conn: &mut Conn, db: &str, coll: &str, cmd: &Document) -> CmdResult {
+        let mut stages: Vec<Bson> = cmd.get_array("pipeline").cloned().unwrap_or_default();
+        let first = stages.remove(0);
+        let mut docs = Vec::new();
+        for i in 0..self.shards.len() {
+            let c = doc! {"aggregate": coll, "pipeline": [first.clone()], "cursor": {}, "$db": db};
+            let reply = self.run(conn, i, c).await?;
+            let batch = reply
+                .get_document("cursor")
+                .and_then(|c| c.get_array("firstBatch"))
+                .cloned()
+                .unwrap_or_default();
+            for d in batch {
+                if let Bson::Document(mut d) = d {
+                    d.insert("shard", self.shards[i].set_name.clone());
+                    docs.push(d);
+                }
+            }
+        }
+        let mut rest = cmd.clone();
+        rest.insert("pipeline", stages);
+        self.answer_read("aggregate", db, coll, &rest, docs)
     }
 
     /// `gather` inside a transaction: each shard is read through its own `find` in the
@@ -1326,6 +1381,14 @@ fn snapshot_read(name: &str, cmd: &Document, now: bson::Timestamp) -> Result<boo
         }
     }
     Ok(true)
+}
+
+fn starts_with_coll_stats(cmd: &Document) -> bool {
+    cmd.get_array("pipeline")
+        .ok()
+        .and_then(|p| p.first())
+        .and_then(Bson::as_document)
+        .is_some_and(|s| s.contains_key("$collStats"))
 }
 
 /// Puts a snapshot read's time where mongos answers it: in `cursor`, or at the top (distinct).

@@ -636,3 +636,95 @@ async fn x509_user_names_are_the_subject_as_openssl_prints_it_in_rfc_2253() {
     c.shutdown().immediate(true).await;
     sim.shutdown().await;
 }
+
+/// `--auth` with `--shards`: mongos asks for the same logins as a replica set (SCRAM in the
+/// handshake), checks roles on the commands it answers itself (a read of a sharded collection,
+/// `shardCollection`) as on those it passes to a shard, and the shards' own ports ask too.
+#[tokio::test]
+async fn a_sharded_cluster_with_auth_checks_logins_and_roles_at_mongos() {
+    let sim = mongo_sim::start(SimOptions {
+        auth: Some(USERS.into()),
+        shards: 2,
+        ..SimOptions::default()
+    })
+    .await
+    .expect("start a sharded simulator with --auth");
+    let login = |user: &str, password: &str| {
+        format!(
+            "mongodb://{user}:{password}@{}/?serverSelectionTimeoutMS=10000",
+            sim.addr()
+        )
+    };
+    let admin = Client::with_uri_str(login("admin", "Adm1n-s3cret"))
+        .await
+        .unwrap();
+    let shopper = Client::with_uri_str(login("shopper", "Sh0p"))
+        .await
+        .unwrap();
+    admin
+        .database("admin")
+        .run_command(doc! {"shardCollection": "shop.orders", "key": {"_id": "hashed"}})
+        .await
+        .expect("root shards a collection");
+    let orders = admin.database("shop").collection::<Document>("orders");
+    orders
+        .insert_many((0..20).map(|i| doc! {"_id": i}))
+        .await
+        .unwrap();
+
+    // read@shop: reads the sharded collection through mongos, may not write or shard.
+    let theirs = shopper.database("shop").collection::<Document>("orders");
+    assert_eq!(theirs.count_documents(doc! {}).await.unwrap(), 20);
+    let e = theirs.insert_one(doc! {"_id": 100}).await.unwrap_err();
+    assert_eq!(code(&e), Some(13), "{e:?}");
+    let e = shopper
+        .database("admin")
+        .run_command(doc! {"shardCollection": "shop.items", "key": {"_id": 1}})
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Some(13), "{e:?}");
+
+    // No login: refused at mongos (13); a wrong password fails the handshake (18).
+    let anon = Client::with_uri_str(format!(
+        "mongodb://{}/?serverSelectionTimeoutMS=10000",
+        sim.addr()
+    ))
+    .await
+    .unwrap();
+    let e = anon
+        .database("shop")
+        .collection::<Document>("orders")
+        .find_one(doc! {})
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Some(13), "{e:?}");
+    let wrong = Client::with_uri_str(login("admin", "nope")).await.unwrap();
+    let e = wrong
+        .database("admin")
+        .run_command(doc! {"ping": 1})
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e.kind.as_ref(), ErrorKind::Authentication { .. }),
+        "{e:?}"
+    );
+
+    // A shard's own port asks for a login too.
+    let shard = sim.shard_addrs()[0];
+    let direct = Client::with_uri_str(format!(
+        "mongodb://{shard}/?directConnection=true&serverSelectionTimeoutMS=10000"
+    ))
+    .await
+    .unwrap();
+    let e = direct
+        .database("shop")
+        .collection::<Document>("orders")
+        .find_one(doc! {})
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Some(13), "{e:?}");
+    for c in [admin, shopper, anon, wrong, direct] {
+        c.shutdown().immediate(true).await;
+    }
+    sim.shutdown().await;
+}

@@ -9,6 +9,7 @@
 //! `createIndexes` inside a transaction).
 
 mod admin;
+mod coll_stats;
 mod ddl;
 mod explain;
 mod find_keys;
@@ -583,7 +584,7 @@ async fn dispatch(req: &mut Req<'_>, conn: &mut Conn) -> Result<Option<Document>
         "killCursors" => read::kill_cursors(req),
         "count" => read::count(req),
         "distinct" => read::distinct(req),
-        "aggregate" => read::aggregate(req),
+        "aggregate" => read::aggregate(req, &conn.me),
         "explain" => explain::explain(req),
         "commitTransaction" => txn::commit(req),
         "abortTransaction" => txn::abort(req),

@@ -8,6 +8,7 @@ use std::time::Duration;
 use bson::{doc, Bson, Document, Timestamp};
 use rand::Rng;
 
+use super::coll_stats;
 use super::find_keys::{index_key, plan_index, KeyOptions};
 use super::{as_i64, truthy, CmdResult, Req};
 use crate::aggregate::{apply_event_stages, documents, run_stages, sample};
@@ -719,7 +720,8 @@ fn pipeline(req: &Req<'_>) -> Result<Vec<Document>, CommandError> {
         .collect()
 }
 
-pub fn aggregate(req: &mut Req<'_>) -> CmdResult {
+/// `me`: the `host:port` the client reached (`$collStats`'s `host`).
+pub fn aggregate(req: &mut Req<'_>, me: &str) -> CmdResult {
     let mut stages = pipeline(req)?;
     // A final `$out`/`$merge` writes the results instead of returning them.
     let output = super::out::take(&mut stages, req)?;
@@ -774,6 +776,21 @@ pub fn aggregate(req: &mut Req<'_>) -> CmdResult {
             )));
         }
     }
+    if let Some(i) = stages
+        .iter()
+        .position(|s| s.contains_key(coll_stats::STAGE))
+    {
+        if i > 0 {
+            return Err(CommandError::new(
+                40602,
+                "Location40602",
+                format!(
+                    "{} is only valid as the first stage in a pipeline",
+                    coll_stats::STAGE
+                ),
+            ));
+        }
+    }
     let mut stages = &stages[..];
     let at = match req.cmd.get("aggregate") {
         Some(Bson::String(coll)) if !is_oplog(req, coll) => {
@@ -784,11 +801,21 @@ pub fn aggregate(req: &mut Req<'_>) -> CmdResult {
     let docs = match req.cmd.get("aggregate") {
         Some(Bson::String(coll)) => {
             let coll = coll.clone();
+            let leading_stats = stages
+                .first()
+                .and_then(|s| s.get(coll_stats::STAGE))
+                .map(coll_stats::parse)
+                .transpose()?;
             let leading_sample = stages
                 .first()
                 .and_then(|s| s.get("$sample"))
                 .filter(|_| stages[0].len() == 1 && !is_oplog(req, &coll));
-            if let Some(spec) = leading_sample {
+            if let Some(spec) = leading_stats {
+                stages = &stages[1..];
+                let ns = format!("{}.{coll}", req.db);
+                vec![req
+                    .with_target(|t| coll_stats::stats(&spec, &ns, me, t.read(&req.db, &coll)))??]
+            } else if let Some(spec) = leading_sample {
                 let size = sample::parse(spec)?;
                 stages = &stages[1..];
                 read_coll(req, &coll, at, |c| match c {
