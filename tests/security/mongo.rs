@@ -4,6 +4,7 @@
 //! mapped namespace (refused, the namespace named). With client certificates checked
 //! (`--tls-ca-file`) and an X.509 user (`--x509-user`): the same equivalence logged in with
 //! MONGODB-X509, and a certificate whose subject is no user (exit 3, "authentication failed").
+//! And the equivalence through a 2-shard `mongos` with TLS and SCRAM.
 
 use std::path::{Path, PathBuf};
 
@@ -64,6 +65,41 @@ async fn copy_then_stream_is_equal_over_tls_with_scram_sha_256() {
     let out = setup.tributary(&["check"], &[]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(!text(&out).contains(ROOT_PASSWORD), "{}", text(&out));
+    sim.shutdown().await;
+}
+
+/// A sharded cluster secured the same way: Tributary logs in to mongos (SCRAM over TLS, no
+/// replica set name), copies and streams through it with `orders` sharded on a hashed `_id`,
+/// and its pre-flight agrees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_then_stream_through_a_secured_mongos() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "mongo-ca");
+    let sim = mongo_sim::start(SimOptions {
+        tls: Some(ca.server()),
+        auth: Some(users()),
+        shards: 2,
+        ..SimOptions::default()
+    })
+    .await
+    .unwrap();
+    let mongo = format!(
+        "mongodb://tributary:{ROOT_PASSWORD}@{}/?tls=true&tlsCAFile={}&serverSelectionTimeoutMS=5000",
+        sim.addr(),
+        ca.cert.display()
+    );
+    let client = mongodb::Client::with_uri_str(&mongo).await.unwrap();
+    client
+        .database("admin")
+        .run_command(bson::doc! {"shardCollection": "shop.orders", "key": {"_id": "hashed"}})
+        .await
+        .expect("shardCollection through the secured mongos");
+    let db = fresh_database().await;
+    let setup = Setup::new(&mongo, &db.url);
+    copy_then_stream(&setup, &db.client, 40).await;
+    let out = setup.tributary(&["check"], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    client.shutdown().immediate(true).await;
     sim.shutdown().await;
 }
 

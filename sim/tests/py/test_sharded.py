@@ -1,6 +1,7 @@
 """pymongo against a sharded mongo-sim (`--shards 2`): mongos's hello, config.chunks, change
 events through mongos with the shard key in documentKey and no migration events, a transaction
-across shards, `local` refused through mongos."""
+across shards, `local` refused through mongos, `--auth` with `--shards` (and `$collStats` per
+shard)."""
 
 from __future__ import annotations
 
@@ -101,6 +102,32 @@ def test_local_oplog_through_mongos_is_refused(mongos):
         mongos.local["oplog.rs"].find_one()
     assert e.value.code == 20
     assert "Can't use 'local' database through mongos" in str(e.value)
+
+
+def test_auth_through_mongos_checks_logins_and_roles(start_sim):
+    """`--auth` with `--shards`: pymongo's SCRAM handshake with mongos, a read-only role refused
+    a write on a sharded collection and allowed to read it, and no login refused (13)."""
+    uri = start_sim("--shards", "2", "--auth", "root:R00t-pw,viewer:V1ew-pw:read@shop")
+    host = uri.split("//", 1)[1].split("/", 1)[0]
+    root = MongoClient(f"mongodb://root:R00t-pw@{host}/", **CLIENT_GUARDS)
+    viewer = MongoClient(f"mongodb://viewer:V1ew-pw@{host}/", **CLIENT_GUARDS)
+    anon = MongoClient(f"mongodb://{host}/", **CLIENT_GUARDS)
+    try:
+        root.admin.command("shardCollection", "shop.orders", key={"_id": "hashed"})
+        root.shop.orders.insert_many([{"_id": i} for i in range(30)])
+        assert viewer.shop.orders.count_documents({}) == 30
+        with pytest.raises(OperationFailure) as e:
+            viewer.shop.orders.insert_one({"_id": 100})
+        assert e.value.code == 13
+        with pytest.raises(OperationFailure) as e:
+            anon.shop.orders.find_one()
+        assert e.value.code == 13
+        stats = list(root.shop.orders.aggregate([{"$collStats": {"count": {}}}]))
+        assert sorted(s["shard"] for s in stats) == ["shard0", "shard1"]
+        assert sum(s["count"] for s in stats) == 30
+    finally:
+        for c in (root, viewer, anon):
+            c.close()
 
 
 # The unified change-stream spec tests once more, through a sharded simulator's mongos: the

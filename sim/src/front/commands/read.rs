@@ -757,38 +757,14 @@ pub fn aggregate(req: &mut Req<'_>, me: &str) -> CmdResult {
         let cs = cs.clone();
         return change_stream(req, cs, stages[1..].to_vec(), requested);
     }
-    if let Some(i) = stages.iter().position(|s| s.contains_key(documents::STAGE)) {
-        if i > 0 {
-            return Err(CommandError::new(
-                40602,
-                "Location40602",
-                format!(
-                    "{} is only valid as the first stage in a pipeline",
-                    documents::STAGE
-                ),
-            ));
-        }
+    first_only(&stages, coll_stats::STAGE)?;
+    if first_only(&stages, documents::STAGE)? {
         if matches!(req.cmd.get("aggregate"), Some(Bson::String(_))) {
             return Err(CommandError::invalid_namespace(format!(
                 "{} can only be run as the first stage of a collectionless aggregation \
                  (aggregate: 1)",
                 documents::STAGE
             )));
-        }
-    }
-    if let Some(i) = stages
-        .iter()
-        .position(|s| s.contains_key(coll_stats::STAGE))
-    {
-        if i > 0 {
-            return Err(CommandError::new(
-                40602,
-                "Location40602",
-                format!(
-                    "{} is only valid as the first stage in a pipeline",
-                    coll_stats::STAGE
-                ),
-            ));
         }
     }
     let mut stages = &stages[..];
@@ -895,6 +871,19 @@ pub fn aggregate(req: &mut Req<'_>, me: &str) -> CmdResult {
     };
     let id = register(req, ns.clone(), rest, false, empty_first);
     Ok(cursor_reply(true, batch, id, &ns, at_cluster_time(at)))
+}
+
+/// Whether the pipeline has `stage`, which may only come first (else mongod's 40602).
+fn first_only(stages: &[Document], stage: &str) -> Result<bool, CommandError> {
+    match stages.iter().position(|s| s.contains_key(stage)) {
+        None => Ok(false),
+        Some(0) => Ok(true),
+        Some(_) => Err(CommandError::new(
+            40602,
+            "Location40602",
+            format!("{stage} is only valid as the first stage in a pipeline"),
+        )),
+    }
 }
 
 /// A leading `$sample` over collection `c`, the way mongod plans it: a
