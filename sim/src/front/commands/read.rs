@@ -758,14 +758,14 @@ pub fn aggregate(req: &mut Req<'_>, me: &str) -> CmdResult {
         return change_stream(req, cs, stages[1..].to_vec(), requested);
     }
     first_only(&stages, coll_stats::STAGE)?;
-    if first_only(&stages, documents::STAGE)? {
-        if matches!(req.cmd.get("aggregate"), Some(Bson::String(_))) {
-            return Err(CommandError::invalid_namespace(format!(
-                "{} can only be run as the first stage of a collectionless aggregation \
-                 (aggregate: 1)",
-                documents::STAGE
-            )));
-        }
+    if first_only(&stages, documents::STAGE)?
+        && matches!(req.cmd.get("aggregate"), Some(Bson::String(_)))
+    {
+        return Err(CommandError::invalid_namespace(format!(
+            "{} can only be run as the first stage of a collectionless aggregation \
+             (aggregate: 1)",
+            documents::STAGE
+        )));
     }
     let mut stages = &stages[..];
     let at = match req.cmd.get("aggregate") {
