@@ -38,6 +38,18 @@ pub enum Role {
 }
 
 impl Role {
+    /// `{role, db}`, as `connectionStatus` and `usersInfo` list it.
+    pub fn to_document(&self) -> Document {
+        let (role, db) = match self {
+            Role::Root => ("root", "admin"),
+            Role::ReadWriteAnyDatabase => ("readWriteAnyDatabase", "admin"),
+            Role::ReadAnyDatabase => ("readAnyDatabase", "admin"),
+            Role::Read(db) => ("read", db.as_str()),
+            Role::ReadWrite(db) => ("readWrite", db.as_str()),
+        };
+        bson::doc! {"role": role, "db": db}
+    }
+
     fn parse(s: &str) -> Option<Role> {
         match s {
             "root" => Some(Role::Root),
@@ -265,6 +277,36 @@ impl Users {
             return None;
         }
         self.by_name.get(user).cloned()
+    }
+
+    /// `usersInfo`'s entries for the users of `db` (`$external` holds the X.509 ones) that
+    /// `wanted` selects (`None`: all), by name.
+    pub fn info(&self, db: &str, wanted: Option<&[String]>) -> Vec<Document> {
+        let users = match db {
+            "admin" => &self.by_name,
+            EXTERNAL => &self.external,
+            _ => return Vec::new(),
+        };
+        let mut out: Vec<Document> = users
+            .values()
+            .filter(|u| wanted.is_none_or(|w| w.contains(&u.name)))
+            .map(|u| {
+                let mechanisms: Vec<&str> = if u.db == EXTERNAL {
+                    vec!["external"]
+                } else {
+                    vec![Mechanism::Sha1.name(), Mechanism::Sha256.name()]
+                };
+                bson::doc! {
+                    "_id": format!("{}.{}", u.db, u.name),
+                    "user": u.name.clone(),
+                    "db": u.db,
+                    "roles": u.roles.iter().map(Role::to_document).collect::<Vec<_>>(),
+                    "mechanisms": mechanisms,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.get_str("_id").ok().cmp(&b.get_str("_id").ok()));
+        out
     }
 }
 

@@ -62,6 +62,9 @@ pub struct Cursor {
     /// `db.coll` as reported in replies.
     pub ns: String,
     pub kind: CursorKind,
+    /// Opened by a command with `maxTimeMS`: its getMores run under that limit too (so
+    /// `maxTimeAlwaysTimeOut` fails them).
+    pub time_limited: bool,
 }
 
 #[derive(Default)]
@@ -76,8 +79,24 @@ impl CursorTable {
         // Ids look like a real server's: large, positive and never reused.
         self.next_id += 1;
         let id = 0x1000_0000_0000 + self.next_id * 7919;
-        self.cursors.insert(id, Cursor { id, ns, kind });
+        let time_limited = false;
+        self.cursors.insert(
+            id,
+            Cursor {
+                id,
+                ns,
+                kind,
+                time_limited,
+            },
+        );
         id
+    }
+
+    /// Marks cursor `id` as opened under a time limit (see [`Cursor::time_limited`]).
+    pub fn limit_time(&mut self, id: i64) {
+        if let Some(c) = self.cursors.get_mut(&id) {
+            c.time_limited = true;
+        }
     }
 
     pub fn put_back(&mut self, cursor: Cursor) {

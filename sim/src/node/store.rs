@@ -381,6 +381,15 @@ fn index_key(doc: &Document, pattern: &Document, sparse: bool) -> Option<Documen
     (any || !sparse).then_some(key)
 }
 
+/// Whether index `ix` holds `doc`: every document, or for a partial index those its
+/// `partialFilterExpression` matches (checked when the index was created).
+fn indexed(ix: &Document, doc: &Document) -> bool {
+    match ix.get_document("partialFilterExpression") {
+        Ok(f) => crate::query::Filter::parse(f).is_ok_and(|f| f.matches(doc)),
+        Err(_) => true,
+    }
+}
+
 fn same_key(a: &Document, b: &Document) -> bool {
     a.values()
         .zip(b.values())
@@ -392,7 +401,10 @@ impl Collection {
     /// document stored under `self_id` (the one being updated).
     pub fn unique_violation(&self, doc: &Document, self_id: Option<&Bson>) -> Option<DuplicateKey> {
         for ix in &self.indexes {
-            if !ix.get_bool("unique").unwrap_or(false) || ix.get_str("name") == Ok("_id_") {
+            if !ix.get_bool("unique").unwrap_or(false)
+                || ix.get_str("name") == Ok("_id_")
+                || !indexed(ix, doc)
+            {
                 continue;
             }
             let Ok(pattern) = ix.get_document("key") else {
@@ -403,8 +415,10 @@ impl Collection {
                 continue;
             };
             let clash = self.docs.iter().any(|(id, other)| {
+                let other = other.doc();
                 self_id.is_none_or(|s| !crate::bson_order::compare(s, &id.0).is_eq())
-                    && index_key(&other.doc(), pattern, sparse).is_some_and(|k| same_key(&k, &key))
+                    && indexed(ix, &other)
+                    && index_key(&other, pattern, sparse).is_some_and(|k| same_key(&k, &key))
             });
             if clash {
                 return Some(DuplicateKey {
@@ -425,11 +439,17 @@ impl Collection {
             .any(|ix| ix.get_bool("unique").unwrap_or(false) && ix.get_str("name") != Ok("_id_"))
     }
 
-    /// The first duplicate a new unique index over existing documents would hit.
-    pub fn duplicate_for_new_index(&self, pattern: &Document, sparse: bool) -> Option<Document> {
+    /// The first duplicate a new unique index (`spec`) over existing documents would hit.
+    pub fn duplicate_for_new_index(&self, spec: &Document) -> Option<Document> {
+        let pattern = spec.get_document("key").ok()?;
+        let sparse = spec.get_bool("sparse").unwrap_or(false);
         let mut seen: Vec<Document> = Vec::new();
         for doc in self.docs.values() {
-            let Some(key) = index_key(&doc.doc(), pattern, sparse) else {
+            let doc = doc.doc();
+            if !indexed(spec, &doc) {
+                continue;
+            }
+            let Some(key) = index_key(&doc, pattern, sparse) else {
                 continue;
             };
             if seen.iter().any(|k| same_key(k, &key)) {

@@ -457,3 +457,152 @@ async fn validators_refuse_non_matching_writes_unless_bypassed() {
     assert_eq!(coll.count_documents(doc! {}).await.unwrap(), 3);
     s.stop().await;
 }
+
+/// A unique partial index holds only the documents its `partialFilterExpression` matches: the
+/// others may repeat its key. A filter that is not an object, does not parse, or uses an
+/// expression a partial index does not allow is refused as mongod refuses it.
+#[tokio::test]
+async fn unique_partial_indexes_hold_only_matching_documents() {
+    let s = sim().await;
+    let db = s.client.database("d");
+    let coll = db.collection::<Document>("p");
+    let create = |partial: bson::Bson| {
+        let db = db.clone();
+        async move {
+            db.run_command(doc! {"createIndexes": "p", "indexes": [
+            {"key": {"email": 1}, "name": "email_1", "unique": true,
+             "partialFilterExpression": partial}]})
+                .await
+        }
+    };
+    assert_eq!(command_code(create(bson::Bson::Int32(5)).await), 14);
+    assert_eq!(
+        command_code(create(bson::Bson::Document(doc! {"x": {"$asdasd": 3}})).await),
+        2
+    );
+    assert_eq!(
+        command_code(create(bson::Bson::Document(doc! {"$and": 5})).await),
+        2
+    );
+    assert_eq!(
+        command_code(create(bson::Bson::Document(doc! {"x": {"$ne": 1}})).await),
+        67
+    );
+    coll.insert_many(vec![
+        doc! {"_id": 1, "email": "a", "active": false},
+        doc! {"_id": 2, "email": "a", "active": false},
+    ])
+    .await
+    .unwrap();
+    create(bson::Bson::Document(doc! {"active": true}))
+        .await
+        .expect("inactive duplicates are outside the index");
+    coll.insert_one(doc! {"_id": 3, "email": "a", "active": true})
+        .await
+        .expect("the first active 'a'");
+    let e = coll
+        .insert_one(doc! {"_id": 4, "email": "a", "active": true})
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(*e.kind, ErrorKind::Write(WriteFailure::WriteError(ref w)) if w.code == 11000),
+        "{e}"
+    );
+    coll.insert_one(doc! {"_id": 5, "email": "a", "active": false})
+        .await
+        .expect("another inactive 'a'");
+    s.stop().await;
+}
+
+/// `validate` answers with mongod 7.0's fields (every record and `_id` key counted, valid) and
+/// refuses a missing collection (26) and what the inMemory engine refuses (`background`).
+#[tokio::test]
+async fn validate_counts_records_and_keys() {
+    let s = sim().await;
+    let db = s.client.database("d");
+    db.collection::<Document>("v")
+        .insert_many((0..7).map(|i| doc! {"_id": i}))
+        .await
+        .unwrap();
+    let r = db.run_command(doc! {"validate": "v"}).await.unwrap();
+    assert!(r.get_bool("valid").unwrap(), "{r}");
+    assert_eq!(r.get_str("ns").unwrap(), "d.v");
+    assert_eq!(r.get_i64("nrecords").unwrap(), 7);
+    assert_eq!(
+        r.get_document("keysPerIndex").unwrap(),
+        &doc! {"_id_": 7i64}
+    );
+    assert_eq!(
+        command_code(db.run_command(doc! {"validate": "nothing"}).await),
+        26
+    );
+    assert_eq!(
+        command_code(
+            db.run_command(doc! {"validate": "v", "background": true})
+                .await
+        ),
+        115
+    );
+    s.stop().await;
+}
+
+/// `usersInfo` without `--auth`: no users, as on a mongod without any.
+#[tokio::test]
+async fn users_info_without_auth_lists_no_one() {
+    let s = sim().await;
+    let r = s
+        .client
+        .database("admin")
+        .run_command(doc! {"usersInfo": 1})
+        .await
+        .unwrap();
+    assert_eq!(r.get_array("users").unwrap().len(), 0, "{r}");
+    s.stop().await;
+}
+
+/// `maxTimeAlwaysTimeOut`: a command with `maxTimeMS` fails with 50, and so does a getMore of
+/// a cursor its find opened with `maxTimeMS` (the limit stays with the cursor, which dies).
+#[tokio::test]
+async fn max_time_always_time_out_reaches_the_cursors_getmore() {
+    let s = sim().await;
+    let db = s.client.database("d");
+    db.collection::<Document>("t")
+        .insert_many((0..10).map(|i| doc! {"_id": i}))
+        .await
+        .unwrap();
+    let first = db
+        .run_command(doc! {"find": "t", "batchSize": 2, "maxTimeMS": 10_000})
+        .await
+        .unwrap();
+    let id = first.get_document("cursor").unwrap().get_i64("id").unwrap();
+    let plain = db
+        .run_command(doc! {"find": "t", "batchSize": 2})
+        .await
+        .unwrap();
+    let plain_id = plain.get_document("cursor").unwrap().get_i64("id").unwrap();
+    let admin = s.client.database("admin");
+    admin
+        .run_command(doc! {"configureFailPoint": "maxTimeAlwaysTimeOut", "mode": "alwaysOn"})
+        .await
+        .unwrap();
+    let more = db
+        .run_command(doc! {"getMore": id, "collection": "t", "batchSize": 2})
+        .await;
+    assert_eq!(command_code(more), 50);
+    let again = db
+        .run_command(doc! {"getMore": id, "collection": "t"})
+        .await;
+    assert_eq!(command_code(again), 43, "the cursor died with its getMore");
+    db.run_command(doc! {"getMore": plain_id, "collection": "t", "batchSize": 2})
+        .await
+        .expect("a cursor opened without maxTimeMS has no limit");
+    assert_eq!(
+        command_code(db.run_command(doc! {"count": "t", "maxTimeMS": 5}).await),
+        50
+    );
+    admin
+        .run_command(doc! {"configureFailPoint": "maxTimeAlwaysTimeOut", "mode": "off"})
+        .await
+        .unwrap();
+    s.stop().await;
+}

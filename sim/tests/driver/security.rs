@@ -718,3 +718,37 @@ async fn a_sharded_cluster_with_auth_checks_logins_and_roles_at_mongos() {
     }
     sim.shutdown().await;
 }
+
+/// `usersInfo` lists the `--auth` users of `admin` with their roles and mechanisms.
+#[tokio::test]
+async fn users_info_lists_the_users_and_their_roles() {
+    let sim = secured(None).await;
+    let admin = client(&sim, "admin", "Adm1n-s3cret", "").await;
+    let r = admin
+        .database("admin")
+        .run_command(doc! {"usersInfo": 1})
+        .await
+        .unwrap();
+    let users: Vec<&str> = r
+        .get_array("users")
+        .unwrap()
+        .iter()
+        .map(|u| u.as_document().unwrap().get_str("user").unwrap())
+        .collect();
+    assert_eq!(users, ["admin", "reader", "shopper"]);
+    let one = admin
+        .database("admin")
+        .run_command(doc! {"usersInfo": {"user": "shopper", "db": "admin"}})
+        .await
+        .unwrap();
+    let shopper = one.get_array("users").unwrap()[0]
+        .as_document()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        shopper.get_array("roles").unwrap(),
+        &vec![bson::Bson::Document(doc! {"role": "read", "db": "shop"})]
+    );
+    admin.shutdown().immediate(true).await;
+    sim.shutdown().await;
+}

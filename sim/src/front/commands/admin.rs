@@ -240,6 +240,58 @@ pub fn set_user_write_block_mode(req: &Req<'_>) -> CmdResult {
     Ok(Document::new())
 }
 
+/// `usersInfo`: `1` (every user of the database), a name, `{user, db}`, or a list of those.
+/// Without `--auth` there are no users.
+pub fn users_info(req: &Req<'_>) -> CmdResult {
+    let Some(users) = req.shared.users.as_ref() else {
+        return Ok(doc! {"users": []});
+    };
+    let mut by_db: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    let mut all = false;
+    let one = |v: &bson::Bson, by_db: &mut std::collections::BTreeMap<String, Vec<String>>| match v
+    {
+        bson::Bson::String(name) => {
+            by_db.entry(req.db.clone()).or_default().push(name.clone());
+            Ok(())
+        }
+        bson::Bson::Document(d) => match (d.get_str("user"), d.get_str("db")) {
+            (Ok(u), Ok(db)) => {
+                by_db.entry(db.to_string()).or_default().push(u.to_string());
+                Ok(())
+            }
+            _ => Err(CommandError::bad_value(
+                "User and role names must be either strings or objects",
+            )),
+        },
+        _ => Err(CommandError::bad_value(
+            "User and role names must be either strings or objects",
+        )),
+    };
+    match req.cmd.get("usersInfo") {
+        Some(bson::Bson::Array(list)) => {
+            for v in list {
+                one(v, &mut by_db)?;
+            }
+        }
+        Some(v @ (bson::Bson::String(_) | bson::Bson::Document(_))) => one(v, &mut by_db)?,
+        Some(v) if super::as_i64(Some(v)) == Some(1) => all = true,
+        _ => {
+            return Err(CommandError::bad_value(
+                "User and role names must be either strings or objects",
+            ))
+        }
+    }
+    let found: Vec<Document> = if all {
+        users.info(&req.db, None)
+    } else {
+        by_db
+            .iter()
+            .flat_map(|(db, names)| users.info(db, Some(names)))
+            .collect()
+    };
+    Ok(doc! {"users": found})
+}
+
 pub fn connection_status(conn: &Conn) -> Document {
     let (users, roles) = match &conn.session.user {
         Some(u) => (
@@ -248,20 +300,7 @@ pub fn connection_status(conn: &Conn) -> Document {
             )],
             u.roles
                 .iter()
-                .map(|r| {
-                    let (role, db) = match r {
-                        crate::front::auth::Role::Root => ("root", "admin".to_string()),
-                        crate::front::auth::Role::ReadWriteAnyDatabase => {
-                            ("readWriteAnyDatabase", "admin".to_string())
-                        }
-                        crate::front::auth::Role::ReadAnyDatabase => {
-                            ("readAnyDatabase", "admin".to_string())
-                        }
-                        crate::front::auth::Role::Read(db) => ("read", db.clone()),
-                        crate::front::auth::Role::ReadWrite(db) => ("readWrite", db.clone()),
-                    };
-                    bson::Bson::Document(doc! {"role": role, "db": db})
-                })
+                .map(|r| bson::Bson::Document(r.to_document()))
                 .collect(),
         ),
         None => (Vec::new(), Vec::new()),

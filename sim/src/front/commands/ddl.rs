@@ -363,6 +363,64 @@ pub fn coll_mod(req: &Req<'_>) -> CmdResult {
     })
 }
 
+/// A `partialFilterExpression` as mongod's index build takes it: an object (14), a valid
+/// filter (its parse error), and only the expressions a partial index allows (67).
+fn check_partial_filter(spec: &Document) -> Result<(), CommandError> {
+    let Some(f) = spec.get("partialFilterExpression") else {
+        return Ok(());
+    };
+    let Bson::Document(f) = f else {
+        return Err(CommandError::type_mismatch(format!(
+            "The field 'partialFilterExpression' must be an object, but got {}",
+            super::type_name(f)
+        )));
+    };
+    crate::query::Filter::parse(f)?;
+    if let Some(op) = unsupported_in_partial(f, true) {
+        return Err(CommandError::new(
+            67,
+            "CannotCreateIndex",
+            format!("Expression not supported in partial index: {op}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The first operator of `f` a partial index does not allow (MongoDB 7.0: equality, `$exists:
+/// true`, comparisons, `$type`, `$in`, and `$and`/`$or` at the top).
+fn unsupported_in_partial(f: &Document, top: bool) -> Option<String> {
+    for (k, v) in f {
+        match k.as_str() {
+            "$and" | "$or" if top => {
+                let parts = v.as_array()?;
+                if let Some(op) = parts
+                    .iter()
+                    .filter_map(Bson::as_document)
+                    .find_map(|p| unsupported_in_partial(p, false))
+                {
+                    return Some(op);
+                }
+            }
+            op if op.starts_with('$') => return Some(op.to_string()),
+            _ => {
+                if let Bson::Document(conds) = v {
+                    for (op, arg) in conds {
+                        let allowed = match op.as_str() {
+                            "$eq" | "$gt" | "$gte" | "$lt" | "$lte" | "$type" | "$in" => true,
+                            "$exists" => crate::front::commands::truthy(Some(arg)),
+                            other => !other.starts_with('$'),
+                        };
+                        if !allowed {
+                            return Some(op.clone());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    None
+}
+
 pub fn create_indexes(req: &Req<'_>) -> CmdResult {
     in_txn_forbidden(req)?;
     let coll = req.coll()?;
@@ -380,6 +438,7 @@ pub fn create_indexes(req: &Req<'_>) -> CmdResult {
                 "index specification must have 'key' and 'name'",
             ));
         }
+        check_partial_filter(s)?;
     }
     if req.txn.is_some() {
         return super::txn_ddl::create_indexes(req, &coll, specs);
@@ -418,8 +477,7 @@ pub fn create_indexes(req: &Req<'_>) -> CmdResult {
             }
             if s.get_bool("unique").unwrap_or(false) {
                 let pattern = s.get_document("key").cloned().unwrap_or_default();
-                let sparse = s.get_bool("sparse").unwrap_or(false);
-                if let Some(key) = c.duplicate_for_new_index(&pattern, sparse) {
+                if let Some(key) = c.duplicate_for_new_index(&s) {
                     let dup = crate::node::store::DuplicateKey {
                         index: name.to_string(),
                         key_pattern: pattern,

@@ -17,6 +17,7 @@ mod out;
 mod read;
 mod txn;
 mod txn_ddl;
+mod validate;
 mod write;
 
 use std::sync::Arc;
@@ -268,6 +269,7 @@ pub async fn execute<'a>(
             if !body.contains_key("ok") {
                 body.insert("ok", 1.0);
             }
+            limit_cursor_time(&req, &body);
             body
         }
         Err(e) => {
@@ -413,6 +415,22 @@ fn check_ddl_in_transaction(req: &Req<'_>) -> Result<(), CommandError> {
         "OperationNotSupportedInTransaction",
         format!("Cannot run '{}' in a multi-document transaction.", req.name),
     ))
+}
+
+/// A cursor opened by a command with `maxTimeMS` keeps that limit for its getMores (mongod
+/// carries the remaining time on the cursor; `awaitData` getMores bring their own).
+fn limit_cursor_time(req: &Req<'_>, reply: &Document) {
+    if req.name == "getMore" || as_i64(req.cmd.get("maxTimeMS")).is_none_or(|ms| ms <= 0) {
+        return;
+    }
+    if let Some(id) = reply
+        .get_document("cursor")
+        .ok()
+        .and_then(|c| as_i64(c.get("id")))
+        .filter(|id| *id != 0)
+    {
+        lock(&req.shared.cursors).limit_time(id);
+    }
 }
 
 /// With `--auth`, refuses what this connection's user may not run (13 Unauthorized).
@@ -586,6 +604,8 @@ async fn dispatch(req: &mut Req<'_>, conn: &mut Conn) -> Result<Option<Document>
         "distinct" => read::distinct(req),
         "aggregate" => read::aggregate(req, &conn.me),
         "explain" => explain::explain(req),
+        "validate" => validate::validate(req),
+        "usersInfo" => admin::users_info(req),
         "commitTransaction" => txn::commit(req),
         "abortTransaction" => txn::abort(req),
         other => Err(CommandError::new(

@@ -528,6 +528,12 @@ pub async fn get_more(req: &mut Req<'_>) -> Result<Option<Document>, CommandErro
     let Some(mut cursor) = lock(&req.shared.cursors).checkout(id) else {
         return Err(CommandError::cursor_not_found(id));
     };
+    if cursor.time_limited {
+        // Out of time: mongod kills the cursor with the getMore.
+        if let Some(e) = lock(&req.shared.failpoints).on_time_limited() {
+            return Err(e);
+        }
+    }
     req.is_change_stream = matches!(cursor.kind, CursorKind::Stream(_));
     let expected_coll = cursor
         .ns
