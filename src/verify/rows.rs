@@ -126,8 +126,8 @@ impl TableQueries {
             .collect()
     }
 
-    /// The keys (with `idx` for a child table) of the rows whose key is one of `keys`.
-    /// The rows of `keys` there are: each its key columns, then its `xmin` as text.
+    /// The rows whose key is one of `keys`: each its key (with `idx` for a child table), then
+    /// its `xmin` as text.
     pub async fn existing(
         &self,
         client: &Object,

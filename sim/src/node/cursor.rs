@@ -79,14 +79,13 @@ impl CursorTable {
         // Ids look like a real server's: large, positive and never reused.
         self.next_id += 1;
         let id = 0x1000_0000_0000 + self.next_id * 7919;
-        let time_limited = false;
         self.cursors.insert(
             id,
             Cursor {
                 id,
                 ns,
                 kind,
-                time_limited,
+                time_limited: false,
             },
         );
         id

@@ -381,13 +381,14 @@ fn index_key(doc: &Document, pattern: &Document, sparse: bool) -> Option<Documen
     (any || !sparse).then_some(key)
 }
 
-/// Whether index `ix` holds `doc`: every document, or for a partial index those its
+/// Which documents index `ix` holds: every one, or for a partial index those its
 /// `partialFilterExpression` matches (checked when the index was created).
-fn indexed(ix: &Document, doc: &Document) -> bool {
-    match ix.get_document("partialFilterExpression") {
-        Ok(f) => crate::query::Filter::parse(f).is_ok_and(|f| f.matches(doc)),
-        Err(_) => true,
-    }
+fn holds(ix: &Document) -> impl Fn(&Document) -> bool {
+    let filter = ix
+        .get_document("partialFilterExpression")
+        .ok()
+        .and_then(|f| crate::query::Filter::parse(f).ok());
+    move |doc| filter.as_ref().is_none_or(|f| f.matches(doc))
 }
 
 fn same_key(a: &Document, b: &Document) -> bool {
@@ -401,9 +402,10 @@ impl Collection {
     /// document stored under `self_id` (the one being updated).
     pub fn unique_violation(&self, doc: &Document, self_id: Option<&Bson>) -> Option<DuplicateKey> {
         for ix in &self.indexes {
+            let indexed = holds(ix);
             if !ix.get_bool("unique").unwrap_or(false)
                 || ix.get_str("name") == Ok("_id_")
-                || !indexed(ix, doc)
+                || !indexed(doc)
             {
                 continue;
             }
@@ -417,7 +419,7 @@ impl Collection {
             let clash = self.docs.iter().any(|(id, other)| {
                 let other = other.doc();
                 self_id.is_none_or(|s| !crate::bson_order::compare(s, &id.0).is_eq())
-                    && indexed(ix, &other)
+                    && indexed(&other)
                     && index_key(&other, pattern, sparse).is_some_and(|k| same_key(&k, &key))
             });
             if clash {
@@ -443,10 +445,11 @@ impl Collection {
     pub fn duplicate_for_new_index(&self, spec: &Document) -> Option<Document> {
         let pattern = spec.get_document("key").ok()?;
         let sparse = spec.get_bool("sparse").unwrap_or(false);
+        let indexed = holds(spec);
         let mut seen: Vec<Document> = Vec::new();
         for doc in self.docs.values() {
             let doc = doc.doc();
-            if !indexed(spec, &doc) {
+            if !indexed(&doc) {
                 continue;
             }
             let Some(key) = index_key(&doc, pattern, sparse) else {

@@ -246,50 +246,32 @@ pub fn users_info(req: &Req<'_>) -> CmdResult {
     let Some(users) = req.shared.users.as_ref() else {
         return Ok(doc! {"users": []});
     };
-    let mut by_db: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-    let mut all = false;
-    let one = |v: &bson::Bson, by_db: &mut std::collections::BTreeMap<String, Vec<String>>| match v
-    {
-        bson::Bson::String(name) => {
-            by_db.entry(req.db.clone()).or_default().push(name.clone());
-            Ok(())
-        }
-        bson::Bson::Document(d) => match (d.get_str("user"), d.get_str("db")) {
-            (Ok(u), Ok(db)) => {
-                by_db.entry(db.to_string()).or_default().push(u.to_string());
-                Ok(())
-            }
-            _ => Err(CommandError::bad_value(
-                "User and role names must be either strings or objects",
-            )),
-        },
-        _ => Err(CommandError::bad_value(
-            "User and role names must be either strings or objects",
-        )),
-    };
-    match req.cmd.get("usersInfo") {
-        Some(bson::Bson::Array(list)) => {
-            for v in list {
-                one(v, &mut by_db)?;
-            }
-        }
-        Some(v @ (bson::Bson::String(_) | bson::Bson::Document(_))) => one(v, &mut by_db)?,
-        Some(v) if super::as_i64(Some(v)) == Some(1) => all = true,
-        _ => {
-            return Err(CommandError::bad_value(
-                "User and role names must be either strings or objects",
-            ))
-        }
+    let arg = req.cmd.get("usersInfo");
+    if super::as_i64(arg) == Some(1) {
+        return Ok(doc! {"users": users.info(&req.db, None)});
     }
-    let found: Vec<Document> = if all {
-        users.info(&req.db, None)
-    } else {
-        by_db
-            .iter()
-            .flat_map(|(db, names)| users.info(db, Some(names)))
-            .collect()
+    let names: Vec<&bson::Bson> = match arg {
+        Some(bson::Bson::Array(list)) => list.iter().collect(),
+        other => other.into_iter().collect(),
     };
+    let mut found = Vec::new();
+    for v in names {
+        let (db, name) = match v {
+            bson::Bson::String(name) => (req.db.as_str(), name.as_str()),
+            bson::Bson::Document(d) => match (d.get_str("db"), d.get_str("user")) {
+                (Ok(db), Ok(name)) => (db, name),
+                _ => return Err(not_a_user_name()),
+            },
+            _ => return Err(not_a_user_name()),
+        };
+        found.extend(users.info(db, Some(&[name.to_string()])));
+    }
     Ok(doc! {"users": found})
+}
+
+/// mongod's refusal of a `usersInfo` argument that names no user.
+fn not_a_user_name() -> CommandError {
+    CommandError::bad_value("User and role names must be either strings or objects")
 }
 
 pub fn connection_status(conn: &Conn) -> Document {

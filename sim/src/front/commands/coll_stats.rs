@@ -5,6 +5,7 @@
 
 use bson::{doc, Bson, Document};
 
+use super::type_name;
 use crate::error::CommandError;
 use crate::node::store::{approx_value, stored_size, Collection};
 
@@ -83,19 +84,6 @@ pub fn parse(arg: &Bson) -> Result<Spec, CommandError> {
         }
     }
     Ok(spec)
-}
-
-fn type_name(v: &Bson) -> &'static str {
-    match v {
-        Bson::Int32(_) => "int",
-        Bson::Int64(_) => "long",
-        Bson::Double(_) => "double",
-        Bson::String(_) => "string",
-        Bson::Boolean(_) => "bool",
-        Bson::Array(_) => "array",
-        Bson::Null => "null",
-        _ => "other",
-    }
 }
 
 /// The stage's one document for `db.coll` (`c`: `None` when it does not exist) on `host`.

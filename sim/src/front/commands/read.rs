@@ -261,17 +261,19 @@ struct ReadAt {
     past: bool,
 }
 
+/// What a read outside a transaction with `readConcern: {level: "snapshot"}` asks for:
+/// `Some(None)` the current time, `Some(Some(t))` its `atClusterTime`; `None` for other reads.
+fn snapshot_request(req: &Req<'_>) -> Option<Option<Timestamp>> {
+    let rc = req.cmd.get_document("readConcern").ok()?;
+    (req.txn.is_none() && rc.get_str("level") == Ok("snapshot"))
+        .then(|| rc.get_timestamp("atClusterTime").ok())
+}
+
 /// Whether the command asks for a snapshot at a cluster time already past (such a read
 /// cannot use the lazy `_id` scan, which reads live storage at each getMore).
 fn asks_past_time(req: &Req<'_>) -> bool {
-    let Ok(rc) = req.cmd.get_document("readConcern") else {
-        return false;
-    };
-    req.txn.is_none()
-        && rc.get_str("level") == Ok("snapshot")
-        && rc
-            .get_timestamp("atClusterTime")
-            .is_ok_and(|asked| crate::node::oplog::cmp_ts(asked, req.shared.cluster_time()).is_lt())
+    matches!(snapshot_request(req), Some(Some(asked))
+        if crate::node::oplog::cmp_ts(asked, req.shared.cluster_time()).is_lt())
 }
 
 /// For a snapshot read outside a transaction, the time it reads at: now, or the
@@ -284,25 +286,19 @@ fn snapshot_time(
     oplog: &crate::node::oplog::Oplog,
     coll: &str,
 ) -> Result<Option<ReadAt>, CommandError> {
-    let Ok(rc) = req.cmd.get_document("readConcern") else {
+    let Some(asked) = snapshot_request(req) else {
         return Ok(None);
     };
-    if req.txn.is_some() || rc.get_str("level") != Ok("snapshot") {
-        return Ok(None);
-    }
     let now = oplog.last_ts();
-    let Ok(asked) = rc.get_timestamp("atClusterTime") else {
-        return Ok(Some(ReadAt {
-            ts: now,
-            past: false,
-        }));
+    let asked = match asked {
+        Some(t) if crate::node::oplog::cmp_ts(t, now).is_lt() => t,
+        current => {
+            return Ok(Some(ReadAt {
+                ts: current.unwrap_or(now),
+                past: false,
+            }))
+        }
     };
-    if crate::node::oplog::cmp_ts(asked, now) != std::cmp::Ordering::Less {
-        return Ok(Some(ReadAt {
-            ts: asked,
-            past: false,
-        }));
-    }
     let ns = format!("{}.{coll}", req.db);
     let from = oplog.seq_at_or_after(crate::node::oplog::ts_after(asked));
     let changed = crate::node::oplog::cmp_ts(asked, oplog.oldest_ts()) == std::cmp::Ordering::Less
